@@ -1,0 +1,170 @@
+"""Latency sources behind one interface, the per-op lookup table (LUT), and the measurement cache.
+
+A source measures an architecture end to end and profiles a LUT for a search space. `local` is this
+machine's CPU, measured with the routine the device agent uses (`measure.py`). Measurements are cached
+per (device, architecture hash, input shape): an architecture is measured once per device.
+"""
+import json
+import os
+import platform
+import threading
+
+import torch
+
+from .measure import LUT_FORMAT, LUT_VERSION, measure_architecture, profile_lut
+
+
+class LatencyError(RuntimeError):
+    """A device could not be reached or could not measure; the message says which and why."""
+
+
+class LatencySource:
+    """Interface: `device_id` names the device in caches; `measure` and `profile` do the work."""
+
+    device_id = "abstract"
+
+    def measure(self, arch, input_shape=None):
+        """End-to-end statistics of `arch` (see measure.measure_architecture for the keys)."""
+        raise NotImplementedError
+
+    def profile(self, space, progress=None):
+        """The per-op LUT of `space` as a dict (see measure.profile_lut)."""
+        raise NotImplementedError
+
+    def info(self):
+        raise NotImplementedError
+
+
+class LocalDevice(LatencySource):
+    """This machine's CPU, with a fixed thread count (1 by default: the most repeatable figure)."""
+
+    def __init__(self, threads=1, warmup=10, runs=30):
+        self.threads, self.warmup, self.runs = threads, warmup, runs
+        self.device_id = "local:{}:cpu:{}t".format(platform.node() or "host", threads)
+
+    def measure(self, arch, input_shape=None):
+        return measure_architecture(arch, input_shape, self.warmup, self.runs, "cpu", self.threads)
+
+    def profile(self, space, progress=None):
+        return profile_lut(space, self.warmup, self.runs, "cpu", self.threads, progress)
+
+    def info(self):
+        return {"device_id": self.device_id, "hostname": platform.node(),
+                "platform": platform.platform(), "torch": torch.__version__,
+                "cpu_count": os.cpu_count(), "threads": self.threads}
+
+
+def open_device(spec, threads=1, warmup=10, runs=30):
+    """The latency source named by `spec` ("local")."""
+    if spec == "local":
+        return LocalDevice(threads, warmup, runs)
+    raise LatencyError("unknown device {!r}: only 'local' is available in this version".format(spec))
+
+
+class Lut:
+    """A per-op latency lookup table for one search space: predicted latency = fixed + sum of ops."""
+
+    def __init__(self, data, space):
+        if not isinstance(data, dict) or data.get("format") != LUT_FORMAT:
+            raise ValueError("not a latency lookup table (format {!r})".format(
+                data.get("format") if isinstance(data, dict) else None))
+        if data.get("version") != LUT_VERSION:
+            raise ValueError("LUT version {!r} is not supported (expected {})".format(
+                data.get("version"), LUT_VERSION))
+        if data.get("space") != space.config():
+            raise ValueError("LUT was profiled for space {} but the search uses {}".format(
+                data.get("space"), space.config()))
+        self.data = data
+        self.fixed_ms = float(sum(data["fixed_ms"].values()))
+        # table[block][op index] in the space's op order
+        self.table = [[float(data["blocks"][sb.index][op.name]) for op in sb.ops]
+                      for sb in space.blocks]
+
+    def predict(self, path):
+        """Predicted latency (ms) of the architecture with op indices `path`."""
+        return self.fixed_ms + sum(row[i] for row, i in zip(self.table, path))
+
+    @classmethod
+    def load(cls, path, space):
+        with open(path) as f:
+            return cls(json.load(f), space)
+
+    def save(self, path):
+        _write_json(path, self.data)
+
+
+class LatencyCache:
+    """Measurements keyed by (device, architecture hash, input shape), appended to a JSON-lines file
+    (one {"key", "stats"} object a line) so that a long search never rewrites what it stored."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries = {}
+        if path and os.path.exists(path):
+            _end_with_newline(path)
+            with open(path) as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                        self._entries[entry["key"]] = entry["stats"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut short by an interrupted run: measure again
+
+    @staticmethod
+    def key(device_id, arch_hash, input_shape):
+        return "{}|{}|{}".format(device_id, arch_hash, "x".join(str(d) for d in input_shape))
+
+    def get(self, key):
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key, stats):
+        with self._lock:
+            self._entries[key] = stats
+            if self.path:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps({"key": key, "stats": stats}, sort_keys=True) + "\n")
+
+    def __len__(self):
+        return len(self._entries)
+
+
+class Measurer:
+    """Measures architectures on one source through the cache; counts hits for the summary."""
+
+    def __init__(self, source, cache=None):
+        self.source = source
+        self.cache = cache if cache is not None else LatencyCache()
+        self.hits = self.misses = 0
+
+    def measure(self, arch, input_shape=None):
+        shape = tuple(input_shape or arch.input_shape)
+        key = LatencyCache.key(self.source.device_id, arch.hash, shape)
+        stats = self.cache.get(key)
+        if stats is not None:
+            self.hits += 1
+            return dict(stats, cached=True)
+        self.misses += 1
+        stats = self.source.measure(arch, shape)
+        self.cache.put(key, stats)
+        return dict(stats, cached=False)
+
+
+def _write_json(path, data):
+    """Write atomically, so an interrupted run never leaves half a file behind."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _end_with_newline(path):
+    """Terminate a last line cut short, so the next appended entry starts on a line of its own."""
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            f.write(b"\n")

@@ -1,0 +1,125 @@
+"""Architecture steps: how the logits learn from the held-out split.
+
+gradient (ProxylessNAS): two ops sampled per block run under binary gates; the gates' gradients are
+mapped onto the two ops' logits, the LUT's expected latency (and the expected memory) adds its exact
+gradient to all logits, and after the update the pair is rescaled so that the unsampled ops keep
+their probabilities.
+
+reinforce (MnasNet-style reward, ProxylessNAS's RL variant): sampled architectures are scored by
+accuracy x (LAT/T)^w with their end-to-end measured latency; REINFORCE with a moving-average
+baseline.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .objectives import constrained_loss, objective
+
+
+class GradientStrategy:
+    name = "gradient"
+
+    def __init__(self, supernet, cost_model, constraints, optimizer, generator, loss_form="mul"):
+        self.net, self.costs, self.constraints = supernet, cost_model, constraints
+        self.optimizer, self.generator, self.loss_form = optimizer, generator, loss_form
+
+    def _sample_pairs(self):
+        """Per block: two distinct ops from the softmax, then which of them is active."""
+        active, inactive = [], []
+        for logits in self.net.arch_logits:
+            logits = logits.detach().cpu()
+            pair = torch.multinomial(F.softmax(logits, 0), 2, replacement=False,
+                                     generator=self.generator)
+            first = int(torch.multinomial(F.softmax(logits[pair], 0), 1, generator=self.generator))
+            active.append(int(pair[first]))
+            inactive.append(int(pair[1 - first]))
+        return active, inactive
+
+    def step(self, x, y):
+        net = self.net
+        active, inactive = self._sample_pairs()
+        gates = torch.zeros(len(active), 2, device=x.device)
+        gates[:, 0] = 1.0
+        gates.requires_grad_(True)
+        logits = net.forward_gated(x, active, inactive, gates)
+        ce = F.cross_entropy(logits, y)
+        expected = self.costs.expected(net.probabilities())
+        loss = constrained_loss(ce, expected, self.constraints, self.loss_form)
+        params = net.arch_parameters()
+        grads = torch.autograd.grad(loss, [gates] + params, allow_unused=True)
+        gate_grads = grads[0].detach()
+        for b, (alpha, direct) in enumerate(zip(params, grads[1:])):
+            grad = torch.zeros_like(alpha) if direct is None else direct.detach().clone()
+            pair = [active[b], inactive[b]]
+            pair_probs = F.softmax(alpha.detach()[pair], 0)
+            for i in range(2):  # d gate_j / d alpha_i of the binarised softmax over the pair
+                for j in range(2):
+                    delta = 1.0 if i == j else 0.0
+                    grad[pair[i]] += gate_grads[b, j] * pair_probs[j] * (delta - pair_probs[i])
+            alpha.grad = grad
+        before = [alpha.detach()[[a, i]].clone() for alpha, a, i in zip(params, active, inactive)]
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        with torch.no_grad():  # keep the sum of exp over the pair: unsampled ops keep their share
+            for alpha, old, a, i in zip(params, before, active, inactive):
+                offset = torch.logsumexp(alpha[[a, i]], 0) - torch.logsumexp(old, 0)
+                alpha[[a, i]] -= offset
+        return {"arch_loss": float(loss), "arch_ce": float(ce),
+                "expected_latency_ms": float(expected["latency_ms"])}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class ReinforceStrategy:
+    name = "reinforce"
+
+    def __init__(self, supernet, metrics_of, constraints, optimizer, generator, samples=2,
+                 baseline_decay=0.9):
+        """`metrics_of(arch)` returns the architecture's metrics (measured latency_ms, memory_mb,
+        params_m)."""
+        self.net, self.metrics_of, self.constraints = supernet, metrics_of, constraints
+        self.optimizer, self.generator = optimizer, generator
+        self.samples, self.baseline_decay = samples, baseline_decay
+        self.baseline = None
+
+    def step(self, x, y):
+        net = self.net
+        rewards, log_probs, latencies = [], [], []
+        for _ in range(self.samples):
+            path = net.sample_path(self.generator)
+            with torch.no_grad():
+                accuracy = float((net(x, path).argmax(1) == y).float().mean())
+            metrics = self.metrics_of(net.architecture(path))
+            rewards.append(objective(accuracy, metrics, self.constraints))
+            latencies.append(metrics["latency_ms"])
+            log_probs.append(sum(F.log_softmax(alpha, 0)[i]
+                                 for alpha, i in zip(net.arch_parameters(), path)))
+        mean_reward = sum(rewards) / len(rewards)
+        if self.baseline is None:
+            self.baseline = mean_reward
+        loss = -sum((r - self.baseline) * lp for r, lp in zip(rewards, log_probs)) / len(rewards)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_reward
+        return {"arch_loss": float(loss), "reward": mean_reward, "baseline": self.baseline,
+                "sampled_latency_ms": sum(latencies) / len(latencies)}
+
+    def state_dict(self):
+        return {"baseline": self.baseline}
+
+    def load_state_dict(self, state):
+        self.baseline = state.get("baseline")
+
+
+def entropy(probabilities):
+    """Mean entropy of the per-block distributions, normalised to [0, 1] (1 = uniform)."""
+    values = [float(-(p * torch.log(p.clamp_min(1e-12))).sum()) / math.log(len(p))
+              for p in probabilities]
+    return sum(values) / len(values)

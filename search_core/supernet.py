@@ -1,0 +1,195 @@
+"""The single-path supernet: one mixed op per searchable block, architecture logits, binary gates.
+
+A weight step runs one sampled path (one op per block), so it costs what that child network costs.
+The architecture step (ProxylessNAS) runs two sampled ops per block under binary gates: the active
+op carries gate 1, the inactive one gate 0 with its output detached; the gates' gradients are mapped
+onto the logits of the two ops only (see `strategies.py`).
+
+By default a block's candidates share weights (Single-Path NAS's superkernel, Once-for-All's elastic
+kernel and width): k3 and k5 are the centre of the k7 depthwise kernel, e3 uses the first half of the
+channels of e6. `shared_weights=False` gives every op its own weights, as in ProxylessNAS.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .builder import ConvBNReLU, InvertedResidual, init_weights
+
+
+def _batch_norm(x, bn, channels):
+    """nn.BatchNorm2d's forward on the first `channels` channels of `bn` (updates those statistics)."""
+    factor = 0.0
+    if bn.training:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return F.batch_norm(x, bn.running_mean[:channels], bn.running_var[:channels],
+                        bn.weight[:channels], bn.bias[:channels], bn.training, factor, bn.eps)
+
+
+class SearchableBlock(nn.Module):
+    """Common forward of a searchable block: `branch(x, op)` is the op's conv path, None for zero."""
+
+    def __init__(self, search_block):
+        super(SearchableBlock, self).__init__()
+        self.ops = search_block.ops
+        self.residual = search_block.stride == 1 and \
+            search_block.in_channels == search_block.out_channels
+
+    def branch(self, x, op):
+        raise NotImplementedError
+
+    def forward(self, x, index):
+        out = self.branch(x, self.ops[index])
+        if out is None:
+            return x
+        return x + out if self.residual else out
+
+    def forward_gated(self, x, active, inactive, gates):
+        """gates[0] * active(x) + gates[1] * inactive(x), the inactive output a constant."""
+        out = None
+        active_out = self.branch(x, self.ops[active])
+        if active_out is not None:
+            out = gates[0] * active_out
+        with torch.no_grad():
+            inactive_out = self.branch(x, self.ops[inactive])
+        if inactive_out is not None:
+            term = gates[1] * inactive_out
+            out = term if out is None else out + term
+        if out is None:  # both ops are zero (only where the block is residual): skip it
+            return x
+        return x + out if self.residual else out
+
+
+class SharedMBConv(SearchableBlock):
+    """Every k/e candidate of one block, cut out of one k7/e6 set of weights."""
+
+    def __init__(self, search_block):
+        super(SharedMBConv, self).__init__(search_block)
+        convs = [op for op in self.ops if not op.is_zero]
+        self.max_kernel = max(op.kernel for op in convs)
+        self.in_channels = search_block.in_channels
+        hidden = search_block.in_channels * max(op.expand for op in convs)
+        self.expand_conv = nn.Conv2d(search_block.in_channels, hidden, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(hidden)
+        self.depthwise_conv = nn.Conv2d(hidden, hidden, self.max_kernel, search_block.stride,
+                                        self.max_kernel // 2, groups=hidden, bias=False)
+        self.depthwise_bn = nn.BatchNorm2d(hidden)
+        self.project_conv = nn.Conv2d(hidden, search_block.out_channels, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(search_block.out_channels)
+        self.stride = search_block.stride
+
+    def branch(self, x, op):
+        if op.is_zero:
+            return None
+        hidden = self.in_channels * op.expand
+        h = F.conv2d(x, self.expand_conv.weight[:hidden])
+        h = F.relu6(_batch_norm(h, self.expand_bn, hidden))
+        start = (self.max_kernel - op.kernel) // 2
+        kernel = self.depthwise_conv.weight[:hidden, :, start:start + op.kernel,
+                                            start:start + op.kernel]
+        h = F.conv2d(h, kernel, None, self.stride, op.kernel // 2, 1, hidden)
+        h = F.relu6(_batch_norm(h, self.depthwise_bn, hidden))
+        h = F.conv2d(h, self.project_conv.weight[:, :hidden])
+        return _batch_norm(h, self.project_bn, self.project_bn.num_features)
+
+
+class IndependentMBConv(SearchableBlock):
+    """Every candidate with weights of its own (ProxylessNAS's mixed op)."""
+
+    def __init__(self, search_block):
+        super(IndependentMBConv, self).__init__(search_block)
+        self.candidates = nn.ModuleDict(
+            (op.name, InvertedResidual(search_block.in_channels, search_block.out_channels,
+                                       search_block.stride, op.kernel, op.expand))
+            for op in self.ops if not op.is_zero)
+
+    def branch(self, x, op):
+        return None if op.is_zero else self.candidates[op.name].conv(x)
+
+
+class Supernet(nn.Module):
+    """The whole search space in one network; `forward(x, path)` runs the child `path` picks."""
+
+    def __init__(self, space, shared_weights=True):
+        super(Supernet, self).__init__()
+        self.space = space
+        self.shared_weights = shared_weights
+        last_searched = space.blocks[-1].out_channels
+        self.stem = ConvBNReLU(space.in_channels, space.stem_channels, 3, 2)
+        self.first_block = InvertedResidual(space.stem_channels, space.first_block_channels, 1, 3, 1)
+        block_type = SharedMBConv if shared_weights else IndependentMBConv
+        self.blocks = nn.ModuleList(block_type(sb) for sb in space.blocks)
+        self.last_block = InvertedResidual(last_searched, space.last_block_channels, 1, 3, 6)
+        self.head = ConvBNReLU(space.last_block_channels, space.head_channels, 1)
+        self.classifier = nn.Sequential(nn.Dropout(space.dropout),
+                                        nn.Linear(space.head_channels, space.num_classes))
+        init_weights(self)
+        # zero logits: every op starts equally likely
+        self.arch_logits = nn.ParameterList(nn.Parameter(torch.zeros(len(sb.ops)))
+                                            for sb in space.blocks)
+
+    def weight_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith("arch_logits.")]
+
+    def arch_parameters(self):
+        return list(self.arch_logits)
+
+    def _tail(self, x):
+        x = self.head(self.last_block(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x, path):
+        x = self.first_block(self.stem(x))
+        for block, index in zip(self.blocks, path):
+            x = block(x, index)
+        return self._tail(x)
+
+    def forward_gated(self, x, active, inactive, gates):
+        """Forward with two ops per block under binary gates (`gates`: blocks x 2, [active, inactive])."""
+        x = self.first_block(self.stem(x))
+        for i, block in enumerate(self.blocks):
+            x = block.forward_gated(x, active[i], inactive[i], gates[i])
+        return self._tail(x)
+
+    # --- the distribution over architectures ------------------------------------------------------
+
+    def probabilities(self):
+        """Softmax of each block's logits (differentiable)."""
+        return [F.softmax(logits, dim=0) for logits in self.arch_logits]
+
+    def argmax_path(self):
+        return tuple(int(torch.argmax(logits.detach())) for logits in self.arch_logits)
+
+    def sample_path(self, generator, uniform=False):
+        """One op per block, drawn from the live softmax (or uniformly, for the warm-up)."""
+        path = []
+        for logits in self.arch_logits:
+            probs = torch.ones(len(logits)) if uniform else F.softmax(logits.detach().cpu(), dim=0)
+            path.append(int(torch.multinomial(probs, 1, generator=generator)))
+        return tuple(path)
+
+    def architecture(self, path):
+        """A new Architecture object for `path` (op indices)."""
+        return self.space.architecture(path)
+
+    def derive(self):
+        """The most likely architecture, computed afresh from the live logits every call."""
+        return self.architecture(self.argmax_path())
+
+    def recalibrate_batch_norm(self, path, batches):
+        """Reset the BN statistics and re-estimate them for `path` (cumulative average over batches):
+        shared BN statistics are a mixture over paths, wrong for any single one."""
+        saved = {}
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                saved[m] = m.momentum
+                m.reset_running_stats()
+                m.momentum = None
+        was_training = self.training
+        self.train()
+        with torch.no_grad():
+            for x in batches:
+                self(x, path)
+        for m, momentum in saved.items():
+            m.momentum = momentum
+        self.train(was_training)
