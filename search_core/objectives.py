@@ -62,7 +62,7 @@ def constrained_loss(ce, expected, constraints, form="mul"):
     loss = ce
     for c in constraints:
         ratio = expected[c.metric] / c.target
-        w = c.exponent(float(expected[c.metric]))
+        w = c.exponent(float(expected[c.metric].detach()))
         if form == "mul":
             loss = loss * ratio ** (-w)
         elif form == "add":

@@ -65,8 +65,7 @@ class GradientStrategy:
             for alpha, old, a, i in zip(params, before, active, inactive):
                 offset = torch.logsumexp(alpha[[a, i]], 0) - torch.logsumexp(old, 0)
                 alpha[[a, i]] -= offset
-        return {"arch_loss": float(loss), "arch_ce": float(ce),
-                "expected_latency_ms": float(expected["latency_ms"])}
+        return {"arch_loss": loss.item(), "arch_ce": ce.item()}
 
     def state_dict(self):
         return {}
@@ -108,7 +107,7 @@ class ReinforceStrategy:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_reward
-        return {"arch_loss": float(loss), "reward": mean_reward, "baseline": self.baseline,
+        return {"arch_loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
                 "sampled_latency_ms": sum(latencies) / len(latencies)}
 
     def state_dict(self):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .builder import ConvBNReLU, InvertedResidual, init_weights
+from .builder import ConvBNReLU, InvertedResidual, build_model, init_weights
 
 
 def _batch_norm(x, bn, channels):
@@ -93,6 +93,23 @@ class SharedMBConv(SearchableBlock):
         return _batch_norm(h, self.project_bn, self.project_bn.num_features)
 
 
+    def child_state(self, op):
+        """The op's weights as a standalone InvertedResidual's state_dict (inherited weights)."""
+        hidden = self.in_channels * op.expand
+        start = (self.max_kernel - op.kernel) // 2
+        state = {"conv.0.0.weight": self.expand_conv.weight[:hidden],
+                 "conv.1.0.weight": self.depthwise_conv.weight[:hidden, :, start:start + op.kernel,
+                                                               start:start + op.kernel],
+                 "conv.2.weight": self.project_conv.weight[:, :hidden]}
+        for prefix, bn, channels in (("conv.0.1.", self.expand_bn, hidden),
+                                     ("conv.1.1.", self.depthwise_bn, hidden),
+                                     ("conv.3.", self.project_bn, self.project_bn.num_features)):
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                state[prefix + key] = getattr(bn, key)[:channels]
+            state[prefix + "num_batches_tracked"] = bn.num_batches_tracked
+        return dict((k, v.detach().clone()) for k, v in state.items())
+
+
 class IndependentMBConv(SearchableBlock):
     """Every candidate with weights of its own (ProxylessNAS's mixed op)."""
 
@@ -105,6 +122,9 @@ class IndependentMBConv(SearchableBlock):
 
     def branch(self, x, op):
         return None if op.is_zero else self.candidates[op.name].conv(x)
+
+    def child_state(self, op):
+        return dict((k, v.detach().clone()) for k, v in self.candidates[op.name].state_dict().items())
 
 
 class Supernet(nn.Module):
@@ -175,6 +195,21 @@ class Supernet(nn.Module):
     def derive(self):
         """The most likely architecture, computed afresh from the live logits every call."""
         return self.architecture(self.argmax_path())
+
+    def export_child(self, path):
+        """The standalone network of `path` (builder.build_model) with the supernet's weights."""
+        model = build_model(self.architecture(path))
+        features = iter(model.features)
+        for module in [self.stem, self.first_block]:
+            next(features).load_state_dict(module.state_dict())
+        for block, index in zip(self.blocks, path):
+            op = block.ops[index]
+            if not op.is_zero:
+                next(features).load_state_dict(block.child_state(op))
+        for module in [self.last_block, self.head]:
+            next(features).load_state_dict(module.state_dict())
+        model.classifier.load_state_dict(self.classifier.state_dict())
+        return model
 
     def recalibrate_batch_norm(self, path, batches):
         """Reset the BN statistics and re-estimate them for `path` (cumulative average over batches):

@@ -1,0 +1,271 @@
+"""Command line: `python -m search_core COMMAND ...` (see `--help` of each command)."""
+import argparse
+import json
+import os
+import sys
+import traceback
+
+import torch
+
+from .arch import Architecture, ArchitectureError
+from .complexity import complexity
+from .data import DatasetError, load_dataset
+from .events import ConsoleEvents, JsonLinesEvents
+from .latency import LatencyError, open_device
+from .search import ConfigError, Search, SearchConfig, load_config
+from .space import SearchSpace
+from .train import DatasetMismatch, train_architecture
+
+USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
+               FileExistsError, FileNotFoundError)
+
+
+def _space_arguments(p, width=1.0, resolution=224, classes=1000, channels=3):
+    p.add_argument("--width", type=float, default=width, help="width multiplier (default %(default)s)")
+    p.add_argument("--resolution", type=int, default=resolution,
+                   help="input resolution (default %(default)s)")
+    p.add_argument("--classes", type=int, default=classes, help="classes (default %(default)s)")
+    p.add_argument("--channels", type=int, default=channels,
+                   help="input channels (default %(default)s)")
+
+
+def _space(args):
+    return SearchSpace(args.width, args.resolution, args.classes, args.channels)
+
+
+def _search_arguments(p):
+    d = SearchConfig()
+    p.add_argument("--dataset", default=d.dataset, help="digits (bundled), cifar10, imagefolder")
+    p.add_argument("--data-dir", help="dataset directory (cifar10: the python-format batches; "
+                                      "imagefolder: one sub-directory per class)")
+    p.add_argument("--out", required=True, help="run directory (must not hold a run yet)")
+    p.add_argument("--resolution", type=int, default=d.resolution)
+    p.add_argument("--width", type=float, default=d.width_mult, help="width multiplier")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="all epochs, warm-up included")
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="weight learning rate")
+    p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate")
+    p.add_argument("--strategy", choices=("gradient", "reinforce"), default=d.strategy)
+    p.add_argument("--loss-form", choices=("mul", "add"), default=d.loss_form,
+                   help="gradient strategy: CE x (LAT/T)^-w (mul) or CE + -w x LAT/T (add)")
+    p.add_argument("--target-latency-ms", type=float,
+                   help="latency target T (default: 80%% of the expected latency of a uniformly "
+                        "random architecture, from the lookup table)")
+    p.add_argument("--latency-weight", type=float,
+                   help="w in ACC x (LAT/T)^w, negative (default: -0.5 gradient, -0.07 reinforce)")
+    p.add_argument("--hard-constraint", action="store_true",
+                   help="no reward below the targets, (v/T)^-1 above (MnasNet's hard constraint)")
+    p.add_argument("--target-memory-mb", type=float, help="inference memory target (MiB)")
+    p.add_argument("--target-params-m", type=float, help="parameter count target (millions)")
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch,
+                   help="architectures drawn per epoch besides the argmax")
+    p.add_argument("--independent-weights", action="store_true",
+                   help="give every op its own weights (ProxylessNAS) instead of sharing them")
+    p.add_argument("--device", default=d.device, help="where latency is measured: local")
+    p.add_argument("--measure-runs", type=int, default=d.measure_runs)
+    p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
+    p.add_argument("--measure-threads", type=int, default=d.measure_threads)
+    p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
+    p.add_argument("--train-device", choices=("cpu", "cuda"), default=d.train_device)
+    p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
+
+
+def _config(args):
+    return SearchConfig(
+        dataset=args.dataset, data_dir=args.data_dir, resolution=args.resolution,
+        width_mult=args.width, seed=args.seed, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, strategy=args.strategy,
+        loss_form=args.loss_form, target_latency_ms=args.target_latency_ms,
+        latency_weight=args.latency_weight, hard_constraint=args.hard_constraint,
+        target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
+        samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
+        device=args.device, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
+        measure_threads=args.measure_threads, threads=args.threads, train_device=args.train_device,
+        limit=args.limit).validate()
+
+
+def _events(args):
+    return JsonLinesEvents() if getattr(args, "events", None) == "jsonl" else ConsoleEvents()
+
+
+def cmd_search(args, events):
+    if os.path.exists(os.path.join(args.out, "config.json")):
+        raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
+                              "resume {}` or choose another --out".format(args.out, args.out))
+    Search(_config(args), args.out, events).run()
+
+
+def cmd_resume(args, events):
+    Search(load_config(args.run_dir), args.run_dir, events).run()
+
+
+def cmd_space(args, events):
+    space = _space(args)
+    if args.json:
+        print(json.dumps({"config": space.config(), "size": space.size,
+                          "blocks": [{"index": b.index, "stage": b.stage, "stride": b.stride,
+                                      "in_channels": b.in_channels, "out_channels": b.out_channels,
+                                      "resolution": b.resolution,
+                                      "ops": [op.name for op in b.ops]} for b in space.blocks]},
+                         indent=2))
+    else:
+        print(space.describe())
+
+
+def cmd_baseline(args, events):
+    arch = _space(args).mobilenet_v2()
+    if args.out:
+        arch.save(args.out)
+        print("wrote {} ({})".format(args.out, arch.short_hash), file=sys.stderr)
+    else:
+        print(arch.to_json(indent=2))
+
+
+def cmd_info(args, events):
+    arch = Architecture.load(args.arch)
+    cost = complexity(arch)
+    info = {"arch_hash": arch.hash, "ops": arch.ops, "input_shape": list(arch.input_shape),
+            "num_classes": arch.num_classes, "params": cost.params, "macs": cost.macs,
+            "activation_peak_bytes": cost.activation_peak_bytes, "memory_bytes": cost.memory_bytes}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print("architecture {}  input {}  {} classes".format(
+        arch.short_hash, "x".join(str(d) for d in arch.input_shape), arch.num_classes))
+    print("searchable blocks: {}".format(" ".join(arch.ops) or "-"))
+    print("params            {:,} ({:.3f} M)".format(cost.params, cost.params / 1e6))
+    print("FLOPs (mult-adds) {:,} ({:.1f} M)".format(cost.macs, cost.macs / 1e6))
+    print("memory (estimate) {:.2f} MiB: {:.2f} MiB weights + {:.2f} MiB peak activations".format(
+        cost.memory_bytes / 2 ** 20, cost.params * 4 / 2 ** 20,
+        cost.activation_peak_bytes / 2 ** 20))
+
+
+def cmd_measure(args, events):
+    arch = Architecture.load(args.arch)
+    source = open_device(args.device, args.threads, args.warmup, args.runs)
+    stats = source.measure(arch)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return
+    print("{} on {}: median {:.3f} ms, mean {:.3f} +- {:.3f} ms, p90 {:.3f} ms, min {:.3f} ms "
+          "({} runs after {} warm-up)".format(
+              arch.short_hash, source.device_id, stats["median_ms"], stats["mean_ms"],
+              stats["std_ms"], stats["p90_ms"], stats["min_ms"], stats["runs"], stats["warmup"]))
+
+
+def cmd_profile(args, events):
+    space = _space(args)
+    source = open_device(args.device, args.threads, args.warmup, args.runs)
+    lut = source.profile(space)
+    with open(args.out, "w") as f:
+        json.dump(lut, f, indent=1, sort_keys=True)
+    print("wrote {}: {} blocks, fixed layers {:.3f} ms".format(
+        args.out, len(lut["blocks"]), sum(lut["fixed_ms"].values())), file=sys.stderr)
+
+
+def cmd_train(args, events):
+    arch = Architecture.load(args.arch)
+    dataset = load_dataset(args.dataset, arch.resolution, args.seed, args.data_dir, limit=args.limit)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_architecture(arch, dataset, args.epochs, args.batch_size, args.lr,
+                                seed=args.seed, device=args.train_device)
+    model = result.pop("model")
+    if args.save:
+        torch.save(model.state_dict(), args.save)
+    result.update(arch_hash=arch.hash, dataset=dataset.name)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("{} on {}: test accuracy {:.2%} (validation {:.2%}), {} epochs in {:.0f} s".format(
+            arch.short_hash, dataset.name, result["test_accuracy"], result["val_accuracy"],
+            result["epochs"], result["train_time_s"]))
+
+
+def parser():
+    root = argparse.ArgumentParser(prog="python -m search_core",
+                                   description="Hardware-aware neural architecture search.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="run a latency-aware architecture search")
+    _search_arguments(p)
+    p.add_argument("--events", choices=("console", "jsonl"), default="console",
+                   help="progress bars for people, or JSON lines on stdout for programs")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--events", choices=("console", "jsonl"), default="console")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("space", help="print the search space and its exact size")
+    _space_arguments(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_space)
+
+    p = sub.add_parser("baseline", help="write a reference architecture's JSON")
+    p.add_argument("name", choices=("mobilenetv2",))
+    _space_arguments(p)
+    p.add_argument("--out", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("info", help="params, FLOPs and estimated memory of an architecture")
+    p.add_argument("arch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("measure", help="measure an architecture's latency on a device")
+    p.add_argument("arch")
+    p.add_argument("--device", default="local")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("profile", help="profile the per-op latency lookup table of a space")
+    _space_arguments(p, width=0.5, resolution=32, classes=10, channels=1)
+    p.add_argument("--device", default="local")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("train", help="train an architecture from scratch, report test accuracy")
+    p.add_argument("arch")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--train-device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--limit", type=int, help="at most this many images per split")
+    p.add_argument("--save", help="write the trained weights (state_dict) here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+    return root
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    events = _events(args)
+    try:
+        args.func(args, events)
+        return 0
+    except USER_ERRORS as e:
+        events.emit("failed", error=str(e), type=type(e).__name__)
+        return 2
+    except KeyboardInterrupt:
+        events.emit("failed", error="interrupted", type="KeyboardInterrupt")
+        return 130
+    except Exception as e:  # the worker's crash must still reach whoever follows the stream
+        events.emit("failed", error=str(e) or type(e).__name__, type=type(e).__name__,
+                    traceback=traceback.format_exc())
+        raise
+    finally:
+        events.close()

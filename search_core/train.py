@@ -1,0 +1,64 @@
+"""Train one architecture from scratch (the standalone child, no supernet) and report its accuracy."""
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import data
+from .builder import build_model
+
+
+class DatasetMismatch(ValueError):
+    """The architecture's input or classes do not fit the dataset."""
+
+
+def check_fits(arch, dataset):
+    if arch.in_channels != dataset.channels:
+        raise DatasetMismatch("the architecture takes {} input channel(s) but {} images have {}"
+                              .format(arch.in_channels, dataset.name, dataset.channels))
+    if arch.num_classes != dataset.num_classes:
+        raise DatasetMismatch("the architecture has {} classes but {} has {}".format(
+            arch.num_classes, dataset.name, dataset.num_classes))
+
+
+def evaluate(model, split, dataset, device):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in data.iterate_batches(split, dataset, 256, device=device):
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(len(split), 1)
+
+
+def train_architecture(arch, dataset, epochs=40, batch_size=64, lr=0.1, weight_decay=4e-5,
+                       label_smoothing=0.1, seed=0, device="cpu", progress=True):
+    """SGD with Nesterov momentum, cosine schedule, augmentation; returns accuracies and timing."""
+    check_fits(arch, dataset)
+    batch_size = min(batch_size, len(dataset.train))  # a tiny split still trains
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    model = build_model(arch).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                weight_decay=weight_decay)
+    steps = max(1, len(dataset.train) // batch_size) * epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    started = time.time()
+    bar = tqdm(range(epochs), desc="train", disable=not progress, leave=False)
+    for _ in bar:
+        model.train()
+        for x, y in data.iterate_batches(dataset.train, dataset, batch_size, shuffle=True,
+                                         generator=generator, augment=True, drop_last=True,
+                                         device=device):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        bar.set_postfix(loss="{:.3f}".format(loss.item()))
+    return {"val_accuracy": evaluate(model, dataset.val, dataset, device),
+            "test_accuracy": evaluate(model, dataset.test, dataset, device),
+            "epochs": epochs, "train_time_s": time.time() - started, "model": model}

@@ -1,0 +1,192 @@
+"""End-to-end: the headless search command, its run directory, its event stream, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from search_core.arch import Architecture
+from search_core.builder import build_model
+from search_core.events import Events
+from search_core.search import Search, SearchConfig, best_sample, read_samples
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--limit", "64", "--batch-size", "32", "--samples-per-epoch", "2", "--measure-runs", "3",
+        "--measure-warmup", "1", "--threads", "1"]
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "search_core"] + list(args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def events_of(stdout):
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+class Recorder(Events):
+    def __init__(self):
+        self.events = []
+
+    def write(self, event):
+        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "demo"
+    result = cli("search", "--out", str(out), "--epochs", "3", "--warmup-epochs", "1",
+                 "--events", "jsonl", *TINY)
+    assert result.returncode == 0, result.stderr
+    return out, events_of(result.stdout)
+
+
+def test_event_stream_is_complete_and_ordered(tiny_run):
+    _, events = tiny_run
+    kinds = [e["event"] for e in events]
+    assert kinds[0] in ("message", "started") and kinds[-1] == "finished"
+    assert kinds.count("started") == 1 and kinds.count("epoch") == 3
+    assert "progress" in kinds and "sample" in kinds
+    assert all(isinstance(e["time"], float) for e in events)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["phase"] for e in epochs] == ["warmup", "search", "search"]
+    for e in epochs:
+        assert len(e["arch_probabilities"]) == 20
+        assert all(abs(sum(p) - 1) < 1e-3 for p in e["arch_probabilities"])
+    started = next(e for e in events if e["event"] == "started")
+    assert started["space"]["size"] == 6 ** 5 * 7 ** 15 and len(started["space"]["blocks"]) == 20
+
+
+def test_run_directory_holds_what_the_stream_said(tiny_run):
+    out, events = tiny_run
+    for name in ("config.json", "lut.json", "samples.jsonl", "checkpoint.pt", "best_arch.json",
+                 "summary.json", "latency_cache.jsonl"):
+        assert (out / name).exists(), name
+    samples = read_samples(str(out / "samples.jsonl"))
+    streamed = [e for e in events if e["event"] == "sample"]
+    assert [s["arch_hash"] for s in samples] == [e["arch_hash"] for e in streamed]
+    assert {s["epoch"] for s in samples} == {1, 2}  # search epochs only, not the warm-up
+    for s in samples:
+        arch = Architecture.from_dict(s["arch"])
+        assert arch.hash == s["arch_hash"]
+        assert 0 <= s["accuracy"] <= 1 and s["latency_ms"] > 0 and s["predicted_latency_ms"] > 0
+        assert s["params"] > 0 and s["macs"] > 0 and s["memory_mb"] > 0
+    best = Architecture.load(str(out / "best_arch.json"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert best.hash == summary["best"]["arch_hash"] == best_sample(samples)["arch_hash"]
+    assert summary["best"]["objective"] == max(s["objective"] for s in samples)
+    assert build_model(best)(torch.randn(2, *best.input_shape[1:])).shape == (2, 10)
+
+
+def test_latency_is_measured_once_per_architecture(tiny_run):
+    out, events = tiny_run
+    samples = read_samples(str(out / "samples.jsonl"))
+    cache_lines = (out / "latency_cache.jsonl").read_text().splitlines()
+    assert len(cache_lines) == len({s["arch_hash"] for s in samples})
+    seen = set()
+    for s in samples:
+        assert s["cached"] == (s["arch_hash"] in seen)
+        seen.add(s["arch_hash"])
+
+
+def test_derived_architectures_follow_the_logits(tmp_path):
+    """Regression: a stale snapshot made every derived architecture and latency identical."""
+    config = SearchConfig(epochs=4, warmup_epochs=1, limit=64, batch_size=16, samples_per_epoch=0,
+                          arch_lr=0.5, target_latency_ms=0.5, measure_runs=3, measure_warmup=1,
+                          threads=1)
+    recorder = Recorder()
+    Search(config, str(tmp_path / "run"), recorder).run()
+    argmax = [e for e in recorder.events if e["event"] == "sample" and e["kind"] == "argmax"]
+    probabilities = [e["arch_probabilities"] for e in recorder.events if e["event"] == "epoch"]
+    assert probabilities[1] != probabilities[-1]  # the logits moved
+    assert len({e["arch_hash"] for e in argmax}) > 1
+    assert len({e["latency_ms"] for e in argmax}) > 1
+
+
+def test_resume_continues_an_interrupted_search(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "search_core", "search", "--out", str(out),
+                             "--epochs", "4", "--warmup-epochs", "1", "--events", "jsonl"] + TINY,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    epochs_seen = 0
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "epoch":
+            epochs_seen += 1
+            if epochs_seen == 2:
+                break
+    proc.send_signal(signal.SIGKILL)  # the hard way: no chance to clean up
+    proc.wait()
+    proc.stdout.close()
+    done = torch.load(str(out / "checkpoint.pt"), weights_only=True)["epochs_done"]
+    assert 1 <= done < 4
+    result = cli("resume", str(out), "--events", "jsonl")
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    started = next(e for e in events if e["event"] == "started")
+    assert started["start_epoch"] == done
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(done, 4))
+    samples = read_samples(str(out / "samples.jsonl"))
+    assert sorted({s["epoch"] for s in samples}) == [1, 2, 3]
+    keys = [(s["epoch"], s["kind"], s["arch_hash"]) for s in samples]
+    assert len(keys) == len(set(keys))  # no epoch was recorded twice
+    assert (out / "best_arch.json").exists()
+
+
+def test_search_refuses_a_directory_that_holds_a_run(tiny_run):
+    out, _ = tiny_run
+    before = (out / "samples.jsonl").read_text()
+    result = cli("search", "--out", str(out), *TINY)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert (out / "samples.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist"], "dataset must be one of"),
+    (["--epochs", "2", "--warmup-epochs", "3"], "warmup_epochs"),
+    (["--target-latency-ms", "-1"], "target_latency_ms must be positive"),
+    (["--latency-weight", "0.3"], "must be negative"),
+    (["--device", "nano1:8765"], "unknown device"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent"),
+])
+def test_bad_settings_fail_clearly(tmp_path, args, message):
+    result = cli("search", "--out", str(tmp_path / "run"), "--events", "jsonl", *TINY, *args)
+    assert result.returncode == 2
+    failed = events_of(result.stdout)[-1]
+    assert failed["event"] == "failed" and message in failed["error"]
+
+
+def test_baseline_info_and_train_commands(tmp_path):
+    path = tmp_path / "mbv2.json"
+    assert cli("baseline", "mobilenetv2", "--resolution", "32", "--classes", "10", "--channels", "1",
+               "--width", "0.5", "--out", str(path)).returncode == 0
+    arch = Architecture.load(str(path))
+    assert arch.ops.count("zero") == 5 and arch.num_classes == 10
+    info = json.loads(cli("info", str(path), "--json").stdout)
+    assert info["arch_hash"] == arch.hash and info["params"] > 0 and info["macs"] > 0
+    human = cli("info", str(path)).stdout
+    assert "FLOPs" in human and "params" in human
+    trained = cli("train", str(path), "--epochs", "1", "--limit", "64", "--threads", "1", "--json")
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert 0 <= result["test_accuracy"] <= 1 and result["arch_hash"] == arch.hash
+    wrong = tmp_path / "wrong.json"
+    cli("baseline", "mobilenetv2", "--out", str(wrong))  # 3 channels, 1000 classes
+    mismatch = cli("train", str(wrong), "--epochs", "1", "--limit", "64")
+    assert mismatch.returncode == 2 and "input channel" in mismatch.stderr
+
+
+def test_measure_and_profile_commands(tmp_path):
+    path = tmp_path / "mbv2.json"
+    cli("baseline", "mobilenetv2", "--resolution", "32", "--classes", "10", "--channels", "1",
+        "--width", "0.5", "--out", str(path))
+    stats = json.loads(cli("measure", str(path), "--runs", "5", "--warmup", "2", "--json").stdout)
+    assert stats["runs"] == 5 and len(stats["times_ms"]) == 5
+    assert stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+    lut_path = tmp_path / "lut.json"
+    assert cli("profile", "--out", str(lut_path), "--runs", "2", "--warmup", "1").returncode == 0
+    lut = json.loads(lut_path.read_text())
+    assert len(lut["blocks"]) == 20 and all(v >= 0 for b in lut["blocks"] for v in b.values())
+    assert set(lut["fixed_ms"]) == {"stem", "first_block", "last_block", "head"}

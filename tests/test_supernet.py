@@ -1,0 +1,206 @@
+"""Supernet, objectives and architecture steps: single path, shared weights, gradients, derivation."""
+import math
+
+import pytest
+import torch
+
+from search_core.complexity import complexity
+from search_core.latency import Lut
+from search_core.objectives import Constraint, CostModel, constrained_loss, objective
+from search_core.space import SearchSpace
+from search_core.strategies import GradientStrategy, ReinforceStrategy
+from search_core.supernet import Supernet
+
+SPACE = SearchSpace(0.5, 32, 10, 1)
+
+
+def fake_lut(space):
+    """A LUT whose op latencies grow with kernel and expansion (no timing needed for these tests)."""
+    blocks = [{op.name: 0.0 if op.is_zero else 0.01 * op.kernel * op.expand for op in sb.ops}
+              for sb in space.blocks]
+    return Lut({"format": "edge-nas.lut", "version": 1, "space": space.config(),
+                "fixed_ms": {"stem": 0.1, "first_block": 0.1, "last_block": 0.1, "head": 0.1},
+                "blocks": blocks}, space)
+
+
+def batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_supernet_path_equals_the_exported_child(shared):
+    net = Supernet(SPACE, shared_weights=shared)
+    g = torch.Generator().manual_seed(1)
+    x, _ = batch()
+    net.train()
+    for _ in range(3):  # move the BN statistics away from their defaults
+        net(x, net.sample_path(g, uniform=True))
+    net.eval()
+    for _ in range(4):
+        path = net.sample_path(g, uniform=True)
+        child = net.export_child(path).eval()
+        with torch.no_grad():
+            assert torch.allclose(net(x, path), child(x), atol=1e-5)
+
+
+def test_weight_step_touches_only_the_sampled_path():
+    net = Supernet(SPACE, shared_weights=False)
+    x, y = batch()
+    path = net.sample_path(torch.Generator().manual_seed(0), uniform=True)
+    torch.nn.functional.cross_entropy(net(x, path), y).backward()
+    for block, index in zip(net.blocks, path):
+        for name, candidate in block.candidates.items():
+            has_grad = any(p.grad is not None for p in candidate.parameters())
+            assert has_grad == (name == block.ops[index].name)
+
+
+def test_candidates_share_weights():
+    """k3 is the centre of the k7 kernel: changing only the centre changes the k3 path's output;
+    changing only the k7 border leaves it alone."""
+    net = Supernet(SPACE).eval()
+    x, _ = batch()
+    k3 = tuple(SPACE.op_index(i, "k3_e6") for i in range(20))
+    h = net.first_block(net.stem(x))
+    block = net.blocks[0]
+    before = block(h, k3[0])
+    with torch.no_grad():
+        block.depthwise_conv.weight[:, :, 0, :] += 1.0  # the border row of the 7x7 kernel
+        assert torch.equal(block(h, k3[0]), before)
+        block.depthwise_conv.weight[:, :, 3, 3] += 1.0  # the centre
+        assert not torch.allclose(block(h, k3[0]), before)
+
+
+def test_derivation_follows_the_live_logits():
+    net = Supernet(SPACE)
+    first = net.derive()
+    assert net.derive() is not first and net.derive() == first  # a new object, the same value
+    with torch.no_grad():
+        net.arch_logits[3][SPACE.op_index(3, "zero")] += 5.0
+        net.arch_logits[0][SPACE.op_index(0, "k7_e6")] += 5.0
+    second = net.derive()
+    assert second.ops[3] == "zero" and second.ops[0] == "k7_e6"
+    assert second.hash != first.hash
+    assert first.ops[3] != "zero"  # the earlier object was not mutated
+
+
+def test_batch_norm_recalibration_matches_the_path_statistics():
+    net = Supernet(SPACE)
+    g = torch.Generator().manual_seed(0)
+    x, _ = batch(256)
+    net.train()
+    for _ in range(5):  # statistics become a mixture over random paths
+        net(x, net.sample_path(g, uniform=True))
+    path = net.sample_path(g, uniform=True)
+    net.classifier.eval()  # no dropout in the reference
+    with torch.no_grad():
+        reference = net(x, path)  # train-mode BN: this batch's own statistics
+        net.eval()
+        mixed = net(x, path)
+        net.recalibrate_batch_norm(path, [x])
+        net.eval()
+        calibrated = net(x, path)
+    error = lambda out: float((out - reference).abs().mean())
+    assert error(calibrated) < 0.2 * error(mixed)
+
+
+def test_cost_model_matches_lut_and_complexity():
+    lut = fake_lut(SPACE)
+    costs = CostModel(SPACE, lut)
+    g = torch.Generator().manual_seed(0)
+    net = Supernet(SPACE)
+    for _ in range(5):
+        path = net.sample_path(g, uniform=True)
+        arch = SPACE.architecture(path)
+        metrics = costs.of_path(path)
+        assert metrics["latency_ms"] == pytest.approx(lut.predict(path))
+        assert metrics["params_m"] * 1e6 == pytest.approx(complexity(arch).params)
+        assert metrics["memory_mb"] * 2 ** 20 == pytest.approx(complexity(arch).memory_bytes)
+
+
+def test_objective_soft_and_hard():
+    soft = Constraint("latency_ms", 10.0, -0.07)
+    assert objective(0.9, {"latency_ms": 10.0}, [soft]) == pytest.approx(0.9)
+    assert objective(0.9, {"latency_ms": 5.0}, [soft]) > 0.9 > objective(0.9, {"latency_ms": 20.0},
+                                                                         [soft])
+    hard = Constraint("latency_ms", 10.0, hard=True)
+    assert objective(0.9, {"latency_ms": 5.0}, [hard]) == pytest.approx(0.9)
+    assert objective(0.9, {"latency_ms": 20.0}, [hard]) == pytest.approx(0.45)
+    both = [soft, Constraint("memory_mb", 2.0, -0.07)]
+    assert objective(0.9, {"latency_ms": 10.0, "memory_mb": 4.0}, both) == \
+        pytest.approx(0.9 * 2 ** -0.07)
+    with pytest.raises(ValueError, match="negative"):
+        Constraint("latency_ms", 10.0, 0.5)
+
+
+@pytest.mark.parametrize("form", ["mul", "add"])
+def test_latency_loss_gradient_reaches_every_logit(form):
+    net = Supernet(SPACE)
+    costs = CostModel(SPACE, fake_lut(SPACE))
+    expected = costs.expected(net.probabilities())
+    loss = constrained_loss(torch.tensor(1.0), expected, [Constraint("latency_ms", 0.5, -0.5)],
+                            form)
+    loss.backward()
+    for sb, logits in zip(SPACE.blocks, net.arch_logits):
+        grad = logits.grad
+        assert grad is not None and float(grad.abs().sum()) > 0
+        # slower ops are pushed down: the largest op gets the largest (positive) gradient
+        assert int(grad.argmax()) == SPACE.op_index(sb.index, "k7_e6")
+
+
+def _gradient_strategy(net, constraints, seed=0):
+    optimizer = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
+    return GradientStrategy(net, CostModel(SPACE, fake_lut(SPACE)), constraints, optimizer,
+                            torch.Generator().manual_seed(seed))
+
+
+def test_binary_gate_step_moves_only_the_sampled_pair():
+    """Without a latency term only the two sampled ops get gradient, and the rescaling keeps the
+    probabilities of every other op exactly where they were."""
+    net = Supernet(SPACE)
+    with torch.no_grad():
+        for logits in net.arch_logits:
+            logits.normal_()
+    strategy = _gradient_strategy(net, [])
+    before = [p.detach().clone() for p in net.probabilities()]
+    x, y = batch()
+    strategy.step(x, y)
+    after = [p.detach() for p in net.probabilities()]
+    moved = 0
+    for b, (p0, p1) in enumerate(zip(before, after)):
+        changed = (p0 - p1).abs() > 1e-6
+        assert int(changed.sum()) in (0, 2)
+        moved += int(changed.sum()) == 2
+        assert float(p1.sum()) == pytest.approx(1.0)
+    assert moved >= 10
+
+
+def test_gradient_search_with_a_tight_target_lowers_expected_latency():
+    net = Supernet(SPACE)
+    costs = CostModel(SPACE, fake_lut(SPACE))
+    start = float(costs.expected(net.probabilities())["latency_ms"])
+    strategy = _gradient_strategy(net, [Constraint("latency_ms", 0.3 * start, -0.5)])
+    x, y = batch()
+    for _ in range(30):
+        strategy.step(x, y)
+    assert float(costs.expected(net.probabilities())["latency_ms"]) < 0.9 * start
+
+
+def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
+    net = Supernet(SPACE)
+    with torch.no_grad():  # every path predicts class 0: accuracy 1, so the reward is latency alone
+        net.classifier[1].bias[0] = 100.0
+    costs = CostModel(SPACE, fake_lut(SPACE))
+    start = float(costs.expected(net.probabilities())["latency_ms"])
+
+    def metrics_of(arch):
+        return costs.of_path(SPACE.choices(arch))
+
+    optimizer = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
+    strategy = ReinforceStrategy(net, metrics_of, [Constraint("latency_ms", 0.3 * start, hard=True)],
+                                 optimizer, torch.Generator().manual_seed(0), samples=4)
+    x, _ = batch()
+    for _ in range(30):
+        stats = strategy.step(x, torch.zeros(len(x), dtype=torch.long))
+    assert math.isfinite(stats["reward"]) and strategy.state_dict()["baseline"] is not None
+    assert float(costs.expected(net.probabilities())["latency_ms"]) < 0.9 * start
