@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - very old or very new torch
     _EventType = None
 
 # the search's weight optimizer and loss (search_core/search.py SearchConfig defaults)
-LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING = 0.1, 0.9, 4e-5, 0.1
+LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING = 0.05, 0.9, 4e-5, 0.1
 NUM_CLASSES, IN_CHANNELS = 10, 1
 WARMUP_STEPS = 3
 DARTS_TIMED_STEPS = 3

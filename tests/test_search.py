@@ -94,7 +94,7 @@ def test_latency_is_measured_once_per_architecture(tiny_run):
 
 def test_derived_architectures_follow_the_logits(tmp_path):
     """Regression: a stale snapshot made every derived architecture and latency identical."""
-    config = SearchConfig(epochs=4, warmup_epochs=1, limit=64, batch_size=16, samples_per_epoch=0,
+    config = SearchConfig(epochs=5, warmup_epochs=1, limit=64, batch_size=16, samples_per_epoch=0,
                           arch_lr=0.5, target_latency_ms=0.5, measure_runs=3, measure_warmup=1,
                           threads=1)
     recorder = Recorder()
@@ -190,3 +190,21 @@ def test_measure_and_profile_commands(tmp_path):
     lut = json.loads(lut_path.read_text())
     assert len(lut["blocks"]) == 20 and all(v >= 0 for b in lut["blocks"] for v in b.values())
     assert set(lut["fixed_ms"]) == {"stem", "first_block", "last_block", "head"}
+
+
+def test_reinforce_search_with_hard_latency_and_memory_constraints(tmp_path):
+    out = tmp_path / "rl"
+    result = cli("search", "--out", str(out), "--epochs", "2", "--warmup-epochs", "1",
+                 "--strategy", "reinforce", "--hard-constraint", "--target-latency-ms", "1000",
+                 "--target-memory-mb", "0.5", "--events", "jsonl", *TINY)
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    started = next(e for e in events if e["event"] == "started")
+    assert [(c["metric"], c["hard"]) for c in started["constraints"]] == \
+        [("latency_ms", True), ("memory_mb", True)]
+    progress = [e for e in events if e["event"] == "progress" and e["phase"] == "search"]
+    assert progress and all("reward" in e and "baseline" in e for e in progress)
+    for s in read_samples(str(out / "samples.jsonl")):
+        # latency far under its target adds nothing; memory over 0.5 MiB divides by (v/T)
+        assert not s["feasible"]
+        assert s["objective"] == pytest.approx(s["accuracy"] * 0.5 / s["memory_mb"])

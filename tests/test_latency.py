@@ -1,0 +1,73 @@
+"""Latency sources, the measurement routine, the lookup table and the measurement cache."""
+import json
+
+import pytest
+
+from search_core.latency import LatencyCache, LatencyError, LocalDevice, Lut, Measurer, open_device
+from search_core.measure import summarize
+from search_core.space import SearchSpace
+
+SPACE = SearchSpace(0.5, 32, 10, 1)
+
+
+def test_summarize_statistics():
+    stats = summarize([4.0, 1.0, 3.0, 2.0, 10.0])
+    assert stats["median_ms"] == 3.0 and stats["min_ms"] == 1.0 and stats["max_ms"] == 10.0
+    assert stats["mean_ms"] == 4.0 and stats["p90_ms"] == 10.0
+    assert stats["std_ms"] == pytest.approx(3.5355, rel=1e-4)
+    assert summarize([1.0, 2.0])["median_ms"] == 1.5
+
+
+def test_local_device_measures_end_to_end():
+    device = open_device("local", threads=1, warmup=2, runs=7)
+    arch = SPACE.mobilenet_v2()
+    stats = device.measure(arch)
+    assert stats["runs"] == 7 and len(stats["times_ms"]) == 7 and stats["median_ms"] > 0
+    assert stats["input_shape"] == [1, 1, 32, 32] and stats["threads"] == 1
+    assert stats["memory_source"] == "estimated" and stats["memory_bytes"] > 0
+    assert stats["build_ms"] > 0
+    assert device.info()["threads"] == 1 and device.device_id.startswith("local:")
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(LatencyError, match="unknown device"):
+        open_device("nano1.lan:8765")
+
+
+def test_measurements_are_cached_per_device_hash_and_shape(tmp_path):
+    path = str(tmp_path / "cache.jsonl")
+    measurer = Measurer(LocalDevice(threads=1, warmup=1, runs=3), LatencyCache(path))
+    arch = SPACE.mobilenet_v2()
+    first = measurer.measure(arch)
+    second = measurer.measure(arch)
+    assert not first["cached"] and second["cached"]
+    assert second["median_ms"] == first["median_ms"]
+    other_shape = measurer.measure(arch, (1, 1, 40, 40))
+    assert not other_shape["cached"] and other_shape["input_shape"] == [1, 1, 40, 40]
+    assert (measurer.hits, measurer.misses) == (1, 2)
+    # a new process finds them in the file
+    again = Measurer(LocalDevice(threads=1, warmup=1, runs=3), LatencyCache(path))
+    assert again.measure(arch)["cached"] and len(again.cache) == 2
+
+
+def test_cache_survives_a_line_cut_short(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    good = json.dumps({"key": "a", "stats": {"median_ms": 1.0}})
+    path.write_text(good + "\n" + good[:20])  # the last write was interrupted
+    cache = LatencyCache(str(path))
+    assert cache.get("a") == {"median_ms": 1.0} and len(cache) == 1
+    cache.put("b", {"median_ms": 2.0})
+    assert LatencyCache(str(path)).get("b") == {"median_ms": 2.0}
+
+
+def test_lut_predicts_and_refuses_another_space():
+    data = LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE)
+    lut = Lut(data, SPACE)
+    path = SPACE.choices(SPACE.mobilenet_v2())
+    expected = sum(data["fixed_ms"].values()) + sum(
+        data["blocks"][i][SPACE.blocks[i].ops[c].name] for i, c in enumerate(path))
+    assert lut.predict(path) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="profiled for space"):
+        Lut(data, SearchSpace(1.0, 32, 10, 1))
+    with pytest.raises(ValueError, match="not a latency lookup table"):
+        Lut({"format": "other"}, SPACE)
