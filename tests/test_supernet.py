@@ -180,7 +180,7 @@ def test_binary_gate_step_moves_only_the_sampled_pair():
 def test_gradient_search_with_a_tight_target_lowers_expected_latency():
     net = Supernet(SPACE)
     costs = CostModel(SPACE, fake_lut(SPACE))
-    start = float(costs.expected(net.probabilities())["latency_ms"])
+    start = costs.expected(net.probabilities())["latency_ms"].item()
     strategy = _gradient_strategy(net, [Constraint("latency_ms", 0.3 * start, -0.5)])
     x, y = batch()
     for _ in range(30):
@@ -193,7 +193,7 @@ def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
     with torch.no_grad():  # every path predicts class 0: accuracy 1, so the reward is latency alone
         net.classifier[1].bias[0] = 100.0
     costs = CostModel(SPACE, fake_lut(SPACE))
-    start = float(costs.expected(net.probabilities())["latency_ms"])
+    start = costs.expected(net.probabilities())["latency_ms"].item()
 
     def metrics_of(arch):
         return costs.of_path(SPACE.choices(arch))
