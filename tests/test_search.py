@@ -208,3 +208,25 @@ def test_reinforce_search_with_hard_latency_and_memory_constraints(tmp_path):
         # latency far under its target adds nothing; memory over 0.5 MiB divides by (v/T)
         assert not s["feasible"]
         assert s["objective"] == pytest.approx(s["accuracy"] * 0.5 / s["memory_mb"])
+
+
+def test_search_and_train_on_an_image_folder(tmp_path):
+    """RGB images of the user's own classes: the space takes 3 input channels and 3 classes."""
+    from PIL import Image
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for name, colour in colours.items():
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(6):
+            shade = tuple(max(0, c - 10 * i) for c in colour)
+            Image.new("RGB", (20, 20), shade).save(tmp_path / "images" / name / "{}.png".format(i))
+    out = tmp_path / "run"
+    result = cli("search", "--out", str(out), "--dataset", "imagefolder", "--data-dir",
+                 str(tmp_path / "images"), "--resolution", "16", "--epochs", "2",
+                 "--warmup-epochs", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    best = Architecture.load(str(out / "best_arch.json"))
+    assert best.input_shape == (1, 3, 16, 16) and best.num_classes == 3
+    trained = cli("train", str(out / "best_arch.json"), "--dataset", "imagefolder", "--data-dir",
+                  str(tmp_path / "images"), "--epochs", "1", "--threads", "1", "--json")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["dataset"] == "imagefolder"

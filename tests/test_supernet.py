@@ -185,7 +185,7 @@ def test_gradient_search_with_a_tight_target_lowers_expected_latency():
     x, y = batch()
     for _ in range(30):
         strategy.step(x, y)
-    assert float(costs.expected(net.probabilities())["latency_ms"]) < 0.9 * start
+    assert costs.expected(net.probabilities())["latency_ms"].item() < 0.9 * start
 
 
 def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
@@ -205,4 +205,4 @@ def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
     for _ in range(30):
         stats = strategy.step(x, torch.zeros(len(x), dtype=torch.long))
     assert math.isfinite(stats["reward"]) and strategy.state_dict()["baseline"] is not None
-    assert float(costs.expected(net.probabilities())["latency_ms"]) < 0.9 * start
+    assert costs.expected(net.probabilities())["latency_ms"].item() < 0.9 * start
