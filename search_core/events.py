@@ -74,7 +74,7 @@ class ConsoleEvents(Events):
             self._close_bar()
             self.bar = tqdm(total=event["steps"], desc=_bar_title(event), file=self.stream,
                             leave=False, dynamic_ncols=True)
-        self.bar.n = event["step"]
+        self.bar.update(event["step"] - self.bar.n)
         postfix = {"loss": "{:.3f}".format(event["loss"]), "acc": "{:.1%}".format(event["accuracy"])}
         if event.get("expected_latency_ms") is not None:
             postfix["E[lat]"] = "{:.2f}ms".format(event["expected_latency_ms"])
