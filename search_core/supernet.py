@@ -52,18 +52,17 @@ class SearchableBlock(nn.Module):
         return x + out if self.residual else out
 
     def forward_gated(self, x, active, inactive, gates):
-        """gates[0] * active(x) + gates[1] * inactive(x), the inactive output a constant."""
-        out = None
+        """gates[0] * active(x) + gates[1] * inactive(x), the inactive output a constant.
+        The two ops differ, so at most one is zero (contributing nothing, as in ProxylessNAS)."""
         active_out = self.branch(x, self.ops[active])
-        if active_out is not None:
-            out = gates[0] * active_out
         with torch.no_grad():
             inactive_out = self.branch(x, self.ops[inactive])
-        if inactive_out is not None:
-            term = gates[1] * inactive_out
-            out = term if out is None else out + term
-        if out is None:  # both ops are zero (only where the block is residual): skip it
-            return x
+        if active_out is None:
+            out = gates[1] * inactive_out
+        elif inactive_out is None:
+            out = gates[0] * active_out
+        else:
+            out = gates[0] * active_out + gates[1] * inactive_out
         return x + out if self.residual else out
 
 
