@@ -87,29 +87,28 @@ class SharedMBConv(SearchableBlock):
     def last_batch_norms(self):
         return [self.project_bn]
 
+    def _cut(self, op):
+        """The op's part of the shared weights: hidden channels, expand, depthwise, project."""
+        hidden = self.in_channels * op.expand
+        start = (self.max_kernel - op.kernel) // 2
+        end = start + op.kernel
+        return (hidden, self.expand_conv.weight[:hidden],
+                self.depthwise_conv.weight[:hidden, :, start:end, start:end],
+                self.project_conv.weight[:, :hidden])
+
     def branch(self, x, op):
         if op.is_zero:
             return None
-        hidden = self.in_channels * op.expand
-        h = F.conv2d(x, self.expand_conv.weight[:hidden])
-        h = F.relu6(_batch_norm(h, self.expand_bn, hidden))
-        start = (self.max_kernel - op.kernel) // 2
-        kernel = self.depthwise_conv.weight[:hidden, :, start:start + op.kernel,
-                                            start:start + op.kernel]
-        h = F.conv2d(h, kernel, None, self.stride, op.kernel // 2, 1, hidden)
+        hidden, expand, depthwise, project = self._cut(op)
+        h = F.relu6(_batch_norm(F.conv2d(x, expand), self.expand_bn, hidden))
+        h = F.conv2d(h, depthwise, None, self.stride, op.kernel // 2, 1, hidden)
         h = F.relu6(_batch_norm(h, self.depthwise_bn, hidden))
-        h = F.conv2d(h, self.project_conv.weight[:, :hidden])
-        return _batch_norm(h, self.project_bn, self.project_bn.num_features)
-
+        return _batch_norm(F.conv2d(h, project), self.project_bn, self.project_bn.num_features)
 
     def child_state(self, op):
         """The op's weights as a standalone InvertedResidual's state_dict (inherited weights)."""
-        hidden = self.in_channels * op.expand
-        start = (self.max_kernel - op.kernel) // 2
-        state = {"conv.0.0.weight": self.expand_conv.weight[:hidden],
-                 "conv.1.0.weight": self.depthwise_conv.weight[:hidden, :, start:start + op.kernel,
-                                                               start:start + op.kernel],
-                 "conv.2.weight": self.project_conv.weight[:, :hidden]}
+        hidden, expand, depthwise, project = self._cut(op)
+        state = {"conv.0.0.weight": expand, "conv.1.0.weight": depthwise, "conv.2.weight": project}
         for prefix, bn, channels in (("conv.0.1.", self.expand_bn, hidden),
                                      ("conv.1.1.", self.depthwise_bn, hidden),
                                      ("conv.3.", self.project_bn, self.project_bn.num_features)):
