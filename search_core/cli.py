@@ -11,7 +11,7 @@ from .arch import Architecture, ArchitectureError
 from .complexity import complexity
 from .data import DatasetError, load_dataset
 from .events import ConsoleEvents, JsonLinesEvents
-from .latency import LatencyError, open_device
+from .latency import TOKEN_ENV, LatencyError, open_device
 from .search import ConfigError, Search, SearchConfig, load_config
 from .space import SearchSpace
 from .train import DatasetMismatch, train_architecture
@@ -63,13 +63,26 @@ def _search_arguments(p):
                    help="architectures drawn per epoch besides the argmax")
     p.add_argument("--independent-weights", action="store_true",
                    help="give every op its own weights (ProxylessNAS) instead of sharing them")
-    p.add_argument("--device", default=d.device, help="where latency is measured: local")
+    p.add_argument("--device", default=d.device,
+                   help="where latency is measured: local, or a device agent's host:port")
+    _token_argument(p)
     p.add_argument("--measure-runs", type=int, default=d.measure_runs)
     p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
     p.add_argument("--measure-threads", type=int, default=d.measure_threads)
     p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     p.add_argument("--train-device", choices=("cpu", "cuda"), default=d.train_device)
     p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
+
+
+def _token_argument(p):
+    p.add_argument("--device-token", default=os.environ.get(TOKEN_ENV),
+                   help="the device agent's token (default ${}); never stored in the run "
+                        "directory".format(TOKEN_ENV))
+
+
+def _export_token(args):
+    if args.device_token:
+        os.environ[TOKEN_ENV] = args.device_token
 
 
 def _config(args):
@@ -94,10 +107,12 @@ def cmd_search(args, events):
     if os.path.exists(os.path.join(args.out, "config.json")):
         raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
                               "resume {}` or choose another --out".format(args.out, args.out))
+    _export_token(args)  # Search opens the device itself; the token stays out of config.json
     Search(_config(args), args.out, events).run()
 
 
 def cmd_resume(args, events):
+    _export_token(args)
     Search(load_config(args.run_dir), args.run_dir, events).run()
 
 
@@ -144,7 +159,7 @@ def cmd_info(args, events):
 
 def cmd_measure(args, events):
     arch = Architecture.load(args.arch)
-    source = open_device(args.device, args.threads, args.warmup, args.runs)
+    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
     stats = source.measure(arch)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -157,7 +172,7 @@ def cmd_measure(args, events):
 
 def cmd_profile(args, events):
     space = _space(args)
-    source = open_device(args.device, args.threads, args.warmup, args.runs)
+    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
     lut = source.profile(space)
     with open(args.out, "w") as f:
         json.dump(lut, f, indent=1, sort_keys=True)
@@ -197,6 +212,7 @@ def parser():
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
     p.add_argument("run_dir")
+    _token_argument(p)
     p.add_argument("--events", choices=("console", "jsonl"), default="console")
     p.set_defaults(func=cmd_resume)
 
@@ -218,7 +234,8 @@ def parser():
 
     p = sub.add_parser("measure", help="measure an architecture's latency on a device")
     p.add_argument("arch")
-    p.add_argument("--device", default="local")
+    p.add_argument("--device", default="local", help="local, or a device agent's host:port")
+    _token_argument(p)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
@@ -227,7 +244,8 @@ def parser():
 
     p = sub.add_parser("profile", help="profile the per-op latency lookup table of a space")
     _space_arguments(p, width=0.5, resolution=32, classes=10, channels=1)
-    p.add_argument("--device", default="local")
+    p.add_argument("--device", default="local", help="local, or a device agent's host:port")
+    _token_argument(p)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)

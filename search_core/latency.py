@@ -54,11 +54,22 @@ class LocalDevice(LatencySource):
                 "cpu_count": os.cpu_count(), "threads": self.threads}
 
 
-def open_device(spec, threads=1, warmup=10, runs=30):
-    """The latency source named by `spec` ("local")."""
+TOKEN_ENV = "NANO_AGENT_TOKEN"
+
+
+def open_device(spec, threads=1, warmup=10, runs=30, token=None):
+    """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads), or a
+    device agent as "host:port", "host" (port 8765) or "agent:host:port", authenticated with
+    `token` (default: $NANO_AGENT_TOKEN). The agent measures with its own thread setting."""
     if spec == "local":
         return LocalDevice(threads, warmup, runs)
-    raise LatencyError("unknown device {!r}: only 'local' is available in this version".format(spec))
+    from .device_client import AgentDevice, parse_address  # the client needs nano_agent.protocol
+    host, port = parse_address(spec)
+    token = token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise LatencyError("device {!r} is a device agent: give its token (--device-token or "
+                           "${})".format(spec, TOKEN_ENV))
+    return AgentDevice(host, port, token, warmup, runs)
 
 
 class Lut:

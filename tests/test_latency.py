@@ -29,8 +29,9 @@ def test_local_device_measures_end_to_end():
     assert device.info()["threads"] == 1 and device.device_id.startswith("local:")
 
 
-def test_unknown_device_is_a_clear_error():
-    with pytest.raises(LatencyError, match="unknown device"):
+def test_agent_device_needs_a_token(monkeypatch):
+    monkeypatch.delenv("NANO_AGENT_TOKEN", raising=False)
+    with pytest.raises(LatencyError, match="give its token"):
         open_device("nano1.lan:8765")
 
 

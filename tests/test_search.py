@@ -148,7 +148,7 @@ def test_search_refuses_a_directory_that_holds_a_run(tiny_run):
     (["--epochs", "2", "--warmup-epochs", "3"], "warmup_epochs"),
     (["--target-latency-ms", "-1"], "target_latency_ms must be positive"),
     (["--latency-weight", "0.3"], "must be negative"),
-    (["--device", "nano1:8765"], "unknown device"),
+    (["--device", "nano1:8765"], "give its token"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent"),
 ])
 def test_bad_settings_fail_clearly(tmp_path, args, message):

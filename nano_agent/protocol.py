@@ -1,0 +1,127 @@
+"""The wire protocol between the search server and the device agent (see docs/protocol.md).
+
+Each message is a 4-byte big-endian unsigned length, then that many bytes of one UTF-8 JSON object.
+Standard library only and Python 3.6 compatible: the agent (Python 3.6 on the Jetson Nano) and the
+server-side client (search_core/device_client.py) both use this module.
+"""
+import hashlib
+import hmac
+import json
+import socket
+import struct
+import time
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 1024 * 1024  # bytes of JSON in one message
+HEADER = struct.Struct(">I")
+
+# error codes (the "code" of an {"ok": false, "error": {...}} reply)
+AUTH_FAILED = "auth_failed"
+AUTH_REQUIRED = "auth_required"
+PROTOCOL_MISMATCH = "protocol_mismatch"
+BAD_JSON = "bad_json"
+BAD_REQUEST = "bad_request"
+BAD_ARCHITECTURE = "bad_architecture"
+UNKNOWN_REQUEST = "unknown_request"
+FRAME_TOO_LARGE = "frame_too_large"
+MEASURE_FAILED = "measure_failed"
+INTERNAL_ERROR = "internal_error"
+BUSY = "busy"
+
+
+class FrameError(Exception):
+    """The byte stream is broken (oversized length, truncated frame, closed, timed out): the
+    connection cannot be used any more."""
+
+
+class ConnectionClosed(FrameError):
+    """The peer closed the connection."""
+
+
+class FrameTooLarge(FrameError):
+    def __init__(self, length):
+        FrameError.__init__(self, "announced frame of {} bytes is over the limit of {} "
+                                  "bytes".format(length, MAX_FRAME))
+        self.length = length
+
+
+class BadJson(Exception):
+    """A complete frame arrived, but it is not one UTF-8 JSON object; the stream is still intact."""
+
+
+def encode(message):
+    """One frame: header + compact UTF-8 JSON."""
+    data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(data) > MAX_FRAME:
+        raise ValueError("message of {} bytes is over the limit of {} bytes".format(
+            len(data), MAX_FRAME))
+    return HEADER.pack(len(data)) + data
+
+
+def send_message(sock, message):
+    sock.sendall(encode(message))
+
+
+def _read_exact(sock, n, deadline, started):
+    """n bytes, all before `deadline` (time.monotonic()); `started` says whether part of the frame
+    was already read (for the error message)."""
+    chunks = []
+    remaining = n
+    while remaining:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FrameError("timed out {} a frame".format(
+                    "in the middle of" if started or chunks else "waiting for"))
+            sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(remaining, 65536))
+        except socket.timeout:
+            raise FrameError("timed out {} a frame".format(
+                "in the middle of" if started or chunks else "waiting for"))
+        if not chunk:
+            if started or chunks:
+                raise ConnectionClosed("connection closed in the middle of a frame")
+            raise ConnectionClosed("connection closed")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(sock, timeout=None):
+    """The payload bytes of the next frame. The whole frame must arrive within `timeout` seconds
+    (None: wait forever). Raises FrameTooLarge before reading an oversized payload."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header = _read_exact(sock, HEADER.size, deadline, False)
+    (length,) = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise FrameTooLarge(length)
+    return _read_exact(sock, length, deadline, True) if length else b""
+
+
+def decode(payload):
+    """The JSON object in a payload; BadJson if it is not UTF-8 JSON or not an object."""
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadJson("message is not UTF-8 JSON: {}".format(e))
+    if not isinstance(message, dict):
+        raise BadJson("message must be a JSON object, got {}".format(type(message).__name__))
+    return message
+
+
+def recv_message(sock, timeout=None):
+    return decode(recv_frame(sock, timeout))
+
+
+def compute_mac(token, challenge_hex):
+    """hex(HMAC-SHA256(key = token as UTF-8, message = the challenge's raw bytes))."""
+    return hmac.new(token.encode("utf-8"), bytes(bytearray.fromhex(challenge_hex)),
+                    hashlib.sha256).hexdigest()
+
+
+def error(code, message, request_id=None):
+    reply = {"ok": False, "error": {"code": code, "message": message}}
+    if request_id is not None:
+        reply["id"] = request_id
+    return reply

@@ -1,0 +1,422 @@
+"""The agent's TCP server: handshake, request dispatch, one measurement at a time.
+
+Python 3.6 / PyTorch 1.10 compatible. Depends on torch and search_core's arch/space/measure modules.
+"""
+import glob
+import hmac
+import logging
+import os
+import platform
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+from search_core.arch import ArchitectureError, as_architecture
+from search_core.complexity import complexity
+from search_core.measure import measure_architecture, profile_lut
+from search_core.space import SearchSpace
+
+from . import __version__
+from . import protocol as P
+
+log = logging.getLogger("nano_agent")
+
+MAX_RUNS = 1000
+MAX_WARMUP = 1000
+MAX_BATCH = 64
+MIN_SIZE, MAX_SIZE = 8, 1024
+MAX_CONNECTIONS = 16  # open connections at once (each is a thread); more are refused
+DEFAULT_MAX_MEMORY_MB = 1024  # estimated inference memory above which a measure is refused
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class RequestError(Exception):
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+
+
+def _int_arg(request, name, default, low, high):
+    value = request.get(name, default)
+    if not _is_int(value) or not low <= value <= high:
+        raise RequestError(P.BAD_REQUEST, "{} must be an integer in [{}, {}], got {!r}".format(
+            name, low, high, value))
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# device information
+
+
+def _read(path):
+    try:
+        with open(path, "r") as f:
+            return f.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_model():
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("model name", "hardware", "processor") and value.strip() \
+                and not value.strip().isdigit():
+            return value.strip()
+    return platform.processor() or platform.machine() or None
+
+
+def memory_total_bytes():
+    text = _read("/proc/meminfo") or ""
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            parts = line.split()
+            try:
+                return int(parts[1]) * 1024  # kB
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def power_mode():
+    """`nvpmodel -q` output (Jetson power mode), or None where the command does not exist."""
+    exe = shutil.which("nvpmodel")
+    if not exe:
+        return None
+    try:
+        out = subprocess.check_output([exe, "-q"], stderr=subprocess.STDOUT, timeout=5,
+                                      universal_newlines=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "unavailable: {}".format(e)
+    return out.strip()
+
+
+def temperatures():
+    """{zone type (or name): degrees C} from /sys/class/thermal, where readable."""
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = _read(os.path.join(zone, "temp"))
+        if raw is None:
+            continue
+        try:
+            value = int(raw.strip()) / 1000.0
+        except ValueError:
+            continue
+        name = (_read(os.path.join(zone, "type")) or "").strip() or os.path.basename(zone)
+        if name in temps:
+            name = "{} ({})".format(name, os.path.basename(zone))
+        temps[name] = value
+    return temps
+
+
+# ---------------------------------------------------------------------------------------------
+# the agent
+
+
+class Agent(object):
+    """What the server serves: the token, the measuring device and the measurement lock."""
+
+    def __init__(self, token, device="auto", threads=1, timeout=30.0,
+                 max_memory_mb=DEFAULT_MAX_MEMORY_MB):
+        if not token:
+            raise ValueError("the agent needs a non-empty token")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda, got {!r}".format(device))
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but CUDA is not available to this torch")
+        self.token = token
+        self.device = device
+        self.threads = threads
+        self.timeout = timeout
+        self.max_memory_bytes = int(max_memory_mb * 2 ** 20)
+        self.lock = threading.Lock()  # one measurement at a time, process-wide
+        host = platform.node() or "device"
+        self.device_id = "{}:{}".format(host, device) + (":{}t".format(threads)
+                                                         if device == "cpu" else "")
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def info(self):
+        cuda = torch.cuda.is_available()
+        return {
+            "device_id": self.device_id, "agent": __version__, "protocol": P.PROTOCOL_VERSION,
+            "hostname": platform.node(), "platform": platform.platform(),
+            "machine": platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "cuda_available": cuda, "device": self.device, "threads": self.threads,
+            "device_name": torch.cuda.get_device_name(0) if cuda else cpu_model(),
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "memory_total_bytes": memory_total_bytes(), "power_mode": power_mode(),
+            "temperatures_c": temperatures(),
+        }
+
+    def _device_arg(self, request):
+        device = request.get("device", self.device)
+        if device not in ("cpu", "cuda"):
+            raise RequestError(P.BAD_REQUEST, "device must be 'cpu' or 'cuda', got {!r}".format(
+                device))
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RequestError(P.BAD_REQUEST, "CUDA is not available on this device")
+        return device
+
+    def measure(self, request):
+        if "arch" not in request:
+            raise RequestError(P.BAD_REQUEST, "measure needs an 'arch' (architecture JSON object)")
+        try:
+            arch = as_architecture(request["arch"])
+        except ArchitectureError as e:
+            raise RequestError(P.BAD_ARCHITECTURE, str(e))
+        shape = request.get("input_shape")
+        if shape is None:
+            shape = list(arch.input_shape)
+        if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(d) for d in shape):
+            raise RequestError(P.BAD_REQUEST, "input_shape must be 4 integers [batch, channels, "
+                                              "height, width], got {!r}".format(shape))
+        if not 1 <= shape[0] <= MAX_BATCH:
+            raise RequestError(P.BAD_REQUEST, "batch must be in [1, {}], got {}".format(
+                MAX_BATCH, shape[0]))
+        if shape[1] != arch.in_channels:
+            raise RequestError(P.BAD_REQUEST, "input_shape has {} channels, the architecture takes "
+                                              "{}".format(shape[1], arch.in_channels))
+        if not all(MIN_SIZE <= d <= MAX_SIZE for d in shape[2:]):
+            raise RequestError(P.BAD_REQUEST, "input height and width must be in [{}, {}], got "
+                               "{}x{}".format(MIN_SIZE, MAX_SIZE, shape[2], shape[3]))
+        warmup = _int_arg(request, "warmup", 10, 0, MAX_WARMUP)
+        runs = _int_arg(request, "runs", 30, 1, MAX_RUNS)
+        device = self._device_arg(request)
+        cost = complexity(arch)
+        scale = float(shape[0] * shape[2] * shape[3]) / (arch.resolution * arch.resolution)
+        estimate = cost.params * 4 + cost.activation_peak_bytes * scale
+        if estimate > self.max_memory_bytes:
+            raise RequestError(P.BAD_ARCHITECTURE, "estimated inference memory {:.0f} MiB is over "
+                               "this agent's limit of {:.0f} MiB".format(
+                                   estimate / 2 ** 20, self.max_memory_bytes / 2 ** 20))
+        with self.lock:
+            started = time.time()
+            try:
+                result = measure_architecture(arch, shape, warmup, runs, device, self.threads)
+            except (RuntimeError, MemoryError) as e:
+                raise RequestError(P.MEASURE_FAILED, "measurement failed: {}".format(e))
+            finally:
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            result["started_at"] = started
+            result["finished_at"] = time.time()
+        result["arch_hash"] = arch.hash
+        result["device_id"] = self.device_id
+        return {"type": "measurement", "result": result}
+
+    def profile(self, request, send_progress=None):
+        space_args = request.get("space")
+        if not isinstance(space_args, dict):
+            raise RequestError(P.BAD_REQUEST, "profile needs a 'space' object (width_mult, "
+                                              "resolution, num_classes, in_channels)")
+        unknown = sorted(k for k in space_args
+                         if k not in ("width_mult", "resolution", "num_classes", "in_channels",
+                                      "dropout"))
+        if unknown:
+            raise RequestError(P.BAD_REQUEST, "space has unknown key(s) {}".format(
+                ", ".join(repr(k) for k in unknown)))
+        width = space_args.get("width_mult", 1.0)
+        if isinstance(width, bool) or not isinstance(width, (int, float)) \
+                or not 0.1 <= width <= 4.0:
+            raise RequestError(P.BAD_REQUEST, "space.width_mult must be a number in [0.1, 4.0], "
+                                              "got {!r}".format(width))
+        resolution = _int_arg(space_args, "resolution", 224, 32, MAX_SIZE)
+        num_classes = _int_arg(space_args, "num_classes", 1000, 1, 100000)
+        in_channels = _int_arg(space_args, "in_channels", 3, 1, 64)
+        dropout = space_args.get("dropout", 0.2)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout < 1:
+            raise RequestError(P.BAD_REQUEST, "space.dropout must be in [0, 1)")
+        warmup = _int_arg(request, "warmup", 10, 0, MAX_WARMUP)
+        runs = _int_arg(request, "runs", 30, 1, MAX_RUNS)
+        device = self._device_arg(request)
+        try:
+            space = SearchSpace(width, resolution, num_classes, in_channels, dropout)
+        except ValueError as e:
+            raise RequestError(P.BAD_REQUEST, "bad search space: {}".format(e))
+        with self.lock:
+            started = time.time()
+            try:
+                lut = profile_lut(space, warmup, runs, device, self.threads, send_progress)
+            except (RuntimeError, MemoryError) as e:
+                raise RequestError(P.MEASURE_FAILED, "profiling failed: {}".format(e))
+            finally:
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            finished = time.time()
+        lut["device_id"] = self.device_id
+        return {"type": "lut", "lut": lut, "started_at": started, "finished_at": finished}
+
+
+# ---------------------------------------------------------------------------------------------
+# connections
+
+
+class Handler(socketserver.BaseRequestHandler):
+    """One client connection: handshake, then requests until the client leaves or breaks framing."""
+
+    def setup(self):
+        self.agent = self.server.agent
+        self.peer = "{}:{}".format(*self.client_address[:2])
+
+    def send(self, message):
+        P.send_message(self.request, message)
+
+    def handle(self):
+        if not self.server.connections.acquire(False):
+            log.warning("%s: refused, already %d connections", self.peer, MAX_CONNECTIONS)
+            self._try_send(P.error(P.BUSY, "the agent already serves {} connections".format(
+                MAX_CONNECTIONS)))
+            return
+        try:
+            self._handle()
+        finally:
+            self.server.connections.release()
+
+    def _handle(self):
+        sock = self.request
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not self.handshake():
+                return
+            self.serve()
+        except P.FrameTooLarge as e:
+            log.warning("%s: %s; closing", self.peer, e)
+            self._try_send(P.error(P.FRAME_TOO_LARGE, str(e)))
+        except P.ConnectionClosed:
+            log.info("%s: disconnected", self.peer)
+        except P.FrameError as e:
+            log.warning("%s: %s; closing", self.peer, e)
+        except (OSError, ValueError) as e:
+            log.warning("%s: connection error: %s", self.peer, e)
+
+    def _try_send(self, message):
+        try:
+            self.request.settimeout(2.0)
+            self.send(message)
+        except (OSError, ValueError):
+            pass
+
+    def handshake(self):
+        challenge = os.urandom(32)
+        self.send({"type": "hello", "protocol": P.PROTOCOL_VERSION, "agent": __version__,
+                   "challenge": challenge.hex()})
+        try:
+            reply = P.recv_message(self.request, self.agent.timeout)
+        except P.BadJson as e:
+            self.send(P.error(P.BAD_JSON, "expected the auth message: {}".format(e)))
+            return False
+        if reply.get("type") != "auth":
+            self.send(P.error(P.AUTH_REQUIRED, "authenticate first: expected an 'auth' message, "
+                                               "got {!r}".format(reply.get("type"))))
+            log.warning("%s: request before authentication; closing", self.peer)
+            return False
+        if reply.get("protocol") != P.PROTOCOL_VERSION:
+            self.send(P.error(P.PROTOCOL_MISMATCH, "agent speaks protocol {}, client {!r}: update "
+                              "the {} so that both speak the same version".format(
+                                  P.PROTOCOL_VERSION, reply.get("protocol"),
+                                  "agent" if _is_int(reply.get("protocol")) and
+                                  reply.get("protocol") > P.PROTOCOL_VERSION else "client")))
+            log.warning("%s: protocol %r refused", self.peer, reply.get("protocol"))
+            return False
+        expected = P.compute_mac(self.agent.token, challenge.hex())
+        mac = reply.get("mac")
+        if not isinstance(mac, str) or not hmac.compare_digest(
+                expected.encode("ascii"), mac.encode("utf-8", "replace")):
+            self.send(P.error(P.AUTH_FAILED, "the device refused the token"))
+            log.warning("%s: wrong token; closing", self.peer)
+            return False
+        self.send({"ok": True, "type": "welcome", "device_id": self.agent.device_id,
+                   "agent": __version__, "protocol": P.PROTOCOL_VERSION})
+        log.info("%s: authenticated", self.peer)
+        return True
+
+    def serve(self):
+        while True:
+            payload = P.recv_frame(self.request, self.agent.timeout)
+            try:
+                request = P.decode(payload)
+            except P.BadJson as e:
+                self.send(P.error(P.BAD_JSON, str(e)))
+                continue
+            request_id = request.get("id")
+            kind = request.get("type")
+            start = time.perf_counter()
+            try:
+                reply = self.dispatch(kind, request, request_id)
+            except RequestError as e:
+                reply = P.error(e.code, e.message, request_id)
+            except Exception as e:  # a bug must not take the agent down; report it to the client
+                log.exception("%s: %r failed", self.peer, kind)
+                reply = P.error(P.INTERNAL_ERROR, "{}: {}".format(type(e).__name__, e),
+                                request_id)
+            else:
+                reply["ok"] = True
+                if request_id is not None:
+                    reply["id"] = request_id
+            log.info("%s: %s -> %s in %.1f ms", self.peer, kind,
+                     "ok" if reply.get("ok") else reply["error"]["code"],
+                     (time.perf_counter() - start) * 1000.0)
+            self.send(reply)
+
+    def dispatch(self, kind, request, request_id):
+        if kind == "ping":
+            return {"type": "pong", "time": time.time()}
+        if kind == "info":
+            return {"type": "info", "info": self.agent.info()}
+        if kind == "measure":
+            return self.agent.measure(request)
+        if kind == "profile":
+            progress = None
+            if request.get("progress"):
+                def progress(done, total):
+                    message = {"ok": True, "type": "progress", "done": done, "total": total}
+                    if request_id is not None:
+                        message["id"] = request_id
+                    self.send(message)
+            return self.agent.profile(request, progress)
+        raise RequestError(P.UNKNOWN_REQUEST, "unknown request type {!r} (known: ping, info, "
+                                              "measure, profile)".format(kind))
+
+
+class AgentServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, agent):
+        self.agent = agent
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        socketserver.ThreadingTCPServer.__init__(self, address, Handler)
+
+
+def serve(agent, host="0.0.0.0", port=8765, out=None):
+    """Listen, print the address and token line, and serve until interrupted."""
+    out = out or sys.stdout
+    server = AgentServer((host, port), agent)
+    actual_host, actual_port = server.server_address[:2]
+    out.write("nano_agent listening on {}:{} token={}\n".format(actual_host, actual_port,
+                                                                agent.token))
+    out.flush()
+    log.info("device %s (%s, %d torch thread(s)), protocol %d", agent.device_id, agent.device,
+             agent.threads, P.PROTOCOL_VERSION)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

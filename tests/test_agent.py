@@ -1,0 +1,405 @@
+"""The device agent (nano_agent/) and its client (search_core/device_client.py), end to end: real
+agent processes on 127.0.0.1, a free port each, tiny architectures."""
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nano_agent import protocol as P
+from nano_agent.config import TOKEN_ENV, resolve_token
+from search_core.device_client import AgentDevice, DeviceClient, parse_address
+from search_core.latency import LatencyError, Lut, Measurer
+from search_core.space import SearchSpace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "test-token-0123"
+AGENT_TIMEOUT = 2.0  # the agent's idle / frame timeout in these tests
+SPACE = SearchSpace(0.5, 32, 10, 1)
+FAST = dict(backoff=(0.05, 0.1), connect_timeout=5.0, timeout=60.0)
+
+
+class Agent:
+    def __init__(self, tmp_path, timeout=AGENT_TIMEOUT):
+        self.log_path = str(tmp_path / "agent-{}.log".format(id(self)))
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ)
+        env.pop(TOKEN_ENV, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", "0",
+             "--token", TOKEN, "--timeout", str(timeout), "--threads", "1",
+             "--config", str(tmp_path / "agent-config.json")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env, universal_newlines=True)
+        line = self._first_line(60)
+        assert line.startswith("nano_agent listening on 127.0.0.1:"), line
+        self.port = int(line.split("127.0.0.1:")[1].split()[0])
+        assert line.rstrip().endswith("token=" + TOKEN)
+
+    def _first_line(self, timeout):
+        box = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box or not box[0]:
+            self.stop()
+            raise AssertionError("agent did not start: " + open(self.log_path).read())
+        return box[0]
+
+    def client(self, token=TOKEN, **options):
+        return DeviceClient("127.0.0.1", self.port, token, **dict(FAST, **options))
+
+    def raw(self, authenticate=True, protocol=P.PROTOCOL_VERSION):
+        """A hand-written client: a socket after the hello (and the auth, if asked)."""
+        sock = socket.create_connection(("127.0.0.1", self.port), 5)
+        hello = P.recv_message(sock, 5)
+        assert hello["type"] == "hello" and hello["protocol"] == P.PROTOCOL_VERSION
+        assert len(bytes.fromhex(hello["challenge"])) == 32
+        if authenticate:
+            P.send_message(sock, {"type": "auth", "protocol": protocol,
+                                  "mac": P.compute_mac(TOKEN, hello["challenge"])})
+            return sock, P.recv_message(sock, 5)
+        return sock, hello
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    a = Agent(tmp_path_factory.mktemp("agent"))
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def fresh_agent(tmp_path):
+    a = Agent(tmp_path)
+    yield a
+    a.stop()
+
+
+def closed_or_error(sock, timeout=5):
+    """Read until the agent closes the connection; returns the error codes it sent before."""
+    codes = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            codes.append(P.recv_message(sock, max(0.1, deadline - time.monotonic()))
+                         ["error"]["code"])
+        except (P.ConnectionClosed, ConnectionResetError):
+            return codes
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_handshake_ping_and_info(agent):
+    with agent.client() as c:
+        welcome = c.connect()
+        assert welcome["ok"] and welcome["type"] == "welcome"
+        assert welcome["protocol"] == P.PROTOCOL_VERSION
+        assert welcome["device_id"].endswith(":cpu:1t")
+        assert 0 < c.ping() < 1000
+        info = c.info()
+    for key in ("hostname", "platform", "python", "torch", "cuda", "cuda_available",
+                "device_name", "cpu_count", "memory_total_bytes", "power_mode",
+                "temperatures_c", "device_id"):
+        assert key in info, key
+    assert info["device"] == "cpu" and info["cpu_count"] >= 1
+    assert isinstance(info["temperatures_c"], dict)
+
+
+def test_measure_returns_sane_statistics(agent):
+    arch = SPACE.mobilenet_v2()
+    with agent.client() as c:
+        stats = c.measure(arch, warmup=1, runs=5)
+    assert stats["runs"] == 5 and len(stats["times_ms"]) == 5 and stats["warmup"] == 1
+    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
+    assert stats["memory_bytes"] > 0 and stats["memory_source"] == "estimated"
+    assert stats["params"] > 0 and stats["macs"] > 0 and stats["arch_hash"] == arch.hash
+    assert stats["input_shape"] == [1, 1, 32, 32]
+    assert stats["started_at"] <= stats["finished_at"]
+
+
+def test_profile_returns_a_lut_of_the_space(agent):
+    seen = []
+    with agent.client() as c:
+        lut = c.profile(SPACE, warmup=1, runs=3, progress=lambda done, total: seen.append(done))
+    assert len(lut["blocks"]) == 20 and lut["space"] == SPACE.config()
+    assert seen and seen == sorted(seen)
+    assert Lut(lut, SPACE).predict([0] * 20) > 0
+
+
+def test_agent_device_is_a_latency_source(agent):
+    source = AgentDevice("127.0.0.1", agent.port, TOKEN, warmup=1, runs=3, **FAST)
+    try:
+        assert source.device_id.startswith("agent:") and source.device_id.endswith(":cpu:1t")
+        measurer = Measurer(source)
+        arch = SPACE.architecture([0] * 20)
+        first, second = measurer.measure(arch), measurer.measure(arch)
+        assert not first["cached"] and second["cached"] and first["runs"] == 3
+        assert source.info()["address"] == "127.0.0.1:{}".format(agent.port)
+    finally:
+        source.close()
+
+
+def test_wrong_token_is_refused_and_the_agent_keeps_serving(agent):
+    with agent.client(token="wrong") as c:
+        with pytest.raises(LatencyError, match="refused the token"):
+            c.ping()
+    sock, reply = agent.raw(authenticate=False)
+    P.send_message(sock, {"type": "auth", "protocol": 1, "mac": "00" * 32})
+    assert P.recv_message(sock, 5)["error"]["code"] == "auth_failed"
+    assert closed_or_error(sock) == []
+    sock.close()
+    with agent.client() as c:
+        assert c.ping() > 0
+
+
+def test_no_request_before_authentication(agent):
+    sock, _ = agent.raw(authenticate=False)
+    P.send_message(sock, {"type": "measure", "arch": SPACE.mobilenet_v2().to_dict()})
+    assert closed_or_error(sock) == ["auth_required"]
+    sock.close()
+
+
+def test_protocol_mismatch_is_refused_by_the_agent(agent):
+    sock, reply = agent.raw(protocol=2)
+    assert not reply["ok"] and reply["error"]["code"] == "protocol_mismatch"
+    assert "agent speaks protocol 1, client 2" in reply["error"]["message"]
+    assert closed_or_error(sock) == []
+    sock.close()
+
+
+def test_client_refuses_an_agent_of_another_protocol():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def fake_agent():
+        conn, _ = listener.accept()
+        P.send_message(conn, {"type": "hello", "protocol": 2, "agent": "9", "challenge": "00"})
+        time.sleep(0.5)
+        conn.close()
+
+    t = threading.Thread(target=fake_agent, daemon=True)
+    t.start()
+    with DeviceClient("127.0.0.1", listener.getsockname()[1], TOKEN, **FAST) as c:
+        with pytest.raises(LatencyError, match="speaks protocol 2, this client 1"):
+            c.ping()
+    t.join(5)
+    listener.close()
+
+
+def test_oversized_frame_closes_the_connection(agent):
+    sock, _ = agent.raw()
+    sock.sendall(struct.pack(">I", P.MAX_FRAME + 1))
+    assert closed_or_error(sock) in ([], ["frame_too_large"])
+    sock.close()
+
+
+def test_truncated_frame_closes_the_connection(agent):
+    sock, _ = agent.raw()
+    sock.sendall(struct.pack(">I", 100) + b'{"type": ')
+    start = time.monotonic()
+    assert closed_or_error(sock, AGENT_TIMEOUT + 5) == []
+    assert time.monotonic() - start < AGENT_TIMEOUT + 3
+    sock.close()
+
+
+def test_bad_json_gets_an_error_and_the_connection_keeps_serving(agent):
+    sock, _ = agent.raw()
+    for payload in (b"not json {", b"[1, 2]", b"\xff\xfe", b""):
+        sock.sendall(struct.pack(">I", len(payload)) + payload)
+        reply = P.recv_message(sock, 5)
+        assert not reply["ok"] and reply["error"]["code"] == "bad_json", payload
+    P.send_message(sock, {"type": "ping", "id": 7})
+    reply = P.recv_message(sock, 5)
+    assert reply["ok"] and reply["type"] == "pong" and reply["id"] == 7
+    sock.close()
+
+
+def test_unknown_request_type(agent):
+    sock, _ = agent.raw()
+    P.send_message(sock, {"type": "format_disk", "id": "x1"})
+    reply = P.recv_message(sock, 5)
+    assert reply["error"]["code"] == "unknown_request" and reply["id"] == "x1"
+    sock.close()
+
+
+def _request(agent, message):
+    sock, _ = agent.raw()
+    try:
+        P.send_message(sock, message)
+        return P.recv_message(sock, 30)
+    finally:
+        sock.close()
+
+
+def test_bad_architectures_and_arguments_are_refused(agent):
+    good = SPACE.mobilenet_v2().to_dict()
+    unknown_op = json.loads(json.dumps(good))
+    unknown_op["blocks"][3]["op"] = "rm -rf"
+    absurd = json.loads(json.dumps(good))
+    absurd["head"]["out_channels"] = 10 ** 7
+    for arch in (unknown_op, absurd, "not an object", [1, 2]):
+        reply = _request(agent, {"type": "measure", "arch": arch, "runs": 1, "warmup": 0})
+        assert reply["error"]["code"] == "bad_architecture", arch
+    # in bounds, but ~2 GiB estimated: over the agent's memory limit, refused before building it
+    huge = SearchSpace(3.0, 1024, 10, 3).architecture(["k7_e6"] * 20).to_dict()
+    reply = _request(agent, {"type": "measure", "arch": huge, "input_shape": [4, 3, 1024, 1024]})
+    assert reply["error"]["code"] == "bad_architecture"
+    assert "over this agent's limit" in reply["error"]["message"]
+    for extra in ({"input_shape": [1, 3, 32, 32]}, {"input_shape": [1, 1, 4, 32]},
+                  {"input_shape": [1000, 1, 32, 32]}, {"input_shape": "1x1x32x32"},
+                  {"runs": 0}, {"runs": 10 ** 6}, {"warmup": -1}, {"runs": True},
+                  {"device": "tpu"}):
+        reply = _request(agent, dict({"type": "measure", "arch": good}, **extra))
+        assert reply["error"]["code"] == "bad_request", extra
+    for space in ({"width_mult": 100}, {"resolution": 10 ** 6}, {"num_classes": 0},
+                  {"in_channels": "3"}, {"colour": "blue"}, None):
+        reply = _request(agent, {"type": "profile", "space": space, "runs": 1, "warmup": 0})
+        assert reply["error"]["code"] == "bad_request", space
+
+
+def test_an_idle_connection_closed_by_the_agent_is_reopened(agent):
+    with agent.client() as c:
+        c.ping()
+        time.sleep(AGENT_TIMEOUT + 0.5)  # the agent drops the idle connection
+        assert c.ping() > 0
+
+
+def test_connections_beyond_the_limit_are_refused(agent):
+    from nano_agent.server import MAX_CONNECTIONS
+    held = [agent.raw(authenticate=False)[0] for _ in range(MAX_CONNECTIONS)]
+    try:
+        with agent.client() as c:
+            with pytest.raises(LatencyError, match="busy"):
+                c.ping()
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    with agent.client() as c:
+        assert c.ping() > 0
+
+
+def test_a_good_client_works_after_all_that_abuse(agent):
+    assert agent.proc.poll() is None
+    with agent.client() as c:
+        assert c.measure(SPACE.mobilenet_v2(), warmup=0, runs=2)["runs"] == 2
+
+
+def test_concurrent_measurements_are_serialised(agent):
+    arch = SPACE.architecture(["k7_e6"] * 20)
+    barrier = threading.Barrier(3)
+    results, errors = [], []
+
+    def worker():
+        try:
+            with agent.client() as c:
+                c.connect()
+                barrier.wait(10)
+                results.append(c.measure(arch, input_shape=[1, 1, 64, 64], warmup=1, runs=15))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 3
+    intervals = sorted((r["started_at"], r["finished_at"]) for r in results)
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert end <= start, intervals
+    # ping does not wait for the measurement lock
+    with agent.client() as c, agent.client() as busy:
+        c.connect()
+        t = threading.Thread(target=lambda: busy.measure(arch, [1, 1, 128, 128], 0, 20))
+        t.start()
+        time.sleep(0.2)
+        assert c.ping() < 200
+        t.join(60)
+
+
+def test_agent_killed_mid_request_is_a_clear_error(fresh_agent):
+    client = fresh_agent.client()
+    client.ping()
+    box = []
+
+    def measure():
+        try:
+            client.measure(SPACE.mobilenet_v2(), input_shape=[1, 1, 224, 224], warmup=0,
+                           runs=1000)
+        except Exception as e:
+            box.append(e)
+
+    t = threading.Thread(target=measure, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    fresh_agent.proc.kill()
+    t.join(20)
+    assert not t.is_alive() and box
+    assert isinstance(box[0], LatencyError)
+    assert "connection closed by the device agent" in str(box[0]) and "'measure'" in str(box[0])
+    start = time.monotonic()
+    with pytest.raises(LatencyError, match="unreachable"):
+        client.ping()
+    assert time.monotonic() - start < 3
+    client.close()
+
+
+def test_unreachable_port_fails_quickly():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    start = time.monotonic()
+    with pytest.raises(LatencyError, match=r"127\.0\.0\.1:{} is unreachable after 3 attempts"
+                       .format(port)):
+        DeviceClient("127.0.0.1", port, TOKEN, **FAST).ping()
+    assert time.monotonic() - start < 2
+
+
+def test_address_parsing():
+    assert parse_address("nano.local:9000") == ("nano.local", 9000)
+    assert parse_address("agent:10.0.0.5:8765") == ("10.0.0.5", 8765)
+    assert parse_address("nano") == ("nano", 8765)
+    assert parse_address("[::1]:9") == ("::1", 9)
+    with pytest.raises(LatencyError):
+        parse_address("nano:http")
+
+
+def test_token_is_generated_once_and_kept_private(tmp_path):
+    path = str(tmp_path / "sub" / "config.json")
+    token, where = resolve_token(None, path, environ={})
+    assert len(token) == 32 and "generated" in where
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert resolve_token(None, path, environ={}) == (token, path)
+    assert resolve_token(None, path, environ={TOKEN_ENV: "e"})[0] == "e"
+    assert resolve_token("cli", path, environ={TOKEN_ENV: "e"})[0] == "cli"
+
+
+def test_agent_is_python36_compatible():
+    vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
+    result = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--eval-annotations",
+                             os.path.join(ROOT, "nano_agent")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+    assert result.returncode == 0, result.stdout
