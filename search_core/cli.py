@@ -11,7 +11,7 @@ from .arch import Architecture, ArchitectureError
 from .complexity import complexity
 from .data import DatasetError, load_dataset
 from .events import ConsoleEvents, JsonLinesEvents
-from .latency import TOKEN_ENV, LatencyError, open_device
+from .latency import TOKEN_ENV, LatencyError, Lut, Measurer, open_device
 from .search import ConfigError, Search, SearchConfig, load_config
 from .space import SearchSpace
 from .train import DatasetMismatch, train_architecture
@@ -173,11 +173,15 @@ def cmd_measure(args, events):
 def cmd_profile(args, events):
     space = _space(args)
     source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
-    lut = source.profile(space)
-    with open(args.out, "w") as f:
-        json.dump(lut, f, indent=1, sort_keys=True)
-    print("wrote {}: {} blocks, fixed layers {:.3f} ms".format(
-        args.out, len(lut["blocks"]), sum(lut["fixed_ms"].values())), file=sys.stderr)
+    lut = Lut(source.profile(space), space)
+    message = "wrote {}: {} blocks, fixed layers {:.3f} ms".format(
+        args.out, len(lut.table), lut.fixed_ms)
+    if args.calibrate:
+        fit = lut.calibrate(space, Measurer(source), args.calibrate)
+        message += "; calibrated on {archs} architectures: measured = {a:.3f} x table + {b:.3f} " \
+                   "ms, median error {median_abs_error:.1%}, max {max_abs_error:.1%}".format(**fit)
+    lut.save(args.out)
+    print(message, file=sys.stderr)
 
 
 def cmd_train(args, events):
@@ -249,6 +253,9 @@ def parser():
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--calibrate", type=int, default=10, metavar="N",
+                   help="measure N random architectures end to end and fit the table's "
+                        "correction (0: none; default %(default)s)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_profile)
 

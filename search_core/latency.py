@@ -7,6 +7,8 @@ per (device, architecture hash, input shape): an architecture is measured once p
 import json
 import os
 import platform
+import random
+import statistics
 import threading
 
 import torch
@@ -91,9 +93,33 @@ class Lut:
         self.table = [[float(data["blocks"][sb.index][op.name]) for op in sb.ops]
                       for sb in space.blocks]
 
-    def predict(self, path):
-        """Predicted latency (ms) of the architecture with op indices `path`."""
+    def raw(self, path):
+        """The table's sum for the architecture with op indices `path` (ms), uncorrected."""
         return self.fixed_ms + sum(row[i] for row, i in zip(self.table, path))
+
+    def correct(self, raw):
+        """The device's linear correction a x raw + b (floats or tensors): ops timed alone miss
+        what a whole network costs (framework overhead, caches)."""
+        calibration = self.data.get("calibration") or {"a": 1.0, "b": 0.0}
+        return calibration["a"] * raw + calibration["b"]
+
+    def predict(self, path):
+        """Predicted end-to-end latency (ms) of the architecture with op indices `path`."""
+        return self.correct(self.raw(path))
+
+    def calibrate(self, space, measurer, count=10, seed=0):
+        """Measure `count` random architectures end to end, fit measured = a x raw + b (least
+        squares) and keep it in the table; returns the fit and its errors on those architectures."""
+        generator = random.Random(seed)
+        paths = [[generator.randrange(len(sb.ops)) for sb in space.blocks] for _ in range(count)]
+        raw = [self.raw(path) for path in paths]
+        measured = [measurer.measure(space.architecture(path))["median_ms"] for path in paths]
+        a, b = fit_line(raw, measured)
+        errors = [abs(a * r + b - m) / m for r, m in zip(raw, measured)]
+        self.data["calibration"] = {"a": a, "b": b, "archs": count,
+                                    "median_abs_error": statistics.median(errors),
+                                    "max_abs_error": max(errors)}
+        return self.data["calibration"]
 
     @classmethod
     def load(cls, path, space):
@@ -102,6 +128,15 @@ class Lut:
 
     def save(self, path):
         _write_json(path, self.data)
+
+
+def fit_line(x, y):
+    """Least-squares a, b of y = a x + b (a = 1 through the means when x does not vary)."""
+    n = float(len(x))
+    mean_x, mean_y = sum(x) / n, sum(y) / n
+    var_x = sum((v - mean_x) ** 2 for v in x)
+    a = sum((u - mean_x) * (v - mean_y) for u, v in zip(x, y)) / var_x if var_x > 0 else 1.0
+    return a, mean_y - a * mean_x
 
 
 class LatencyCache:

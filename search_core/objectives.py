@@ -97,7 +97,8 @@ class CostModel:
         """Expected latency_ms, params_m, memory_mb under per-block probabilities (differentiable).
         Peak memory is the largest expected block peak: a smooth enough stand-in for E[max]."""
         probs = [p.double().cpu() for p in probabilities]
-        latency = self.lut.fixed_ms + sum((p * t).sum() for p, t in zip(probs, self.latency))
+        latency = self.lut.correct(
+            self.lut.fixed_ms + sum((p * t).sum() for p, t in zip(probs, self.latency)))
         params = self.fixed_params + sum((p * t).sum() for p, t in zip(probs, self.params))
         peak = torch.stack([(p * t).sum() for p, t in zip(probs, self.peaks)]).max()
         peak = torch.clamp(peak, min=self.fixed_peak)

@@ -59,6 +59,7 @@ class SearchConfig:
     target_memory_mb: Optional[float] = None
     target_params_m: Optional[float] = None
     samples_per_epoch: int = 4
+    calibration_archs: int = 10  # measured end to end to correct the lookup table
     calibration_batches: int = 8
     rl_samples: int = 2
     rl_baseline_decay: float = 0.9
@@ -86,6 +87,7 @@ class SearchConfig:
         _require(self.loss_form in ("mul", "add"), "loss_form must be mul or add")
         _require(self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
         _require(self.calibration_batches >= 1, "calibration_batches must be >= 1")
+        _require(self.calibration_archs >= 2, "calibration_archs must be >= 2")
         _require(self.rl_samples >= 1, "rl_samples must be >= 1")
         _require(self.measure_runs >= 1 and self.measure_warmup >= 0, "measure runs must be >= 1")
         _require(self.threads is None or self.threads >= 1, "threads must be >= 1")
@@ -157,7 +159,7 @@ class Search:
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
         source = open_device(c.device, c.measure_threads, c.measure_warmup, c.measure_runs)
         self.measurer = Measurer(source, LatencyCache(self.path("latency_cache.jsonl")))
-        self.lut = self._lut(source)
+        self.lut = self._lut()
         self.costs = CostModel(self.space, self.lut)
         if c.target_latency_ms is None:
             uniform = [torch.full((len(sb.ops),), 1.0 / len(sb.ops)) for sb in self.space.blocks]
@@ -166,13 +168,18 @@ class Search:
         self.constraints = c.constraints()
         self.strategy = self._strategy()
 
-    def _lut(self, source):
+    def _lut(self):
+        """Profile the per-op table on the device and calibrate it end to end (once per run)."""
         path = self.path("lut.json")
         if os.path.exists(path):
             return Lut.load(path, self.space)
+        source = self.measurer.source
         self.events.emit("message", text="Profiling the latency lookup table on {} ...".format(
             source.device_id))
         lut = Lut(source.profile(self.space), self.space)
+        fit = lut.calibrate(self.space, self.measurer, self.config.calibration_archs, self.config.seed)
+        self.events.emit("message", text="Calibrated: measured = {a:.3f} x table + {b:.3f} ms, "
+                         "median error {median_abs_error:.1%} on {archs} architectures".format(**fit))
         lut.save(path)
         return lut
 

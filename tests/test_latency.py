@@ -72,3 +72,24 @@ def test_lut_predicts_and_refuses_another_space():
         Lut(data, SearchSpace(1.0, 32, 10, 1))
     with pytest.raises(ValueError, match="not a latency lookup table"):
         Lut({"format": "other"}, SPACE)
+
+
+class LinearDevice:
+    """A fake measurer whose end-to-end latency is exactly 2 x table + 1 ms."""
+
+    def __init__(self, lut):
+        self.lut = lut
+
+    def measure(self, arch):
+        return {"median_ms": 2.0 * self.lut.raw(SPACE.choices(arch)) + 1.0}
+
+
+def test_calibration_fits_the_end_to_end_line():
+    lut = Lut(LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE), SPACE)
+    path = SPACE.choices(SPACE.mobilenet_v2())
+    raw = lut.raw(path)
+    fit = lut.calibrate(SPACE, LinearDevice(lut), count=6)
+    assert fit["a"] == pytest.approx(2.0) and fit["b"] == pytest.approx(1.0)
+    assert fit["median_abs_error"] < 1e-9
+    assert lut.predict(path) == pytest.approx(2.0 * raw + 1.0)
+    assert Lut(lut.data, SPACE).predict(path) == pytest.approx(2.0 * raw + 1.0)  # stored

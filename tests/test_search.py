@@ -84,12 +84,19 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
 def test_latency_is_measured_once_per_architecture(tiny_run):
     out, events = tiny_run
     samples = read_samples(str(out / "samples.jsonl"))
-    cache_lines = (out / "latency_cache.jsonl").read_text().splitlines()
-    assert len(cache_lines) == len({s["arch_hash"] for s in samples})
+    keys = [json.loads(line)["key"] for line in
+            (out / "latency_cache.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys))  # nothing measured twice
+    cached_hashes = {key.split("|")[1] for key in keys}
+    assert {s["arch_hash"] for s in samples} <= cached_hashes
     seen = set()
     for s in samples:
-        assert s["cached"] == (s["arch_hash"] in seen)
+        if s["arch_hash"] in seen:
+            assert s["cached"]
         seen.add(s["arch_hash"])
+    lut = json.loads((out / "lut.json").read_text())
+    assert lut["calibration"]["archs"] == 10  # the calibration measured 10 more architectures
+    assert len(keys) >= len(seen) + 10 - 1
 
 
 def test_derived_architectures_follow_the_logits(tmp_path):
