@@ -403,3 +403,27 @@ def test_agent_is_python36_compatible():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_search_measures_on_the_agent(agent, tmp_path):
+    """The headless search with --device host:port: latency comes from the agent, and the token
+    never lands in the run directory."""
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "2",
+         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "1", "--threads", "1",
+         "--measure-runs", "3", "--measure-warmup", "1", "--device",
+         "127.0.0.1:{}".format(agent.port), "--device-token", TOKEN, "--events", "jsonl"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    started = next(json.loads(line) for line in result.stdout.splitlines()
+                   if json.loads(line)["event"] == "started")
+    assert started["device_id"].startswith("agent:")
+    keys = [json.loads(line)["key"] for line in
+            (out / "latency_cache.jsonl").read_text().splitlines()]
+    assert keys and all(key.startswith(started["device_id"] + "|") for key in keys)
+    for path in out.iterdir():
+        if path.is_file() and path.suffix in (".json", ".jsonl"):
+            assert TOKEN not in path.read_text(), path.name
