@@ -227,15 +227,16 @@ class Search:
         phase = self._phase(epoch)
         started = time.time()
         batch_size = min(c.batch_size, len(self.dataset.train))  # a tiny split still trains
-        batches = list(data.iterate_batches(
+        steps = len(self.dataset.train) // batch_size
+        batches = data.iterate_batches(
             self.dataset.train, self.dataset, batch_size, shuffle=True,
-            generator=self.data_generator, augment=True, drop_last=True, device=self.device))
+            generator=self.data_generator, augment=True, drop_last=True, device=self.device)
         arch_batches = self._arch_batches() if phase == "search" else None
         total_loss = total_correct = total_seen = 0.0
         arch_stats = {}
         last_emit = 0.0
         for step, (x, y) in enumerate(batches):
-            self._set_lr(epoch, step, len(batches))
+            self._set_lr(epoch, step, steps)
             net.train()
             path = net.sample_path(self.path_generator, uniform=phase == "warmup")
             out = net(x, path)
@@ -249,11 +250,11 @@ class Search:
             if arch_batches is not None:
                 arch_stats = self.strategy.step(*next(arch_batches))
             now = time.time()
-            if now - last_emit > 0.5 or step == len(batches) - 1:
+            if now - last_emit > 0.5 or step == steps - 1:
                 last_emit = now
                 self.events.emit(
                     "progress", phase=phase, epoch=epoch, epochs=c.epochs, step=step + 1,
-                    steps=len(batches), loss=total_loss / total_seen,
+                    steps=steps, loss=total_loss / total_seen,
                     accuracy=total_correct / total_seen,
                     expected_latency_ms=self._expected_latency(), **arch_stats)
         samples = self._sample(epoch) if phase == "search" else []
@@ -262,7 +263,8 @@ class Search:
             probabilities = net.probabilities()
         self.events.emit(
             "epoch", phase=phase, epoch=epoch, epochs=c.epochs,
-            train_loss=total_loss / max(total_seen, 1), train_accuracy=total_correct / max(total_seen, 1),
+            train_loss=total_loss / max(total_seen, 1),
+            train_accuracy=total_correct / max(total_seen, 1),
             expected_latency_ms=self._expected_latency(),
             arch_probabilities=[[round(float(p), 5) for p in probs] for probs in probabilities],
             entropy=entropy(probabilities),
@@ -282,9 +284,10 @@ class Search:
     def _set_lr(self, epoch, step, steps):
         """Linear ramp over the first epoch (the full rate at once diverges), then cosine, per step."""
         done = epoch + step / steps
-        ramp = min(1.0, (done + 1.0 / steps))
+        ramp = min(1.0, done + 1.0 / steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * done / self.config.epochs))
         for group in self.weight_optimizer.param_groups:
-            group["lr"] = ramp * 0.5 * self.config.lr * (1 + math.cos(math.pi * done / self.config.epochs))
+            group["lr"] = ramp * cosine * self.config.lr
 
     def _expected_latency(self):
         with torch.no_grad():
