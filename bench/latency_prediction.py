@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from search_core.device_client import AgentDevice  # noqa: E402
-from search_core.latency import Lut, Measurer  # noqa: E402
+from search_core.latency import Lut  # noqa: E402
 from search_core.space import SearchSpace  # noqa: E402
 
 TOKEN = "bench-token"
@@ -51,14 +51,22 @@ def random_paths(space, count, seed):
 
 
 def evaluate(device, space, calibrate, tests):
+    """Calibration and test architectures are measured interleaved, so that a slow drift of the
+    machine hits both alike and the figures say how well the table models the network."""
     lut = Lut(device.profile(space), space)
-    fit = lut.calibrate(space, Measurer(device), calibrate, seed=1)
+    fit_paths = random_paths(space, calibrate, seed=1)
+    test_paths = random_paths(space, tests, seed=2)  # other architectures than the calibration's
+    order = sorted([(i / calibrate, "fit", p) for i, p in enumerate(fit_paths)] +
+                   [(i / tests, "test", p) for i, p in enumerate(test_paths)], key=lambda t: t[0])
+    measured = {"fit": [], "test": []}
+    for _, kind, path in order:
+        measured[kind].append(device.measure(space.architecture(path))["median_ms"])
+    fit = lut.fit(fit_paths, measured["fit"])
     errors, squared = [], []
-    for path in random_paths(space, tests, seed=2):  # other architectures than the calibration's
-        measured = device.measure(space.architecture(path))["median_ms"]
+    for path, m in zip(test_paths, measured["test"]):
         predicted = lut.predict(path)
-        errors.append(abs(predicted - measured) / measured)
-        squared.append((predicted - measured) ** 2)
+        errors.append(abs(predicted - m) / m)
+        squared.append((predicted - m) ** 2)
     return {"within_10pct": sum(e <= 0.10 for e in errors) / len(errors),
             "median_abs_error": statistics.median(errors), "max_abs_error": max(errors),
             "rmse_ms": math.sqrt(sum(squared) / len(squared)), "a": fit["a"], "b": fit["b"],

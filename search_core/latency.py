@@ -99,9 +99,13 @@ class Lut:
 
     def correct(self, raw):
         """The device's linear correction a x raw + b (floats or tensors): ops timed alone miss
-        what a whole network costs (framework overhead, caches)."""
+        what a whole network costs (framework overhead, caches). Never below a tenth of the raw
+        sum: a latency must stay positive for (LAT/T)^w."""
         calibration = self.data.get("calibration") or {"a": 1.0, "b": 0.0}
-        return calibration["a"] * raw + calibration["b"]
+        corrected = calibration["a"] * raw + calibration["b"]
+        if isinstance(corrected, torch.Tensor):
+            return torch.maximum(corrected, 0.1 * raw)
+        return max(corrected, 0.1 * raw)
 
     def predict(self, path):
         """Predicted end-to-end latency (ms) of the architecture with op indices `path`."""
@@ -112,11 +116,15 @@ class Lut:
         squares) and keep it in the table; returns the fit and its errors on those architectures."""
         generator = random.Random(seed)
         paths = [[generator.randrange(len(sb.ops)) for sb in space.blocks] for _ in range(count)]
-        raw = [self.raw(path) for path in paths]
         measured = [measurer.measure(space.architecture(path))["median_ms"] for path in paths]
+        return self.fit(paths, measured)
+
+    def fit(self, paths, measured):
+        """Fit and keep the correction from architectures (op indices) and their measured ms."""
+        raw = [self.raw(path) for path in paths]
         a, b = fit_line(raw, measured)
         errors = [abs(a * r + b - m) / m for r, m in zip(raw, measured)]
-        self.data["calibration"] = {"a": a, "b": b, "archs": count,
+        self.data["calibration"] = {"a": a, "b": b, "archs": len(paths),
                                     "median_abs_error": statistics.median(errors),
                                     "max_abs_error": max(errors)}
         return self.data["calibration"]
@@ -131,12 +139,15 @@ class Lut:
 
 
 def fit_line(x, y):
-    """Least-squares a, b of y = a x + b (a = 1 through the means when x does not vary)."""
-    n = float(len(x))
-    mean_x, mean_y = sum(x) / n, sum(y) / n
-    var_x = sum((v - mean_x) ** 2 for v in x)
-    a = sum((u - mean_x) * (v - mean_y) for u, v in zip(x, y)) / var_x if var_x > 0 else 1.0
-    return a, mean_y - a * mean_x
+    """a, b of y = a x + b by Theil-Sen (median of the pairwise slopes, then median intercept):
+    one disturbed measurement among ten must not tilt the line. A slope that is not positive
+    (noise drowning the signal) falls back to the median ratio through the origin."""
+    slopes = [(y[j] - y[i]) / (x[j] - x[i])
+              for i in range(len(x)) for j in range(i + 1, len(x)) if x[j] != x[i]]
+    a = statistics.median(slopes) if slopes else 0.0
+    if a <= 0:
+        return statistics.median(v / u for u, v in zip(x, y)), 0.0
+    return a, statistics.median(v - a * u for u, v in zip(x, y))
 
 
 class LatencyCache:

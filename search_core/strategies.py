@@ -46,6 +46,10 @@ class GradientStrategy:
         ce = F.cross_entropy(logits, y)
         expected = self.costs.expected(net.probabilities())
         loss = constrained_loss(ce, expected, self.constraints, self.loss_form)
+        if not torch.isfinite(loss):
+            raise FloatingPointError("the architecture loss is {} (cross-entropy {}, expected "
+                                     "latency {})".format(loss.item(), ce.item(),
+                                                          expected["latency_ms"].item()))
         params = net.arch_parameters()
         grads = torch.autograd.grad(loss, [gates] + params, allow_unused=True)
         gate_grads = grads[0].detach()

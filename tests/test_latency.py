@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from search_core.latency import LatencyCache, LatencyError, LocalDevice, Lut, Measurer, open_device
+from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer, fit_line,
+                                 open_device)
 from search_core.measure import summarize
 from search_core.space import SearchSpace
 
@@ -93,3 +94,21 @@ def test_calibration_fits_the_end_to_end_line():
     assert fit["median_abs_error"] < 1e-9
     assert lut.predict(path) == pytest.approx(2.0 * raw + 1.0)
     assert Lut(lut.data, SPACE).predict(path) == pytest.approx(2.0 * raw + 1.0)  # stored
+
+
+def test_line_fit_shrugs_off_a_disturbed_measurement():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    y = [2 * v + 1 for v in x]
+    y[4] = 60.0  # something else ran on the machine during this one
+    a, b = fit_line(x, y)
+    assert a == pytest.approx(2.0) and b == pytest.approx(1.0)
+    a, b = fit_line([1.0, 2.0, 3.0], [3.0, 2.0, 1.5])  # noise without signal: no negative slope
+    assert a > 0 and b == 0.0
+
+
+def test_corrected_latency_stays_positive():
+    data = LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE)
+    data["calibration"] = {"a": 6.0, "b": -1000.0}
+    lut = Lut(data, SPACE)
+    path = SPACE.choices(SPACE.mobilenet_v2())
+    assert lut.predict(path) == pytest.approx(0.1 * lut.raw(path))
