@@ -23,6 +23,7 @@ from .objectives import Constraint, CostModel, objective
 from .space import SearchSpace
 from .strategies import GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
+from .train import accuracy
 
 CHECKPOINT = "checkpoint.pt"
 STRATEGIES = ("gradient", "reinforce")
@@ -320,21 +321,17 @@ class Search:
         calibration = [x for x, _ in itertools.islice(batches, c.calibration_batches)]
         net.recalibrate_batch_norm(path, calibration)
         net.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in data.iterate_batches(self.dataset.val, self.dataset, 256, device=self.device):
-                correct += int((net(x, path).argmax(1) == y).sum())
-        accuracy = correct / len(self.dataset.val)
+        val_accuracy = accuracy(lambda x: net(x, path), self.dataset.val, self.dataset, self.device)
         metrics = self.metrics_of(arch)
         stats = metrics.pop("stats")
         return {"epoch": epoch, "kind": kind, "arch_hash": arch.hash, "ops": arch.ops,
-                "arch": arch.to_dict(), "accuracy": accuracy, "latency_ms": stats["median_ms"],
+                "arch": arch.to_dict(), "accuracy": val_accuracy, "latency_ms": stats["median_ms"],
                 "latency": {k: stats[k] for k in ("median_ms", "mean_ms", "std_ms", "p90_ms",
                                                    "min_ms", "max_ms", "runs")},
                 "cached": stats["cached"],
                 "predicted_latency_ms": self.lut.predict(path), "memory_mb": metrics["memory_mb"],
                 "memory_source": stats["memory_source"], "params": stats["params"],
-                "macs": stats["macs"], "objective": objective(accuracy, metrics, self.constraints),
+                "macs": stats["macs"], "objective": objective(val_accuracy, metrics, self.constraints),
                 "feasible": all(x.satisfied(metrics[x.metric]) for x in self.constraints)}
 
     # --- checkpoints, resume, the end ------------------------------------------------------------

@@ -23,12 +23,12 @@ def check_fits(arch, dataset):
             arch.num_classes, dataset.name, dataset.num_classes))
 
 
-def evaluate(model, split, dataset, device):
-    model.eval()
+def accuracy(predict, split, dataset, device):
+    """Top-1 accuracy of `predict` (a batch in, logits out) on a split, without autograd."""
     correct = 0
     with torch.no_grad():
         for x, y in data.iterate_batches(split, dataset, 256, device=device):
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += int((predict(x).argmax(1) == y).sum())
     return correct / max(len(split), 1)
 
 
@@ -70,6 +70,7 @@ def train_architecture(arch, dataset, epochs=40, batch_size=64, lr=0.05, weight_
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss="{:.3f}".format(loss.item()))
-    return {"val_accuracy": evaluate(model, dataset.val, dataset, device),
-            "test_accuracy": evaluate(model, dataset.test, dataset, device),
+    model.eval()
+    return {"val_accuracy": accuracy(model, dataset.val, dataset, device),
+            "test_accuracy": accuracy(model, dataset.test, dataset, device),
             "epochs": epochs, "train_time_s": time.time() - started, "model": model}
