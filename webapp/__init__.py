@@ -1,4 +1,78 @@
-"""The dashboard: Flask + Flask-SocketIO, SQLAlchemy models, Alembic migrations in migrations/.
+"""The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
-(The application arrives with the dashboard issue.)
+Blueprints (pages, /api, Socket.IO) arrive with the dashboard issue.
 """
+import os
+import sqlite3
+
+import sqlalchemy as sa
+from alembic import command
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+
+from .config import Config, sqlite_uri
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+# Deterministic constraint names: Alembic can then drop/alter them (SQLite batch mode needs names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
+migrate = Migrate()
+
+from . import models  # noqa: E402,F401  (registers the tables on db.metadata)
+
+
+def _sqlite_pragmas(busy_timeout_ms):
+    def on_connect(dbapi_connection, connection_record):
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode=WAL")  # stays 'memory' for :memory: databases
+            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def upgrade_database(app, revision="head"):
+    """Upgrade the app's database to ``revision`` (raises on failure, unlike flask_migrate.upgrade)."""
+    with app.app_context():
+        config = app.extensions["migrate"].migrate.get_config(MIGRATIONS_DIR)
+        config.attributes["skip_logging_config"] = True
+        command.upgrade(config, revision)
+
+
+def create_app(config=None):
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.from_prefixed_env("WEBAPP")  # e.g. WEBAPP_DATA_DIR=/srv/nas (values parsed as JSON when they can be)
+    if config:
+        app.config.update(config)
+    app.config["DATA_DIR"] = os.path.abspath(app.config["DATA_DIR"])
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        os.makedirs(app.config["DATA_DIR"], exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = sqlite_uri(app.config["DATA_DIR"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas(app.config["SQLITE_BUSY_TIMEOUT_MS"]))
+
+    if app.config["AUTO_UPGRADE"]:
+        upgrade_database(app)
+    return app

@@ -1,0 +1,170 @@
+"""The dashboard's database: app factory upgrade, migrations vs models, SQLite settings, constraints."""
+import json
+
+import flask_migrate
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from webapp import MIGRATIONS_DIR, create_app, db
+from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample
+
+TABLES = {"devices", "runs", "samples", "epoch_metrics", "latency_cache"}
+HASH = "ab" * 32
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+def head_revision():
+    return ScriptDirectory(MIGRATIONS_DIR).get_current_head()
+
+
+def table_names():
+    return set(sa.inspect(db.engine).get_table_names())
+
+
+def test_factory_upgrades_empty_database_to_head(app, tmp_path):
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'data' / 'dashboard.db'}"
+    assert (tmp_path / "data" / "dashboard.db").exists()
+    assert TABLES <= table_names()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+
+
+def test_downgrade_to_base_and_upgrade_again(app):
+    flask_migrate.downgrade(revision="base")
+    assert table_names() & TABLES == set()
+    flask_migrate.upgrade()
+    assert TABLES <= table_names()
+    # a second app on the same (already current) database starts fine
+    create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
+
+
+def test_models_match_latest_revision(app):
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+    assert diff == []
+
+
+def test_sqlite_pragmas(app):
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def make_run(name="r", **kw):
+    run = Run(name=name, config=json.dumps({"dataset": "mnist"}), **kw)
+    db.session.add(run)
+    db.session.flush()
+    return run
+
+
+def make_sample(run, epoch=0, kind="argmax", arch_hash=HASH, **kw):
+    values = dict(arch_json='{"blocks": []}', accuracy=0.9, latency_ms=1.5, feasible=True)
+    values.update(kw)
+    sample = Sample(run_id=run.id, epoch=epoch, kind=kind, arch_hash=arch_hash, **values)
+    db.session.add(sample)
+    db.session.flush()
+    return sample
+
+
+def test_unique_device_name(app):
+    db.session.add(Device(name="pi", token="secret", kind="agent", host="10.0.0.2", port=7777))
+    db.session.commit()
+    db.session.add(Device(name="pi", token="other"))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_device_token_required_and_checks(app):
+    db.session.add(Device(name="x", token=None))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+    db.session.add(Device(name="y", token="t", kind="gpu-farm"))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_unique_sample_key(app):
+    run = make_run()
+    make_sample(run)
+    make_sample(run, kind="sampled")  # same arch, other kind: fine
+    make_sample(run, epoch=1)  # other epoch: fine
+    db.session.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        make_sample(run)
+    db.session.rollback()
+
+
+def test_unique_epoch_metric_and_cache_key(app):
+    run = make_run()
+    db.session.add(EpochMetric(run_id=run.id, epoch=0, phase="warmup"))
+    db.session.commit()
+    db.session.add(EpochMetric(run_id=run.id, epoch=0, phase="search"))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+    key = dict(device_key="local:host:cpu:1t", arch_hash=HASH, input_shape="1x1x32x32")
+    db.session.add(LatencyCacheEntry(stats='{"median_ms": 1.0}', **key))
+    db.session.commit()
+    db.session.add(LatencyCacheEntry(stats="{}", **key))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_delete_run_cascades(app):
+    device = Device(name="local", token="t", kind="local")
+    db.session.add(device)
+    db.session.flush()
+    run = make_run(device_id=device.id)
+    other = make_run("other")
+    best = make_sample(run)
+    make_sample(run, kind="sampled")
+    make_sample(other)
+    db.session.add_all(
+        [EpochMetric(run_id=run.id, epoch=e, phase="search", arch_probabilities="[[0.5, 0.5]]") for e in range(3)]
+    )
+    run.best_sample = best
+    db.session.commit()
+    assert run.best_sample_id == best.id
+    assert run.config_data == {"dataset": "mnist"}
+
+    db.session.delete(run)
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Sample)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(EpochMetric)) == 0
+
+    # at the database level too (no ORM cascade involved)
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(Run.__table__).where(Run.__table__.c.id == other.id))
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Sample)) == 0
+
+
+def test_delete_device_keeps_runs_and_best_sample_set_null(app):
+    device = Device(name="pi", token="t")
+    db.session.add(device)
+    db.session.flush()
+    run = make_run(device_id=device.id)
+    sample = make_sample(run)
+    run.best_sample_id = sample.id
+    db.session.commit()
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(Device.__table__))
+        conn.execute(sa.delete(Sample.__table__))
+    db.session.expire_all()
+    assert run.device_id is None and run.best_sample_id is None

@@ -1,0 +1,24 @@
+"""Configuration of the dashboard.
+
+Overrides: environment variables prefixed WEBAPP_ (WEBAPP_DATA_DIR=...), then the dict given to
+``create_app(config)``.
+"""
+import os
+
+
+def sqlite_uri(data_dir):
+    """The default database: an SQLite file in the data directory."""
+    return "sqlite:///" + os.path.join(os.path.abspath(data_dir), "dashboard.db")
+
+
+class Config:
+    # where the dashboard keeps its database (and, later, run directories)
+    DATA_DIR = os.path.abspath("./data")
+    # None: derived from DATA_DIR by create_app (sqlite:///<DATA_DIR>/dashboard.db)
+    SQLALCHEMY_DATABASE_URI = None
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    # milliseconds an SQLite connection waits for a lock before "database is locked"
+    SQLITE_BUSY_TIMEOUT_MS = 5000
+    # upgrade the database to the latest Alembic revision when the app starts
+    AUTO_UPGRADE = True
+    TESTING = False

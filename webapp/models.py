@@ -1,0 +1,214 @@
+"""The dashboard's tables (SQLAlchemy 2.0 style). Schema changes go through migrations/ only.
+
+JSON values are stored in plain Text columns (``json.dumps``) and read through the ``*_data``
+properties: the same DDL and the same bytes on SQLite and PostgreSQL, no dialect JSON types.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import db
+
+DEVICE_KINDS = ("local", "agent")
+DEVICE_STATUSES = ("unknown", "online", "offline")
+RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+RUN_ACTIVE_STATUSES = ("queued", "running")
+SAMPLE_KINDS = ("argmax", "sampled")
+PHASES = ("warmup", "search")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class json_property:
+    """Read/write access to a Text column holding JSON: ``Run.config_data`` for ``Run.config``."""
+
+    def __init__(self, column: str):
+        self.column = column
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        text = getattr(obj, self.column)
+        return None if text is None else json.loads(text)
+
+    def __set__(self, obj, value):
+        setattr(obj, self.column, None if value is None else json.dumps(value, separators=(",", ":")))
+
+
+class Device(db.Model):
+    __tablename__ = "devices"
+    __table_args__ = (
+        sa.UniqueConstraint("name"),
+        sa.CheckConstraint(_in("kind", DEVICE_KINDS), name="kind"),
+        sa.CheckConstraint(_in("status", DEVICE_STATUSES), name="status"),
+        sa.CheckConstraint("port IS NULL OR (port > 0 AND port < 65536)", name="port"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    host: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    port: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    token: Mapped[str] = mapped_column(sa.String(255), nullable=False)  # the agent's shared secret
+    kind: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="agent")
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="unknown")
+    info: Mapped[str] = mapped_column(sa.Text, nullable=False, default="{}")  # JSON
+    lut: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON latency lookup table
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    checked_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+
+    info_data = json_property("info")
+    lut_data = json_property("lut")
+
+    runs: Mapped[list["Run"]] = relationship(back_populates="device", passive_deletes=True)
+
+    def __repr__(self):
+        return f"<Device {self.id} {self.name!r} {self.kind} {self.status}>"
+
+
+class Run(db.Model):
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.UniqueConstraint("run_dir"),
+        sa.CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        sa.CheckConstraint("phase IS NULL OR " + _in("phase", PHASES), name="phase"),
+        sa.Index("ix_runs_status", "status"),
+        sa.Index("ix_runs_created_at", "created_at"),
+        sa.Index("ix_runs_device_id", "device_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
+    config: Mapped[str] = mapped_column(sa.Text, nullable=False)  # JSON: every setting of the run
+    # SET NULL: deleting a device must not delete (or be blocked by) the history measured on it;
+    # the run's config keeps the device's description.
+    device_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("devices.id", ondelete="SET NULL")
+    )
+    run_dir: Mapped[Optional[str]] = mapped_column(sa.String(1024))
+    pid: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    epoch: Mapped[Optional[int]] = mapped_column(sa.Integer)  # last epoch reached, 0-based
+    epochs: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    phase: Mapped[Optional[str]] = mapped_column(sa.String(16))
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    # runs <-> samples is a cycle: the FK is added after both tables exist (use_alter)
+    best_sample_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer,
+        sa.ForeignKey("samples.id", ondelete="SET NULL", use_alter=True),
+    )
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+
+    config_data = json_property("config")
+
+    device: Mapped[Optional[Device]] = relationship(back_populates="runs")
+    samples: Mapped[list["Sample"]] = relationship(
+        back_populates="run",
+        foreign_keys="Sample.run_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Sample.id",
+    )
+    epoch_metrics: Mapped[list["EpochMetric"]] = relationship(
+        back_populates="run",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="EpochMetric.epoch",
+    )
+    best_sample: Mapped[Optional["Sample"]] = relationship(foreign_keys=[best_sample_id], post_update=True)
+
+    @property
+    def active(self) -> bool:
+        return self.status in RUN_ACTIVE_STATUSES
+
+    def __repr__(self):
+        return f"<Run {self.id} {self.name!r} {self.status}>"
+
+
+class Sample(db.Model):
+    __tablename__ = "samples"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "epoch", "kind", "arch_hash"),
+        sa.CheckConstraint(_in("kind", SAMPLE_KINDS), name="kind"),
+        sa.Index("ix_samples_run_id_latency_ms", "run_id", "latency_ms"),
+        sa.Index("ix_samples_run_id_id", "run_id", "id"),
+        sa.Index("ix_samples_arch_hash", "arch_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    arch_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)  # sha256 hex
+    arch_json: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    accuracy: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)  # measured median, batch 1
+    latency_mean_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    latency_std_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    latency_p90_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    latency_min_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    predicted_latency_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    memory_mb: Mapped[Optional[float]] = mapped_column(sa.Float)
+    params: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
+    macs: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
+    objective: Mapped[Optional[float]] = mapped_column(sa.Float)
+    feasible: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    arch = json_property("arch_json")
+
+    run: Mapped[Run] = relationship(back_populates="samples", foreign_keys=[run_id])
+
+    def __repr__(self):
+        return f"<Sample {self.id} run={self.run_id} e{self.epoch} {self.kind} {self.arch_hash[:8]}>"
+
+
+class EpochMetric(db.Model):
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "epoch"),
+        sa.CheckConstraint(_in("phase", PHASES), name="phase"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    phase: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    train_loss: Mapped[Optional[float]] = mapped_column(sa.Float)
+    train_accuracy: Mapped[Optional[float]] = mapped_column(sa.Float)
+    expected_latency_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    entropy: Mapped[Optional[float]] = mapped_column(sa.Float)
+    arch_probabilities: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: per block, per op
+    duration_s: Mapped[Optional[float]] = mapped_column(sa.Float)
+
+    arch_probabilities_data = json_property("arch_probabilities")
+
+    run: Mapped[Run] = relationship(back_populates="epoch_metrics")
+
+
+class LatencyCacheEntry(db.Model):
+    __tablename__ = "latency_cache"
+    __table_args__ = (sa.UniqueConstraint("device_key", "arch_hash", "input_shape"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    device_key: Mapped[str] = mapped_column(sa.String(255), nullable=False)  # e.g. local:host:cpu:1t
+    arch_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    input_shape: Mapped[str] = mapped_column(sa.String(64), nullable=False)  # e.g. 1x1x32x32
+    stats: Mapped[str] = mapped_column(sa.Text, nullable=False)  # JSON latency statistics
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    stats_data = json_property("stats")
+
+
