@@ -39,6 +39,8 @@ def _search_arguments(p):
     p.add_argument("--data-dir", help="dataset directory (cifar10: the python-format batches; "
                                       "imagefolder: one sub-directory per class)")
     p.add_argument("--out", required=True, help="run directory (must not hold a run yet)")
+    p.add_argument("--config", help="take every setting from this JSON file (e.g. another run's "
+                                    "config.json) instead of the flags below")
     p.add_argument("--resolution", type=int, default=d.resolution)
     p.add_argument("--width", type=float, default=d.width_mult, help="width multiplier")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -103,12 +105,24 @@ def _events(args):
     return JsonLinesEvents() if getattr(args, "events", None) == "jsonl" else ConsoleEvents()
 
 
+def _config_file(path):
+    try:
+        with open(path) as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError("cannot read settings from {}: {}".format(path, e))
+    if not isinstance(settings, dict):
+        raise ConfigError("{} must hold a JSON object of settings".format(path))
+    return SearchConfig.from_dict(settings)
+
+
 def cmd_search(args, events):
     if os.path.exists(os.path.join(args.out, "config.json")):
         raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
                               "resume {}` or choose another --out".format(args.out, args.out))
     _export_token(args)  # Search opens the device itself; the token stays out of config.json
-    Search(_config(args), args.out, events).run()
+    config = _config_file(args.config) if args.config else _config(args)
+    Search(config, args.out, events).run()
 
 
 def cmd_resume(args, events):

@@ -237,3 +237,19 @@ def test_search_and_train_on_an_image_folder(tmp_path):
                   str(tmp_path / "images"), "--epochs", "1", "--threads", "1", "--json")
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["dataset"] == "imagefolder"
+
+
+def test_search_takes_its_settings_from_a_file(tmp_path):
+    settings = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32,
+                "samples_per_epoch": 1, "measure_runs": 3, "measure_warmup": 1, "threads": 1,
+                "calibration_archs": 3}  # a setting that has no flag
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    out = tmp_path / "run"
+    result = cli("search", "--config", str(path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert all(config[k] == v for k, v in settings.items())
+    path.write_text(json.dumps({"epochs": 2, "colour": "red"}))
+    bad = cli("search", "--config", str(path), "--out", str(tmp_path / "other"))
+    assert bad.returncode == 2 and "unknown setting(s): colour" in bad.stderr

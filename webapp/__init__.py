@@ -1,6 +1,7 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
-Blueprints (pages, /api, Socket.IO) arrive with the dashboard issue.
+The JSON API is the /api blueprint (api.py); runs are worker subprocesses (runner.py).
+Pages and Socket.IO arrive later.
 """
 import os
 import sqlite3
@@ -75,4 +76,17 @@ def create_app(config=None):
 
     if app.config["AUTO_UPGRADE"]:
         upgrade_database(app)
+
+    from .api import bp as api_bp
+    from .runner import RunManager
+
+    app.register_blueprint(api_bp)
+    # RUNS_ON_EVENT: an optional on_event(run_id, event) callback (tests; Socket.IO later)
+    runs = RunManager(app, on_event=app.config.get("RUNS_ON_EVENT"))
+    app.extensions["runs"] = runs
+    with app.app_context():
+        try:
+            runs.mark_interrupted()  # active in the database, but no worker of this process
+        except sa.exc.OperationalError:  # no tables yet (AUTO_UPGRADE off)
+            db.session.rollback()
     return app

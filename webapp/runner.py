@@ -1,0 +1,322 @@
+"""Search workers as subprocesses: launch, follow their JSON-lines event stream, store it, cancel.
+
+The web process does I/O only (see ARCHITECTURE.md, "Why the search runs in its own process"):
+``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process, and
+one background thread per run reads its standard output line by line and applies each event
+(docs/events.md) to the database inside an app context. ``on_event(run_id, event)``, if given, is
+called after each event is stored (the Socket.IO layer hooks in there).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+
+from . import db
+from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER_LOG = "worker.log"
+CHECKPOINT = "checkpoint.pt"
+PROGRESS_COMMIT_S = 0.5
+TERMINATE_GRACE_S = 5.0
+
+SETTINGS_FILE = "requested_settings.json"
+
+
+def search_command(run_dir: str):
+    """The worker command of a new run: every setting comes from the run's settings file."""
+    return [sys.executable, "-m", "search_core", "search", "--config",
+            os.path.join(run_dir, SETTINGS_FILE), "--out", run_dir, "--events", "jsonl"]
+
+
+def resume_command(run_dir: str):
+    return [sys.executable, "-m", "search_core", "resume", run_dir, "--events", "jsonl"]
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    thread: threading.Thread | None = None
+    cancel_requested: bool = False
+    terminal: str | None = None  # 'finished' / 'failed' once such an event was stored
+    last_progress_commit: float = 0.0
+
+
+_SAMPLE_COLUMNS = {
+    "predicted_latency_ms": "predicted_latency_ms", "memory_mb": "memory_mb", "params": "params",
+    "macs": "macs", "objective": "objective",
+}
+_LATENCY_COLUMNS = {"mean_ms": "latency_mean_ms", "std_ms": "latency_std_ms",
+                    "p90_ms": "latency_p90_ms", "min_ms": "latency_min_ms"}
+
+
+class RunManager:
+    """Owns the worker processes of one app (``app.extensions["runs"]``)."""
+
+    def __init__(self, app, on_event=None):
+        self.app = app
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._workers: dict[int, Worker] = {}
+
+    # --- launching -------------------------------------------------------------------------------
+
+    def start(self, run: Run):
+        """Launch a new search for ``run`` (its run_dir and config set). Call in an app context."""
+        os.makedirs(run.run_dir, exist_ok=True)
+        with open(os.path.join(run.run_dir, SETTINGS_FILE), "w") as f:
+            json.dump(run.config_data, f, indent=2, sort_keys=True)
+        self._launch(run, search_command(run.run_dir))
+
+    def resume(self, run: Run):
+        """Continue ``run`` from its checkpoint."""
+        self._launch(run, resume_command(run.run_dir))
+
+    def _launch(self, run: Run, cmd):
+        with self._lock:
+            if run.id in self._workers:
+                raise RuntimeError("run {} already has a worker".format(run.id))
+            os.makedirs(run.run_dir, exist_ok=True)
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            with open(os.path.join(run.run_dir, WORKER_LOG), "ab") as stderr:
+                process = subprocess.Popen(
+                    cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=stderr, env=env, text=True, encoding="utf-8", errors="replace")
+            worker = Worker(process)
+            self._workers[run.id] = worker
+        run.pid = process.pid
+        run.status = "queued"
+        run.error = None
+        run.finished_at = None
+        db.session.commit()
+        worker.thread = threading.Thread(target=self._follow, args=(run.id, worker),
+                                         name="run-{}".format(run.id), daemon=True)
+        worker.thread.start()
+
+    # --- following -------------------------------------------------------------------------------
+
+    def _follow(self, run_id: int, worker: Worker):
+        with self.app.app_context():
+            try:
+                for line in worker.process.stdout:
+                    self.handle_line(run_id, line, worker)
+            except Exception:  # noqa: BLE001  a broken store must not leave the run 'running'
+                log.exception("run %s: reading the worker's events failed", run_id)
+                db.session.rollback()
+            returncode = worker.process.wait()
+            try:
+                self._on_exit(run_id, worker, returncode)
+            finally:
+                with self._lock:
+                    self._workers.pop(run_id, None)
+
+    def handle_line(self, run_id: int, line: str, worker: Worker | None = None):
+        """Parse one line of the stream and apply it; a bad line is logged and skipped.
+        Returns the event, or None for a skipped line."""
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+                raise ValueError("not an event object")
+        except ValueError as e:
+            log.warning("run %s: skipping a line of the worker that is not an event (%s): %.200s",
+                        run_id, e, line)
+            return None
+        try:
+            stored = self.apply_event(run_id, event, worker)
+        except Exception:  # noqa: BLE001  one bad event must not stop the stream
+            db.session.rollback()
+            log.exception("run %s: could not store event %s", run_id, event.get("event"))
+            return None
+        if stored and self.on_event is not None:
+            try:
+                self.on_event(run_id, event)
+            except Exception:  # noqa: BLE001
+                log.exception("run %s: on_event callback failed", run_id)
+        return event
+
+    def apply_event(self, run_id: int, event: dict, worker: Worker | None = None) -> bool:
+        """Store one event; returns False when it was deliberately not stored (throttled)."""
+        kind = event["event"]
+        run = db.session.get(Run, run_id)
+        if run is None:
+            return False
+        if kind == "started":
+            start_epoch = int(event.get("start_epoch") or 0)
+            # on resume the worker drops the samples of an epoch that did not finish: so do we
+            db.session.execute(sa.delete(Sample).where(Sample.run_id == run_id,
+                                                       Sample.epoch >= start_epoch))
+            db.session.execute(sa.delete(EpochMetric).where(EpochMetric.run_id == run_id,
+                                                            EpochMetric.epoch >= start_epoch))
+            run.status = "running"
+            run.epochs = event.get("epochs", run.epochs)
+            run.epoch = start_epoch
+            run.started_at = run.started_at or utcnow()
+            if isinstance(event.get("config"), dict):
+                run.config_data = event["config"]  # with the resolved target latency
+        elif kind == "progress":
+            now = time.monotonic()
+            if worker is not None and now - worker.last_progress_commit < PROGRESS_COMMIT_S:
+                return True  # not stored, but still passed on
+            if worker is not None:
+                worker.last_progress_commit = now
+            run.epoch = event.get("epoch", run.epoch)
+            run.epochs = event.get("epochs", run.epochs)
+            run.phase = event.get("phase", run.phase)
+        elif kind == "sample":
+            self._store_sample(run_id, event)
+        elif kind == "epoch":
+            self._store_epoch(run_id, event)
+            run.epoch = event.get("epoch", run.epoch)
+            run.phase = event.get("phase", run.phase)
+        elif kind == "finished":
+            best = event.get("best") or {}
+            sample = None
+            if best.get("arch_hash"):
+                sample = db.session.scalars(
+                    sa.select(Sample).where(Sample.run_id == run_id,
+                                            Sample.arch_hash == best["arch_hash"])
+                    .order_by(Sample.id.desc()).limit(1)).first()
+            run.best_sample_id = sample.id if sample else None
+            run.status = "finished"
+            run.epoch = run.epochs - 1 if run.epochs else run.epoch
+            run.finished_at = utcnow()
+            run.pid = None
+            if worker is not None:
+                worker.terminal = "finished"
+        elif kind == "failed":
+            cancelled = worker is not None and worker.cancel_requested
+            run.status = "cancelled" if cancelled else "failed"
+            run.error = None if cancelled else (event.get("error") or "the worker failed")
+            run.finished_at = utcnow()
+            run.pid = None
+            if worker is not None:
+                worker.terminal = "failed"
+        else:  # message, and kinds added later: passed on, nothing to store
+            return True
+        db.session.commit()
+        return True
+
+    def _store_sample(self, run_id: int, event: dict):
+        key = (Sample.run_id == run_id, Sample.epoch == event["epoch"],
+               Sample.kind == event["kind"], Sample.arch_hash == event["arch_hash"])
+        if db.session.scalar(sa.select(Sample.id).where(*key)) is not None:
+            return  # already stored (a resumed run repeats nothing, but be safe)
+        latency = event.get("latency") or {}
+        values = {col: event.get(name) for name, col in _SAMPLE_COLUMNS.items()}
+        values.update({col: latency.get(name) for name, col in _LATENCY_COLUMNS.items()})
+        db.session.add(Sample(
+            run_id=run_id, epoch=event["epoch"], kind=event["kind"], arch_hash=event["arch_hash"],
+            arch_json=json.dumps(event["arch"], separators=(",", ":")),
+            accuracy=event["accuracy"], latency_ms=event["latency_ms"],
+            feasible=bool(event.get("feasible", True)), **values))
+
+    def _store_epoch(self, run_id: int, event: dict):
+        metric = db.session.scalars(sa.select(EpochMetric).where(
+            EpochMetric.run_id == run_id, EpochMetric.epoch == event["epoch"])).first()
+        if metric is None:
+            metric = EpochMetric(run_id=run_id, epoch=event["epoch"])
+            db.session.add(metric)
+        metric.phase = event["phase"]
+        metric.train_loss = event.get("train_loss")
+        metric.train_accuracy = event.get("train_accuracy")
+        metric.expected_latency_ms = event.get("expected_latency_ms")
+        metric.entropy = event.get("entropy")
+        metric.arch_probabilities_data = event.get("arch_probabilities")
+        metric.duration_s = event.get("duration_s")
+
+    def _on_exit(self, run_id: int, worker: Worker, returncode: int):
+        run = db.session.get(Run, run_id)
+        if run is None:
+            return
+        run.pid = None
+        if worker.cancel_requested:
+            if run.status != "finished":
+                run.status = "cancelled"
+                run.error = None
+                run.finished_at = run.finished_at or utcnow()
+        elif worker.terminal is None:
+            run.status = "failed"
+            run.error = "the worker exited with code {} without finishing (see {})".format(
+                returncode, os.path.join(run.run_dir or "", WORKER_LOG))
+            run.finished_at = utcnow()
+        db.session.commit()
+        if self.on_event is not None:
+            try:
+                self.on_event(run_id, {"event": "exited", "time": round(time.time(), 3),
+                                       "returncode": returncode, "status": run.status})
+            except Exception:  # noqa: BLE001
+                log.exception("run %s: on_event callback failed", run_id)
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def is_alive(self, run_id: int) -> bool:
+        with self._lock:
+            worker = self._workers.get(run_id)
+            return worker is not None and worker.process.poll() is None
+
+    def cancel(self, run_id: int, grace_s: float = TERMINATE_GRACE_S):
+        """Terminate the run's worker (SIGTERM, then SIGKILL after ``grace_s``), mark it cancelled.
+        Waits for the reader to store the end. Call in an app context."""
+        with self._lock:
+            worker = self._workers.get(run_id)
+            if worker is not None:
+                worker.cancel_requested = True
+        if worker is not None:
+            worker.process.terminate()
+            try:
+                worker.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+            if worker.thread is not None and worker.thread is not threading.current_thread():
+                worker.thread.join(grace_s + 5)
+        db.session.expire_all()
+        run = db.session.get(Run, run_id)
+        if run is not None and run.status in RUN_ACTIVE_STATUSES:
+            run.status = "cancelled"
+            run.pid = None
+            run.finished_at = utcnow()
+            db.session.commit()
+
+    def wait(self, run_id: int, timeout: float | None = None) -> bool:
+        """Wait until the run's worker has exited and its end is stored; True if so."""
+        with self._lock:
+            worker = self._workers.get(run_id)
+        if worker is None or worker.thread is None:
+            return True
+        worker.thread.join(timeout)
+        return not worker.thread.is_alive()
+
+    def mark_interrupted(self):
+        """Runs left active in the database without a live worker (the app restarted): interrupted."""
+        with self._lock:
+            live = {rid for rid, w in self._workers.items() if w.process.poll() is None}
+        runs = db.session.scalars(sa.select(Run).where(Run.status.in_(RUN_ACTIVE_STATUSES))).all()
+        for run in runs:
+            if run.id not in live:
+                run.status = "interrupted"
+                run.pid = None
+        if runs:
+            db.session.commit()
+
+    def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
+        """Cancel every live worker (tests, app shutdown). Call in an app context."""
+        with self._lock:
+            ids = list(self._workers)
+        for run_id in ids:
+            self.cancel(run_id, grace_s)
+
