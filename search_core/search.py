@@ -34,7 +34,11 @@ AUTO_TARGET_FRACTION = 0.8
 
 
 class ConfigError(ValueError):
-    """A search setting out of range; the message names the setting."""
+    """A search setting out of range; `field` names the setting (None: not one setting)."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -76,29 +80,32 @@ class SearchConfig:
     def validate(self):
         if self.dataset not in data.DATASETS:
             raise ConfigError("dataset must be one of {}, got {!r}".format(
-                ", ".join(data.DATASETS), self.dataset))
-        _require(8 <= self.resolution <= 512, "resolution must be in [8, 512]")
-        _require(0.1 <= self.width_mult <= 4.0, "width_mult must be in [0.1, 4.0]")
-        _require(self.epochs >= 1, "epochs must be at least 1")
-        _require(0 <= self.warmup_epochs <= self.epochs,
+                ", ".join(data.DATASETS), self.dataset), "dataset")
+        _require("resolution", 8 <= self.resolution <= 512, "resolution must be in [8, 512]")
+        _require("width_mult", 0.1 <= self.width_mult <= 4.0, "width_mult must be in [0.1, 4.0]")
+        _require("epochs", self.epochs >= 1, "epochs must be at least 1")
+        _require("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs,
                  "warmup_epochs must be in [0, epochs] (epochs counts the warm-up too)")
-        _require(1 <= self.batch_size <= 4096, "batch_size must be in [1, 4096]")
-        _require(self.lr > 0 and self.arch_lr > 0, "learning rates must be positive")
-        _require(self.strategy in STRATEGIES, "strategy must be one of " + ", ".join(STRATEGIES))
-        _require(self.loss_form in ("mul", "add"), "loss_form must be mul or add")
-        _require(self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
-        _require(self.calibration_batches >= 1, "calibration_batches must be >= 1")
-        _require(self.calibration_archs >= 2, "calibration_archs must be >= 2")
-        _require(self.rl_samples >= 1, "rl_samples must be >= 1")
-        _require(self.measure_runs >= 1 and self.measure_warmup >= 0, "measure runs must be >= 1")
-        _require(self.threads is None or self.threads >= 1, "threads must be >= 1")
-        _require(self.train_device in ("cpu", "cuda"), "train_device must be cpu or cuda")
+        _require("batch_size", 1 <= self.batch_size <= 4096, "batch_size must be in [1, 4096]")
+        _require("lr", self.lr > 0, "lr must be positive")
+        _require("arch_lr", self.arch_lr > 0, "arch_lr must be positive")
+        _require("strategy", self.strategy in STRATEGIES, "strategy must be one of " + ", ".join(STRATEGIES))
+        _require("loss_form", self.loss_form in ("mul", "add"), "loss_form must be mul or add")
+        _require("samples_per_epoch", self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
+        _require("calibration_batches", self.calibration_batches >= 1, "calibration_batches must be >= 1")
+        _require("calibration_archs", self.calibration_archs >= 2, "calibration_archs must be >= 2")
+        _require("rl_samples", self.rl_samples >= 1, "rl_samples must be >= 1")
+        _require("measure_runs", self.measure_runs >= 1, "measure_runs must be >= 1")
+        _require("measure_warmup", self.measure_warmup >= 0, "measure_warmup must be >= 0")
+        _require("threads", self.threads is None or self.threads >= 1, "threads must be >= 1")
+        _require("train_device", self.train_device in ("cpu", "cuda"), "train_device must be cpu or cuda")
         if self.train_device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train_device is cuda but no CUDA device is available here")
+            raise ConfigError("train_device is cuda but no CUDA device is available here",
+                              "train_device")
         for name in ("target_latency_ms", "target_memory_mb", "target_params_m"):
             value = getattr(self, name)
-            _require(value is None or value > 0, name + " must be positive")
-        _require(self.latency_weight is None or self.latency_weight < 0,
+            _require(name, value is None or value > 0, name + " must be positive")
+        _require("latency_weight", self.latency_weight is None or self.latency_weight < 0,
                  "latency_weight (w) must be negative")
         return self
 
@@ -124,9 +131,9 @@ class SearchConfig:
         return cls(**d).validate()
 
 
-def _require(condition, message):
+def _require(field, condition, message):
     if not condition:
-        raise ConfigError(message)
+        raise ConfigError(message, field)
 
 
 class Search:

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import re
 import typing
 from dataclasses import fields
 
@@ -29,8 +28,6 @@ SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "
                  "latency_std_ms", "latency_p90_ms", "latency_min_ms", "predicted_latency_ms",
                  "memory_mb", "params", "macs", "objective", "feasible")
 _FIELD_TYPES = {f.name: f.type for f in fields(SearchConfig)}
-# ConfigError messages that do not spell a field name
-_MESSAGE_FIELDS = {"learning rates": "lr", "measure runs": "measure_runs"}
 
 
 class ApiError(Exception):
@@ -122,21 +119,6 @@ def _type_error(name, value):
     return None
 
 
-def _config_error_field(message: str) -> str:
-    """The setting a ConfigError message names (the one it names first)."""
-    found = []
-    for name in _FIELD_TYPES:
-        m = re.search(r"\b{}\b".format(re.escape(name)), message)
-        if m:
-            found.append((m.start(), -len(name), name))
-    if found:
-        return min(found)[2]
-    for words, name in _MESSAGE_FIELDS.items():
-        if words in message:
-            return name
-    return "config"
-
-
 def validate_settings(body) -> tuple[str, dict]:
     """``(name, full config dict)`` of a new-run request, or ApiError(400)."""
     if not isinstance(body, dict):
@@ -162,7 +144,7 @@ def validate_settings(body) -> tuple[str, dict]:
     try:
         config = SearchConfig(**settings).validate()
     except ConfigError as e:
-        raise ApiError(400, errors={_config_error_field(str(e)): str(e)}) from None
+        raise ApiError(400, errors={e.field or "config": str(e)}) from None
     return name.strip(), config.to_dict()
 
 
