@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from search_core.arch import ArchitectureError, as_architecture
+from search_core.arch import ArchitectureError, as_architecture, is_int
 from search_core.complexity import complexity
 from search_core.measure import measure_architecture, profile_lut
 from search_core.space import SearchSpace
@@ -35,10 +35,6 @@ MAX_CONNECTIONS = 16  # open connections at once (each is a thread); more are re
 DEFAULT_MAX_MEMORY_MB = 1024  # estimated inference memory above which a measure is refused
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 class RequestError(Exception):
     def __init__(self, code, message):
         Exception.__init__(self, message)
@@ -48,7 +44,7 @@ class RequestError(Exception):
 
 def _int_arg(request, name, default, low, high):
     value = request.get(name, default)
-    if not _is_int(value) or not low <= value <= high:
+    if not is_int(value) or not low <= value <= high:
         raise RequestError(P.BAD_REQUEST, "{} must be an integer in [{}, {}], got {!r}".format(
             name, low, high, value))
     return value
@@ -182,7 +178,7 @@ class Agent(object):
         shape = request.get("input_shape")
         if shape is None:
             shape = list(arch.input_shape)
-        if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(d) for d in shape):
+        if not isinstance(shape, list) or len(shape) != 4 or not all(is_int(d) for d in shape):
             raise RequestError(P.BAD_REQUEST, "input_shape must be 4 integers [batch, channels, "
                                               "height, width], got {!r}".format(shape))
         if not 1 <= shape[0] <= MAX_BATCH:
@@ -330,7 +326,7 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(P.error(P.PROTOCOL_MISMATCH, "agent speaks protocol {}, client {!r}: update "
                               "the {} so that both speak the same version".format(
                                   P.PROTOCOL_VERSION, reply.get("protocol"),
-                                  "agent" if _is_int(reply.get("protocol")) and
+                                  "agent" if is_int(reply.get("protocol")) and
                                   reply.get("protocol") > P.PROTOCOL_VERSION else "client")))
             log.warning("%s: protocol %r refused", self.peer, reply.get("protocol"))
             return False

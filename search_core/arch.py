@@ -152,12 +152,13 @@ def as_architecture(arch):
 # parsing and validation
 
 
-def _is_int(v):
+def is_int(v):
+    """A JSON integer (bool is an int subclass in Python, not in JSON)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_int(value, where, low, high):
-    if not _is_int(value):
+    if not is_int(value):
         raise ArchitectureError("{} must be an integer, got {!r}".format(where, value))
     if not low <= value <= high:
         raise ArchitectureError("{} = {} is out of bounds [{}, {}]".format(where, value, low, high))
@@ -198,7 +199,7 @@ def _parse(d):
     if d["format"] != FORMAT:
         raise ArchitectureError("not an architecture file: format is {!r}, expected {!r}".format(
             d["format"], FORMAT))
-    if not _is_int(d["version"]) or d["version"] != VERSION:
+    if not is_int(d["version"]) or d["version"] != VERSION:
         raise ArchitectureError("architecture format version {!r} is not supported (this builder "
                                 "reads version {})".format(d["version"], VERSION))
     _check_keys(d["input"], "input", ("channels", "resolution"))
@@ -242,17 +243,17 @@ def validate(arch):
         if b.in_channels != channels:
             raise ArchitectureError("{}: channel mismatch, in_channels is {} but the previous layer "
                                     "gives {}".format(where, b.in_channels, channels))
-        if not _is_int(b.stride) or b.stride not in (1, 2):
+        if not is_int(b.stride) or b.stride not in (1, 2):
             raise ArchitectureError("{}: stride must be 1 or 2, got {!r}".format(where, b.stride))
         if b.op == ZERO:
             if b.stride != 1 or b.in_channels != b.out_channels:
                 raise ArchitectureError("{}: a zero block must keep the shape (stride 1 and "
                                         "in_channels == out_channels)".format(where))
         elif b.op == MBCONV:
-            if not _is_int(b.kernel) or b.kernel not in KERNELS:
+            if not is_int(b.kernel) or b.kernel not in KERNELS:
                 raise ArchitectureError("{}: kernel must be one of {}, got {!r}".format(
                     where, KERNELS, b.kernel))
-            if not _is_int(b.expand) or b.expand not in EXPANSIONS:
+            if not is_int(b.expand) or b.expand not in EXPANSIONS:
                 raise ArchitectureError("{}: expand must be one of {}, got {!r}".format(
                     where, EXPANSIONS, b.expand))
             _check_int(b.in_channels * b.expand, where + " expanded channels", 1, MAX_CHANNELS)

@@ -149,7 +149,8 @@ class RunManager:
         return event
 
     def apply_event(self, run_id: int, event: dict, worker: Worker | None = None) -> bool:
-        """Store one event; returns False when it was deliberately not stored (throttled)."""
+        """Store one event (progress at most every PROGRESS_COMMIT_S); returns False when the
+        run is unknown, True when the event should be passed on."""
         kind = event["event"]
         run = db.session.get(Run, run_id)
         if run is None:
