@@ -127,7 +127,10 @@ def cmd_search(args, events):
 
 def cmd_resume(args, events):
     _export_token(args)
-    Search(load_config(args.run_dir), args.run_dir, events).run()
+    config = load_config(args.run_dir)
+    if args.device:  # the same device at a new address (a restarted agent); the cache keys on its identity
+        config.device = args.device
+    Search(config, args.run_dir, events).run()
 
 
 def cmd_space(args, events):
@@ -230,6 +233,8 @@ def parser():
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
     p.add_argument("run_dir")
+    p.add_argument("--device", help="measure here instead of the run's device (e.g. its new "
+                                    "host:port); cached measurements follow the device's identity")
     _token_argument(p)
     p.add_argument("--events", choices=("console", "jsonl"), default="console")
     p.set_defaults(func=cmd_resume)

@@ -3,7 +3,7 @@ import math
 import random
 from types import SimpleNamespace
 
-from webapp.pareto import pareto_front, update_front
+from webapp.pareto import front_of_sorted, pareto_front, update_front
 
 
 def ids(front):
@@ -103,3 +103,13 @@ def test_update_front_keeps_existing_on_exact_tie():
     new_front, added, removed = update_front(front, [(2, 5.0, 0.5)])
     assert ids(new_front) == [1] and added == [] and removed == []
 
+
+
+def test_front_of_sorted_rows_matches_pareto_front():
+    """The database hands the rows sorted (latency, accuracy desc, id): one pass gives the front."""
+    rng = random.Random(3)
+    for trial in range(50):
+        points = [(i, rng.choice([1.0, 2.0, 3.0, rng.uniform(0, 5)]), rng.choice([0.5, 0.9, rng.random()]))
+                  for i in range(rng.randrange(1, 200))]
+        ordered = [(pid, acc) for pid, lat, acc in sorted(points, key=lambda p: (p[1], -p[2], p[0]))]
+        assert front_of_sorted(ordered) == ids(pareto_front(points)) == ids(brute_force(points))

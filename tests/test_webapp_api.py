@@ -1,4 +1,5 @@
-"""The /api blueprint and the RunManager, with real worker subprocesses on tiny settings."""
+"""The runs API, the RunManager and their Socket.IO events: real worker subprocesses on tiny
+settings, measuring on the dashboard's own local agent process."""
 import csv
 import io
 import json
@@ -7,24 +8,23 @@ import time
 
 import pytest
 
-from webapp import create_app, db
+from webapp import create_app, db, shutdown
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
+from webapp.sockets import socketio
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
         "resolution": 32}
-EVENTS = []
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("webapp_api")
-    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True,
-                      "RUNS_ON_EVENT": lambda run_id, event: EVENTS.append((run_id, event))})
+    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True, "DEVICE_CHECK_INTERVAL_S": 0})
     yield app
+    shutdown(app)
     with app.app_context():
-        app.extensions["runs"].shutdown(grace_s=2)
         db.session.remove()
         db.engine.dispose()
 
@@ -32,6 +32,12 @@ def app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(app):
     return app.test_client()
+
+
+def received(sio, name=None):
+    """The Socket.IO events a test client got since the last call, as (name, payload)."""
+    events = [(e["name"], e["args"][0]) for e in sio.get_received()]
+    return [e for e in events if name is None or e[0] == name]
 
 
 def wait_for(client, run_id, statuses, timeout=120):
@@ -50,15 +56,27 @@ def read_jsonl(path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(client):
+def finished_run(app, client):
+    """A tiny run on the local device, followed by a Socket.IO client in its room."""
+    sio = socketio.test_client(app)
     r = client.post("/api/runs", json=dict(TINY, name="tiny"))
     assert r.status_code == 201, r.get_json()
+    assert sio.emit("subscribe", {"run_id": r.get_json()["id"]}, callback=True) == {"ok": True}
     run = wait_for(client, r.get_json()["id"], ("finished", "failed"))
     assert run["status"] == "finished", run
-    return run
+    deadline = time.time() + 5
+    events = []
+    while time.time() < deadline:  # the last events are emitted just after the commit seen above
+        events += received(sio)
+        if any(name == "run_status" and p["run"]["status"] == "finished" for name, p in events):
+            break
+        time.sleep(0.05)
+    sio.disconnect()
+    return run, events
 
 
 def test_run_completes_and_matches_run_dir(app, client, finished_run):
+    finished_run, events = finished_run
     run_id, run_dir = finished_run["id"], finished_run["run_dir"]
     assert finished_run["epochs"] == 2 and finished_run["best"] is not None
     assert finished_run["config"]["calibration_archs"] == 3  # settings without a CLI flag arrive too
@@ -97,8 +115,54 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
 
     listing = client.get("/api/runs").get_json()
     assert listing[0]["id"] == run_id and listing[0]["best"]["arch_hash"]
-    kinds = [e["event"] for rid, e in EVENTS if rid == run_id]
-    assert kinds[0] in ("message", "started") and "finished" in kinds
+    assert listing[0]["best"]["ops"] in [s["ops"] for s in file_samples]
+
+    # measured through the dashboard's local agent process, not in the worker
+    device = client.get("/api/devices/{}".format(finished_run["device_id"])).get_json()
+    assert device["kind"] == "local"
+    assert finished_run["config"]["device"] == "127.0.0.1:{}".format(device["port"])
+    assert finished_run["space_blocks"] and len(finished_run["space_blocks"]) == 20
+
+    # every sample arrived over Socket.IO, and the front's deltas rebuild the API's front
+    pushed = [p["sample"] for name, p in events if name == "sample"]
+    assert [p["id"] for p in pushed] == [p["id"] for p in api_samples]
+    on_front = []
+    for name, p in events:
+        if name == "sample":
+            on_front = [i for i in on_front if i not in p["pareto"]["removed"]] + p["pareto"]["added"]
+    assert sorted(on_front) == sorted(p["id"] for p in front)
+    progress = [p for name, p in events if name == "run_progress"]
+    assert progress and all(0 <= p["fraction"] <= 1 for p in progress)
+    assert progress[-1]["eta_s"] is not None
+    assert [p["metric"]["epoch"] for name, p in events if name == "run_epoch"] == [0, 1]
+    assert any(name == "run_message" for name, _ in events)
+
+
+def test_metrics_and_sample_downloads(client, finished_run):
+    run, _ = finished_run
+    metrics = client.get("/api/runs/{}/metrics".format(run["id"])).get_json()
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["phase"] for m in metrics] == ["warmup", "search"]
+    probabilities = metrics[1]["arch_probabilities"]
+    assert len(probabilities) == 20
+    assert all(abs(sum(row) - 1) < 1e-3 for row in probabilities)
+    assert [len(row) for row in probabilities] == [len(ops) for ops in run["space_blocks"]]
+
+    file_samples = read_jsonl(os.path.join(run["run_dir"], "samples.jsonl"))
+    samples = client.get("/api/runs/{}/samples".format(run["id"])).get_json()
+    for sample, expected in zip(samples, file_samples):
+        r = client.get("/api/runs/{}/samples/{}/arch.json".format(run["id"], sample["id"]))
+        assert r.status_code == 200 and "attachment" in r.headers["Content-Disposition"]
+        assert json.loads(r.data) == expected["arch"]
+        assert sample["ops"] == expected["ops"]
+    other = client.get("/api/runs/{}/samples/{}/arch.json".format(run["id"] + 1000, samples[0]["id"]))
+    assert other.status_code == 404
+
+
+def test_defaults(client):
+    d = client.get("/api/defaults").get_json()
+    assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]
+    assert d["strategies"] == ["gradient", "reinforce"]
 
 
 @pytest.mark.parametrize("body, field", [
@@ -108,6 +172,9 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
     ({"name": "x", "target_latency_ms": -1.0}, "target_latency_ms"),
     ({"name": "x", "epochs": "many"}, "epochs"),
     ({"dataset": "digits"}, "name"),
+    ({"name": "x", "device_id": 424242}, "device_id"),
+    ({"name": "x", "device_id": "local"}, "device_id"),
+    ({"name": "x", "device": "nano:8765"}, "device"),
 ])
 def test_validation(client, body, field):
     r = client.post("/api/runs", json=body)
@@ -120,30 +187,38 @@ def test_unknown_run_404(client):
     for path in ("cancel", "resume"):
         r = client.post("/api/runs/999999/{}".format(path))
         assert r.status_code == 404 and "error" in r.get_json()
-    for path in ("samples", "pareto", "best.json", "samples.csv"):
+    for path in ("samples", "pareto", "best.json", "samples.csv", "metrics", "samples/1/arch.json"):
         r = client.get("/api/runs/999999/{}".format(path))
         assert r.status_code == 404 and "error" in r.get_json()
+    assert client.delete("/api/runs/999999").status_code == 404
+    assert client.get("/api/runs/abc").get_json() == {"error": "not found"}
 
 
 def test_finished_run_conflicts(client, finished_run):
-    assert client.post("/api/runs/{}/cancel".format(finished_run["id"])).status_code == 409
-    assert client.post("/api/runs/{}/resume".format(finished_run["id"])).status_code == 409
+    run, _ = finished_run
+    assert client.post("/api/runs/{}/cancel".format(run["id"])).status_code == 409
+    assert client.post("/api/runs/{}/resume".format(run["id"])).status_code == 409
 
 
-def test_cancel_and_resume(app, client):
+def start_long_run(client):
+    """A run that would train for minutes, once it has a checkpoint to resume from."""
     r = client.post("/api/runs", json=dict(TINY, name="long", epochs=300, warmup_epochs=300))
     run_id, run_dir = r.get_json()["id"], r.get_json()["run_dir"]
-    runs = app.extensions["runs"]
     deadline = time.time() + 60
-    while time.time() < deadline:  # the first progress stored, and a checkpoint to resume from
+    while time.time() < deadline:
         run = client.get("/api/runs/{}".format(run_id)).get_json()
         assert run["status"] in ("queued", "running"), run
         if run["phase"] and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-            break
+            return run_id
         time.sleep(0.1)
-    else:
-        raise AssertionError("no progress stored")
+    raise AssertionError("no progress stored")
+
+
+def test_cancel_and_resume(app, client):
+    run_id = start_long_run(client)
+    runs = app.extensions["runs"]
     assert client.post("/api/runs/{}/resume".format(run_id)).status_code == 409  # still running
+    assert client.delete("/api/runs/{}".format(run_id)).status_code == 409  # active
     with app.app_context():
         pid = db.session.get(Run, run_id).pid
     r = client.post("/api/runs/{}/cancel".format(run_id))
@@ -153,16 +228,31 @@ def test_cancel_and_resume(app, client):
         os.kill(pid, 0)
     assert client.post("/api/runs/{}/cancel".format(run_id)).status_code == 409
 
+    sio = socketio.test_client(app)
+    assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
     r = client.post("/api/runs/{}/resume".format(run_id))
     assert r.status_code == 200, r.get_json()
-    run = wait_for(client, run_id, ("running", "failed"), timeout=60)
-    assert run["status"] == "running", run
-    deadline = time.time() + 5  # on_event runs just after the commit the client saw
-    while not [e for rid, e in EVENTS if rid == run_id and e["event"] == "started"
-               and e["start_epoch"] > 0]:  # continued from the checkpoint
-        assert time.time() < deadline, "the resumed worker did not start from its checkpoint"
+    deadline, started = time.time() + 60, None
+    while started is None:
+        assert time.time() < deadline, "the resumed worker did not start"
+        for _, p in received(sio, "run_status"):
+            if p["run"]["status"] == "running":
+                started = p["run"]
         time.sleep(0.05)
+    assert started["epoch"] > 0  # continued from its checkpoint, not from the first epoch
     assert client.post("/api/runs/{}/cancel".format(run_id)).get_json()["status"] == "cancelled"
+    sio.disconnect()
+
+
+def test_delete_run(app, client):
+    run_id = start_long_run(client)
+    run_dir = client.get("/api/runs/{}".format(run_id)).get_json()["run_dir"]
+    client.post("/api/runs/{}/cancel".format(run_id))
+    assert client.delete("/api/runs/{}".format(run_id)).status_code == 204
+    assert client.get("/api/runs/{}".format(run_id)).status_code == 404
+    assert not os.path.exists(run_dir)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Sample.id)).where(Sample.run_id == run_id)) == 0
 
 
 def test_garbage_lines_do_not_stop_the_reader(app):
@@ -185,13 +275,35 @@ def test_garbage_lines_do_not_stop_the_reader(app):
         db.session.commit()
 
 
+@pytest.mark.parametrize("hard, expected", [(False, "c"), (True, "b")])
+def test_best_so_far_follows_the_search_rule(app, finished_run, hard, expected):
+    """While a run goes on, its best is the highest objective so far (feasible first when the
+    constraints are hard), so that the best architecture can be downloaded before the end."""
+    run, _ = finished_run
+    arch = read_jsonl(os.path.join(run["run_dir"], "samples.jsonl"))[0]["arch"]
+    runs = app.extensions["runs"]
+    with app.app_context():
+        synthetic = Run(name="best so far", status="running", config=json.dumps({"hard_constraint": hard}))
+        db.session.add(synthetic)
+        db.session.commit()
+        for name, objective, feasible in (("a", 0.5, True), ("b", 0.7, True), ("c", 0.9, False),
+                                          ("d", 0.6, True)):
+            runs.handle_line(synthetic.id, json.dumps({
+                "event": "sample", "time": 1.0, "epoch": 0, "kind": "sampled", "arch": arch,
+                "arch_hash": name * 64, "ops": [], "accuracy": objective, "latency_ms": 1.0,
+                "objective": objective, "feasible": feasible}))
+        db.session.expire_all()
+        assert db.session.get(Run, synthetic.id).best_sample.arch_hash == expected * 64
+
+
 def test_active_runs_without_worker_are_interrupted_on_start(app):
     with app.app_context():
         run = Run(name="orphan", status="running", config="{}")
         db.session.add(run)
         db.session.commit()
         run_id = run.id
-    other = create_app({"DATA_DIR": app.config["DATA_DIR"], "TESTING": True})
+    other = create_app({"DATA_DIR": app.config["DATA_DIR"], "TESTING": True, "LOCAL_AGENT": False,
+                        "DEVICE_CHECK_INTERVAL_S": 0})
     with other.app_context():
         assert db.session.get(Run, run_id).status == "interrupted"
         db.session.remove()

@@ -17,7 +17,8 @@ HASH = "ab" * 32
 
 @pytest.fixture
 def app(tmp_path):
-    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True, "LOCAL_AGENT": False,
+                      "DEVICE_CHECK_INTERVAL_S": 0})
     with app.app_context():
         yield app
         db.session.remove()
@@ -46,7 +47,29 @@ def test_downgrade_to_base_and_upgrade_again(app):
     flask_migrate.upgrade()
     assert TABLES <= table_names()
     # a second app on the same (already current) database starts fine
-    create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
+    create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+                "DATA_DIR": app.config["DATA_DIR"], "LOCAL_AGENT": False, "DEVICE_CHECK_INTERVAL_S": 0})
+
+
+def test_upgrade_and_downgrade_keep_stored_rows(app):
+    """0001 -> 0002 adds columns to tables that already hold runs and samples; nothing is lost."""
+    flask_migrate.downgrade(revision="0001")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO runs (id, name, status, config, created_at) "
+                             "VALUES (7, 'kept', 'finished', '{}', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (run_id, epoch, kind, arch_hash, arch_json, accuracy, latency_ms, "
+            "feasible, created_at) VALUES (7, 0, 'argmax', '{}', '{{}}', 0.9, 1.5, 1, "
+            "'2026-01-01 00:00:00')".format(HASH))
+    flask_migrate.upgrade()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name, progress FROM runs").all() == [("kept", None)]
+        assert conn.exec_driver_sql("SELECT accuracy, ops FROM samples").all() == [(0.9, None)]
+    flask_migrate.downgrade(revision="0001")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM runs").all() == [("kept",)]
+        assert conn.exec_driver_sql("SELECT latency_ms FROM samples").all() == [(1.5,)]
+    flask_migrate.upgrade()
 
 
 def test_models_match_latest_revision(app):

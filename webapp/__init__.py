@@ -1,14 +1,14 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
-The JSON API is the /api blueprint (api.py); runs are worker subprocesses (runner.py).
-Pages and Socket.IO arrive later.
+Pages (pages.py) and the JSON API (api.py) are blueprints; runs are worker subprocesses followed by
+runner.py; devices and the built-in local agent live in devices.py; Socket.IO pushes in sockets.py.
 """
 import os
 import sqlite3
 
 import sqlalchemy as sa
 from alembic import command
-from flask import Flask
+from flask import Flask, jsonify, render_template, request
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
@@ -78,15 +78,40 @@ def create_app(config=None):
         upgrade_database(app)
 
     from .api import bp as api_bp
+    from .devices import DeviceRegistry
+    from .pages import bp as pages_bp
     from .runner import RunManager
+    from .sockets import RunPublisher, emit_device, socketio
 
     app.register_blueprint(api_bp)
-    # RUNS_ON_EVENT: an optional on_event(run_id, event) callback (tests; Socket.IO later)
-    runs = RunManager(app, on_event=app.config.get("RUNS_ON_EVENT"))
+    app.register_blueprint(pages_bp)
+    app.register_error_handler(404, _not_found)
+    socketio.init_app(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"])
+    publisher = RunPublisher()
+    app.extensions["publisher"] = publisher
+    runs = RunManager(app, on_event=publisher)
     app.extensions["runs"] = runs
+    devices = DeviceRegistry(app, publish=emit_device)
+    app.extensions["devices"] = devices
     with app.app_context():
         try:
             runs.mark_interrupted()  # active in the database, but no worker of this process
         except sa.exc.OperationalError:  # no tables yet (AUTO_UPGRADE off)
             db.session.rollback()
+            return app
+    devices.start()
     return app
+
+
+def _not_found(e):
+    """Unrouted URLs: JSON under /api (programs), the 404 page elsewhere (people)."""
+    if request.path.startswith("/api/"):
+        return jsonify(error="not found"), 404
+    return render_template("404.html", message="There is no page at {}.".format(request.path)), 404
+
+
+def shutdown(app):
+    """Stop the app's workers and its local agent (tests; the server's exit)."""
+    with app.app_context():
+        app.extensions["runs"].shutdown()
+    app.extensions["devices"].shutdown()

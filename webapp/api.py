@@ -1,4 +1,4 @@
-"""JSON API under /api: runs, their samples, Pareto front and downloads.
+"""JSON API under /api: runs, their samples, metrics, Pareto front and downloads; devices.
 
 Errors are JSON: 400 ``{"errors": {field: message}}`` for bad input, 404 / 409 ``{"error": ...}``.
 """
@@ -8,26 +8,29 @@ import csv
 import io
 import json
 import os
+import shutil
 import typing
 from dataclasses import fields
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from search_core.search import ConfigError, SearchConfig
+from search_core.data import DATASETS
+from search_core.device_client import DEFAULT_PORT
+from search_core.search import STRATEGIES, ConfigError, SearchConfig
+from search_core.space import SearchSpace
 
 from . import db
-from .models import Run, Sample
-from .pareto import pareto_front
-from .runner import CHECKPOINT
+from .devices import DeviceError
+from .models import RUN_ACTIVE_STATUSES, Device, EpochMetric, Run, Sample
+from .pareto import front_of_sorted
+from .serialize import RESUMABLE, SAMPLE_FIELDS, metric_dict, resumable, run_dict, sample_dict
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-RESUMABLE = ("failed", "cancelled", "interrupted")
-SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_mean_ms",
-                 "latency_std_ms", "latency_p90_ms", "latency_min_ms", "predicted_latency_ms",
-                 "memory_mb", "params", "macs", "objective", "feasible")
 _FIELD_TYPES = {f.name: f.type for f in fields(SearchConfig)}
+# settings the dashboard decides: where to measure comes from device_id, where to write from the run
+_SERVER_SETTINGS = ("device", "measure_threads")
 
 
 class ApiError(Exception):
@@ -52,10 +55,6 @@ def _method_not_allowed(e):
     return jsonify(error="method not allowed"), 405
 
 
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
 def get_run(run_id) -> Run:
     run = db.session.get(Run, run_id)
     if run is None:
@@ -63,38 +62,18 @@ def get_run(run_id) -> Run:
     return run
 
 
-def sample_dict(sample: Sample) -> dict:
-    d = {name: getattr(sample, name) for name in SAMPLE_FIELDS}
-    d["created_at"] = _iso(sample.created_at)
-    return d
+def get_device(device_id) -> Device:
+    device = db.session.get(Device, device_id)
+    if device is None:
+        raise ApiError(404, "no device {}".format(device_id))
+    return device
 
 
-def run_dict(run: Run, full=False) -> dict:
-    best = run.best_sample
-    d = {
-        "id": run.id, "name": run.name, "status": run.status, "epoch": run.epoch,
-        "epochs": run.epochs, "phase": run.phase,
-        "device": run.device.name if run.device is not None else (run.config_data or {}).get("device"),
-        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at), "error": run.error,
-        "best": None if best is None else {
-            "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
-            "latency_ms": best.latency_ms, "objective": best.objective},
-    }
-    if full:
-        d.update(config=run.config_data, run_dir=run.run_dir,
-                 resumable=_resumable(run), samples=_count_samples(run.id))
-    return d
-
-
-def _count_samples(run_id):
-    return db.session.scalar(sa.select(sa.func.count(Sample.id)).where(Sample.run_id == run_id))
-
-
-def _resumable(run: Run) -> bool:
-    return (run.status in RESUMABLE and bool(run.run_dir)
-            and os.path.exists(os.path.join(run.run_dir, CHECKPOINT))
-            and os.path.exists(os.path.join(run.run_dir, "config.json")))
+def _json_body():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, errors={"body": "expected a JSON object"})
+    return body
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -119,36 +98,73 @@ def _type_error(name, value):
     return None
 
 
-def validate_settings(body) -> tuple[str, dict]:
-    """``(name, full config dict)`` of a new-run request, or ApiError(400)."""
+def _name_error(name, limit=255):
+    if not isinstance(name, str) or not name.strip():
+        return "a name is required"
+    if len(name.strip()) > limit:
+        return "at most {} characters".format(limit)
+    return None
+
+
+def validate_settings(body) -> tuple[str, int | None, dict]:
+    """``(name, device_id, full config dict)`` of a new-run request, or ApiError(400)."""
     if not isinstance(body, dict):
         raise ApiError(400, errors={"body": "expected a JSON object"})
     errors = {}
     name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = "a name is required"
-    elif len(name) > 255:
-        errors["name"] = "at most 255 characters"
-    settings = {k: v for k, v in body.items() if k != "name"}
+    message = _name_error(name)
+    if message:
+        errors["name"] = message
+    device_id = body.get("device_id")
+    if device_id is not None and (not isinstance(device_id, int) or isinstance(device_id, bool)):
+        errors["device_id"] = "must be the id of a registered device"
+    settings = {k: v for k, v in body.items() if k not in ("name", "device_id")}
     for key, value in settings.items():
-        if key not in _FIELD_TYPES:
+        if key in _SERVER_SETTINGS:
+            errors[key] = "set by the dashboard: choose the device with device_id"
+        elif key not in _FIELD_TYPES:
             errors[key] = "unknown setting"
         else:
             message = _type_error(key, value)
             if message:
                 errors[key] = message
-    if "device" in settings and settings["device"] != "local" and "device" not in errors:
-        errors["device"] = "only 'local' is supported for now"
     if errors:
         raise ApiError(400, errors=errors)
     try:
         config = SearchConfig(**settings).validate()
     except ConfigError as e:
         raise ApiError(400, errors={e.field or "config": str(e)}) from None
-    return name.strip(), config.to_dict()
+    return name.strip(), device_id, config.to_dict()
+
+
+def _run_device(device_id) -> Device:
+    """The device of a new run: the one asked for, else the built-in local device."""
+    if device_id is None:
+        device = db.session.scalars(sa.select(Device).where(Device.kind == "local")).first()
+        if device is None:
+            raise ApiError(400, errors={"device_id": "no local device: choose a registered device"})
+        return device
+    device = db.session.get(Device, device_id)
+    if device is None:
+        raise ApiError(400, errors={"device_id": "no device {}".format(device_id)})
+    return device
+
+
+def _device_address(device: Device) -> str:
+    try:
+        return current_app.extensions["devices"].address(device)
+    except DeviceError as e:
+        raise ApiError(409, "device {} cannot be used: {}".format(device.name, e)) from None
 
 
 # --- runs ----------------------------------------------------------------------------------------
+
+@bp.get("/defaults")
+def defaults():
+    """The new-run form's defaults and choices."""
+    return jsonify(settings=SearchConfig().to_dict(), datasets=list(DATASETS),
+                   strategies=list(STRATEGIES))
+
 
 @bp.get("/runs")
 def list_runs():
@@ -158,15 +174,21 @@ def list_runs():
 
 @bp.post("/runs")
 def create_run():
-    name, config = validate_settings(request.get_json(silent=True))
-    run = Run(name=name, status="queued")
+    name, device_id, config = validate_settings(request.get_json(silent=True))
+    device = _run_device(device_id)
+    config["device"] = _device_address(device)
+    if device.kind == "local" and config["threads"] is None:
+        # leave the local agent its cores: two torch processes on the same cores slow both down
+        spare = (os.cpu_count() or 1) - current_app.config["LOCAL_AGENT_THREADS"]
+        config["threads"] = max(1, spare)
+    run = Run(name=name, status="queued", device_id=device.id)
     run.config_data = config
     db.session.add(run)
     db.session.flush()
     run.run_dir = os.path.join(current_app.config["DATA_DIR"], "runs", str(run.id))
     db.session.commit()
     try:
-        current_app.extensions["runs"].start(run)
+        current_app.extensions["runs"].start(run, token=device.token)
     except OSError as e:
         run.status, run.error = "failed", "could not start the worker: {}".format(e)
         db.session.commit()
@@ -176,6 +198,21 @@ def create_run():
 @bp.get("/runs/<int:run_id>")
 def show_run(run_id):
     return jsonify(run_dict(get_run(run_id), full=True))
+
+
+@bp.delete("/runs/<int:run_id>")
+def delete_run(run_id):
+    run = get_run(run_id)
+    if run.active:
+        raise ApiError(409, "run {} is {}: cancel it first".format(run_id, run.status))
+    run_dir = run.run_dir
+    db.session.delete(run)
+    db.session.commit()
+    runs_root = os.path.join(current_app.config["DATA_DIR"], "runs")
+    if run_dir and os.path.dirname(os.path.abspath(run_dir)) == os.path.abspath(runs_root):
+        shutil.rmtree(run_dir, ignore_errors=True)  # only a directory the dashboard made
+    current_app.extensions["publisher"].forget(run_id)
+    return "", 204
 
 
 @bp.post("/runs/<int:run_id>/cancel")
@@ -191,14 +228,17 @@ def cancel_run(run_id):
 @bp.post("/runs/<int:run_id>/resume")
 def resume_run(run_id):
     run = get_run(run_id)
-    if not _resumable(run):
+    if not resumable(run):
         raise ApiError(409, "run {} is {}{}: it cannot be resumed".format(
             run_id, run.status, "" if run.status not in RESUMABLE else " without a checkpoint"))
-    current_app.extensions["runs"].resume(run)
+    address, token = None, None
+    if run.device is not None:  # its address may have changed (the local agent restarted)
+        address, token = _device_address(run.device), run.device.token
+    current_app.extensions["runs"].resume(run, device=address, token=token)
     return jsonify(run_dict(run, full=True))
 
 
-# --- samples, front, downloads -------------------------------------------------------------------
+# --- samples, metrics, front, downloads ----------------------------------------------------------
 
 def _samples(run_id, after=None):
     query = sa.select(Sample).where(Sample.run_id == run_id)
@@ -219,10 +259,30 @@ def list_samples(run_id):
     return jsonify([sample_dict(s) for s in _samples(run_id, after)])
 
 
+@bp.get("/runs/<int:run_id>/metrics")
+def list_metrics(run_id):
+    get_run(run_id)
+    metrics = db.session.scalars(sa.select(EpochMetric).where(EpochMetric.run_id == run_id)
+                                 .order_by(EpochMetric.epoch)).all()
+    return jsonify([metric_dict(m) for m in metrics])
+
+
 @bp.get("/runs/<int:run_id>/pareto")
 def pareto(run_id):
     get_run(run_id)
-    return jsonify([sample_dict(s) for s in pareto_front(_samples(run_id))])
+    # sorted by the database from the covering index; only the front's rows are loaded whole
+    ordered = db.session.execute(
+        sa.select(Sample.id, Sample.accuracy).where(Sample.run_id == run_id)
+        .order_by(Sample.latency_ms, Sample.accuracy.desc(), Sample.id))
+    ids = front_of_sorted(ordered)
+    rows = {s.id: s for s in db.session.scalars(sa.select(Sample).where(Sample.id.in_(ids)))} if ids else {}
+    return jsonify([sample_dict(rows[i]) for i in ids])
+
+
+def _arch_download(arch: dict, filename: str) -> Response:
+    body = json.dumps(arch, indent=2, sort_keys=True) + "\n"
+    return Response(body, mimetype="application/json", headers={
+        "Content-Disposition": "attachment; filename={}".format(filename)})
 
 
 @bp.get("/runs/<int:run_id>/best.json")
@@ -230,9 +290,16 @@ def best_json(run_id):
     run = get_run(run_id)
     if run.best_sample is None:
         raise ApiError(404, "run {} has no best architecture yet".format(run_id))
-    body = json.dumps(run.best_sample.arch, indent=2, sort_keys=True) + "\n"
-    return Response(body, mimetype="application/json", headers={
-        "Content-Disposition": "attachment; filename=best_arch_{}.json".format(run_id)})
+    return _arch_download(run.best_sample.arch, "best_arch_{}.json".format(run_id))
+
+
+@bp.get("/runs/<int:run_id>/samples/<int:sample_id>/arch.json")
+def sample_arch(run_id, sample_id):
+    get_run(run_id)
+    sample = db.session.get(Sample, sample_id)
+    if sample is None or sample.run_id != run_id:
+        raise ApiError(404, "run {} has no sample {}".format(run_id, sample_id))
+    return _arch_download(sample.arch, "arch_{}_{}.json".format(run_id, sample.arch_hash[:12]))
 
 
 @bp.get("/runs/<int:run_id>/samples.csv")
@@ -240,8 +307,131 @@ def samples_csv(run_id):
     get_run(run_id)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(SAMPLE_FIELDS)
+    writer.writerow(SAMPLE_FIELDS + ("ops",))
     for sample in _samples(run_id):
-        writer.writerow([getattr(sample, name) for name in SAMPLE_FIELDS])
+        writer.writerow([getattr(sample, name) for name in SAMPLE_FIELDS]
+                        + [" ".join(sample.ops_data or [])])
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=samples_{}.csv".format(run_id)})
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+def validate_device(body) -> dict:
+    """The fields of a device registration, or ApiError(400) with a message per field."""
+    errors = {}
+    message = _name_error(body.get("name"), 128)
+    if message:
+        errors["name"] = message
+    elif db.session.scalar(sa.select(Device.id).where(Device.name == body["name"].strip())):
+        errors["name"] = "a device with this name exists"
+    host = body.get("host")
+    if not isinstance(host, str) or not host.strip():
+        errors["host"] = "a host name or IP address is required"
+    elif len(host.strip()) > 255 or any(c.isspace() for c in host.strip()):
+        errors["host"] = "not a host name or IP address"
+    port = body.get("port", DEFAULT_PORT)
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        errors["port"] = "must be an integer from 1 to 65535"
+    token = body.get("token")
+    if not isinstance(token, str) or not token.strip():
+        errors["token"] = "the token the agent printed when it started is required"
+    elif len(token) > 255:
+        errors["token"] = "at most 255 characters"
+    unknown = sorted(set(body) - {"name", "host", "port", "token"})
+    for key in unknown:
+        errors[key] = "unknown field"
+    if errors:
+        raise ApiError(400, errors=errors)
+    return {"name": body["name"].strip(), "host": host.strip(), "port": port,
+            "token": token.strip()}
+
+
+@bp.get("/devices")
+def list_devices():
+    registry = current_app.extensions["devices"]
+    devices = db.session.scalars(sa.select(Device).order_by(Device.id)).all()
+    return jsonify([registry.as_dict(d) for d in devices])
+
+
+@bp.post("/devices")
+def register_device():
+    device = Device(kind="agent", status="unknown", **validate_device(_json_body()))
+    db.session.add(device)
+    db.session.commit()
+    registry = current_app.extensions["devices"]
+    registry.check(device)  # at once: the user sees online or offline, and why
+    return jsonify(registry.as_dict(device)), 201
+
+
+@bp.get("/devices/<int:device_id>")
+def show_device(device_id):
+    return jsonify(current_app.extensions["devices"].as_dict(get_device(device_id)))
+
+
+@bp.post("/devices/<int:device_id>/check")
+def check_device(device_id):
+    device = get_device(device_id)
+    registry = current_app.extensions["devices"]
+    if device.kind == "local":
+        try:
+            registry.address(device)  # restarts the local agent if it died
+        except DeviceError:
+            pass  # reported on the device by the check below
+    registry.check(device)
+    return jsonify(registry.as_dict(device))
+
+
+@bp.post("/devices/<int:device_id>/profile")
+def profile_device(device_id):
+    device = get_device(device_id)
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        raise ApiError(400, errors={"body": "expected a JSON object"})
+    defaults = SearchConfig()
+    errors, values = {}, {}
+    for key, default, kind, low, high in (("resolution", defaults.resolution, int, 32, 512),
+                                          ("width_mult", defaults.width_mult, float, 0.1, 4.0),
+                                          ("num_classes", 10, int, 1, 100000),
+                                          ("in_channels", 1, int, 1, 64)):
+        value = body.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (kind is int and not isinstance(value, int)) or not low <= value <= high:
+            errors[key] = "must be {} from {} to {}".format(
+                "an integer" if kind is int else "a number", low, high)
+        values[key] = value
+    if errors:
+        raise ApiError(400, errors=errors)
+    registry = current_app.extensions["devices"]
+    try:
+        if device.kind == "local":
+            registry.address(device)
+        registry.start_profile(device, SearchSpace(values["width_mult"], values["resolution"],
+                                                   values["num_classes"], values["in_channels"]))
+    except DeviceError as e:
+        raise ApiError(409, str(e)) from None
+    return jsonify(registry.as_dict(device)), 202
+
+
+@bp.get("/devices/<int:device_id>/lut.json")
+def device_lut(device_id):
+    device = get_device(device_id)
+    if device.lut is None:
+        raise ApiError(404, "device {} has no lookup table yet: profile it".format(device.name))
+    return Response(device.lut + "\n", mimetype="application/json", headers={
+        "Content-Disposition": "attachment; filename=lut_{}.json".format(device.name)})
+
+
+@bp.delete("/devices/<int:device_id>")
+def delete_device(device_id):
+    device = get_device(device_id)
+    if device.kind == "local":
+        raise ApiError(409, "the built-in local device cannot be removed")
+    if db.session.scalar(sa.select(Run.id).where(Run.device_id == device_id,
+                                                 Run.status.in_(RUN_ACTIVE_STATUSES))):
+        raise ApiError(409, "device {} is measuring an active run".format(device.name))
+    db.session.delete(device)  # its runs keep their samples; their device_id becomes NULL
+    db.session.commit()
+    return "", 204

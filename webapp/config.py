@@ -12,7 +12,7 @@ def sqlite_uri(data_dir):
 
 
 class Config:
-    # where the dashboard keeps its database (and, later, run directories)
+    # where the dashboard keeps its database, run directories and the local agent's files
     DATA_DIR = os.path.abspath("./data")
     # None: derived from DATA_DIR by create_app (sqlite:///<DATA_DIR>/dashboard.db)
     SQLALCHEMY_DATABASE_URI = None
@@ -22,3 +22,11 @@ class Config:
     # upgrade the database to the latest Alembic revision when the app starts
     AUTO_UPGRADE = True
     TESTING = False
+    # start the built-in local device: a nano_agent process on loopback measuring on this CPU
+    LOCAL_AGENT = True
+    # torch threads of the local agent; runs on the local device get the other cores
+    LOCAL_AGENT_THREADS = 1
+    # seconds between background checks of every device (0: never)
+    DEVICE_CHECK_INTERVAL_S = 30
+    # Socket.IO server: "threading" (default) or "eventlet" (see webapp/sockets.py)
+    SOCKETIO_ASYNC_MODE = "threading"

@@ -66,6 +66,8 @@ class Device(db.Model):
     lut: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON latency lookup table
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     checked_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)  # why the last check failed
+    lut_profiled_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
 
     info_data = json_property("info")
     lut_data = json_property("lut")
@@ -110,8 +112,13 @@ class Run(db.Model):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
     finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+    space: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: op names per searchable block
+    progress: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the latest progress event
+    message: Mapped[Optional[str]] = mapped_column(sa.Text)  # the worker's latest message
 
     config_data = json_property("config")
+    space_data = json_property("space")
+    progress_data = json_property("progress")
 
     device: Mapped[Optional[Device]] = relationship(back_populates="runs")
     samples: Mapped[list["Sample"]] = relationship(
@@ -142,7 +149,8 @@ class Sample(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("run_id", "epoch", "kind", "arch_hash"),
         sa.CheckConstraint(_in("kind", SAMPLE_KINDS), name="kind"),
-        sa.Index("ix_samples_run_id_latency_ms", "run_id", "latency_ms"),
+        # covers the Pareto query: the front is swept from this index alone, in its order
+        sa.Index("ix_samples_run_id_latency_ms_accuracy", "run_id", "latency_ms", "accuracy"),
         sa.Index("ix_samples_run_id_id", "run_id", "id"),
         sa.Index("ix_samples_arch_hash", "arch_hash"),
     )
@@ -153,6 +161,7 @@ class Sample(db.Model):
     kind: Mapped[str] = mapped_column(sa.String(16), nullable=False)
     arch_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)  # sha256 hex
     arch_json: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    ops: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the op of each searchable block
     accuracy: Mapped[float] = mapped_column(sa.Float, nullable=False)
     latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)  # measured median, batch 1
     latency_mean_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
@@ -168,6 +177,7 @@ class Sample(db.Model):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
     arch = json_property("arch_json")
+    ops_data = json_property("ops")
 
     run: Mapped[Run] = relationship(back_populates="samples", foreign_keys=[run_id])
 

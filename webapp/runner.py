@@ -3,8 +3,10 @@
 The web process does I/O only (see ARCHITECTURE.md, "Why the search runs in its own process"):
 ``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process, and
 one background thread per run reads its standard output line by line and applies each event
-(docs/events.md) to the database inside an app context. ``on_event(run_id, event)``, if given, is
-called after each event is stored (the Socket.IO layer hooks in there).
+(docs/events.md) to the database inside an app context. ``on_event(run_id, event, stored)``, if
+given, is called after each event is stored, with the row it stored (a Sample for ``sample``, an
+EpochMetric for ``epoch``); the Socket.IO layer hooks in there. The device's token reaches the worker
+through its environment (NANO_AGENT_TOKEN), never through a file in the run directory.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 
+from search_core.latency import TOKEN_ENV
+
 from . import db
 from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
 
@@ -32,6 +36,7 @@ PROGRESS_COMMIT_S = 0.5
 TERMINATE_GRACE_S = 5.0
 
 SETTINGS_FILE = "requested_settings.json"
+WORKER_NICENESS = 10
 
 
 def search_command(run_dir: str):
@@ -40,8 +45,9 @@ def search_command(run_dir: str):
             os.path.join(run_dir, SETTINGS_FILE), "--out", run_dir, "--events", "jsonl"]
 
 
-def resume_command(run_dir: str):
-    return [sys.executable, "-m", "search_core", "resume", run_dir, "--events", "jsonl"]
+def resume_command(run_dir: str, device: str | None = None):
+    cmd = [sys.executable, "-m", "search_core", "resume", run_dir, "--events", "jsonl"]
+    return cmd + ["--device", device] if device else cmd
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Worker:
     cancel_requested: bool = False
     terminal: str | None = None  # 'finished' / 'failed' once such an event was stored
     last_progress_commit: float = 0.0
+    started_clock: float | None = None  # time.monotonic() of the 'started' event
+    start_fraction: float = 0.0  # the part of the run done before this process (resume)
 
 
 _SAMPLE_COLUMNS = {
@@ -59,6 +67,41 @@ _SAMPLE_COLUMNS = {
 }
 _LATENCY_COLUMNS = {"mean_ms": "latency_mean_ms", "std_ms": "latency_std_ms",
                     "p90_ms": "latency_p90_ms", "min_ms": "latency_min_ms"}
+
+
+def _lower_priority(pid: int):
+    """Training is batch work: the web server and the device agent's measurements go first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICENESS)
+    except (AttributeError, OSError):  # not on this platform, or the worker has already exited
+        pass
+
+
+def _better(sample: Sample, best: Sample | None, config: dict) -> bool:
+    """Does ``sample`` beat ``best``? The search's rule (search_core.search.best_sample): the
+    higher objective, the later one on a tie, and under hard constraints a feasible architecture
+    before any infeasible one."""
+    if best is None:
+        return True
+    if config.get("hard_constraint") and sample.feasible != best.feasible:
+        return sample.feasible
+    return (sample.objective if sample.objective is not None else float("-inf")) >= \
+        (best.objective if best.objective is not None else float("-inf"))
+
+
+def _progress_estimate(event: dict, worker: Worker | None) -> dict:
+    """How much of the whole run is done, and the seconds left at this process's pace so far."""
+    try:
+        epochs = int(event["epochs"])
+        fraction = (int(event["epoch"]) + int(event["step"]) / int(event["steps"])) / epochs
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return {"fraction": None, "eta_s": None}
+    fraction = min(max(fraction, 0.0), 1.0)
+    eta = None
+    if worker is not None and worker.started_clock is not None and fraction > worker.start_fraction:
+        elapsed = time.monotonic() - worker.started_clock
+        eta = round(elapsed * (1.0 - fraction) / (fraction - worker.start_fraction), 1)
+    return {"fraction": round(fraction, 4), "eta_s": eta}
 
 
 class RunManager:
@@ -72,37 +115,53 @@ class RunManager:
 
     # --- launching -------------------------------------------------------------------------------
 
-    def start(self, run: Run):
-        """Launch a new search for ``run`` (its run_dir and config set). Call in an app context."""
+    def start(self, run: Run, token: str | None = None):
+        """Launch a new search for ``run`` (its run_dir and config set; ``token``: the device
+        agent's). Call in an app context."""
         os.makedirs(run.run_dir, exist_ok=True)
         with open(os.path.join(run.run_dir, SETTINGS_FILE), "w") as f:
             json.dump(run.config_data, f, indent=2, sort_keys=True)
-        self._launch(run, search_command(run.run_dir))
+        self._launch(run, search_command(run.run_dir), token)
 
-    def resume(self, run: Run):
-        """Continue ``run`` from its checkpoint."""
-        self._launch(run, resume_command(run.run_dir))
+    def resume(self, run: Run, device: str | None = None, token: str | None = None):
+        """Continue ``run`` from its checkpoint, measuring on ``device`` (host:port) if given."""
+        self._launch(run, resume_command(run.run_dir, device), token)
 
-    def _launch(self, run: Run, cmd):
+    def _launch(self, run: Run, cmd, token=None):
         with self._lock:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
             os.makedirs(run.run_dir, exist_ok=True)
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env.pop(TOKEN_ENV, None)
+            if token:
+                env[TOKEN_ENV] = token
             with open(os.path.join(run.run_dir, WORKER_LOG), "ab") as stderr:
                 process = subprocess.Popen(
                     cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=stderr, env=env, text=True, encoding="utf-8", errors="replace")
+            _lower_priority(process.pid)
             worker = Worker(process)
             self._workers[run.id] = worker
         run.pid = process.pid
         run.status = "queued"
         run.error = None
         run.finished_at = None
+        run.progress = None
+        run.message = None
         db.session.commit()
+        self._publish(run.id, {"event": "launched", "time": round(time.time(), 3)})
         worker.thread = threading.Thread(target=self._follow, args=(run.id, worker),
                                          name="run-{}".format(run.id), daemon=True)
         worker.thread.start()
+
+    def _publish(self, run_id, event, stored=None):
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(run_id, event, stored)
+        except Exception:  # noqa: BLE001
+            log.exception("run %s: on_event callback failed", run_id)
 
     # --- following -------------------------------------------------------------------------------
 
@@ -136,25 +195,24 @@ class RunManager:
                         run_id, e, line)
             return None
         try:
-            stored = self.apply_event(run_id, event, worker)
+            known, stored = self.apply_event(run_id, event, worker)
         except Exception:  # noqa: BLE001  one bad event must not stop the stream
             db.session.rollback()
             log.exception("run %s: could not store event %s", run_id, event.get("event"))
             return None
-        if stored and self.on_event is not None:
-            try:
-                self.on_event(run_id, event)
-            except Exception:  # noqa: BLE001
-                log.exception("run %s: on_event callback failed", run_id)
+        if known:
+            self._publish(run_id, event, stored)
         return event
 
-    def apply_event(self, run_id: int, event: dict, worker: Worker | None = None) -> bool:
-        """Store one event (progress at most every PROGRESS_COMMIT_S); returns False when the
-        run is unknown, True when the event should be passed on."""
+    def apply_event(self, run_id: int, event: dict, worker: Worker | None = None):
+        """Store one event (progress at most every PROGRESS_COMMIT_S). Returns ``(known, stored)``:
+        known is False when the run is unknown (nothing to pass on), stored the new row if any.
+        Progress events gain ``fraction`` (of the whole run) and ``eta_s``."""
         kind = event["event"]
         run = db.session.get(Run, run_id)
         if run is None:
-            return False
+            return False, None
+        stored = None
         if kind == "started":
             start_epoch = int(event.get("start_epoch") or 0)
             # on resume the worker drops the samples of an epoch that did not finish: so do we
@@ -168,19 +226,31 @@ class RunManager:
             run.started_at = run.started_at or utcnow()
             if isinstance(event.get("config"), dict):
                 run.config_data = event["config"]  # with the resolved target latency
+            if isinstance(event.get("space"), dict):
+                run.space_data = event["space"].get("blocks")
+            if worker is not None:
+                worker.started_clock = time.monotonic()
+                worker.start_fraction = start_epoch / run.epochs if run.epochs else 0.0
         elif kind == "progress":
+            event.update(_progress_estimate(event, worker))
             now = time.monotonic()
             if worker is not None and now - worker.last_progress_commit < PROGRESS_COMMIT_S:
-                return True  # not stored, but still passed on
+                return True, None  # not stored, but still passed on
             if worker is not None:
                 worker.last_progress_commit = now
             run.epoch = event.get("epoch", run.epoch)
             run.epochs = event.get("epochs", run.epochs)
             run.phase = event.get("phase", run.phase)
+            run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
+        elif kind == "message":
+            run.message = str(event.get("text"))[:2000]
         elif kind == "sample":
-            self._store_sample(run_id, event)
+            stored = self._store_sample(run_id, event)
+            if stored is not None and _better(stored, run.best_sample, run.config_data or {}):
+                db.session.flush()
+                run.best_sample_id = stored.id  # the best so far; the worker's final word at the end
         elif kind == "epoch":
-            self._store_epoch(run_id, event)
+            stored = self._store_epoch(run_id, event)
             run.epoch = event.get("epoch", run.epoch)
             run.phase = event.get("phase", run.phase)
         elif kind == "finished":
@@ -206,24 +276,27 @@ class RunManager:
             run.pid = None
             if worker is not None:
                 worker.terminal = "failed"
-        else:  # message, and kinds added later: passed on, nothing to store
-            return True
+        else:  # kinds added later: passed on, nothing to store
+            return True, None
         db.session.commit()
-        return True
+        return True, stored
 
     def _store_sample(self, run_id: int, event: dict):
         key = (Sample.run_id == run_id, Sample.epoch == event["epoch"],
                Sample.kind == event["kind"], Sample.arch_hash == event["arch_hash"])
         if db.session.scalar(sa.select(Sample.id).where(*key)) is not None:
-            return  # already stored (a resumed run repeats nothing, but be safe)
+            return None  # already stored (a resumed run repeats nothing, but be safe)
         latency = event.get("latency") or {}
         values = {col: event.get(name) for name, col in _SAMPLE_COLUMNS.items()}
         values.update({col: latency.get(name) for name, col in _LATENCY_COLUMNS.items()})
-        db.session.add(Sample(
+        sample = Sample(
             run_id=run_id, epoch=event["epoch"], kind=event["kind"], arch_hash=event["arch_hash"],
             arch_json=json.dumps(event["arch"], separators=(",", ":")),
             accuracy=event["accuracy"], latency_ms=event["latency_ms"],
-            feasible=bool(event.get("feasible", True)), **values))
+            feasible=bool(event.get("feasible", True)), **values)
+        sample.ops_data = event.get("ops")
+        db.session.add(sample)
+        return sample
 
     def _store_epoch(self, run_id: int, event: dict):
         metric = db.session.scalars(sa.select(EpochMetric).where(
@@ -238,6 +311,7 @@ class RunManager:
         metric.entropy = event.get("entropy")
         metric.arch_probabilities_data = event.get("arch_probabilities")
         metric.duration_s = event.get("duration_s")
+        return metric
 
     def _on_exit(self, run_id: int, worker: Worker, returncode: int):
         run = db.session.get(Run, run_id)
@@ -255,12 +329,8 @@ class RunManager:
                 returncode, os.path.join(run.run_dir or "", WORKER_LOG))
             run.finished_at = utcnow()
         db.session.commit()
-        if self.on_event is not None:
-            try:
-                self.on_event(run_id, {"event": "exited", "time": round(time.time(), 3),
-                                       "returncode": returncode, "status": run.status})
-            except Exception:  # noqa: BLE001
-                log.exception("run %s: on_event callback failed", run_id)
+        self._publish(run_id, {"event": "exited", "time": round(time.time(), 3),
+                               "returncode": returncode, "status": run.status})
 
     # --- control ---------------------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""The device registry: the dashboard's own local agent process, a second real agent registered
+over the API, checks, profiles, Socket.IO device_status events, bad input."""
+import json
+import time
+
+import pytest
+
+from agent_process import TOKEN, Agent
+from webapp import create_app, db, shutdown
+from webapp.sockets import socketio
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("webapp_devices")), "TESTING": True,
+                      "DEVICE_CHECK_INTERVAL_S": 0})
+    yield app
+    shutdown(app)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    a = Agent(tmp_path_factory.mktemp("nano"), timeout=10)
+    yield a
+    a.stop()
+
+
+def local_device(client, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        devices = [d for d in client.get("/api/devices").get_json() if d["kind"] == "local"]
+        if devices and devices[0]["status"] == "online":
+            return devices[0]
+        time.sleep(0.1)
+    raise AssertionError("the local device did not come online: {}".format(devices))
+
+
+def device_events(sio):
+    return [e["args"][0]["device"] for e in sio.get_received() if e["name"] == "device_status"]
+
+
+def test_local_device_is_a_real_agent_process(app, client):
+    device = local_device(client)
+    assert device["host"] == "127.0.0.1" and device["port"]
+    assert device["info"]["device"] == "cpu" and device["info"]["threads"] == 1
+    assert "token" not in device
+    assert client.delete("/api/devices/{}".format(device["id"])).status_code == 409
+
+    # the agent dies: a check reports it, starts it again on a new port, and it is online again
+    registry = app.extensions["devices"]
+    old_pid = registry.local.process.pid
+    registry.local.process.kill()
+    registry.local.process.wait()
+    r = client.post("/api/devices/{}/check".format(device["id"]))
+    assert r.status_code == 200
+    assert r.get_json()["status"] == "online"
+    assert registry.local.process.pid != old_pid
+
+
+def test_register_check_profile_delete(app, client, agent):
+    sio = socketio.test_client(app)  # device_status goes to every client, no subscription needed
+    r = client.post("/api/devices", json={"name": "nano1", "host": "127.0.0.1", "port": agent.port,
+                                          "token": TOKEN})
+    assert r.status_code == 201, r.get_json()
+    device = r.get_json()
+    assert device["status"] == "online" and device["error"] is None
+    assert device["info"]["torch"] and device["info"]["hostname"]
+    assert "token" not in device
+    statuses = [d["status"] for d in device_events(sio) if d["id"] == device["id"]]
+    assert statuses == ["checking", "online"]
+
+    assert client.post("/api/devices", json={"name": "nano1", "host": "h", "port": 1,
+                                             "token": "t"}).get_json()["errors"]["name"]
+
+    r = client.post("/api/devices/{}/profile".format(device["id"]), json={"resolution": 32})
+    assert r.status_code == 202 and r.get_json()["status"] == "profiling"
+    assert client.post("/api/devices/{}/profile".format(device["id"])).status_code == 409  # busy
+    deadline = time.time() + 120
+    done = None
+    while done is None:
+        assert time.time() < deadline, "profiling did not finish"
+        done = next((d for d in device_events(sio) if d["id"] == device["id"] and d["lut"]), None)
+        time.sleep(0.1)
+    assert done["status"] == "online" and done["lut"]["resolution"] == 32 and done["lut"]["blocks"] == 20
+    r = client.get("/api/devices/{}/lut.json".format(device["id"]))
+    assert r.status_code == 200 and "attachment" in r.headers["Content-Disposition"]
+    lut = json.loads(r.data)
+    assert lut["format"] == "edge-nas.lut" and len(lut["blocks"]) == 20
+
+    # the agent goes away: a check says offline, and why
+    agent.stop()
+    r = client.post("/api/devices/{}/check".format(device["id"]))
+    assert r.get_json()["status"] == "offline" and r.get_json()["error"]
+
+    assert client.delete("/api/devices/{}".format(device["id"])).status_code == 204
+    assert client.get("/api/devices/{}".format(device["id"])).status_code == 404
+    assert all(d["id"] != device["id"] for d in client.get("/api/devices").get_json())
+    sio.disconnect()
+
+
+def test_wrong_token_is_registered_offline_with_the_reason(client, tmp_path):
+    other = Agent(tmp_path, timeout=10)
+    try:
+        r = client.post("/api/devices", json={"name": "wrong-token", "host": "127.0.0.1",
+                                              "port": other.port, "token": "not-the-token"})
+        assert r.status_code == 201
+        device = r.get_json()
+        assert device["status"] == "offline"
+        assert "token" in device["error"].lower()
+    finally:
+        other.stop()
+    assert client.post("/api/devices/{}/profile".format(device["id"])).status_code == 202
+    deadline = time.time() + 30
+    while client.get("/api/devices/{}".format(device["id"])).get_json()["status"] == "profiling":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert "profiling failed" in client.get("/api/devices/{}".format(device["id"])).get_json()["error"]
+    assert client.get("/api/devices/{}/lut.json".format(device["id"])).status_code == 404
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"name", "host", "token"}),
+    ({"name": "a", "host": "h", "port": 70000, "token": "t"}, {"port"}),
+    ({"name": "a", "host": "h", "port": True, "token": "t"}, {"port"}),
+    ({"name": "a", "host": "two words", "token": "t"}, {"host"}),
+    ({"name": " ", "host": "h", "token": ""}, {"name", "token"}),
+    ({"name": "a", "host": "h", "token": "t", "extra": 1}, {"extra"}),
+])
+def test_registration_validation(client, body, fields):
+    r = client.post("/api/devices", json=body)
+    assert r.status_code == 400
+    assert set(r.get_json()["errors"]) == fields
+
+
+def test_bad_requests(client):
+    assert client.post("/api/devices", data="not json", content_type="application/json").status_code == 400
+    assert client.get("/api/devices/999").status_code == 404
+    assert client.post("/api/devices/999/check").status_code == 404
+    assert client.post("/api/devices/999/profile").status_code == 404
+    assert client.delete("/api/devices/999").status_code == 404
+    device = local_device(client)
+    r = client.post("/api/devices/{}/profile".format(device["id"]), json={"resolution": 4})
+    assert r.status_code == 400 and "resolution" in r.get_json()["errors"]
+    r = client.post("/api/devices/{}/profile".format(device["id"]), json={"width_mult": "wide"})
+    assert r.status_code == 400 and "width_mult" in r.get_json()["errors"]

@@ -1,0 +1,126 @@
+"""Socket.IO: rooms and their validation with Flask-SocketIO's test client, and the real server
+(`python -m webapp`) in both async modes, followed by a real Socket.IO client over WebSocket."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+import socketio as socketio_client
+
+from webapp import create_app, db, shutdown
+from webapp.models import Run
+from webapp.sockets import socketio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
+        "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("sockets")), "TESTING": True,
+                      "LOCAL_AGENT": False, "DEVICE_CHECK_INTERVAL_S": 0})
+    yield app
+    shutdown(app)
+
+
+def make_run(app, name):
+    with app.app_context():
+        run = Run(name=name, status="queued", config="{}")
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def line(run_id, **event):
+    return json.dumps(dict(event, time=time.time()))
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"run_id": "1"}, {"run_id": True}, [1], "1"])
+def test_subscribe_validates_its_payload(app, payload):
+    sio = socketio.test_client(app)
+    reply = sio.emit("subscribe", payload, callback=True)
+    assert reply["ok"] is False and "run_id" in reply["error"]
+    sio.disconnect()
+
+
+def test_rooms_keep_runs_apart(app):
+    first, second = make_run(app, "first"), make_run(app, "second")
+    a, b = socketio.test_client(app), socketio.test_client(app)
+    assert a.emit("subscribe", {"run_id": 10 ** 6}, callback=True)["ok"] is False  # unknown run
+    assert a.emit("subscribe", {"run_id": first}, callback=True) == {"ok": True}
+    assert b.emit("subscribe", {"run_id": second}, callback=True) == {"ok": True}
+    runs = app.extensions["runs"]
+    with app.app_context():
+        runs.handle_line(first, line(first, event="message", text="hello first"))
+        runs.handle_line(second, line(second, event="progress", phase="warmup", epoch=0, epochs=4,
+                                      step=1, steps=2, loss=2.0, accuracy=0.1))
+    got_a = [(e["name"], e["args"][0]) for e in a.get_received()]
+    got_b = [(e["name"], e["args"][0]) for e in b.get_received()]
+    assert [(name, p["text"]) for name, p in got_a] == [("run_message", "hello first")]
+    assert got_a[0][1]["run_id"] == first and got_a[0][1]["time"] > 0
+    assert [name for name, _ in got_b] == ["run_progress"]
+    assert got_b[0][1]["fraction"] == pytest.approx(0.125)  # (0 + 1/2) / 4
+    assert b.emit("unsubscribe", {"run_id": second}, callback=True) == {"ok": True}
+    with app.app_context():
+        runs.handle_line(second, line(second, event="message", text="after leaving"))
+    assert b.get_received() == []
+    a.disconnect()
+    b.disconnect()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", ["threading", "eventlet"])
+def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
+                               str(tmp_path / "data"), "--async-mode", mode],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = "http://127.0.0.1:{}".format(port)
+    try:
+        deadline = time.time() + 60
+        while True:  # up, with its local device online
+            try:
+                devices = requests.get(base + "/api/devices", timeout=2).json()
+                if devices and devices[0]["status"] == "online":
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, open(tmp_path / "server.log").read()
+            time.sleep(0.2)
+
+        events, finished = [], threading.Event()
+        client = socketio_client.Client()
+
+        @client.on("*")
+        def any_event(name, payload):
+            events.append((name, payload))
+            if name == "run_status" and payload["run"]["status"] in ("finished", "failed"):
+                finished.set()
+
+        client.connect(base, transports=["websocket"], wait_timeout=10)
+        run = requests.post(base + "/api/runs", json=dict(TINY, name=mode), timeout=30).json()
+        assert client.call("subscribe", {"run_id": run["id"]}, timeout=10) == {"ok": True}
+        assert finished.wait(120), events[-3:]
+        client.disconnect()
+        assert events[-1][1]["run"]["status"] == "finished"
+        samples = requests.get(base + "/api/runs/{}/samples".format(run["id"]), timeout=5).json()
+        pushed = [p["sample"]["id"] for name, p in events if name == "sample"]
+        assert pushed and pushed == [s["id"] for s in samples]
+        assert requests.get(base + "/runs/{}".format(run["id"]), timeout=5).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(15)
+        log.close()
+    assert "Traceback" not in open(tmp_path / "server.log").read()

@@ -1,0 +1,80 @@
+"""The JSON shapes of runs, samples, epoch metrics and devices: one place for the API and Socket.IO."""
+from __future__ import annotations
+
+import os
+from datetime import timezone
+
+import sqlalchemy as sa
+
+from . import db
+from .models import Device, EpochMetric, Run, Sample
+from .runner import CHECKPOINT
+
+SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_mean_ms",
+                 "latency_std_ms", "latency_p90_ms", "latency_min_ms", "predicted_latency_ms",
+                 "memory_mb", "params", "macs", "objective", "feasible")
+METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_accuracy", "expected_latency_ms", "entropy",
+                 "duration_s")
+RESUMABLE = ("failed", "cancelled", "interrupted")
+
+
+def iso(value):
+    """ISO 8601 in UTC with its offset (SQLite hands back naive datetimes: they are UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def sample_dict(sample: Sample) -> dict:
+    d = {name: getattr(sample, name) for name in SAMPLE_FIELDS}
+    d["ops"] = sample.ops_data
+    d["created_at"] = iso(sample.created_at)
+    return d
+
+
+def metric_dict(metric: EpochMetric) -> dict:
+    d = {name: getattr(metric, name) for name in METRIC_FIELDS}
+    d["arch_probabilities"] = metric.arch_probabilities_data
+    return d
+
+
+def resumable(run: Run) -> bool:
+    return (run.status in RESUMABLE and bool(run.run_dir)
+            and os.path.exists(os.path.join(run.run_dir, CHECKPOINT))
+            and os.path.exists(os.path.join(run.run_dir, "config.json")))
+
+
+def run_dict(run: Run, full=False) -> dict:
+    best = run.best_sample
+    d = {
+        "id": run.id, "name": run.name, "status": run.status, "epoch": run.epoch,
+        "epochs": run.epochs, "phase": run.phase, "device_id": run.device_id,
+        "device": run.device.name if run.device is not None else (run.config_data or {}).get("device"),
+        "created_at": iso(run.created_at), "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at), "error": run.error,
+        "best": None if best is None else {
+            "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
+            "latency_ms": best.latency_ms, "objective": best.objective, "ops": best.ops_data},
+    }
+    if full:
+        count = db.session.scalar(sa.select(sa.func.count(Sample.id)).where(Sample.run_id == run.id))
+        d.update(config=run.config_data, run_dir=run.run_dir, resumable=resumable(run),
+                 samples=count, space_blocks=run.space_data, progress=run.progress_data,
+                 message=run.message)
+    return d
+
+
+def device_dict(device: Device, activity: str | None = None) -> dict:
+    """``activity`` ('checking', 'profiling') overrides the stored status while it lasts.
+    The token never leaves the server."""
+    lut = device.lut_data
+    lut_space = (lut or {}).get("space") or {}
+    return {
+        "id": device.id, "name": device.name, "kind": device.kind, "host": device.host,
+        "port": device.port, "status": activity or device.status, "info": device.info_data or {},
+        "error": device.error, "checked_at": iso(device.checked_at), "created_at": iso(device.created_at),
+        "lut": None if lut is None else {
+            "profiled_at": iso(device.lut_profiled_at), "resolution": lut_space.get("resolution"),
+            "width": lut_space.get("width_mult"), "blocks": len(lut.get("blocks") or []),
+        },
+    }

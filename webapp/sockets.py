@@ -1,0 +1,117 @@
+"""Socket.IO: the dashboard pushes what happens instead of the browser polling for it.
+
+A client emits ``subscribe`` with ``{"run_id": N}`` to join the run's room (``unsubscribe`` to
+leave); the server emits ``run_progress``, ``sample``, ``run_epoch``, ``run_message`` and
+``run_status`` there, and ``device_status`` to everyone. The payloads are in docs/dashboard.md.
+
+The async mode is ``threading`` by default: the web process only reads pipes, writes SQLite and
+pushes events, which plain OS threads do well, and eventlet's maintainers discourage new use of it.
+``eventlet`` works too (``python -m webapp --async-mode eventlet``): the training runs in worker
+processes, so nothing CPU-bound ever runs on its hub.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask_socketio import SocketIO, join_room, leave_room
+
+from . import db
+from .models import EpochMetric, Run, Sample
+from .pareto import pareto_front, update_front
+from .serialize import metric_dict, run_dict, sample_dict
+
+log = logging.getLogger(__name__)
+
+socketio = SocketIO()
+
+# worker events that change what a run looks like in the runs list
+_STATUS_EVENTS = ("launched", "started", "finished", "failed", "exited")
+_PROGRESS_FIELDS = ("phase", "epoch", "epochs", "step", "steps", "loss", "accuracy",
+                    "expected_latency_ms", "fraction", "eta_s")
+
+
+def room(run_id: int) -> str:
+    return "run:{}".format(run_id)
+
+
+def _run_id(data):
+    value = data.get("run_id") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@socketio.on("subscribe")
+def subscribe(data):
+    run_id = _run_id(data)
+    if run_id is None:
+        return {"ok": False, "error": 'subscribe needs {"run_id": <integer>}'}
+    if db.session.get(Run, run_id) is None:
+        return {"ok": False, "error": "no run {}".format(run_id)}
+    join_room(room(run_id))
+    return {"ok": True}
+
+
+@socketio.on("unsubscribe")
+def unsubscribe(data):
+    run_id = _run_id(data)
+    if run_id is None:
+        return {"ok": False, "error": 'unsubscribe needs {"run_id": <integer>}'}
+    leave_room(room(run_id))
+    return {"ok": True}
+
+
+def emit_device(device_payload: dict):
+    socketio.emit("device_status", {"device": device_payload})
+
+
+class RunPublisher:
+    """Turns each stored worker event into its Socket.IO event (RunManager's ``on_event``).
+
+    Keeps every followed run's Pareto front in memory, so that a new sample costs a merge, not a
+    recomputation, and only the ids that joined or left the front are sent.
+    """
+
+    def __init__(self):
+        self._fronts: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, run_id: int, event: dict, stored=None):
+        kind = event["event"]
+        to = room(run_id)
+        # every payload carries the run and the worker's time of the event (Unix seconds)
+        head = {"run_id": run_id, "time": event.get("time")}
+        if kind == "progress":
+            payload = {name: event.get(name) for name in _PROGRESS_FIELDS}
+            socketio.emit("run_progress", dict(payload, **head), to=to)
+        elif kind == "sample" and isinstance(stored, Sample):
+            added, removed = self._update_front(run_id, stored)
+            socketio.emit("sample", dict(head, sample=sample_dict(stored),
+                                         pareto={"added": added, "removed": removed}), to=to)
+        elif kind == "epoch" and isinstance(stored, EpochMetric):
+            socketio.emit("run_epoch", dict(head, metric=metric_dict(stored)), to=to)
+        elif kind == "message":
+            socketio.emit("run_message", dict(head, text=event.get("text")), to=to)
+        if kind == "started":  # a resumed run dropped its unfinished epoch's samples
+            with self._lock:
+                self._fronts.pop(run_id, None)
+        if kind in _STATUS_EVENTS:
+            run = db.session.get(Run, run_id)
+            if run is not None:
+                socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
+
+    def _update_front(self, run_id, sample):
+        point = (sample.id, sample.latency_ms, sample.accuracy)
+        with self._lock:
+            front = self._fronts.get(run_id)
+            if front is None:  # first sample seen by this process: start from the stored ones
+                rows = db.session.execute(
+                    db.select(Sample.id, Sample.latency_ms, Sample.accuracy)
+                    .where(Sample.run_id == run_id, Sample.id != sample.id)).all()
+                front = pareto_front([tuple(r) for r in rows])
+            front, added, removed = update_front(front, [point])
+            self._fronts[run_id] = front
+        return added, removed
+
+    def forget(self, run_id: int):
+        with self._lock:
+            self._fronts.pop(run_id, None)
