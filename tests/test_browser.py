@@ -1,0 +1,160 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright) against a
+real server (`python -m webapp`) with its local agent: register a device, start a run from the
+form, watch samples appear on the Pareto plot without reloading, download the best architecture.
+
+EDGE_NAS_SCREENSHOT=docs/dashboard.png saves the finished run page there (the README's picture).
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from agent_process import ROOT, TOKEN, Agent
+from search_core.arch import Architecture
+
+CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 240_000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    log = open(data_dir / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port),
+                             "--data-dir", str(data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = "http://127.0.0.1:{}".format(port)
+    deadline = time.time() + 90
+    while True:
+        try:
+            devices = requests.get(base + "/api/devices", timeout=2).json()
+            if devices and devices[0]["status"] == "online":
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, open(data_dir / "server.log").read()
+        time.sleep(0.2)
+    yield base
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.path.exists(CHROMIUM), "the browser tests need Debian's chromium: apt-get install chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    outside = []  # nothing may come from anywhere but the dashboard itself (no CDN)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+        ("http://127.0.0.1", "data:", "blob:")) else None)
+    yield page
+    context.close()
+    assert errors == [], errors
+    assert outside == [], outside
+
+
+def test_register_a_device(server, page, tmp_path):
+    agent = Agent(tmp_path, timeout=10)
+    try:
+        page.goto(server + "/devices")
+        form = page.get_by_test_id("device-form")
+        form.get_by_test_id("device-name").fill("nano-bench")
+        form.get_by_test_id("device-host").fill("127.0.0.1")
+        form.get_by_test_id("device-port").fill(str(agent.port))
+        form.get_by_test_id("device-token").fill("wrong")
+        page.get_by_test_id("register-device").click()
+        card = page.locator('[data-testid="device-card"]', has_text="nano-bench")
+        expect(card).to_have_attribute("data-status", "offline")  # registered, and says why
+        expect(card.get_by_test_id("device-error")).to_contain_text("token")
+
+        form.get_by_test_id("device-name").fill("nano1")  # the form was reset after success
+        form.get_by_test_id("device-host").fill("127.0.0.1")
+        form.get_by_test_id("device-port").fill(str(agent.port))
+        form.get_by_test_id("device-token").fill(TOKEN)
+        page.get_by_test_id("register-device").click()
+        card = page.locator('[data-testid="device-card"]', has_text="nano1")
+        expect(card).to_have_attribute("data-status", "online")
+        expect(card.get_by_test_id("device-info")).to_contain_text("torch")
+        form.get_by_test_id("device-port").fill("70000")
+        page.get_by_test_id("register-device").click()
+        expect(page.locator("#derr-port")).to_be_visible()
+    finally:
+        agent.stop()
+    names = [d["name"] for d in requests.get(server + "/api/devices", timeout=5).json()]
+    assert names == ["local", "nano-bench", "nano1"]
+
+
+def test_start_watch_and_download(server, page, tmp_path):
+    page.goto(server + "/runs/new")
+    form = page.get_by_test_id("new-run-form")
+    expect(form).to_have_attribute("data-ready", "true", timeout=30_000)
+    page.get_by_test_id("input-name").fill("browser run")
+    page.get_by_test_id("input-samples_per_epoch").fill("-1")
+    page.get_by_test_id("submit-run").click()
+    # the server's message, under its field
+    expect(page.get_by_test_id("error-samples_per_epoch")).to_contain_text("samples_per_epoch")
+    assert page.url.endswith("/runs/new")
+
+    page.get_by_test_id("input-epochs").fill("3")
+    page.get_by_test_id("input-warmup_epochs").fill("1")
+    page.get_by_test_id("input-samples_per_epoch").fill("3")
+    page.get_by_test_id("submit-run").click()
+    page.wait_for_url(re.compile(r".*/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+
+    plot = page.get_by_test_id("pareto-plot")
+    expect(plot).to_have_attribute("data-points", "0")
+    expect(page.get_by_test_id("progress-phase")).not_to_be_empty(timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "Number(document.getElementById('pareto-plot').dataset.points) >= 1", timeout=TIMEOUT_MS)
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
+    samples = requests.get("{}/api/runs/{}/samples".format(server, run_id), timeout=5).json()
+    expect(plot).to_have_attribute("data-points", str(len(samples)))
+    front = requests.get("{}/api/runs/{}/pareto".format(server, run_id), timeout=5).json()
+    expect(plot).to_have_attribute("data-front", str(len(front)))
+    assert page.evaluate("window.__sameDocument") is True
+    expect(page.get_by_test_id("heatmap")).to_have_attribute("data-epoch", "3")  # shown from 1
+    expect(page.get_by_test_id("curves")).to_have_attribute("data-epochs", "3")
+    expect(page.get_by_test_id("best-arch").get_by_test_id("op-box")).to_have_count(20)
+
+    with page.expect_download() as download:
+        page.get_by_test_id("download-best").click()
+    path = tmp_path / "best.json"
+    download.value.save_as(path)
+    best = json.loads(path.read_text())
+    assert best == requests.get("{}/api/runs/{}/best.json".format(server, run_id), timeout=5).json()
+    Architecture.from_dict(best)  # a valid architecture, ready for the device
+
+    target = os.environ.get("EDGE_NAS_SCREENSHOT")
+    if target:
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+        shutil.copy(tmp_path / "run.png", os.path.join(ROOT, target))

@@ -1,0 +1,50 @@
+"""The dashboard's HTML pages. They are thin: the browser fetches every figure from the JSON API
+(/api) and follows live runs over Socket.IO (webapp/static/js/)."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from . import db
+from .models import Run
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def runs():
+    return render_template("runs.html", page="runs")
+
+
+@bp.get("/runs/new")
+def new_run():
+    return render_template("new_run.html", page="new")
+
+
+@bp.get("/runs/<int:run_id>")
+def run(run_id):
+    run = db.session.get(Run, run_id)
+    if run is None:
+        return render_template("404.html", page="runs",
+                               message="There is no run {}.".format(run_id)), 404
+    return render_template("run.html", page="runs", run=run)
+
+
+@bp.get("/devices")
+def devices():
+    return render_template("devices.html", page="devices")
+
+
+def _run_ids(text):
+    """``"1,2, 3,x,2"`` -> ``[1, 2, 3]``: positive integers, in order, without repeats."""
+    ids = []
+    for part in (text or "").replace(" ", ",").split(","):
+        if part.strip().isdigit():
+            value = int(part)
+            if value > 0 and value not in ids:
+                ids.append(value)
+    return ids
+
+
+@bp.get("/compare")
+def compare():
+    return render_template("compare.html", page="compare", run_ids=_run_ids(request.args.get("runs")))

@@ -1,0 +1,334 @@
+/* edge-nas dashboard: helpers shared by every page (no framework, no build step).
+ *
+ * Exposes one global, `NAS`: JSON fetch helpers that report errors in the flash area, number
+ * formatting, DOM building, status badges and the Socket.IO connection.
+ */
+"use strict";
+
+(function () {
+  const root = (document.body && document.body.dataset.root) || "";
+
+  // --- DOM ---------------------------------------------------------------------------------------
+
+  /** el("div", {class: "x", dataset: {id: 3}, onclick: f}, "text", child, [more, children]) */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key === "style" && typeof value === "object") Object.assign(node.style, value);
+      else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+      else if (key === "text") node.textContent = value;
+      else if (value === true) node.setAttribute(key, "");
+      else node.setAttribute(key, value);
+    }
+    appendChildren(node, children);
+    return node;
+  }
+
+  function appendChildren(node, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) appendChildren(node, child);
+      else node.append(child instanceof Node ? child : String(child));
+    }
+  }
+
+  const $ = (selector, scope) => (scope || document).querySelector(selector);
+  const $$ = (selector, scope) => Array.from((scope || document).querySelectorAll(selector));
+
+  // --- flash messages ----------------------------------------------------------------------------
+
+  /** Show a message in the flash area. kind: "error" | "success" | "info". timeout_ms 0 = stays. */
+  function flash(message, kind = "error", timeoutMs) {
+    const area = document.getElementById("flash");
+    if (!area) { console.warn(message); return null; }
+    const item = el("div", {class: "flash flash-" + kind, role: kind === "error" ? "alert" : "status",
+                            "data-testid": "flash-" + kind},
+      el("span", {class: "flash-text"}, message),
+      el("button", {type: "button", class: "flash-close", "aria-label": "Dismiss",
+                    onclick: () => item.remove()}, "\u00d7"));
+    // the same message twice in a row (e.g. a poll failing every 5 s): refresh it, don't stack
+    for (const old of area.querySelectorAll(".flash")) {
+      if (old.querySelector(".flash-text").textContent === message) old.remove();
+    }
+    area.append(item);
+    const timeout = timeoutMs === undefined ? (kind === "error" ? 0 : 5000) : timeoutMs;
+    if (timeout > 0) setTimeout(() => item.remove(), timeout);
+    return item;
+  }
+
+  function clearFlash() {
+    const area = document.getElementById("flash");
+    if (area) area.replaceChildren();
+  }
+
+  // --- JSON API ----------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, body, url) {
+      super(ApiError.describe(status, body, url));
+      this.status = status;
+      this.body = body;
+      this.url = url;
+      this.errors = body && typeof body.errors === "object" ? body.errors : null;
+    }
+
+    static describe(status, body, url) {
+      if (body && typeof body.error === "string") return body.error;
+      if (body && body.errors && typeof body.errors === "object") {
+        return Object.entries(body.errors).map(([k, v]) => k + ": " + v).join("; ");
+      }
+      if (status === 0) return "Could not reach the server (" + url + ")";
+      return "Request failed: HTTP " + status + " (" + url + ")";
+    }
+  }
+
+  function apiUrl(path) {
+    return root + "/api" + (path.startsWith("/") ? path : "/" + path);
+  }
+
+  /**
+   * Call the JSON API. path is relative to /api ("/runs/3"). Options: method, body (JSON-encoded),
+   * quiet (don't flash errors), flash400 (flash validation errors too; off by default, forms show
+   * them beside their fields). Resolves to the parsed JSON (null for 204); rejects with ApiError.
+   */
+  async function api(path, options = {}) {
+    const url = apiUrl(path);
+    const init = {method: options.method || "GET", headers: {Accept: "application/json"}};
+    if (options.body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(options.body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (e) {
+      const error = new ApiError(0, null, url);
+      if (!options.quiet) flash(error.message);
+      throw error;
+    }
+    if (response.status === 204) return null;
+    let body = null;
+    const text = await response.text();
+    if (text) {
+      try { body = JSON.parse(text); } catch (e) { body = null; }
+    }
+    if (!response.ok) {
+      const error = new ApiError(response.status, body, url);
+      const isValidation = response.status === 400 && error.errors;
+      if (!options.quiet && (!isValidation || options.flash400)) flash(error.message);
+      throw error;
+    }
+    return body;
+  }
+
+  /** Download a URL (an attachment) without leaving the page. */
+  function download(url) {
+    const a = el("a", {href: url, download: "", style: {display: "none"}});
+    document.body.append(a);
+    a.click();
+    a.remove();
+  }
+
+  // --- formatting --------------------------------------------------------------------------------
+
+  const DASH = "\u2014";
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+
+  /** 0.9861 -> "98.61%" */
+  function pct(fraction, digits = 2) {
+    return isNum(fraction) ? (fraction * 100).toFixed(digits) + "%" : DASH;
+  }
+
+  /** 1.5432 -> "1.54 ms"; 123.4 -> "123 ms" */
+  function ms(value) {
+    if (!isNum(value)) return DASH;
+    const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
+    return value.toFixed(digits) + " ms";
+  }
+
+  /** A count in millions: 1234567 -> "1.23 M" */
+  function millions(value, digits = 2) {
+    return isNum(value) ? (value / 1e6).toFixed(digits) + " M" : DASH;
+  }
+
+  const params = (value) => millions(value, 2);
+  const macs = (value) => millions(value, 1);
+
+  function mb(value) {
+    return isNum(value) ? value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2) + " MB" : DASH;
+  }
+
+  function num(value, digits = 3) {
+    return isNum(value) ? value.toFixed(digits) : DASH;
+  }
+
+  /** seconds -> "1 h 02 min", "3 min 05 s", "12 s" */
+  function duration(seconds) {
+    if (!isNum(seconds) || seconds < 0) return DASH;
+    const s = Math.round(seconds);
+    if (s < 60) return s + " s";
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + " min " + String(s % 60).padStart(2, "0") + " s";
+    return Math.floor(m / 60) + " h " + String(m % 60).padStart(2, "0") + " min";
+  }
+
+  function parseTime(iso) {
+    if (!iso) return null;
+    // ISO strings without an offset are UTC (the server stores UTC)
+    const hasZone = /[zZ]|[+-]\d\d:?\d\d$/.test(iso);
+    const date = new Date(hasZone ? iso : iso + "Z");
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+
+  /** ISO time -> "2024-05-01 14:03" in the browser's time zone */
+  function datetime(iso) {
+    const d = parseTime(iso);
+    if (!d) return DASH;
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " "
+      + p(d.getHours()) + ":" + p(d.getMinutes());
+  }
+
+  /** ISO time -> "5 min ago" */
+  function ago(iso) {
+    const d = parseTime(iso);
+    if (!d) return DASH;
+    const s = (Date.now() - d.getTime()) / 1000;
+    if (s < 45) return "just now";
+    if (s < 3600) return Math.round(s / 60) + " min ago";
+    if (s < 86400) return Math.round(s / 3600) + " h ago";
+    return datetime(iso);
+  }
+
+  // --- statuses, ops -----------------------------------------------------------------------------
+
+  const ACTIVE = ["queued", "running"];
+  const STATUS_LABELS = {
+    queued: "Queued", running: "Running", finished: "Finished", failed: "Failed",
+    cancelled: "Cancelled", interrupted: "Interrupted", online: "Online", offline: "Offline",
+    unknown: "Unknown", checking: "Checking", profiling: "Profiling",
+  };
+
+  function badge(status, attrs = {}) {
+    const s = status || "unknown";
+    return el("span", Object.assign({class: "badge badge-" + s, dataset: {status: s}},
+                                    attrs), STATUS_LABELS[s] || s);
+  }
+
+  /** Replace an existing badge element in place (keeps its id / data-testid). */
+  function setBadge(node, status) {
+    const s = status || "unknown";
+    node.className = "badge badge-" + s;
+    node.dataset.status = s;
+    node.textContent = STATUS_LABELS[s] || s;
+  }
+
+  const PHASES = {warmup: "Warm-up", search: "Search"};
+
+  /** The searchable ops, the column order of the probability heatmap. */
+  const OPS = ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", "zero"];
+  const BLOCKS_PER_STAGE = 4; // search_core/space.py: five stages of four blocks
+
+  /** "k5_e6" -> {kernel: 5, expansion: 6, zero: false}; "zero" -> {zero: true} */
+  function parseOp(op) {
+    const m = /^k(\d+)_e(\d+)$/.exec(op || "");
+    if (!m) return {zero: op === "zero", kernel: null, expansion: null};
+    return {zero: false, kernel: Number(m[1]), expansion: Number(m[2])};
+  }
+
+  /** ["k3_e6", "zero", ...] -> "k3e6 skip k5e3 k7e6 · ..." (stages separated by a middle dot) */
+  function opsCompact(ops) {
+    if (!Array.isArray(ops) || !ops.length) return DASH;
+    const parts = [];
+    ops.forEach((op, i) => {
+      if (i > 0 && i % BLOCKS_PER_STAGE === 0) parts.push("\u00b7");
+      parts.push(op === "zero" ? "skip" : String(op).replace("_", ""));
+    });
+    return parts.join(" ");
+  }
+
+  // --- Socket.IO ---------------------------------------------------------------------------------
+
+  let socket = null;
+
+  /** The page's Socket.IO connection (null when the client library is missing). */
+  function getSocket() {
+    if (socket) return socket;
+    if (typeof window.io !== "function") {
+      setConnection("off");
+      return null;
+    }
+    socket = window.io({path: root + "/socket.io"});
+    setConnection("connecting");
+    socket.on("connect", () => setConnection("live"));
+    socket.on("disconnect", () => setConnection("connecting"));
+    socket.on("connect_error", () => setConnection("off"));
+    return socket;
+  }
+
+  function setConnection(state) {
+    const node = document.getElementById("conn-status");
+    if (!node) return;
+    node.hidden = false;
+    node.dataset.state = state;
+    node.textContent = {live: "Live", connecting: "Connecting\u2026", off: "Offline"}[state] || state;
+    node.title = {live: "Receiving live updates", connecting: "Connecting to the live update stream",
+                  off: "No live updates: the page refreshes by polling"}[state] || "";
+  }
+
+  /** Emit with an ack, resolving to the ack's payload (or {ok: false} after timeoutMs). */
+  function emitAck(sock, event, payload, timeoutMs = 5000) {
+    return new Promise((resolve) => {
+      let done = false;
+      const timer = setTimeout(() => { if (!done) { done = true; resolve({ok: false, error: "timeout"}); } },
+                               timeoutMs);
+      sock.emit(event, payload, (reply) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(reply || {ok: true});
+      });
+    });
+  }
+
+  // --- misc --------------------------------------------------------------------------------------
+
+  /** Coalesce calls into one per animation frame. */
+  function throttleFrame(fn) {
+    let pending = false;
+    return () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => { pending = false; fn(); });
+    };
+  }
+
+  function debounce(fn, waitMs) {
+    let timer = null;
+    return (...args) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fn(...args), waitMs);
+    };
+  }
+
+  /** Plotly config used by every chart: no logo, no cloud links, resizes with its container. */
+  const PLOT_CONFIG = {displaylogo: false, responsive: true, showLink: false, showSendToCloud: false,
+                       modeBarButtonsToRemove: ["lasso2d", "select2d", "autoScale2d"]};
+
+  const PLOT_FONT = {family: "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+                     size: 12, color: "#1f2430"};
+
+  const RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2",
+                      "#65a30d", "#4b5563", "#b45309"];
+
+  window.NAS = {
+    root, el, $, $$, flash, clearFlash, api, apiUrl, ApiError, download,
+    fmt: {pct, ms, params, macs, mb, num, duration, datetime, ago, millions, DASH},
+    isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
+    parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce,
+    PLOT_CONFIG, PLOT_FONT, RUN_COLORS,
+  };
+})();

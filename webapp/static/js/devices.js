@@ -1,0 +1,303 @@
+/* Devices (/devices): registered devices with live status (device_status events), check / profile /
+ * delete actions, and the form that registers a device agent. */
+"use strict";
+
+(function () {
+  const {el, api, fmt} = NAS;
+  const list = document.getElementById("devices-list");
+  const form = document.getElementById("device-form");
+  const formErrors = document.getElementById("device-form-errors");
+  const devices = new Map(); // id -> device
+  let loaded = false;
+
+  const BUSY = ["checking", "profiling"];
+
+  function order(a, b) {
+    if ((a.kind === "local") !== (b.kind === "local")) return a.kind === "local" ? -1 : 1;
+    return a.id - b.id;
+  }
+
+  function address(d) {
+    if (d.kind === "local") return "this server";
+    return (d.host || "?") + (d.port ? ":" + d.port : "");
+  }
+
+  function memory(info) {
+    const mbValue = NAS.isNum(info.memory_mb) ? info.memory_mb
+      : NAS.isNum(info.memory_total_bytes) ? info.memory_total_bytes / 1048576 : null;
+    if (mbValue === null) return null;
+    return mbValue >= 1024 ? (mbValue / 1024).toFixed(1) + " GB" : fmt.mb(mbValue);
+  }
+
+  function temperature(info) {
+    if (NAS.isNum(info.temperature_c)) return info.temperature_c.toFixed(1) + " \u00b0C";
+    const temps = info.temperatures_c;
+    if (temps && typeof temps === "object") {
+      const parts = Object.entries(temps).filter(([, v]) => NAS.isNum(v)).map(([k, v]) => k + " " + v.toFixed(0) + " \u00b0C");
+      return parts.length ? parts.join(", ") : null;
+    }
+    return null;
+  }
+
+  function details(d) {
+    const info = d.info || {};
+    const rows = [
+      ["device", info.device_name || info.device],
+      ["host name", info.hostname],
+      ["platform", info.platform],
+      ["torch", info.torch],
+      ["CUDA", info.cuda ? String(info.cuda) : info.cuda_available === false || info.cuda === false ? "no" : null],
+      ["CPU cores", info.cpu_count],
+      ["memory", memory(info)],
+      ["threads", info.threads],
+      ["python", info.python],
+      ["agent", info.agent],
+      ["power mode", info.power_mode],
+      ["temperature", temperature(info)],
+    ].filter(([, v]) => v !== null && v !== undefined && v !== "");
+    if (!rows.length) return el("p", {class: "muted small"}, "No hardware details yet: check the device.");
+    return el("dl", {class: "kv kv-compact", "data-testid": "device-info"},
+              rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+  }
+
+  function lutLine(d) {
+    const lut = d.lut;
+    if (!lut) return el("p", {class: "small muted", "data-testid": "device-lut"}, "Latency lookup table: none yet.");
+    const parts = [];
+    if (NAS.isNum(lut.resolution)) parts.push(lut.resolution + " px");
+    if (NAS.isNum(lut.width)) parts.push("width " + lut.width);
+    const ops = Array.isArray(lut.ops) ? lut.ops.length : (lut.ops && typeof lut.ops === "object" ? Object.keys(lut.ops).length : lut.ops);
+    if (NAS.isNum(ops)) parts.push(ops + " ops");
+    if (NAS.isNum(lut.blocks)) parts.push(lut.blocks + " blocks");
+    return el("p", {class: "small", "data-testid": "device-lut"},
+      "Latency lookup table: ", el("strong", {}, parts.join(", ") || "yes"),
+      lut.profiled_at ? el("span", {class: "muted"}, " \u00b7 profiled " + fmt.ago(lut.profiled_at)) : null);
+  }
+
+  function card(d) {
+    const busy = BUSY.includes(d.status);
+    const profileOpts = el("details", {class: "profile-options"},
+      el("summary", {class: "small"}, "profile options"),
+      el("div", {class: "inline small"},
+        el("label", {}, "resolution ", el("input", {type: "number", name: "resolution", min: 8, step: 1,
+          placeholder: "default", class: "input-sm", "data-testid": "device-profile-resolution"})),
+        el("label", {}, "width ", el("input", {type: "number", name: "width_mult", min: 0.1, step: "any",
+          placeholder: "default", class: "input-sm", "data-testid": "device-profile-width"}))));
+    const actions = el("div", {class: "card-actions"},
+      el("button", {type: "button", class: "btn btn-sm", dataset: {action: "check"}, "data-testid": "device-check",
+                    disabled: busy}, d.status === "checking" ? "Checking\u2026" : "Check"),
+      el("button", {type: "button", class: "btn btn-sm", dataset: {action: "profile"}, "data-testid": "device-profile",
+                    disabled: busy || d.status === "offline",
+                    title: d.status === "offline" ? "The device is offline" : "Measure every op and fit the lookup table"},
+         d.status === "profiling" ? "Profiling\u2026" : "Profile LUT"),
+      d.lut ? el("a", {class: "btn btn-sm", href: NAS.apiUrl("/devices/" + d.id + "/lut.json"), download: "",
+                       "data-testid": "device-download-lut"}, "Download LUT") : null,
+      d.kind !== "local" ? el("button", {type: "button", class: "btn btn-sm btn-ghost btn-danger-text",
+                                         dataset: {action: "delete"}, "data-testid": "device-delete", disabled: busy},
+                              "Delete") : null);
+    return el("article", {class: "card device-card" + (busy ? " is-busy" : ""), id: "device-" + d.id,
+                          dataset: {deviceId: d.id, status: d.status, kind: d.kind}, "data-testid": "device-card"},
+      el("div", {class: "device-head"},
+        el("div", {},
+          el("h3", {class: "device-name", "data-testid": "device-name"}, d.name),
+          el("div", {class: "muted small"},
+            el("span", {class: "tag"}, d.kind === "local" ? "local" : "agent"), " ",
+            el("span", {class: "mono", "data-testid": "device-address"}, address(d)))),
+        NAS.badge(d.status, {"data-testid": "device-status"})),
+      details(d),
+      lutLine(d),
+      d.error ? el("p", {class: "device-error", "data-testid": "device-error", role: "note"}, d.error) : null,
+      el("p", {class: "small muted", "data-testid": "device-checked"},
+         "Last checked: " + (d.checked_at ? fmt.ago(d.checked_at) : "never")),
+      profileOpts,
+      actions);
+  }
+
+  function upsert(d) {
+    if (!d || !NAS.isNum(d.id)) return;
+    devices.set(d.id, d);
+    const old = document.getElementById("device-" + d.id);
+    const node = card(d);
+    if (old) {
+      // keep what the user typed into the profile options
+      const oldOpts = old.querySelector(".profile-options");
+      const newOpts = node.querySelector(".profile-options");
+      if (oldOpts && newOpts) {
+        newOpts.open = oldOpts.open;
+        for (const input of oldOpts.querySelectorAll("input")) newOpts.querySelector("[name=" + input.name + "]").value = input.value;
+      }
+      old.replaceWith(node);
+    } else {
+      renderAll();
+    }
+  }
+
+  function remove(id) {
+    devices.delete(id);
+    renderAll();
+  }
+
+  function renderAll() {
+    const sorted = Array.from(devices.values()).sort(order);
+    if (!sorted.length) {
+      list.replaceChildren(el("p", {class: "empty muted", "data-testid": "devices-empty"}, loaded ? "No devices." : "Loading\u2026"));
+      return;
+    }
+    list.replaceChildren(...sorted.map(card));
+  }
+
+  // --- actions -----------------------------------------------------------------------------------
+
+  const confirmTimers = new Map();
+
+  list.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const cardNode = button.closest("[data-device-id]");
+    const id = Number(cardNode.dataset.deviceId);
+    const device = devices.get(id);
+    const action = button.dataset.action;
+    if (action === "check") {
+      button.disabled = true;
+      button.textContent = "Checking\u2026";
+      try { upsert(await api("/devices/" + id + "/check", {method: "POST"})); } catch (e) { upsert(devices.get(id)); }
+    } else if (action === "profile") {
+      const body = {};
+      for (const input of cardNode.querySelectorAll(".profile-options input")) {
+        if (input.value.trim() !== "") body[input.name] = Number(input.value);
+      }
+      button.disabled = true;
+      try {
+        upsert(await api("/devices/" + id + "/profile", {method: "POST", body, flash400: true}));
+        NAS.flash("Profiling " + device.name + ": this takes a few minutes.", "info");
+      } catch (e) { upsert(devices.get(id)); }
+    } else if (action === "delete") {
+      if (button.dataset.confirm !== "1") { // a second click within 4 s confirms
+        button.dataset.confirm = "1";
+        button.textContent = "Click again to delete";
+        button.classList.add("is-confirming");
+        clearTimeout(confirmTimers.get(id));
+        confirmTimers.set(id, setTimeout(() => { if (devices.has(id)) upsert(devices.get(id)); }, 4000));
+        return;
+      }
+      clearTimeout(confirmTimers.get(id));
+      button.disabled = true;
+      try {
+        await api("/devices/" + id, {method: "DELETE"});
+        remove(id);
+        NAS.flash("Deleted " + device.name + ".", "info", 3000);
+      } catch (e) { upsert(devices.get(id)); }
+    }
+  });
+
+  // --- register form -----------------------------------------------------------------------------
+
+  function clearErrors() {
+    for (const p of form.querySelectorAll(".field-error")) { p.hidden = true; p.textContent = ""; }
+    for (const f of form.querySelectorAll(".has-error")) f.classList.remove("has-error");
+    for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+    formErrors.hidden = true;
+    formErrors.replaceChildren();
+  }
+
+  function showErrors(errors) {
+    const orphans = [];
+    let first = null;
+    for (const [key, message] of Object.entries(errors)) {
+      const field = form.querySelector('.field[data-field="' + key + '"]');
+      if (!field) { orphans.push(key + ": " + message); continue; }
+      field.classList.add("has-error");
+      const p = field.querySelector(".field-error");
+      p.textContent = String(message);
+      p.hidden = false;
+      const input = field.querySelector("input");
+      input.setAttribute("aria-invalid", "true");
+      if (!first) first = input;
+    }
+    if (orphans.length) {
+      formErrors.replaceChildren(el("ul", {}, orphans.map((m) => el("li", {}, m))));
+      formErrors.hidden = false;
+    }
+    if (first) first.focus();
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors();
+    const value = (name) => form.elements[name].value.trim();
+    const body = {name: value("name"), host: value("host"), token: form.elements.token.value};
+    const errors = {};
+    if (!body.name) errors.name = "a name is required";
+    if (!body.host) errors.host = "a host name or IP address is required";
+    if (!body.token) errors.token = "the agent's token is required";
+    const portInput = form.elements.port;
+    if (portInput.validity.badInput) errors.port = "must be a number";
+    else if (value("port") !== "") {
+      const port = Number(value("port"));
+      if (!Number.isInteger(port) || port < 1 || port > 65535) errors.port = "must be an integer in 1..65535";
+      else body.port = port;
+    }
+    if (Object.keys(errors).length) { showErrors(errors); return; }
+    const submit = document.getElementById("register-device");
+    submit.disabled = true;
+    submit.textContent = "Checking\u2026";
+    try {
+      const device = await api("/devices", {method: "POST", body});
+      upsert(device);
+      form.reset();
+      form.elements.port.value = "8765";
+      if (device.status === "online") NAS.flash("Registered " + device.name + ": online.", "success");
+      else NAS.flash("Registered " + device.name + ", but it is " + device.status + (device.error ? ": " + device.error : "."), "info", 8000);
+    } catch (e) {
+      if (e.errors) showErrors(e.errors);
+    } finally {
+      submit.disabled = false;
+      submit.textContent = "Register and check";
+    }
+  });
+
+  form.addEventListener("input", (event) => {
+    const field = event.target.closest(".field");
+    if (field && field.classList.contains("has-error")) {
+      field.classList.remove("has-error");
+      field.querySelector(".field-error").hidden = true;
+      event.target.removeAttribute("aria-invalid");
+    }
+  });
+
+  // --- live updates ------------------------------------------------------------------------------
+
+  let live = false;
+  const socket = NAS.getSocket();
+  if (socket) {
+    socket.on("device_status", (data) => { if (data && data.device) upsert(data.device); });
+    socket.on("connect", () => { live = true; if (loaded) load(true); }); // reconnect: catch up
+    socket.on("disconnect", () => { live = false; });
+  }
+
+  async function load(quiet) {
+    try {
+      const data = await api("/devices", {quiet});
+      devices.clear();
+      for (const d of data || []) devices.set(d.id, d);
+      loaded = true;
+      renderAll();
+    } catch (e) {
+      if (!loaded) list.replaceChildren(el("p", {class: "empty muted"}, "Could not load the devices."));
+    }
+  }
+
+  load(false);
+  // without the socket: poll while a device is busy; refresh "last checked" times now and then
+  setInterval(() => {
+    if (document.hidden || !loaded) return;
+    const busy = Array.from(devices.values()).some((d) => BUSY.includes(d.status));
+    if (!live && busy) load(true);
+    for (const d of devices.values()) {
+      const node = document.querySelector("#device-" + d.id + " [data-testid=device-checked]");
+      if (node) node.textContent = "Last checked: " + (d.checked_at ? fmt.ago(d.checked_at) : "never");
+    }
+  }, 10000);
+
+  window.NAS_PAGE = {devices, reload: load};
+})();
