@@ -1,11 +1,13 @@
-# Quick start:  make run   (set up, then search on the built-in defaults)
-#               make test  (set up, then run the whole test suite)
+# Quick start:  make run   (set up, then the dashboard on http://127.0.0.1:5000 with the local device)
+#               make test  (set up, then run the whole test suite, browser tests included)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench
+.PHONY: setup browser run search test bench
 
 setup: $(VENV)/.installed
 
@@ -14,10 +16,18 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
+# Debian's chromium, which the browser tests drive through Playwright (its own download is not used)
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 run: setup
+	$(PY) -m webapp
+
+search: setup
 	$(PY) -m search_core search --out $(RUN_DIR)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 bench: setup
