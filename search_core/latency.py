@@ -186,6 +186,11 @@ class LatencyCache:
     def __len__(self):
         return len(self._entries)
 
+    def items(self):
+        """(key, stats) of every measurement held."""
+        with self._lock:
+            return list(self._entries.items())
+
 
 class Measurer:
     """Measures architectures on one source through the cache; counts hits for the summary."""

@@ -18,7 +18,7 @@ from search_core.device_client import AgentDevice, DeviceClient, parse_address
 from search_core.latency import LatencyError, Lut, Measurer
 from search_core.space import SearchSpace
 
-from agent_process import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent
+from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 

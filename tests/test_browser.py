@@ -8,50 +8,23 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from agent_process import ROOT, TOKEN, Agent
+from processes import ROOT, TOKEN, Agent, Dashboard
 from search_core.arch import Architecture
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 240_000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    log = open(data_dir / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port),
-                             "--data-dir", str(data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = "http://127.0.0.1:{}".format(port)
-    deadline = time.time() + 90
-    while True:
-        try:
-            devices = requests.get(base + "/api/devices", timeout=2).json()
-            if devices and devices[0]["status"] == "online":
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, open(data_dir / "server.log").read()
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    dashboard = Dashboard(tmp_path_factory.mktemp("browser"))
+    yield dashboard.url
+    dashboard.stop()
 
 
 @pytest.fixture(scope="module")

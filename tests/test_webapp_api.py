@@ -64,6 +64,7 @@ def finished_run(app, client):
     assert sio.emit("subscribe", {"run_id": r.get_json()["id"]}, callback=True) == {"ok": True}
     run = wait_for(client, r.get_json()["id"], ("finished", "failed"))
     assert run["status"] == "finished", run
+    assert app.extensions["runs"].wait(run["id"], 30)  # the worker exited and its end is stored
     deadline = time.time() + 5
     events = []
     while time.time() < deadline:  # the last events are emitted just after the commit seen above
@@ -157,6 +158,29 @@ def test_metrics_and_sample_downloads(client, finished_run):
         assert sample["ops"] == expected["ops"]
     other = client.get("/api/runs/{}/samples/{}/arch.json".format(run["id"] + 1000, samples[0]["id"]))
     assert other.status_code == 404
+
+
+def test_measurements_are_shared_between_runs(app, client, finished_run):
+    """The first run's measurements go to the database; a second run on the same device gets them
+    and measures only what is new."""
+    run, _ = finished_run
+    from search_core.latency import LatencyCache
+    from webapp.models import LatencyCacheEntry
+    first = dict(LatencyCache(os.path.join(run["run_dir"], "latency_cache.jsonl")).items())
+    assert first
+    with app.app_context():
+        stored = {"|".join((e.device_key, e.arch_hash, e.input_shape)): e.stats_data
+                  for e in db.session.scalars(db.select(LatencyCacheEntry))}
+    assert stored == first
+    assert all(key.startswith("agent:") for key in stored)  # keyed by the agent's identity
+
+    r = client.post("/api/runs", json=dict(TINY, name="again"))  # same seed: same calibration set
+    second = wait_for(client, r.get_json()["id"], ("finished", "failed"))
+    assert second["status"] == "finished", second
+    with open(os.path.join(second["run_dir"], "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["cache_hits"] >= 3  # at least the calibration architectures
+    assert summary["measurements"] < len(first)
 
 
 def test_defaults(client):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from agent_process import TOKEN, Agent
+from processes import TOKEN, Agent
 from webapp import create_app, db, shutdown
 from webapp.sockets import socketio
 

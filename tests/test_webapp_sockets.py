@@ -1,10 +1,6 @@
 """Socket.IO: rooms and their validation with Flask-SocketIO's test client, and the real server
 (`python -m webapp`) in both async modes, followed by a real Socket.IO client over WebSocket."""
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,11 +8,12 @@ import pytest
 import requests
 import socketio as socketio_client
 
+from processes import Dashboard
+
 from webapp import create_app, db, shutdown
 from webapp.models import Run
 from webapp.sockets import socketio
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}
 
@@ -74,32 +71,11 @@ def test_rooms_keep_runs_apart(app):
     b.disconnect()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("mode", ["threading", "eventlet"])
 def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
-                               str(tmp_path / "data"), "--async-mode", mode],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = "http://127.0.0.1:{}".format(port)
+    dashboard = Dashboard(tmp_path, mode)
+    base = dashboard.url
     try:
-        deadline = time.time() + 60
-        while True:  # up, with its local device online
-            try:
-                devices = requests.get(base + "/api/devices", timeout=2).json()
-                if devices and devices[0]["status"] == "online":
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.time() < deadline, open(tmp_path / "server.log").read()
-            time.sleep(0.2)
-
         events, finished = [], threading.Event()
         client = socketio_client.Client()
 
@@ -120,7 +96,5 @@ def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
         assert pushed and pushed == [s["id"] for s in samples]
         assert requests.get(base + "/runs/{}".format(run["id"]), timeout=5).status_code == 200
     finally:
-        server.terminate()
-        server.wait(15)
-        log.close()
-    assert "Traceback" not in open(tmp_path / "server.log").read()
+        dashboard.stop()
+    assert "Traceback" not in dashboard.output()

@@ -13,6 +13,7 @@ import typing
 from dataclasses import fields
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from search_core.data import DATASETS
@@ -168,7 +169,8 @@ def defaults():
 
 @bp.get("/runs")
 def list_runs():
-    runs = db.session.scalars(sa.select(Run).order_by(Run.created_at.desc(), Run.id.desc())).all()
+    runs = db.session.scalars(sa.select(Run).options(selectinload(Run.best_sample), selectinload(Run.device))
+                              .order_by(Run.created_at.desc(), Run.id.desc())).all()
     return jsonify([run_dict(run) for run in runs])
 
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 
-from search_core.latency import TOKEN_ENV
+from search_core.latency import TOKEN_ENV, LatencyCache
 
 from . import db
-from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
+from .models import RUN_ACTIVE_STATUSES, EpochMetric, LatencyCacheEntry, Run, Sample, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ PROGRESS_COMMIT_S = 0.5
 TERMINATE_GRACE_S = 5.0
 
 SETTINGS_FILE = "requested_settings.json"
+CACHE_FILE = "latency_cache.jsonl"  # the worker's measurements (search_core.latency.LatencyCache)
 WORKER_NICENESS = 10
 
 
@@ -67,6 +68,37 @@ _SAMPLE_COLUMNS = {
 }
 _LATENCY_COLUMNS = {"mean_ms": "latency_mean_ms", "std_ms": "latency_std_ms",
                     "p90_ms": "latency_p90_ms", "min_ms": "latency_min_ms"}
+
+
+def seed_latency_cache(path: str):
+    """Give a new run every stored measurement: the key names the device (by its identity, not its
+    address) and the input shape, so only the same device's entries can ever hit."""
+    cache = LatencyCache(path)
+    for entry in db.session.scalars(sa.select(LatencyCacheEntry)):
+        key = LatencyCache.key(entry.device_key, entry.arch_hash, entry.input_shape.split("x"))
+        if cache.get(key) is None:
+            cache.put(key, entry.stats_data)
+
+
+def store_latency_cache(path: str) -> int:
+    """Store the measurements a worker made (its run directory's cache file); returns how many
+    were new. A device measures an architecture once, whichever run asks next."""
+    if not os.path.exists(path):
+        return 0
+    columns = (LatencyCacheEntry.device_key, LatencyCacheEntry.arch_hash, LatencyCacheEntry.input_shape)
+    known = set(tuple(row) for row in db.session.execute(sa.select(*columns)))
+    added = 0
+    for key, stats in LatencyCache(path).items():
+        parts = tuple(key.rsplit("|", 2))
+        if len(parts) != 3 or parts in known:
+            continue
+        entry = LatencyCacheEntry(device_key=parts[0], arch_hash=parts[1], input_shape=parts[2])
+        entry.stats_data = stats
+        db.session.add(entry)
+        known.add(parts)
+        added += 1
+    db.session.commit()
+    return added
 
 
 def _lower_priority(pid: int):
@@ -121,6 +153,7 @@ class RunManager:
         os.makedirs(run.run_dir, exist_ok=True)
         with open(os.path.join(run.run_dir, SETTINGS_FILE), "w") as f:
             json.dump(run.config_data, f, indent=2, sort_keys=True)
+        seed_latency_cache(os.path.join(run.run_dir, CACHE_FILE))
         self._launch(run, search_command(run.run_dir), token)
 
     def resume(self, run: Run, device: str | None = None, token: str | None = None):
@@ -317,6 +350,12 @@ class RunManager:
         run = db.session.get(Run, run_id)
         if run is None:
             return
+        try:
+            store_latency_cache(os.path.join(run.run_dir or "", CACHE_FILE))
+        except Exception:  # noqa: BLE001  the run's own end matters more than the shared cache
+            db.session.rollback()
+            log.exception("run %s: storing its measurements in the latency cache failed", run_id)
+            run = db.session.get(Run, run_id)
         run.pid = None
         if worker.cancel_requested:
             if run.status != "finished":

@@ -1,9 +1,13 @@
-"""A real nano_agent process on 127.0.0.1 for the tests (a free port each)."""
+"""Real processes for the tests: a nano_agent, and the dashboard server (`python -m webapp`), each
+on 127.0.0.1 on a free port."""
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
+
+import requests
 
 from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV
@@ -66,4 +70,45 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc.stdout.close()
+        self.log.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dashboard:
+    """`python -m webapp` with its local device; ready once that device is online."""
+
+    def __init__(self, data_dir, mode="threading", timeout=90):
+        self.log_path = os.path.join(str(data_dir), "server.log")
+        self.log = open(self.log_path, "w")
+        port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
+                                      str(data_dir), "--async-mode", mode],
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = "http://127.0.0.1:{}".format(port)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                devices = requests.get(self.url + "/api/devices", timeout=2).json()
+                if devices and devices[0]["status"] == "online":
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise AssertionError("the dashboard did not start: " + self.output())
+            time.sleep(0.2)
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
         self.log.close()
