@@ -324,11 +324,52 @@
   const RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2",
                       "#65a30d", "#4b5563", "#b45309"];
 
+  /**
+   * A form's field errors: `clear()`, and `show({field: message})` under each `.field` that
+   * `fieldFor(key)` finds; the others are listed in `box` (after `heading`, if given). Returns the
+   * number of errors shown.
+   */
+  function fieldErrors(form, box, fieldFor, heading) {
+    function clear() {
+      for (const p of $$(".field-error", form)) { p.hidden = true; p.textContent = ""; }
+      for (const f of $$(".field.has-error", form)) f.classList.remove("has-error");
+      for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
+      box.hidden = true;
+      box.replaceChildren();
+    }
+    function show(errors) {
+      const orphans = [];
+      let first = null;
+      for (const [key, message] of Object.entries(errors)) {
+        const field = fieldFor(key);
+        if (!field || field.hidden) { orphans.push([key, message]); continue; }
+        field.classList.add("has-error");
+        const p = field.querySelector(".field-error");
+        p.textContent = String(message);
+        p.hidden = false;
+        const control = field.querySelector("input, select");
+        if (control) control.setAttribute("aria-invalid", "true");
+        const details = field.closest("details");
+        if (details) details.open = true;
+        if (!first) first = control;
+      }
+      if (orphans.length) {
+        box.replaceChildren(heading ? el("strong", {}, heading) : "",
+          el("ul", {}, orphans.map(([k, m]) => el("li", {dataset: {field: k}}, el("code", {}, k), ": " + m))));
+        box.hidden = false;
+        if (!first) box.scrollIntoView({block: "nearest"});
+      }
+      if (first) first.focus();
+      return Object.keys(errors).length;
+    }
+    return {clear, show};
+  }
+
   window.NAS = {
     root, el, $, $$, flash, clearFlash, api, apiUrl, ApiError, download,
     fmt: {pct, ms, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
-    parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce,
+    parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
     PLOT_CONFIG, PLOT_FONT, RUN_COLORS,
   };
 })();

@@ -192,34 +192,8 @@
 
   // --- register form -----------------------------------------------------------------------------
 
-  function clearErrors() {
-    for (const p of form.querySelectorAll(".field-error")) { p.hidden = true; p.textContent = ""; }
-    for (const f of form.querySelectorAll(".has-error")) f.classList.remove("has-error");
-    for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
-    formErrors.hidden = true;
-    formErrors.replaceChildren();
-  }
-
-  function showErrors(errors) {
-    const orphans = [];
-    let first = null;
-    for (const [key, message] of Object.entries(errors)) {
-      const field = form.querySelector('.field[data-field="' + key + '"]');
-      if (!field) { orphans.push(key + ": " + message); continue; }
-      field.classList.add("has-error");
-      const p = field.querySelector(".field-error");
-      p.textContent = String(message);
-      p.hidden = false;
-      const input = field.querySelector("input");
-      input.setAttribute("aria-invalid", "true");
-      if (!first) first = input;
-    }
-    if (orphans.length) {
-      formErrors.replaceChildren(el("ul", {}, orphans.map((m) => el("li", {}, m))));
-      formErrors.hidden = false;
-    }
-    if (first) first.focus();
-  }
+  const {clear: clearErrors, show: showErrors} =
+    NAS.fieldErrors(form, formErrors, (key) => form.querySelector('.field[data-field="' + key + '"]'));
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -26,41 +26,8 @@
       || (f.querySelector("[name]") || {}).name === key) || null;
   }
 
-  function clearErrors() {
-    for (const p of $$(".field-error", form)) { p.hidden = true; p.textContent = ""; }
-    for (const f of $$(".field.has-error", form)) f.classList.remove("has-error");
-    for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
-    formErrors.hidden = true;
-    formErrors.replaceChildren();
-  }
-
-  /** Show {field: message}; returns the number shown. */
-  function showErrors(errors) {
-    const orphans = [];
-    let first = null;
-    for (const [key, message] of Object.entries(errors)) {
-      const field = fieldFor(key);
-      if (!field || field.hidden) { orphans.push([key, message]); continue; }
-      field.classList.add("has-error");
-      const p = field.querySelector(".field-error");
-      p.textContent = String(message);
-      p.hidden = false;
-      const control = field.querySelector("input, select");
-      if (control) control.setAttribute("aria-invalid", "true");
-      const details = field.closest("details");
-      if (details) details.open = true;
-      if (!first) first = control;
-    }
-    if (orphans.length) {
-      formErrors.replaceChildren(
-        el("strong", {}, "The server rejected these settings:"),
-        el("ul", {}, orphans.map(([k, m]) => el("li", {dataset: {field: k}}, el("code", {}, k), ": " + m))));
-      formErrors.hidden = false;
-      if (!first) formErrors.scrollIntoView({block: "nearest"});
-    }
-    if (first) first.focus();
-    return Object.keys(errors).length;
-  }
+  const {clear: clearErrors, show: showErrors} =
+    NAS.fieldErrors(form, formErrors, fieldFor, "The server rejected these settings:");
 
   function fillSelect(select, values, labels, selected) {
     select.replaceChildren(...values.map((v) => el("option", {value: v, selected: v === selected},
