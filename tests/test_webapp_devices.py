@@ -65,6 +65,28 @@ def test_local_device_is_a_real_agent_process(app, client):
     assert registry.local.process.pid != old_pid
 
 
+def test_an_agent_left_by_a_killed_dashboard_is_stopped(tmp_path):
+    """SIGKILL gives the dashboard no chance to stop its agent: the next start does."""
+    first = create_app({"DATA_DIR": str(tmp_path), "DEVICE_CHECK_INTERVAL_S": 0})
+    with first.app_context():
+        first.extensions["devices"].address(local_row(first))  # waits until the agent is up
+    orphan = first.extensions["devices"].local.process
+    first.extensions["devices"].local = None  # as if the dashboard had died without stopping it
+    second = create_app({"DATA_DIR": str(tmp_path), "DEVICE_CHECK_INTERVAL_S": 0})
+    try:
+        with second.app_context():
+            second.extensions["devices"].address(local_row(second))
+        assert orphan.wait(10) is not None  # the stale agent was terminated
+        assert second.extensions["devices"].local.alive()
+    finally:
+        shutdown(second)
+
+
+def local_row(app):
+    from webapp.models import Device
+    return db.session.scalars(db.select(Device).where(Device.kind == "local")).one()
+
+
 def test_register_check_profile_delete(app, client, agent):
     sio = socketio.test_client(app)  # device_status goes to every client, no subscription needed
     r = client.post("/api/devices", json={"name": "nano1", "host": "127.0.0.1", "port": agent.port,

@@ -13,6 +13,7 @@ import atexit
 import logging
 import os
 import secrets
+import signal
 import select
 import subprocess
 import sys
@@ -51,6 +52,7 @@ class LocalAgent:
 
     def start(self, timeout: float = AGENT_START_TIMEOUT_S) -> int:
         os.makedirs(self.dir, exist_ok=True)
+        self._stop_stale()
         cmd = [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", "0",
                "--threads", str(self.threads), "--device", "cpu",
                "--config", os.path.join(self.dir, "agent.json"), "--log-level", "WARNING"]
@@ -70,7 +72,25 @@ class LocalAgent:
         threading.Thread(target=self.process.stdout.read, name="local-agent-stdout",
                          daemon=True).start()  # keep its stdout drained
         atexit.register(self.stop)  # no agent left behind when the dashboard exits
+        with open(self.pid_path, "w") as f:
+            f.write(str(self.process.pid))
         return self.port
+
+    @property
+    def pid_path(self) -> str:
+        return os.path.join(self.dir, "agent.pid")
+
+    def _stop_stale(self):
+        """An agent left running by a dashboard that was killed (no atexit then): stop it."""
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+            with open("/proc/{}/cmdline".format(pid), "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError):
+            return  # none recorded, already gone, or no /proc here
+        if b"nano_agent" in cmdline and self.dir.encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
