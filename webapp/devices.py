@@ -170,9 +170,10 @@ class DeviceRegistry:
     def address(self, device: Device) -> str:
         """'host:port' to give a worker; the local agent is started first if need be."""
         if device.kind == "local":
-            if self.app.config["LOCAL_AGENT"]:
-                self._local_ready.wait(AGENT_START_TIMEOUT_S)
-                db.session.refresh(device)  # its port was set by the thread that started it
+            if not self.app.config["LOCAL_AGENT"]:
+                raise DeviceError("the local device is switched off (--no-local-agent)")
+            self._local_ready.wait(AGENT_START_TIMEOUT_S)
+            db.session.refresh(device)  # its port was set by the thread that started it
             if self.local is None or not self.local.alive():
                 device = self.ensure_local()
         return "{}:{}".format(device.host, device.port)
