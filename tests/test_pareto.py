@@ -111,5 +111,5 @@ def test_front_of_sorted_rows_matches_pareto_front():
     for trial in range(50):
         points = [(i, rng.choice([1.0, 2.0, 3.0, rng.uniform(0, 5)]), rng.choice([0.5, 0.9, rng.random()]))
                   for i in range(rng.randrange(1, 200))]
-        ordered = [(pid, acc) for pid, lat, acc in sorted(points, key=lambda p: (p[1], -p[2], p[0]))]
-        assert front_of_sorted(ordered) == ids(pareto_front(points)) == ids(brute_force(points))
+        ordered = sorted(points, key=lambda p: (p[1], -p[2], p[0]))
+        assert ids(front_of_sorted(ordered)) == ids(pareto_front(points)) == ids(brute_force(points))

@@ -23,8 +23,7 @@ from search_core.space import SearchSpace
 
 from . import db
 from .devices import DeviceError
-from .models import RUN_ACTIVE_STATUSES, Device, EpochMetric, Run, Sample
-from .pareto import front_of_sorted
+from .models import RUN_ACTIVE_STATUSES, Device, EpochMetric, Run, Sample, stored_front
 from .serialize import RESUMABLE, SAMPLE_FIELDS, metric_dict, resumable, run_dict, sample_dict
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -272,11 +271,7 @@ def list_metrics(run_id):
 @bp.get("/runs/<int:run_id>/pareto")
 def pareto(run_id):
     get_run(run_id)
-    # sorted by the database from the covering index; only the front's rows are loaded whole
-    ordered = db.session.execute(
-        sa.select(Sample.id, Sample.accuracy).where(Sample.run_id == run_id)
-        .order_by(Sample.latency_ms, Sample.accuracy.desc(), Sample.id))
-    ids = front_of_sorted(ordered)
+    ids = [point[0] for point in stored_front(run_id)]  # only the front's rows are loaded whole
     rows = {s.id: s for s in db.session.scalars(sa.select(Sample).where(Sample.id.in_(ids)))} if ids else {}
     return jsonify([sample_dict(rows[i]) for i in ids])
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import db
+from .pareto import front_of_sorted
 
 DEVICE_KINDS = ("local", "agent")
 DEVICE_STATUSES = ("unknown", "online", "offline")
@@ -183,6 +184,16 @@ class Sample(db.Model):
 
     def __repr__(self):
         return f"<Sample {self.id} run={self.run_id} e{self.epoch} {self.kind} {self.arch_hash[:8]}>"
+
+
+def stored_front(run_id: int, exclude_id: int | None = None) -> list:
+    """The run's Pareto front as ``(id, latency_ms, accuracy)`` tuples, latency ascending: sorted by
+    the database from the covering index and swept once (``exclude_id``: leave that sample out)."""
+    query = sa.select(Sample.id, Sample.latency_ms, Sample.accuracy).where(Sample.run_id == run_id)
+    if exclude_id is not None:
+        query = query.where(Sample.id != exclude_id)
+    return front_of_sorted(db.session.execute(
+        query.order_by(Sample.latency_ms, Sample.accuracy.desc(), Sample.id)))
 
 
 class EpochMetric(db.Model):

@@ -88,15 +88,16 @@ def pareto_front(points: Iterable) -> list:
 
 
 def front_of_sorted(rows: Iterable) -> list:
-    """The ids on the front of ``(id, accuracy)`` rows already sorted by latency ascending, then
+    """The front of ``(id, latency, accuracy)`` rows already sorted by latency ascending, then
     accuracy descending, then id (e.g. by the database, from an index): one pass, same result as
-    ``pareto_front``."""
+    ``pareto_front``, as a list of the rows on it."""
     front = []
     best = -math.inf
-    for point_id, accuracy in rows:
+    for row in rows:
+        accuracy = row[2]
         if accuracy is not None and accuracy > best:
             best = accuracy
-            front.append(point_id)
+            front.append(tuple(row))
     return front
 
 

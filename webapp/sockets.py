@@ -17,8 +17,8 @@ import threading
 from flask_socketio import SocketIO, join_room, leave_room
 
 from . import db
-from .models import EpochMetric, Run, Sample
-from .pareto import pareto_front, update_front
+from .models import EpochMetric, Run, Sample, stored_front
+from .pareto import update_front
 from .serialize import metric_dict, run_dict, sample_dict
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,7 @@ class RunPublisher:
         with self._lock:
             front = self._fronts.get(run_id)
             if front is None:  # first sample seen by this process: start from the stored ones
-                rows = db.session.execute(
-                    db.select(Sample.id, Sample.latency_ms, Sample.accuracy)
-                    .where(Sample.run_id == run_id, Sample.id != sample.id)).all()
-                front = pareto_front([tuple(r) for r in rows])
+                front = stored_front(run_id, exclude_id=sample.id)
             front, added, removed = update_front(front, [point])
             self._fronts[run_id] = front
         return added, removed
