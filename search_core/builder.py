@@ -51,8 +51,11 @@ class MobileNet(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(head_channels, num_classes))
 
     def forward(self, x):
-        x = self.features(x)
-        x = nn.functional.adaptive_avg_pool2d(x, 1)
+        return self.classify(self.features(x))
+
+    def classify(self, features):
+        """Global average pooling, then the classifier."""
+        x = nn.functional.adaptive_avg_pool2d(features, 1)
         return self.classifier(torch.flatten(x, 1))
 
 

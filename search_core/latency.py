@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .measure import LUT_FORMAT, LUT_VERSION, measure_architecture, profile_lut
+from .measure import LUT_FORMAT, LUT_VERSION, latency_ms, measure_architecture, profile_lut
 
 
 class LatencyError(RuntimeError):
@@ -116,7 +116,7 @@ class Lut:
         squares) and keep it in the table; returns the fit and its errors on those architectures."""
         generator = random.Random(seed)
         paths = [[generator.randrange(len(sb.ops)) for sb in space.blocks] for _ in range(count)]
-        measured = [measurer.measure(space.architecture(path))["median_ms"] for path in paths]
+        measured = [latency_ms(measurer.measure(space.architecture(path))) for path in paths]
         return self.fit(paths, measured)
 
     def fit(self, paths, measured):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from . import data
 from .arch import Architecture
 from .latency import LatencyCache, Lut, Measurer, open_device
+from .measure import latency_ms
 from .objectives import Constraint, CostModel, objective
 from .space import SearchSpace
 from .strategies import GradientStrategy, ReinforceStrategy, entropy
@@ -202,7 +203,7 @@ class Search:
     def metrics_of(self, arch):
         """Device-measured latency (through the cache) plus memory and parameters."""
         stats = self.measurer.measure(arch)
-        return {"latency_ms": stats["median_ms"], "memory_mb": stats["memory_bytes"] / 2.0 ** 20,
+        return {"latency_ms": latency_ms(stats), "memory_mb": stats["memory_bytes"] / 2.0 ** 20,
                 "params_m": stats["params"] / 1e6, "stats": stats}
 
     # --- the run ----------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ class Search:
         metrics = self.metrics_of(arch)
         stats = metrics.pop("stats")
         return {"epoch": epoch, "kind": kind, "arch_hash": arch.hash, "ops": arch.ops,
-                "arch": arch.to_dict(), "accuracy": val_accuracy, "latency_ms": stats["median_ms"],
+                "arch": arch.to_dict(), "accuracy": val_accuracy, "latency_ms": metrics["latency_ms"],
                 "latency": {k: stats[k] for k in ("median_ms", "mean_ms", "std_ms", "p90_ms",
                                                    "min_ms", "max_ms", "runs")},
                 "cached": stats["cached"],

@@ -5,7 +5,8 @@ import pytest
 
 from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer, fit_line,
                                  open_device)
-from search_core.measure import summarize
+from search_core.builder import build_model
+from search_core.measure import PROFILE_ARCHS, profile_lut, profile_paths, summarize, time_layers
 from search_core.space import SearchSpace
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
@@ -62,6 +63,44 @@ def test_cache_survives_a_line_cut_short(tmp_path):
     assert LatencyCache(str(path)).get("b") == {"median_ms": 2.0}
 
 
+def test_profile_networks_time_every_op_about_equally_often():
+    paths = profile_paths(SPACE, PROFILE_ARCHS)
+    assert len(paths) == PROFILE_ARCHS and paths == profile_paths(SPACE, PROFILE_ARCHS)
+    for sb in SPACE.blocks:
+        counts = [sum(path[sb.index] == i for path in paths) for i in range(len(sb.ops))]
+        assert min(counts) >= PROFILE_ARCHS // 7 and max(counts) - min(counts) <= 1, counts
+    assert len({tuple(p) for p in paths}) == PROFILE_ARCHS  # different neighbours each time
+    with pytest.raises(ValueError, match="at least 7 networks"):
+        profile_lut(SPACE, warmup=0, runs=1, archs=6)
+
+
+def test_layer_timing_runs_the_whole_network():
+    """The profiler times the network's own stages in order: together they are its forward pass."""
+    import torch
+    arch = SPACE.architecture(profile_paths(SPACE, 7)[3])
+    model = build_model(arch).eval()
+    x = torch.randn(*arch.input_shape)
+    with torch.no_grad():
+        y = x
+        for stage in list(model.features) + [model.classify]:
+            y = stage(y)
+        assert torch.equal(y, model(x))
+    times = time_layers(model, arch.input_shape, warmup=1, runs=3)
+    assert len(times) == 3 and all(len(row) == len(model.features) + 1 for row in times)
+    assert all(t > 0 for row in times for t in row)
+
+
+def test_profile_times_ops_inside_networks():
+    seen = []
+    data = profile_lut(SPACE, warmup=1, runs=2, progress=lambda done, total: seen.append((done, total)))
+    assert data["method"] == "in_context" and data["archs"] == PROFILE_ARCHS
+    assert seen == [(i, PROFILE_ARCHS) for i in range(1, PROFILE_ARCHS + 1)]
+    assert set(data["fixed_ms"]) == {"stem", "first_block", "last_block", "head"}
+    for sb, row in zip(SPACE.blocks, data["blocks"]):
+        assert set(row) == {op.name for op in sb.ops}
+        assert all((row[op.name] == 0.0) == op.is_zero for op in sb.ops)
+
+
 def test_lut_predicts_and_refuses_another_space():
     data = LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE)
     lut = Lut(data, SPACE)
@@ -76,13 +115,14 @@ def test_lut_predicts_and_refuses_another_space():
 
 
 class LinearDevice:
-    """A fake measurer whose end-to-end latency is exactly 2 x table + 1 ms."""
+    """A fake measurer whose end-to-end latency (the fastest run) is exactly 2 x table + 1 ms."""
 
     def __init__(self, lut):
         self.lut = lut
 
     def measure(self, arch):
-        return {"median_ms": 2.0 * self.lut.raw(SPACE.choices(arch)) + 1.0}
+        fastest = 2.0 * self.lut.raw(SPACE.choices(arch)) + 1.0
+        return {"min_ms": fastest, "median_ms": 1.5 * fastest}
 
 
 def test_calibration_fits_the_end_to_end_line():

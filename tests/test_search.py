@@ -73,6 +73,7 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
         arch = Architecture.from_dict(s["arch"])
         assert arch.hash == s["arch_hash"]
         assert 0 <= s["accuracy"] <= 1 and s["latency_ms"] > 0 and s["predicted_latency_ms"] > 0
+        assert s["latency_ms"] == s["latency"]["min_ms"] <= s["latency"]["median_ms"]
         assert s["params"] > 0 and s["macs"] > 0 and s["memory_mb"] > 0
     best = Architecture.load(str(out / "best_arch.json"))
     summary = json.loads((out / "summary.json").read_text())

@@ -52,7 +52,8 @@ def test_downgrade_to_base_and_upgrade_again(app):
 
 
 def test_upgrade_and_downgrade_keep_stored_rows(app):
-    """0001 -> 0002 adds columns to tables that already hold runs and samples; nothing is lost."""
+    """0001 -> head adds columns to tables that already hold runs and samples; nothing is lost, and
+    the stored latency (a median until 0003) is copied into the new median column."""
     flask_migrate.downgrade(revision="0001")
     with db.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO runs (id, name, status, config, created_at) "
@@ -64,7 +65,8 @@ def test_upgrade_and_downgrade_keep_stored_rows(app):
     flask_migrate.upgrade()
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT name, progress FROM runs").all() == [("kept", None)]
-        assert conn.exec_driver_sql("SELECT accuracy, ops FROM samples").all() == [(0.9, None)]
+        assert conn.exec_driver_sql("SELECT accuracy, ops, latency_ms, latency_median_ms "
+                                    "FROM samples").all() == [(0.9, None, 1.5, 1.5)]
     flask_migrate.downgrade(revision="0001")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT name FROM runs").all() == [("kept",)]

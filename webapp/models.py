@@ -164,7 +164,9 @@ class Sample(db.Model):
     arch_json: Mapped[str] = mapped_column(sa.Text, nullable=False)
     ops: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the op of each searchable block
     accuracy: Mapped[float] = mapped_column(sa.Float, nullable=False)
-    latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)  # measured median, batch 1
+    # the latency the search optimised, batch 1: the fastest timed run (the median before 0003)
+    latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    latency_median_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     latency_mean_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     latency_std_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     latency_p90_ms: Mapped[Optional[float]] = mapped_column(sa.Float)

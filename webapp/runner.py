@@ -66,8 +66,9 @@ _SAMPLE_COLUMNS = {
     "predicted_latency_ms": "predicted_latency_ms", "memory_mb": "memory_mb", "params": "params",
     "macs": "macs", "objective": "objective",
 }
-_LATENCY_COLUMNS = {"mean_ms": "latency_mean_ms", "std_ms": "latency_std_ms",
-                    "p90_ms": "latency_p90_ms", "min_ms": "latency_min_ms"}
+_LATENCY_COLUMNS = {"median_ms": "latency_median_ms", "mean_ms": "latency_mean_ms",
+                    "std_ms": "latency_std_ms", "p90_ms": "latency_p90_ms",
+                    "min_ms": "latency_min_ms"}
 
 
 def seed_latency_cache(path: str):

@@ -10,9 +10,9 @@ from . import db
 from .models import Device, EpochMetric, Run, Sample
 from .runner import CHECKPOINT
 
-SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_mean_ms",
-                 "latency_std_ms", "latency_p90_ms", "latency_min_ms", "predicted_latency_ms",
-                 "memory_mb", "params", "macs", "objective", "feasible")
+SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
+                 "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
+                 "predicted_latency_ms", "memory_mb", "params", "macs", "objective", "feasible")
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_accuracy", "expected_latency_ms", "entropy",
                  "duration_s")
 RESUMABLE = ("failed", "cancelled", "interrupted")
