@@ -105,8 +105,8 @@ def main():
     parser.add_argument("--test-32", type=int, default=50)
     parser.add_argument("--test-224", type=int, default=30)
     parser.add_argument("--calibrate", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements of each architecture, the fastest is its reference")
     args = parser.parse_args()

@@ -59,17 +59,18 @@ def _synchronize(device):
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_allocator_steady = []
+_allocator_steady = False
 
 
 def steady_allocator():
     """Make glibc's malloc keep freed memory for reuse instead of mapping large tensors afresh on
     every run: otherwise whether a run pays a page fault on every 4 KiB of its activations depends on
-    what the process allocated before (2,700 faults and +25% latency per run measured at 224x224
-    after a profile, none before). Process-wide, once; a no-op where libc has no mallopt."""
+    what the process allocated before (about 3,000 faults and +25% latency per run at 224x224 after
+    a profile, none before). Process-wide, once; a no-op where libc has no mallopt."""
+    global _allocator_steady
     if _allocator_steady:
         return
-    _allocator_steady.append(True)
+    _allocator_steady = True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
