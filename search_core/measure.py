@@ -2,9 +2,8 @@
 
 Warm-up runs, then N timed runs of batch-1 inference on a random input: eval mode, no autograd, a fixed
 thread count, the garbage collector paused, an allocator that reuses memory, CUDA synchronised around
-every timed run. Also the per-op
-lookup-table profiler, which times every op inside whole networks with the same routine, so that the
-LUT and the end-to-end figures agree.
+every timed run. Also the per-op lookup-table profiler, which times every op inside whole networks
+with the same routine, so that the LUT and the end-to-end figures agree.
 
 Python 3.6 / PyTorch 1.10 compatible: the device agent imports this module.
 """
