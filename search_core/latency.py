@@ -98,9 +98,10 @@ class Lut:
         return self.fixed_ms + sum(row[i] for row, i in zip(self.table, path))
 
     def correct(self, raw):
-        """The device's linear correction a x raw + b (floats or tensors): ops timed alone miss
-        what a whole network costs (framework overhead, caches). Never below a tenth of the raw
-        sum: a latency must stay positive for (LAT/T)^w."""
+        """The device's linear correction a x raw + b (floats or tensors): the table's sum of
+        per-layer times misses what the whole network costs beyond them (the timing itself, the
+        call overhead), and an older table of ops timed alone misses their cache effects too.
+        Never below a tenth of the raw sum: a latency must stay positive for (LAT/T)^w."""
         calibration = self.data.get("calibration") or {"a": 1.0, "b": 0.0}
         corrected = calibration["a"] * raw + calibration["b"]
         if isinstance(corrected, torch.Tensor):
