@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer, fit_line,
                                  open_device)
@@ -80,7 +81,6 @@ def test_profile_networks_time_every_op_about_equally_often():
 
 def test_layer_timing_runs_the_whole_network():
     """The profiler times the network's own stages in order: together they are its forward pass."""
-    import torch
     arch = SPACE.architecture(profile_paths(SPACE, 7)[3])
     model = build_model(arch).eval()
     x = torch.randn(*arch.input_shape)
