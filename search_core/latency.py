@@ -112,13 +112,22 @@ class Lut:
         """Predicted end-to-end latency (ms) of the architecture with op indices `path`."""
         return self.correct(self.raw(path))
 
-    def calibrate(self, space, measurer, count=10, seed=0):
-        """Measure `count` random architectures end to end, fit measured = a x raw + b (least
-        squares) and keep it in the table; returns the fit and its errors on those architectures."""
+    def calibrate(self, space, source, count=10, seed=0, rounds=3):
+        """Measure `count` random architectures end to end on `source` in `rounds` rounds, each
+        in a new order, take each one's fastest round, fit measured = a x raw + b and keep it in the
+        table; returns the fit and its errors on those architectures. A machine that slows down
+        for seconds at a time (a shared host) disturbs one round, rarely all of them."""
         generator = random.Random(seed)
         paths = [[generator.randrange(len(sb.ops)) for sb in space.blocks] for _ in range(count)]
-        measured = [latency_ms(measurer.measure(space.architecture(path))) for path in paths]
-        return self.fit(paths, measured)
+        fastest = [float("inf")] * count
+        order = list(range(count))
+        for _ in range(rounds):
+            for i in order:
+                fastest[i] = min(fastest[i], latency_ms(source.measure(space.architecture(paths[i]))))
+            generator.shuffle(order)
+        fit = self.fit(paths, fastest)
+        fit["rounds"] = rounds
+        return fit
 
     def fit(self, paths, measured):
         """Fit and keep the correction from architectures (op indices) and their measured ms."""

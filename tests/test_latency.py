@@ -172,6 +172,30 @@ def test_calibration_fits_the_end_to_end_line():
     assert Lut(lut.data, SPACE).predict(path) == pytest.approx(2.0 * raw + 1.0)  # stored
 
 
+class SlowFirstDevice(LinearDevice):
+    """Like LinearDevice, but the machine is three times slower the first time it measures each
+    architecture (something else ran)."""
+
+    def __init__(self, lut):
+        LinearDevice.__init__(self, lut)
+        self.seen = set()
+
+    def measure(self, arch):
+        stats = LinearDevice.measure(self, arch)
+        if arch.hash not in self.seen:
+            self.seen.add(arch.hash)
+            stats = {k: 3.0 * v for k, v in stats.items()}
+        return stats
+
+
+def test_calibration_takes_each_architectures_fastest_round():
+    lut = Lut(LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE), SPACE)
+    fit = lut.calibrate(SPACE, SlowFirstDevice(lut), count=6)
+    assert fit["rounds"] == 3 and fit["a"] == pytest.approx(2.0) and fit["b"] == pytest.approx(1.0)
+    fit = lut.calibrate(SPACE, SlowFirstDevice(lut), count=6, rounds=1)
+    assert fit["a"] == pytest.approx(6.0)  # one round alone sees only the disturbed measurements
+
+
 def test_line_fit_shrugs_off_a_disturbed_measurement():
     x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     y = [2 * v + 1 for v in x]

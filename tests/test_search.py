@@ -96,8 +96,8 @@ def test_latency_is_measured_once_per_architecture(tiny_run):
             assert s["cached"]
         seen.add(s["arch_hash"])
     lut = json.loads((out / "lut.json").read_text())
-    assert lut["calibration"]["archs"] == 10  # the calibration measured 10 more architectures
-    assert len(keys) >= len(seen) + 10 - 1
+    # the calibration measured 10 more architectures three times each, around the cache
+    assert lut["calibration"]["archs"] == 10 and lut["calibration"]["rounds"] == 3
 
 
 def test_derived_architectures_follow_the_logits(tmp_path):
