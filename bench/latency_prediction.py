@@ -3,9 +3,10 @@
 One run against an agent process on loopback (1 measurement thread), at two settings: the digits
 default (32x32x1, width 0.5, 10 classes) and the ImageNet setting Jetson users run (224x224x3,
 width 1.0, 1000 classes). Per setting: profile the LUT on the agent (ops timed inside whole
-networks), then measure random calibration architectures and *other* random test architectures
-(seeded, disjoint) in 3 shuffled rounds; an architecture's reference latency is its fastest round.
-Fit the calibration on the calibration architectures, predict the test ones.
+networks), then measure the calibration architectures the search would use (from the fastest to
+the slowest of the space) and random test architectures (seeded) in 3 shuffled rounds; an
+architecture's reference latency is its fastest round. Fit the calibration on the calibration
+architectures, predict the test ones.
 Goals: >= 95% within +-10% and median absolute error <= 5% at both settings. Also the repeatability
 of one architecture measured 5 times in a row (coefficient of variation, goal <= 3%) and the ping
 round trip on loopback (goal < 2 ms).
@@ -31,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from search_core.device_client import AgentDevice  # noqa: E402
-from search_core.latency import Lut  # noqa: E402
+from search_core.latency import Lut, calibration_paths  # noqa: E402
 from search_core.measure import latency_ms  # noqa: E402
 from search_core.space import SearchSpace  # noqa: E402
 
@@ -63,7 +64,7 @@ def evaluate(device, space, calibrate, tests, rounds):
     measurement of a second cannot tell. The figures for the first round alone, what a search
     sees, are reported as `*_single`."""
     lut = Lut(device.profile(space), space)
-    fit_paths = random_paths(space, calibrate, seed=1)
+    fit_paths = calibration_paths(space, calibrate, seed=1)  # as the search calibrates
     test_paths = random_paths(space, tests, seed=2)  # other architectures than the calibration's
     jobs = [("fit", i, p) for i, p in enumerate(fit_paths)] + \
         [("test", i, p) for i, p in enumerate(test_paths)]

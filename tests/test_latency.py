@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer, fit_line,
-                                 open_device)
+from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer,
+                                 calibration_paths, fit_line, open_device)
 from search_core.builder import build_model
 from search_core.measure import PROFILE_ARCHS, profile_lut, profile_paths, summarize, time_layers
 from search_core.space import SearchSpace
@@ -194,6 +194,15 @@ def test_calibration_takes_each_architectures_fastest_round():
     assert fit["rounds"] == 3 and fit["a"] == pytest.approx(2.0) and fit["b"] == pytest.approx(1.0)
     fit = lut.calibrate(SPACE, SlowFirstDevice(lut), count=6, rounds=1)
     assert fit["a"] == pytest.approx(6.0)  # one round alone sees only the disturbed measurements
+
+
+def test_calibration_architectures_span_the_space():
+    paths = calibration_paths(SPACE, 10, seed=0)
+    assert paths == calibration_paths(SPACE, 10, seed=0) and len(paths) == 10
+    skipped = [[SPACE.blocks[b].ops[i].is_zero for b, i in enumerate(p)] for p in paths]
+    assert not any(skipped[0])  # the slowest end: no block skipped
+    assert skipped[-1] == [any(op.is_zero for op in sb.ops) for sb in SPACE.blocks]  # the fastest
+    assert sum(skipped[4]) not in (0, sum(skipped[-1]))  # and between them
 
 
 def test_line_fit_shrugs_off_a_disturbed_measurement():
