@@ -11,7 +11,7 @@ from .arch import Architecture, ArchitectureError
 from .complexity import complexity
 from .data import DatasetError, load_dataset
 from .events import ConsoleEvents, JsonLinesEvents
-from .latency import TOKEN_ENV, LatencyError, Lut, open_device
+from .latency import TOKEN_ENV, LatencyError, Lut, Measurer, open_device
 from .measure import latency_ms
 from .search import ConfigError, Search, SearchConfig, load_config
 from .space import SearchSpace
@@ -195,7 +195,7 @@ def cmd_profile(args, events):
     message = "wrote {}: {} blocks, fixed layers {:.3f} ms".format(
         args.out, len(lut.table), lut.fixed_ms)
     if args.calibrate:
-        fit = lut.calibrate(space, source, args.calibrate)
+        fit = lut.calibrate(space, Measurer(source), args.calibrate)
         message += "; calibrated on {archs} architectures ({rounds} rounds): measured = {a:.3f} x " \
                    "table + {b:.3f} ms, median error {median_abs_error:.1%}, max " \
                    "{max_abs_error:.1%}".format(**fit)

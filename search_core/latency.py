@@ -112,20 +112,13 @@ class Lut:
         """Predicted end-to-end latency (ms) of the architecture with op indices `path`."""
         return self.correct(self.raw(path))
 
-    def calibrate(self, space, source, count=10, seed=0, rounds=3):
-        """Measure `count` architectures (`calibration_paths`) end to end on `source` in `rounds`
-        rounds, each in a new order, take each one's fastest round, fit measured = a x raw + b and
-        keep it in the table; returns the fit and its errors on those architectures. A machine that
-        slows down for seconds at a time (a shared host) disturbs one round, rarely all of them."""
+    def calibrate(self, space, measurer, count=10, seed=0, rounds=3):
+        """Measure `count` architectures (`calibration_paths`) end to end through `measurer`, each
+        the fastest of `rounds` rounds (`Measurer.measure_rounds`), fit measured = a x raw + b and
+        keep it in the table; returns the fit and its errors on those architectures."""
         paths = calibration_paths(space, count, seed)
-        generator = random.Random(seed)
-        fastest = [float("inf")] * count
-        order = list(range(count))
-        for _ in range(rounds):
-            for i in order:
-                fastest[i] = min(fastest[i], latency_ms(source.measure(space.architecture(paths[i]))))
-            generator.shuffle(order)
-        fit = self.fit(paths, fastest)
+        results = measurer.measure_rounds([space.architecture(p) for p in paths], rounds, seed)
+        fit = self.fit(paths, [latency_ms(stats) for stats in results])
         fit["rounds"] = rounds
         return fit
 
@@ -240,6 +233,27 @@ class Measurer:
         stats = self.source.measure(arch, shape)
         self.cache.put(key, stats)
         return dict(stats, cached=False)
+
+    def measure_rounds(self, archs, rounds=3, seed=0):
+        """Stats of each architecture: from the cache, or else the fastest of `rounds` measurements
+        taken in rounds over all of those not cached (a new order each round), then cached. A
+        machine that slows down for seconds at a time (a shared host) disturbs one round, rarely
+        all of them."""
+        keys = [LatencyCache.key(self.source.device_id, a.hash, a.input_shape) for a in archs]
+        results = [self.cache.get(key) for key in keys]
+        self.hits += sum(stats is not None for stats in results)
+        order = [i for i, stats in enumerate(results) if stats is None]
+        generator = random.Random(seed)
+        for _ in range(rounds):
+            for i in order:
+                stats = self.source.measure(archs[i])
+                if results[i] is None or latency_ms(stats) < latency_ms(results[i]):
+                    results[i] = stats
+            generator.shuffle(order)
+        for i in order:
+            self.misses += 1
+            self.cache.put(keys[i], results[i])
+        return results
 
 
 def _write_json(path, data):

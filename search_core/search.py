@@ -186,7 +186,8 @@ class Search:
         self.events.emit("message", text="Profiling the latency lookup table on {} ...".format(
             source.device_id))
         lut = Lut(source.profile(self.space), self.space)
-        fit = lut.calibrate(self.space, source, self.config.calibration_archs, self.config.seed)
+        fit = lut.calibrate(self.space, self.measurer, self.config.calibration_archs,
+                            self.config.seed)
         self.events.emit("message", text="Calibrated: measured = {a:.3f} x table + {b:.3f} ms, "
                          "median error {median_abs_error:.1%} on {archs} architectures, the fastest "
                          "of {rounds} rounds each".format(**fit))

@@ -151,7 +151,9 @@ def test_lut_predicts_and_refuses_another_space():
 
 
 class LinearDevice:
-    """A fake measurer whose end-to-end latency (the fastest run) is exactly 2 x table + 1 ms."""
+    """A fake device whose end-to-end latency (the fastest run) is exactly 2 x table + 1 ms."""
+
+    device_id = "linear"
 
     def __init__(self, lut):
         self.lut = lut
@@ -165,7 +167,7 @@ def test_calibration_fits_the_end_to_end_line():
     lut = Lut(LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE), SPACE)
     path = SPACE.choices(SPACE.mobilenet_v2())
     raw = lut.raw(path)
-    fit = lut.calibrate(SPACE, LinearDevice(lut), count=6)
+    fit = lut.calibrate(SPACE, Measurer(LinearDevice(lut)), count=6)
     assert fit["a"] == pytest.approx(2.0) and fit["b"] == pytest.approx(1.0)
     assert fit["median_abs_error"] < 1e-9
     assert lut.predict(path) == pytest.approx(2.0 * raw + 1.0)
@@ -179,8 +181,10 @@ class SlowFirstDevice(LinearDevice):
     def __init__(self, lut):
         LinearDevice.__init__(self, lut)
         self.seen = set()
+        self.calls = 0
 
     def measure(self, arch):
+        self.calls += 1
         stats = LinearDevice.measure(self, arch)
         if arch.hash not in self.seen:
             self.seen.add(arch.hash)
@@ -190,9 +194,13 @@ class SlowFirstDevice(LinearDevice):
 
 def test_calibration_takes_each_architectures_fastest_round():
     lut = Lut(LocalDevice(threads=1, warmup=1, runs=2).profile(SPACE), SPACE)
-    fit = lut.calibrate(SPACE, SlowFirstDevice(lut), count=6)
+    measurer = Measurer(SlowFirstDevice(lut))
+    fit = lut.calibrate(SPACE, measurer, count=6)
     assert fit["rounds"] == 3 and fit["a"] == pytest.approx(2.0) and fit["b"] == pytest.approx(1.0)
-    fit = lut.calibrate(SPACE, SlowFirstDevice(lut), count=6, rounds=1)
+    assert (measurer.misses, measurer.hits, len(measurer.cache)) == (6, 0, 6)  # the fastest, cached
+    lut.calibrate(SPACE, measurer, count=6)
+    assert measurer.hits == 6 and measurer.source.calls == 6 * 3  # 3 rounds once, then the cache
+    fit = lut.calibrate(SPACE, Measurer(SlowFirstDevice(lut)), count=6, rounds=1)
     assert fit["a"] == pytest.approx(6.0)  # one round alone sees only the disturbed measurements
 
 
