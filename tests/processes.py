@@ -1,17 +1,19 @@
 """Real processes for the tests: a nano_agent, and the dashboard server (`python -m webapp`), each
-on 127.0.0.1 on a free port."""
+on 127.0.0.1 on a free port; and the dashboard app built in the test process."""
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import requests
 
 from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV
 from search_core.device_client import DeviceClient
+from webapp import create_app, db, shutdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "test-token-0123"
@@ -71,6 +73,21 @@ class Agent:
                 self.proc.wait(5)
         self.proc.stdout.close()
         self.log.close()
+
+
+@contextmanager
+def dashboard_app(data_dir, **config):
+    """The dashboard's Flask app on `data_dir` (testing, no periodic device checks; `config`
+    overrides), shut down afterwards: its runs and agent stopped, its database released."""
+    app = create_app(dict({"DATA_DIR": str(data_dir), "TESTING": True,
+                           "DEVICE_CHECK_INTERVAL_S": 0}, **config))
+    try:
+        yield app
+    finally:
+        shutdown(app)
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 def free_port():

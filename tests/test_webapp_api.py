@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from webapp import create_app, db, shutdown
+from processes import dashboard_app
+from webapp import create_app, db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
 from webapp.sockets import socketio
@@ -20,13 +21,8 @@ TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("webapp_api")
-    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True, "DEVICE_CHECK_INTERVAL_S": 0})
-    yield app
-    shutdown(app)
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with dashboard_app(tmp_path_factory.mktemp("webapp_api")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,15 @@ import time
 
 import pytest
 
-from processes import TOKEN, Agent
-from webapp import create_app, db, shutdown
+from processes import TOKEN, Agent, dashboard_app
+from webapp import create_app, db
 from webapp.sockets import socketio
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("webapp_devices")), "TESTING": True,
-                      "DEVICE_CHECK_INTERVAL_S": 0})
-    yield app
-    shutdown(app)
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with dashboard_app(tmp_path_factory.mktemp("webapp_devices")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +67,11 @@ def test_an_agent_left_by_a_killed_dashboard_is_stopped(tmp_path):
         first.extensions["devices"].address(local_row(first))  # waits until the agent is up
     orphan = first.extensions["devices"].local.process
     first.extensions["devices"].local = None  # as if the dashboard had died without stopping it
-    second = create_app({"DATA_DIR": str(tmp_path), "DEVICE_CHECK_INTERVAL_S": 0})
-    try:
+    with dashboard_app(tmp_path) as second:
         with second.app_context():
             second.extensions["devices"].address(local_row(second))
         assert orphan.wait(10) is not None  # the stale agent was terminated
         assert second.extensions["devices"].local.alive()
-    finally:
-        shutdown(second)
 
 
 def local_row(app):

@@ -8,9 +8,8 @@ import pytest
 import requests
 import socketio as socketio_client
 
-from processes import Dashboard
-
-from webapp import create_app, db, shutdown
+from processes import Dashboard, dashboard_app
+from webapp import db
 from webapp.models import Run
 from webapp.sockets import socketio
 
@@ -20,10 +19,8 @@ TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    app = create_app({"DATA_DIR": str(tmp_path_factory.mktemp("sockets")), "TESTING": True,
-                      "LOCAL_AGENT": False, "DEVICE_CHECK_INTERVAL_S": 0})
-    yield app
-    shutdown(app)
+    with dashboard_app(tmp_path_factory.mktemp("sockets"), LOCAL_AGENT=False) as app:
+        yield app
 
 
 def make_run(app, name):
