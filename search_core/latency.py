@@ -222,9 +222,13 @@ class Measurer:
         self.cache = cache if cache is not None else LatencyCache()
         self.hits = self.misses = 0
 
+    def key(self, arch, input_shape=None):
+        """The cache key of `arch` on this source (at its own input shape by default)."""
+        return LatencyCache.key(self.source.device_id, arch.hash, input_shape or arch.input_shape)
+
     def measure(self, arch, input_shape=None):
         shape = tuple(input_shape or arch.input_shape)
-        key = LatencyCache.key(self.source.device_id, arch.hash, shape)
+        key = self.key(arch, shape)
         stats = self.cache.get(key)
         if stats is not None:
             self.hits += 1
@@ -239,7 +243,7 @@ class Measurer:
         taken in rounds over all of those not cached (a new order each round), then cached. A
         machine that slows down for seconds at a time (a shared host) disturbs one round, rarely
         all of them."""
-        keys = [LatencyCache.key(self.source.device_id, a.hash, a.input_shape) for a in archs]
+        keys = [self.key(arch) for arch in archs]
         results = [self.cache.get(key) for key in keys]
         self.hits += sum(stats is not None for stats in results)
         order = [i for i, stats in enumerate(results) if stats is None]
