@@ -321,6 +321,23 @@
   const PLOT_FONT = {family: "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
                      size: 12, color: "#1f2430"};
 
+  /**
+   * The layout of an accuracy-vs-latency scatter (the run page's and the compare page's), with
+   * `extra` merged over it (its `margin` and `legend` merged key by key).
+   */
+  function scatterLayout(extra) {
+    const base = {
+      font: PLOT_FONT, margin: {l: 56, r: 16, t: 16, b: 48}, hovermode: "closest",
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#ffffff",
+      xaxis: {title: {text: "measured latency (ms)"}, gridcolor: "#eef0f3", zeroline: false, rangemode: "tozero"},
+      yaxis: {title: {text: "accuracy (%)"}, gridcolor: "#eef0f3", zeroline: false},
+      legend: {orientation: "h", x: 0, y: -0.18},
+      hoverlabel: {align: "left", font: {size: 11}},
+    };
+    return Object.assign(base, extra, {margin: Object.assign(base.margin, extra.margin),
+                                       legend: Object.assign(base.legend, extra.legend)});
+  }
+
   const RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2",
                       "#65a30d", "#4b5563", "#b45309"];
 
@@ -370,6 +387,6 @@
     fmt: {pct, ms, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
     parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
-    PLOT_CONFIG, PLOT_FONT, RUN_COLORS,
+    PLOT_CONFIG, PLOT_FONT, RUN_COLORS, scatterLayout,
   };
 })();

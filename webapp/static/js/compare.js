@@ -57,14 +57,7 @@
     node.dataset.points = String(points);
     document.getElementById("compare-plot-empty").hidden = points > 0 || !entries.some((e) => e.run);
     if (!hasPlotly) return;
-    const layout = {
-      font: NAS.PLOT_FONT, margin: {l: 56, r: 16, t: 16, b: 48}, hovermode: "closest",
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#ffffff",
-      xaxis: {title: {text: "measured latency (ms)"}, gridcolor: "#eef0f3", zeroline: false, rangemode: "tozero"},
-      yaxis: {title: {text: "accuracy (%)"}, gridcolor: "#eef0f3", zeroline: false},
-      legend: {orientation: "h", x: 0, y: -0.18}, shapes, uirevision: "compare",
-      hoverlabel: {align: "left", font: {size: 11}},
-    };
+    const layout = NAS.scatterLayout({shapes, uirevision: "compare"});
     Plotly.react(node, traces, layout, NAS.PLOT_CONFIG);
     if (!clickBound) {
       clickBound = true;

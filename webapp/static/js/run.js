@@ -276,15 +276,10 @@
       annotations.push({x: target, y: 1, xref: "x", yref: "paper", yanchor: "bottom", showarrow: false,
                         text: "target " + fmt.ms(target), font: {size: 11, color: "#dc2626"}});
     }
-    const layout = {
-      font: NAS.PLOT_FONT, margin: {l: 56, r: 16, t: 24, b: 48}, hovermode: "closest",
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#ffffff",
-      xaxis: {title: {text: "measured latency (ms)"}, gridcolor: "#eef0f3", zeroline: false, rangemode: "tozero"},
-      yaxis: {title: {text: "accuracy (%)"}, gridcolor: "#eef0f3", zeroline: false, ticksuffix: ""},
-      legend: {orientation: "h", x: 0, y: -0.18, font: {size: 11}},
+    const layout = NAS.scatterLayout({
+      margin: {t: 24}, legend: {font: {size: 11}},  // room for the target's label
       shapes, annotations, uirevision: "scatter", // keep the user's zoom across updates
-      hoverlabel: {align: "left", font: {size: 11}},
-    };
+    });
     Plotly.react(node, traces, layout, NAS.PLOT_CONFIG);
     if (!scatterReady) {
       scatterReady = true;
