@@ -29,10 +29,10 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from search_core.builder import build_model  # noqa: E402
+from nano_agent.builder import build_model  # noqa: E402
 from search_core.device_client import AgentDevice  # noqa: E402
-from search_core.latency import Lut  # noqa: E402
-from search_core.space import SearchSpace  # noqa: E402
+from search_core.lut import Lut  # noqa: E402
+from nano_agent.space import SearchSpace  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from latency_prediction import TOKEN, random_paths  # noqa: E402

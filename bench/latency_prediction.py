@@ -32,9 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from search_core.device_client import AgentDevice  # noqa: E402
-from search_core.latency import Lut, calibration_paths  # noqa: E402
-from search_core.measure import latency_ms  # noqa: E402
-from search_core.space import SearchSpace  # noqa: E402
+from search_core.lut import Lut, calibration_paths  # noqa: E402
+from nano_agent.results import latency_ms  # noqa: E402
+from nano_agent.space import SearchSpace  # noqa: E402
 
 TOKEN = "bench-token"
 SETTINGS = {"32": SearchSpace(0.5, 32, 10, 1), "224": SearchSpace(1.0, 224, 1000, 3)}

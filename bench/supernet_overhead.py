@@ -33,8 +33,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from search_core.builder import build_model  # noqa: E402
-from search_core.space import SearchSpace  # noqa: E402
+from nano_agent.builder import build_model  # noqa: E402
+from nano_agent.space import SearchSpace  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
 
 try:

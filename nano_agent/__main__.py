@@ -7,13 +7,15 @@ import sys
 
 def parser():
     from .config import DEFAULT_CONFIG, TOKEN_ENV
+    from .limits import DEFAULT_MAX_MEMORY_MB
+    from .protocol import DEFAULT_PORT
     p = argparse.ArgumentParser(prog="python3 -m nano_agent",
                                 description="Device agent: measures architectures for the search "
                                             "server over TCP (length-prefixed JSON, HMAC "
                                             "handshake).")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=8765,
-                   help="TCP port (default 8765; 0 picks a free port, printed on start)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="TCP port (default %(default)s; 0 picks a free port, printed on start)")
     p.add_argument("--token", help="shared secret (default: ${}, else the one in --config, "
                                    "generated there on first start)".format(TOKEN_ENV))
     p.add_argument("--config", default=DEFAULT_CONFIG,
@@ -26,9 +28,9 @@ def parser():
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds a client may stay idle, and the most a frame may take to "
                         "arrive (default 30)")
-    p.add_argument("--max-memory-mb", type=float, default=1024,
+    p.add_argument("--max-memory-mb", type=float, default=DEFAULT_MAX_MEMORY_MB,
                    help="refuse architectures whose estimated inference memory is larger "
-                        "(default 1024)")
+                        "(default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -43,8 +45,12 @@ def main(argv=None):
     except (ConfigError, OSError) as e:
         sys.stderr.write("nano_agent: cannot get a token: {}\n".format(e))
         return 2
-    if args.threads < 1:
-        sys.stderr.write("nano_agent: --threads must be at least 1\n")
+    from .limits import MEMORY_MB, THREADS
+    if args.threads not in THREADS:
+        sys.stderr.write("nano_agent: --threads must be in {}\n".format(THREADS.describe()))
+        return 2
+    if args.max_memory_mb not in MEMORY_MB:
+        sys.stderr.write("nano_agent: --max-memory-mb must be in {}\n".format(MEMORY_MB.describe()))
         return 2
     from .server import Agent, serve
     try:

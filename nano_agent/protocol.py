@@ -12,6 +12,7 @@ import struct
 import time
 
 PROTOCOL_VERSION = 1
+DEFAULT_PORT = 8765
 MAX_FRAME = 1024 * 1024  # bytes of JSON in one message
 HEADER = struct.Struct(">I")
 

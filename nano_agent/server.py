@@ -1,6 +1,6 @@
 """The agent's TCP server: handshake, request dispatch, one measurement at a time.
 
-Python 3.6 / PyTorch 1.10 compatible. Depends on torch and search_core's arch/space/measure modules.
+Python 3.6 / PyTorch 1.10 compatible; torch and this package's own modules only.
 """
 import glob
 import hmac
@@ -17,22 +17,17 @@ import time
 
 import torch
 
-from search_core.arch import ArchitectureError, as_architecture, is_int
-from search_core.complexity import complexity
-from search_core.measure import measure_architecture, profile_lut
-from search_core.space import SearchSpace
+from .arch import ArchitectureError, as_architecture, is_int
+from .complexity import complexity
+from .measure import measure_architecture, profile_lut
+from .space import SearchSpace
 
-from . import __version__
+from . import __version__, limits
 from . import protocol as P
 
 log = logging.getLogger("nano_agent")
 
-MAX_RUNS = 1000
-MAX_WARMUP = 1000
-MAX_BATCH = 64
-MIN_SIZE, MAX_SIZE = 8, 1024
 MAX_CONNECTIONS = 16  # open connections at once (each is a thread); more are refused
-DEFAULT_MAX_MEMORY_MB = 1024  # estimated inference memory above which a measure is refused
 
 
 class RequestError(Exception):
@@ -42,11 +37,11 @@ class RequestError(Exception):
         self.message = message
 
 
-def _int_arg(request, name, default, low, high):
+def _int_arg(request, name, default, limit, where=""):
     value = request.get(name, default)
-    if not is_int(value) or not low <= value <= high:
-        raise RequestError(P.BAD_REQUEST, "{} must be an integer in [{}, {}], got {!r}".format(
-            name, low, high, value))
+    if not is_int(value) or value not in limit:
+        raise RequestError(P.BAD_REQUEST, "{}{} must be an integer in {}, got {!r}".format(
+            where, name, limit.describe(), value))
     return value
 
 
@@ -123,7 +118,7 @@ class Agent(object):
     """What the server serves: the token, the measuring device and the measurement lock."""
 
     def __init__(self, token, device="auto", threads=1, timeout=30.0,
-                 max_memory_mb=DEFAULT_MAX_MEMORY_MB):
+                 max_memory_mb=limits.DEFAULT_MAX_MEMORY_MB):
         if not token:
             raise ValueError("the agent needs a non-empty token")
         if device == "auto":
@@ -181,17 +176,17 @@ class Agent(object):
         if not isinstance(shape, list) or len(shape) != 4 or not all(is_int(d) for d in shape):
             raise RequestError(P.BAD_REQUEST, "input_shape must be 4 integers [batch, channels, "
                                               "height, width], got {!r}".format(shape))
-        if not 1 <= shape[0] <= MAX_BATCH:
-            raise RequestError(P.BAD_REQUEST, "batch must be in [1, {}], got {}".format(
-                MAX_BATCH, shape[0]))
+        if shape[0] not in limits.BATCH:
+            raise RequestError(P.BAD_REQUEST, "batch must be in {}, got {}".format(
+                limits.BATCH.describe(), shape[0]))
         if shape[1] != arch.in_channels:
             raise RequestError(P.BAD_REQUEST, "input_shape has {} channels, the architecture takes "
                                               "{}".format(shape[1], arch.in_channels))
-        if not all(MIN_SIZE <= d <= MAX_SIZE for d in shape[2:]):
-            raise RequestError(P.BAD_REQUEST, "input height and width must be in [{}, {}], got "
-                               "{}x{}".format(MIN_SIZE, MAX_SIZE, shape[2], shape[3]))
-        warmup = _int_arg(request, "warmup", 10, 0, MAX_WARMUP)
-        runs = _int_arg(request, "runs", 30, 1, MAX_RUNS)
+        if not all(d in limits.RESOLUTION for d in shape[2:]):
+            raise RequestError(P.BAD_REQUEST, "input height and width must be in {}, got "
+                               "{}x{}".format(limits.RESOLUTION.describe(), shape[2], shape[3]))
+        warmup = _int_arg(request, "warmup", 10, limits.WARMUP_RUNS)
+        runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
         cost = complexity(arch)
         scale = float(shape[0] * shape[2] * shape[3]) / (arch.resolution * arch.resolution)
@@ -228,18 +223,18 @@ class Agent(object):
                 ", ".join(repr(k) for k in unknown)))
         width = space_args.get("width_mult", 1.0)
         if isinstance(width, bool) or not isinstance(width, (int, float)) \
-                or not 0.1 <= width <= 4.0:
-            raise RequestError(P.BAD_REQUEST, "space.width_mult must be a number in [0.1, 4.0], "
-                                              "got {!r}".format(width))
-        resolution = _int_arg(space_args, "resolution", 224, 32, MAX_SIZE)
-        num_classes = _int_arg(space_args, "num_classes", 1000, 1, 100000)
-        in_channels = _int_arg(space_args, "in_channels", 3, 1, 64)
+                or width not in limits.WIDTH_MULT:
+            raise RequestError(P.BAD_REQUEST, "space.width_mult must be a number in {}, got "
+                                              "{!r}".format(limits.WIDTH_MULT.describe(), width))
+        resolution = _int_arg(space_args, "resolution", 224, limits.RESOLUTION, "space.")
+        num_classes = _int_arg(space_args, "num_classes", 1000, limits.NUM_CLASSES, "space.")
+        in_channels = _int_arg(space_args, "in_channels", 3, limits.IN_CHANNELS, "space.")
         dropout = space_args.get("dropout", 0.2)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0 <= dropout < 1:
             raise RequestError(P.BAD_REQUEST, "space.dropout must be in [0, 1)")
-        warmup = _int_arg(request, "warmup", 10, 0, MAX_WARMUP)
-        runs = _int_arg(request, "runs", 30, 1, MAX_RUNS)
+        warmup = _int_arg(request, "warmup", 10, limits.WARMUP_RUNS)
+        runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
         try:
             space = SearchSpace(width, resolution, num_classes, in_channels, dropout)

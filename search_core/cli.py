@@ -7,14 +7,21 @@ import traceback
 
 import torch
 
-from .arch import Architecture, ArchitectureError
-from .complexity import complexity
+from nano_agent.arch import Architecture, ArchitectureError
+from nano_agent.complexity import complexity
+from nano_agent.config import TOKEN_ENV
+from nano_agent.results import latency_ms
+from nano_agent.space import SearchSpace
+
+from .config import ConfigError, SearchConfig
 from .data import DatasetError, load_dataset
+from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
-from .latency import TOKEN_ENV, LatencyError, Lut, Measurer, open_device
-from .measure import latency_ms
-from .search import ConfigError, Search, SearchConfig, load_config
-from .space import SearchSpace
+from .latency import open_device
+from .lut import Lut, profile_and_calibrate
+from .measurements import Measurer
+from .rundir import CONFIG, RunDirectory
+from .search import Search
 from .train import DatasetMismatch, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
@@ -118,7 +125,7 @@ def _config_file(path):
 
 
 def cmd_search(args, events):
-    if os.path.exists(os.path.join(args.out, "config.json")):
+    if RunDirectory(args.out).exists(CONFIG):
         raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
                               "resume {}` or choose another --out".format(args.out, args.out))
     _export_token(args)  # Search opens the device itself; the token stays out of config.json
@@ -128,7 +135,7 @@ def cmd_search(args, events):
 
 def cmd_resume(args, events):
     _export_token(args)
-    config = load_config(args.run_dir)
+    config = RunDirectory(args.run_dir).read_config()
     if args.device:  # the same device at a new address (a restarted agent); the cache keys on its identity
         config.device = args.device
     Search(config, args.run_dir, events).run()
@@ -191,14 +198,16 @@ def cmd_measure(args, events):
 def cmd_profile(args, events):
     space = _space(args)
     source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
-    lut = Lut(source.profile(space), space)
+    if args.calibrate:
+        lut = profile_and_calibrate(source, space, Measurer(source), args.calibrate)
+    else:
+        lut = Lut(source.profile(space), space)
     message = "wrote {}: {} blocks, fixed layers {:.3f} ms".format(
         args.out, len(lut.table), lut.fixed_ms)
     if args.calibrate:
-        fit = lut.calibrate(space, Measurer(source), args.calibrate)
         message += "; calibrated on {archs} architectures ({rounds} rounds): measured = {a:.3f} x " \
                    "table + {b:.3f} ms, median error {median_abs_error:.1%}, max " \
-                   "{max_abs_error:.1%}".format(**fit)
+                   "{max_abs_error:.1%}".format(**lut.data["calibration"])
     lut.save(args.out)
     print(message, file=sys.stderr)
 

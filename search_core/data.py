@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("digits", "cifar10", "imagefolder")
+from nano_agent import limits
 
-MIN_RESOLUTION = 8
-MAX_RESOLUTION = 512
+from .config import DATASETS
+
 MIN_IMAGES_PER_CLASS = 3  # one each for train, val and test
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 STD_FLOOR = 1e-3
@@ -84,7 +84,7 @@ def load_dataset(name, resolution=32, seed=0, data_dir=None, val_fraction=0.2, t
     """
     if name not in DATASETS:
         raise DatasetError("unknown dataset {!r}; expected one of {}".format(name, ", ".join(DATASETS)))
-    _check_int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+    _check_int("resolution", resolution, limits.RESOLUTION.low, limits.RESOLUTION.high)
     _check_int("seed", seed, 0, 2 ** 63 - 1)
     if limit is not None:
         _check_int("limit", limit, 1, None)

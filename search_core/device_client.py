@@ -1,7 +1,8 @@
 """Client of the device agent (nano_agent/, docs/protocol.md), and the latency source built on it.
 
 `DeviceClient` speaks the protocol: connect with retries and backoff, HMAC handshake, one request at
-a time. `AgentDevice` is the `LatencySource` that measures and profiles on an agent.
+a time. `AgentDevice` is the latency source (see latency.py) that measures and profiles on an agent.
+Standard library only: the dashboard's web process talks to agents without torch.
 """
 import select
 import socket
@@ -9,11 +10,12 @@ import threading
 import time
 
 from nano_agent import protocol as P
+from nano_agent.arch import as_architecture
+from nano_agent.protocol import DEFAULT_PORT
 
-from .arch import as_architecture
-from .latency import LatencyError, LatencySource
 
-DEFAULT_PORT = 8765
+class LatencyError(RuntimeError):
+    """A device could not be reached or could not measure; the message says which and why."""
 
 
 def parse_address(spec, default_port=DEFAULT_PORT):
@@ -75,6 +77,9 @@ class DeviceClient:
                 time.sleep(self.backoff[attempt - 1])
             try:
                 sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            except UnicodeError as e:  # a host name IDNA cannot encode: no retry will help
+                raise LatencyError("device address {!r} is not a valid host name: {}".format(
+                    self.host, e))
             except OSError as e:
                 errors.append(e)
                 continue
@@ -217,7 +222,7 @@ class DeviceClient:
         return self.request("profile", on_progress=progress, **fields)["lut"]
 
 
-class AgentDevice(LatencySource):
+class AgentDevice:
     """A device agent as a latency source; `device_id` is "agent:" + the id the agent reports
     (hostname, cuda/cpu and threads), so that cached measurements follow the device, not its IP."""
 
@@ -227,7 +232,10 @@ class AgentDevice(LatencySource):
 
     @property
     def device_id(self):
-        return "agent:" + str(self.client.connect()["device_id"])
+        """From the agent's welcome: one handshake on first use, none after (a reconnection
+        renews the welcome)."""
+        welcome = self.client.welcome or self.client.connect()
+        return "agent:" + str(welcome["device_id"])
 
     def measure(self, arch, input_shape=None):
         return self.client.measure(arch, input_shape, self.warmup, self.runs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .complexity import FLOAT_BYTES, layer_costs
+from nano_agent.complexity import FLOAT_BYTES, layer_costs
 
 METRICS = ("latency_ms", "memory_mb", "params_m")
 HARD_WEIGHT = -1.0

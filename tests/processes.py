@@ -13,7 +13,8 @@ import requests
 from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV
 from search_core.device_client import DeviceClient
-from webapp import create_app, db, shutdown
+from webapp import create_app, shutdown
+from webapp.extensions import db
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "test-token-0123"

@@ -15,8 +15,10 @@ import pytest
 from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV, resolve_token
 from search_core.device_client import AgentDevice, DeviceClient, parse_address
-from search_core.latency import LatencyError, Lut, Measurer
-from search_core.space import SearchSpace
+from search_core.device_client import LatencyError
+from search_core.lut import Lut
+from search_core.measurements import Measurer
+from nano_agent.space import SearchSpace
 
 from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent
 
@@ -204,9 +206,9 @@ def test_bad_architectures_and_arguments_are_refused(agent):
     for arch in (unknown_op, absurd, "not an object", [1, 2]):
         reply = _request(agent, {"type": "measure", "arch": arch, "runs": 1, "warmup": 0})
         assert reply["error"]["code"] == "bad_architecture", arch
-    # in bounds, but ~2 GiB estimated: over the agent's memory limit, refused before building it
-    huge = SearchSpace(3.0, 1024, 10, 3).architecture(["k7_e6"] * 20).to_dict()
-    reply = _request(agent, {"type": "measure", "arch": huge, "input_shape": [4, 3, 1024, 1024]})
+    # in bounds, but ~3 GiB estimated: over the agent's memory limit, refused before building it
+    huge = SearchSpace(3.0, 512, 10, 3).architecture(["k7_e6"] * 20).to_dict()
+    reply = _request(agent, {"type": "measure", "arch": huge, "input_shape": [16, 3, 512, 512]})
     assert reply["error"]["code"] == "bad_architecture"
     assert "over this agent's limit" in reply["error"]["message"]
     for extra in ({"input_shape": [1, 3, 32, 32]}, {"input_shape": [1, 1, 4, 32]},

@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from processes import ROOT, TOKEN, Agent, Dashboard
-from search_core.arch import Architecture
+from nano_agent.arch import Architecture
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 240_000
@@ -92,7 +92,10 @@ def test_start_watch_and_download(server, page, tmp_path):
     page.get_by_test_id("input-samples_per_epoch").fill("-1")
     page.get_by_test_id("submit-run").click()
     # the server's message, under its field
-    expect(page.get_by_test_id("error-samples_per_epoch")).to_contain_text("samples_per_epoch")
+    expect(page.get_by_test_id("error-samples_per_epoch")).to_contain_text("must be in [0, 1000]")
+    # the form's bounds come from the one table of limits (/api/defaults)
+    expect(page.get_by_test_id("input-resolution")).to_have_attribute("min", "8")
+    expect(page.get_by_test_id("input-resolution")).to_have_attribute("max", "512")
     assert page.url.endswith("/runs/new")
 
     page.get_by_test_id("input-epochs").fill("3")

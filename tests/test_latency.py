@@ -7,11 +7,14 @@ import sys
 import pytest
 import torch
 
-from search_core.latency import (LatencyCache, LatencyError, LocalDevice, Lut, Measurer,
-                                 calibration_paths, fit_line, open_device)
-from search_core.builder import build_model
-from search_core.measure import PROFILE_ARCHS, profile_lut, profile_paths, summarize, time_layers
-from search_core.space import SearchSpace
+from nano_agent.builder import build_model
+from nano_agent.measure import PROFILE_ARCHS, profile_lut, profile_paths, time_layers
+from nano_agent.results import summarize
+from nano_agent.space import SearchSpace
+from search_core.device_client import LatencyError
+from search_core.latency import LocalDevice, open_device
+from search_core.lut import Lut, calibration_paths, fit_line
+from search_core.measurements import LatencyCache, Measurer
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,9 +110,9 @@ def test_profile_times_ops_inside_networks():
 
 FAULTS_PER_RUN = """
 import random, resource, sys, threading
-from search_core.builder import build_model
-from search_core.measure import time_module
-from search_core.space import SearchSpace
+from nano_agent.builder import build_model
+from nano_agent.measure import time_module
+from nano_agent.space import SearchSpace
 space = SearchSpace(1.0, 224, 1000, 3)
 rng = random.Random(2)
 faults = []

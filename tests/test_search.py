@@ -8,10 +8,13 @@ import sys
 import pytest
 import torch
 
-from search_core.arch import Architecture
-from search_core.builder import build_model
+from nano_agent.arch import Architecture
+from nano_agent.builder import build_model
 from search_core.events import Events
-from search_core.search import Search, SearchConfig, best_sample, read_samples
+from search_core.best import best_sample
+from search_core.config import SearchConfig
+from search_core.rundir import RunDirectory
+from search_core.search import Search
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--limit", "64", "--batch-size", "32", "--samples-per-epoch", "2", "--measure-runs", "3",
@@ -65,7 +68,7 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
     for name in ("config.json", "lut.json", "samples.jsonl", "checkpoint.pt", "best_arch.json",
                  "summary.json", "latency_cache.jsonl"):
         assert (out / name).exists(), name
-    samples = read_samples(str(out / "samples.jsonl"))
+    samples = RunDirectory(str(out)).samples()
     streamed = [e for e in events if e["event"] == "sample"]
     assert [s["arch_hash"] for s in samples] == [e["arch_hash"] for e in streamed]
     assert {s["epoch"] for s in samples} == {1, 2}  # search epochs only, not the warm-up
@@ -84,7 +87,7 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
 
 def test_latency_is_measured_once_per_architecture(tiny_run):
     out, events = tiny_run
-    samples = read_samples(str(out / "samples.jsonl"))
+    samples = RunDirectory(str(out)).samples()
     keys = [json.loads(line)["key"] for line in
             (out / "latency_cache.jsonl").read_text().splitlines()]
     assert len(keys) == len(set(keys))  # nothing measured twice
@@ -140,7 +143,7 @@ def test_resume_continues_an_interrupted_search(tmp_path):
     started = next(e for e in events if e["event"] == "started")
     assert started["start_epoch"] == done
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(done, 4))
-    samples = read_samples(str(out / "samples.jsonl"))
+    samples = RunDirectory(str(out)).samples()
     assert sorted({s["epoch"] for s in samples}) == [1, 2, 3]
     keys = [(s["epoch"], s["kind"], s["arch_hash"]) for s in samples]
     assert len(keys) == len(set(keys))  # no epoch was recorded twice
@@ -216,7 +219,7 @@ def test_reinforce_search_with_hard_latency_and_memory_constraints(tmp_path):
         [("latency_ms", True), ("memory_mb", True)]
     progress = [e for e in events if e["event"] == "progress" and e["phase"] == "search"]
     assert progress and all("reward" in e and "baseline" in e for e in progress)
-    for s in read_samples(str(out / "samples.jsonl")):
+    for s in RunDirectory(str(out)).samples():
         # latency far under its target adds nothing; memory over 0.5 MiB divides by (v/T)
         assert not s["feasible"]
         assert s["objective"] == pytest.approx(s["accuracy"] * 0.5 / s["memory_mb"])

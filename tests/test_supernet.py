@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from search_core.complexity import complexity
-from search_core.latency import Lut
+from nano_agent.complexity import complexity
+from search_core.lut import Lut
 from search_core.objectives import Constraint, CostModel, constrained_loss, objective
-from search_core.space import SearchSpace
+from nano_agent.space import SearchSpace
 from search_core.strategies import GradientStrategy, ReinforceStrategy
 from search_core.supernet import Supernet
 

@@ -9,10 +9,11 @@ import time
 import pytest
 
 from processes import dashboard_app
-from webapp import create_app, db
+from webapp import create_app
+from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
-from webapp.sockets import socketio
+from webapp.extensions import socketio
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
@@ -158,11 +159,12 @@ def test_metrics_and_sample_downloads(client, finished_run):
     assert other.status_code == 404
 
 
-def test_measurements_are_shared_between_runs(app, client, finished_run):
-    """The first run's measurements go to the database; a second run on the same device gets them
-    and measures only what is new."""
+def test_measurements_and_lookup_tables_are_shared_between_runs(app, client, finished_run):
+    """The first run's measurements and its calibrated table go to the database; a second run on
+    the same device and setting gets both: it starts measuring without profiling again, and
+    measures only what is new."""
     run, _ = finished_run
-    from search_core.latency import LatencyCache
+    from search_core.measurements import LatencyCache
     from webapp.models import LatencyCacheEntry
     first = dict(LatencyCache(os.path.join(run["run_dir"], "latency_cache.jsonl")).items())
     assert first
@@ -172,19 +174,45 @@ def test_measurements_are_shared_between_runs(app, client, finished_run):
     assert stored == first
     assert all(key.startswith("agent:") for key in stored)  # keyed by the agent's identity
 
-    r = client.post("/api/runs", json=dict(TINY, name="again"))  # same seed: same calibration set
+    device = client.get("/api/devices/{}".format(run["device_id"])).get_json()
+    [table] = [t for t in device["luts"] if t["run_id"] == run["id"]]
+    assert (table["resolution"], table["num_classes"], table["in_channels"]) == (32, 10, 1)
+    assert table["calibration"]["archs"] == 3
+    with open(os.path.join(run["run_dir"], "lut.json")) as f:
+        profiled = json.load(f)
+
+    r = client.post("/api/runs", json=dict(TINY, name="again"))
     second = wait_for(client, r.get_json()["id"], ("finished", "failed"))
     assert second["status"] == "finished", second
+    with open(os.path.join(second["run_dir"], "lut.json")) as f:
+        assert json.load(f) == profiled  # the stored table, timings and fit alike: no new profile
     with open(os.path.join(second["run_dir"], "summary.json")) as f:
         summary = json.load(f)
-    assert summary["cache_hits"] >= 3  # at least the calibration architectures
     assert summary["measurements"] < len(first)
+    again = dict(LatencyCache(os.path.join(second["run_dir"], "latency_cache.jsonl")).items())
+    assert all(again[key] == stats for key, stats in first.items())  # none measured twice
+
+
+@pytest.mark.parametrize("resolution", [16, 224])
+def test_runs_at_a_small_and_a_large_resolution(client, resolution):
+    """The API, the search and the agent read one table of limits: what the form accepts, the
+    agent profiles and measures."""
+    r = client.post("/api/runs", json=dict(TINY, name="{} px".format(resolution), resolution=resolution))
+    assert r.status_code == 201, r.get_json()
+    run = wait_for(client, r.get_json()["id"], ("finished", "failed"), timeout=300)
+    assert run["status"] == "finished", run
+    assert client.get("/api/runs/{}/best.json".format(run["id"])).get_json()["input"]["resolution"] \
+        == resolution
 
 
 def test_defaults(client):
     d = client.get("/api/defaults").get_json()
     assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]
     assert d["strategies"] == ["gradient", "reinforce"]
+    from nano_agent import limits
+    assert d["limits"]["resolution"] == {"min": limits.RESOLUTION.low, "max": limits.RESOLUTION.high}
+    assert d["limits"]["measure_runs"] == {"min": limits.TIMED_RUNS.low, "max": limits.TIMED_RUNS.high}
+    assert d["profile"]["limits"]["resolution"] == d["limits"]["resolution"]
 
 
 @pytest.mark.parametrize("body, field", [

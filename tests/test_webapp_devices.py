@@ -6,8 +6,9 @@ import time
 import pytest
 
 from processes import TOKEN, Agent, dashboard_app
-from webapp import create_app, db
-from webapp.sockets import socketio
+from webapp import create_app
+from webapp.extensions import db
+from webapp.extensions import socketio
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +102,19 @@ def test_register_check_profile_delete(app, client, agent):
     done = None
     while done is None:
         assert time.time() < deadline, "profiling did not finish"
-        done = next((d for d in device_events(sio) if d["id"] == device["id"] and d["lut"]), None)
+        done = next((d for d in device_events(sio) if d["id"] == device["id"] and d["luts"]), None)
         time.sleep(0.1)
-    assert done["status"] == "online" and done["lut"]["resolution"] == 32 and done["lut"]["blocks"] == 20
-    r = client.get("/api/devices/{}/lut.json".format(device["id"]))
+    assert done["status"] == "online"
+    [table] = done["luts"]
+    assert (table["resolution"], table["width_mult"], table["num_classes"]) == (32, 0.5, 10)
+    fit = table["calibration"]  # profiled and calibrated, as a run does
+    assert fit["a"] > 0 and fit["archs"] == 10 and 0 <= fit["median_abs_error"] <= fit["max_abs_error"]
+    r = client.get("/api/devices/{}/luts/{}.json".format(device["id"], table["id"]))
     assert r.status_code == 200 and "attachment" in r.headers["Content-Disposition"]
     lut = json.loads(r.data)
     assert lut["format"] == "edge-nas.lut" and len(lut["blocks"]) == 20
+    assert lut["calibration"] == fit and lut["device_id"] == table["device_key"]
+    assert client.get("/api/devices/{}/luts/{}.json".format(device["id"], table["id"] + 1)).status_code == 404
 
     # the agent goes away: a check says offline, and why
     agent.stop()
@@ -137,7 +144,7 @@ def test_wrong_token_is_registered_offline_with_the_reason(client, tmp_path):
         assert time.time() < deadline
         time.sleep(0.1)
     assert "profiling failed" in client.get("/api/devices/{}".format(device["id"])).get_json()["error"]
-    assert client.get("/api/devices/{}/lut.json".format(device["id"])).status_code == 404
+    assert client.get("/api/devices/{}".format(device["id"])).get_json()["luts"] == []
 
 
 @pytest.mark.parametrize("body, fields", [

@@ -8,7 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from webapp import MIGRATIONS_DIR, create_app, db
+from webapp import MIGRATIONS_DIR, create_app
+from webapp.extensions import db
 from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample
 
 TABLES = {"devices", "runs", "samples", "epoch_metrics", "latency_cache"}

@@ -9,9 +9,9 @@ import requests
 import socketio as socketio_client
 
 from processes import Dashboard, dashboard_app
-from webapp import db
+from webapp.extensions import db
 from webapp.models import Run
-from webapp.sockets import socketio
+from webapp.extensions import socketio
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}

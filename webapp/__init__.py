@@ -9,26 +9,13 @@ import sqlite3
 import sqlalchemy as sa
 from alembic import command
 from flask import Flask, jsonify, render_template, request
-from flask_migrate import Migrate
-from flask_sqlalchemy import SQLAlchemy
 
+from . import models  # noqa: F401  (registers the tables on db.metadata)
 from .config import Config, sqlite_uri
+from .extensions import db, migrate, socketio
+from .ids import IdConverter
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
-
-# Deterministic constraint names: Alembic can then drop/alter them (SQLite batch mode needs names).
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-db = SQLAlchemy(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
-migrate = Migrate()
-
-from . import models  # noqa: E402,F401  (registers the tables on db.metadata)
 
 
 def _sqlite_pragmas(busy_timeout_ms):
@@ -57,6 +44,7 @@ def upgrade_database(app, revision="head"):
 
 def create_app(config=None):
     app = Flask(__name__)
+    app.url_map.converters["id"] = IdConverter
     app.config.from_object(Config)
     app.config.from_prefixed_env("WEBAPP")  # e.g. WEBAPP_DATA_DIR=/srv/nas (values parsed as JSON when they can be)
     if config:
@@ -81,7 +69,7 @@ def create_app(config=None):
     from .devices import DeviceRegistry
     from .pages import bp as pages_bp
     from .runner import RunManager
-    from .sockets import RunPublisher, emit_device, socketio
+    from .sockets import RunPublisher, emit_device
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

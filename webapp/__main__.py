@@ -37,7 +37,7 @@ def main(argv=None):
         os.execv(sys.executable, [sys.executable, "-c", code] + list(argv))
 
     from . import create_app, shutdown
-    from .sockets import socketio
+    from .extensions import socketio
 
     config = {"DATA_DIR": args.data_dir, "SOCKETIO_ASYNC_MODE": args.async_mode,
               "LOCAL_AGENT": not args.no_local_agent}

@@ -1,36 +1,43 @@
 """JSON API under /api: runs, their samples, metrics, Pareto front and downloads; devices.
 
-Errors are JSON: 400 ``{"errors": {field: message}}`` for bad input, 404 / 409 ``{"error": ...}``.
+Errors are JSON: 400 ``{"errors": {field: message}}`` for bad input, 404 / 409 ``{"error": ...}``,
+500 ``{"error": ...}`` (the traceback goes to the server's log).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import os
 import shutil
-import typing
-from dataclasses import fields
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from search_core.data import DATASETS
-from search_core.device_client import DEFAULT_PORT
-from search_core.search import STRATEGIES, ConfigError, SearchConfig
-from search_core.space import SearchSpace
+from nano_agent import limits
+from nano_agent.protocol import DEFAULT_PORT
+from nano_agent.space import SearchSpace
+from search_core.config import CHOICES, SearchConfig, is_text, limits_dict, setting_errors
 
-from . import db
 from .devices import DeviceError
-from .models import RUN_ACTIVE_STATUSES, Device, EpochMetric, Run, Sample, stored_front
+from .extensions import db
+from .ids import MAX_ID, is_id
+from .models import RUN_ACTIVE_STATUSES, Device, DeviceLut, EpochMetric, Run, Sample, stored_front
 from .serialize import RESUMABLE, SAMPLE_FIELDS, metric_dict, resumable, run_dict, sample_dict
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-_FIELD_TYPES = {f.name: f.type for f in fields(SearchConfig)}
 # settings the dashboard decides: where to measure comes from device_id, where to write from the run
 _SERVER_SETTINGS = ("device", "measure_threads")
+# what a device profile may set: the space's setting, with the run form's defaults
+PROFILE_LIMITS = {"resolution": (int, limits.RESOLUTION), "width_mult": (float, limits.WIDTH_MULT),
+                  "num_classes": (int, limits.NUM_CLASSES), "in_channels": (int, limits.IN_CHANNELS)}
+PROFILE_DEFAULTS = {"resolution": SearchConfig.resolution, "width_mult": SearchConfig.width_mult,
+                    "num_classes": 10, "in_channels": 1}
 
 
 class ApiError(Exception):
@@ -55,6 +62,17 @@ def _method_not_allowed(e):
     return jsonify(error="method not allowed"), 405
 
 
+@bp.errorhandler(Exception)
+def _internal_error(e):
+    """A bug must still answer in JSON; its traceback goes to the log, not to the client."""
+    if hasattr(e, "code") and hasattr(e, "get_response"):  # an HTTPException: keep its status
+        return jsonify(error=e.description), e.code
+    db.session.rollback()
+    log.exception("%s %s failed", request.method, request.path)
+    return jsonify(error="internal error: {} (the server's log has the details)".format(
+        type(e).__name__)), 500
+
+
 def get_run(run_id) -> Run:
     run = db.session.get(Run, run_id)
     if run is None:
@@ -69,8 +87,14 @@ def get_device(device_id) -> Device:
     return device
 
 
-def _json_body():
-    body = request.get_json(silent=True)
+def _json_body(optional=False) -> dict:
+    """The request's JSON object; with ``optional`` an empty body counts as ``{}``."""
+    if optional and not request.get_data():
+        return {}
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, errors={"body": "expected a JSON object"})
     return body
@@ -78,63 +102,39 @@ def _json_body():
 
 # --- validation ----------------------------------------------------------------------------------
 
-def _type_error(name, value):
-    """A message if ``value`` has the wrong JSON type for the setting ``name``, else None."""
-    hint = _FIELD_TYPES[name]
-    hint = hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))
-    optional = "Optional" in hint or typing.get_origin(_FIELD_TYPES[name]) is typing.Union
-    if value is None:
-        return None if optional else "must not be null"
-    if "bool" in hint:
-        return None if isinstance(value, bool) else "must be true or false"
-    if "int" in hint:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else "must be an integer"
-    if "float" in hint:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    if "str" in hint:
-        return None if isinstance(value, str) else "must be a string"
-    return None
+def _text_error(value, required, limit=255):
+    """What is wrong with a required text field, or None (``required`` says what is missing)."""
+    if not isinstance(value, str) or not value.strip():
+        return required
+    if len(value.strip()) > limit:
+        return "at most {} characters".format(limit)
+    return None if is_text(value) else "must be text without control characters"
 
 
 def _name_error(name, limit=255):
-    if not isinstance(name, str) or not name.strip():
-        return "a name is required"
-    if len(name.strip()) > limit:
-        return "at most {} characters".format(limit)
-    return None
+    return _text_error(name, "a name is required", limit)
 
 
-def validate_settings(body) -> tuple[str, int | None, dict]:
-    """``(name, device_id, full config dict)`` of a new-run request, or ApiError(400)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, errors={"body": "expected a JSON object"})
+def validate_settings(body: dict) -> tuple[str, int | None, dict]:
+    """``(name, device_id, full config dict)`` of a new-run request, or ApiError(400) naming every
+    field that is wrong (search_core.config checks each setting by its declared type and limit)."""
     errors = {}
     name = body.get("name")
     message = _name_error(name)
     if message:
         errors["name"] = message
     device_id = body.get("device_id")
-    if device_id is not None and (not isinstance(device_id, int) or isinstance(device_id, bool)):
+    if device_id is not None and not is_id(device_id):
         errors["device_id"] = "must be the id of a registered device"
     settings = {k: v for k, v in body.items() if k not in ("name", "device_id")}
-    for key, value in settings.items():
-        if key in _SERVER_SETTINGS:
+    for key in _SERVER_SETTINGS:
+        if key in settings:
             errors[key] = "set by the dashboard: choose the device with device_id"
-        elif key not in _FIELD_TYPES:
-            errors[key] = "unknown setting"
-        else:
-            message = _type_error(key, value)
-            if message:
-                errors[key] = message
+            del settings[key]
+    errors.update(setting_errors(settings))
     if errors:
         raise ApiError(400, errors=errors)
-    try:
-        config = SearchConfig(**settings).validate()
-    except ConfigError as e:
-        raise ApiError(400, errors={e.field or "config": str(e)}) from None
-    return name.strip(), device_id, config.to_dict()
+    return name.strip(), device_id, SearchConfig(**settings).to_dict()
 
 
 def _run_device(device_id) -> Device:
@@ -161,9 +161,13 @@ def _device_address(device: Device) -> str:
 
 @bp.get("/defaults")
 def defaults():
-    """The new-run form's defaults and choices."""
-    return jsonify(settings=SearchConfig().to_dict(), datasets=list(DATASETS),
-                   strategies=list(STRATEGIES))
+    """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
+    return jsonify(settings=SearchConfig().to_dict(), datasets=list(CHOICES["dataset"]),
+                   strategies=list(CHOICES["strategy"]), limits=limits_dict(),
+                   profile={"defaults": PROFILE_DEFAULTS,
+                            "limits": {k: {"min": lim.low, "max": lim.high}
+                                       for k, (_, lim) in PROFILE_LIMITS.items()}},
+                   device_limits=limits.as_dict(), max_id=MAX_ID)
 
 
 @bp.get("/runs")
@@ -175,7 +179,7 @@ def list_runs():
 
 @bp.post("/runs")
 def create_run():
-    name, device_id, config = validate_settings(request.get_json(silent=True))
+    name, device_id, config = validate_settings(_json_body())
     device = _run_device(device_id)
     config["device"] = _device_address(device)
     if device.kind == "local" and config["threads"] is None:
@@ -196,12 +200,12 @@ def create_run():
     return jsonify(run_dict(run, full=True)), 201
 
 
-@bp.get("/runs/<int:run_id>")
+@bp.get("/runs/<id:run_id>")
 def show_run(run_id):
     return jsonify(run_dict(get_run(run_id), full=True))
 
 
-@bp.delete("/runs/<int:run_id>")
+@bp.delete("/runs/<id:run_id>")
 def delete_run(run_id):
     run = get_run(run_id)
     if run.active:
@@ -216,7 +220,7 @@ def delete_run(run_id):
     return "", 204
 
 
-@bp.post("/runs/<int:run_id>/cancel")
+@bp.post("/runs/<id:run_id>/cancel")
 def cancel_run(run_id):
     run = get_run(run_id)
     if not run.active:
@@ -226,7 +230,7 @@ def cancel_run(run_id):
     return jsonify(run_dict(get_run(run_id), full=True))
 
 
-@bp.post("/runs/<int:run_id>/resume")
+@bp.post("/runs/<id:run_id>/resume")
 def resume_run(run_id):
     run = get_run(run_id)
     if not resumable(run):
@@ -248,19 +252,18 @@ def _samples(run_id, after=None):
     return db.session.scalars(query.order_by(Sample.id)).all()
 
 
-@bp.get("/runs/<int:run_id>/samples")
+@bp.get("/runs/<id:run_id>/samples")
 def list_samples(run_id):
     get_run(run_id)
     after = request.args.get("after")
     if after is not None:
-        try:
-            after = int(after)
-        except ValueError:
-            raise ApiError(400, errors={"after": "must be a sample id (an integer)"}) from None
+        after = int(after) if after.isdigit() and len(after) < 20 else None
+        if after is None or after > MAX_ID:
+            raise ApiError(400, errors={"after": "must be a sample id (an integer)"})
     return jsonify([sample_dict(s) for s in _samples(run_id, after)])
 
 
-@bp.get("/runs/<int:run_id>/metrics")
+@bp.get("/runs/<id:run_id>/metrics")
 def list_metrics(run_id):
     get_run(run_id)
     metrics = db.session.scalars(sa.select(EpochMetric).where(EpochMetric.run_id == run_id)
@@ -268,7 +271,7 @@ def list_metrics(run_id):
     return jsonify([metric_dict(m) for m in metrics])
 
 
-@bp.get("/runs/<int:run_id>/pareto")
+@bp.get("/runs/<id:run_id>/pareto")
 def pareto(run_id):
     get_run(run_id)
     ids = [point[0] for point in stored_front(run_id)]  # only the front's rows are loaded whole
@@ -282,7 +285,7 @@ def _arch_download(arch: dict, filename: str) -> Response:
         "Content-Disposition": "attachment; filename={}".format(filename)})
 
 
-@bp.get("/runs/<int:run_id>/best.json")
+@bp.get("/runs/<id:run_id>/best.json")
 def best_json(run_id):
     run = get_run(run_id)
     if run.best_sample is None:
@@ -290,7 +293,7 @@ def best_json(run_id):
     return _arch_download(run.best_sample.arch, "best_arch_{}.json".format(run_id))
 
 
-@bp.get("/runs/<int:run_id>/samples/<int:sample_id>/arch.json")
+@bp.get("/runs/<id:run_id>/samples/<id:sample_id>/arch.json")
 def sample_arch(run_id, sample_id):
     get_run(run_id)
     sample = db.session.get(Sample, sample_id)
@@ -299,7 +302,7 @@ def sample_arch(run_id, sample_id):
     return _arch_download(sample.arch, "arch_{}_{}.json".format(run_id, sample.arch_hash[:12]))
 
 
-@bp.get("/runs/<int:run_id>/samples.csv")
+@bp.get("/runs/<id:run_id>/samples.csv")
 def samples_csv(run_id):
     get_run(run_id)
     out = io.StringIO()
@@ -323,20 +326,20 @@ def validate_device(body) -> dict:
     elif db.session.scalar(sa.select(Device.id).where(Device.name == body["name"].strip())):
         errors["name"] = "a device with this name exists"
     host = body.get("host")
-    if not isinstance(host, str) or not host.strip():
-        errors["host"] = "a host name or IP address is required"
-    elif len(host.strip()) > 255 or any(c.isspace() for c in host.strip()):
+    message = _text_error(host, "a host name or IP address is required")
+    if message:
+        errors["host"] = message
+    elif any(c.isspace() for c in host.strip()):
         errors["host"] = "not a host name or IP address"
     port = body.get("port", DEFAULT_PORT)
-    if isinstance(port, str) and port.strip().isdigit():
+    if isinstance(port, str) and port.strip().isdigit() and len(port.strip()) <= 5:
         port = int(port)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         errors["port"] = "must be an integer from 1 to 65535"
     token = body.get("token")
-    if not isinstance(token, str) or not token.strip():
-        errors["token"] = "the token the agent printed when it started is required"
-    elif len(token) > 255:
-        errors["token"] = "at most 255 characters"
+    message = _text_error(token, "the token the agent printed when it started is required")
+    if message:
+        errors["token"] = message
     unknown = sorted(set(body) - {"name", "host", "port", "token"})
     for key in unknown:
         errors[key] = "unknown field"
@@ -363,12 +366,12 @@ def register_device():
     return jsonify(registry.as_dict(device)), 201
 
 
-@bp.get("/devices/<int:device_id>")
+@bp.get("/devices/<id:device_id>")
 def show_device(device_id):
     return jsonify(current_app.extensions["devices"].as_dict(get_device(device_id)))
 
 
-@bp.post("/devices/<int:device_id>/check")
+@bp.post("/devices/<id:device_id>/check")
 def check_device(device_id):
     device = get_device(device_id)
     registry = current_app.extensions["devices"]
@@ -381,26 +384,29 @@ def check_device(device_id):
     return jsonify(registry.as_dict(device))
 
 
-@bp.post("/devices/<int:device_id>/profile")
-def profile_device(device_id):
-    device = get_device(device_id)
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        raise ApiError(400, errors={"body": "expected a JSON object"})
-    defaults = SearchConfig()
-    errors, values = {}, {}
-    for key, default, kind, low, high in (("resolution", defaults.resolution, int, 32, 512),
-                                          ("width_mult", defaults.width_mult, float, 0.1, 4.0),
-                                          ("num_classes", 10, int, 1, 100000),
-                                          ("in_channels", 1, int, 1, 64)):
-        value = body.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or (kind is int and not isinstance(value, int)) or not low <= value <= high:
-            errors[key] = "must be {} from {} to {}".format(
-                "an integer" if kind is int else "a number", low, high)
+def validate_profile(body) -> dict:
+    """The space setting of a profile request (defaults for what it leaves out), or ApiError(400)."""
+    errors = {key: "unknown field" for key in sorted(set(body) - set(PROFILE_LIMITS))}
+    values = dict(PROFILE_DEFAULTS)
+    for key, (kind, limit) in PROFILE_LIMITS.items():
+        value = body.get(key, PROFILE_DEFAULTS[key])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (kind is float or isinstance(value, int))
+        if not number or value not in limit:
+            errors[key] = "must be {} in {}".format(
+                "an integer" if kind is int else "a number", limit.describe())
         values[key] = value
     if errors:
         raise ApiError(400, errors=errors)
+    return values
+
+
+@bp.post("/devices/<id:device_id>/profile")
+def profile_device(device_id):
+    """Profile the device's lookup table for one setting and calibrate it, as a run would; runs
+    with that setting then reuse it."""
+    device = get_device(device_id)
+    values = validate_profile(_json_body(optional=True))
     registry = current_app.extensions["devices"]
     try:
         if device.kind == "local":
@@ -412,16 +418,16 @@ def profile_device(device_id):
     return jsonify(registry.as_dict(device)), 202
 
 
-@bp.get("/devices/<int:device_id>/lut.json")
-def device_lut(device_id):
-    device = get_device(device_id)
-    if device.lut is None:
-        raise ApiError(404, "device {} has no lookup table yet: profile it".format(device.name))
-    return Response(device.lut + "\n", mimetype="application/json", headers={
-        "Content-Disposition": "attachment; filename=lut_{}.json".format(device.name)})
+@bp.get("/devices/<id:device_id>/luts/<id:lut_id>.json")
+def device_lut(device_id, lut_id):
+    lut = db.session.get(DeviceLut, lut_id)
+    if lut is None or lut.device_id != get_device(device_id).id:
+        raise ApiError(404, "device {} has no lookup table {}".format(device_id, lut_id))
+    return Response(lut.lut + "\n", mimetype="application/json", headers={
+        "Content-Disposition": "attachment; filename=lut_{}_{}.json".format(device_id, lut_id)})
 
 
-@bp.delete("/devices/<int:device_id>")
+@bp.delete("/devices/<id:device_id>")
 def delete_device(device_id):
     device = get_device(device_id)
     if device.kind == "local":

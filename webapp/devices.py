@@ -21,11 +21,15 @@ import threading
 
 import sqlalchemy as sa
 
-from search_core.device_client import DeviceClient
-from search_core.latency import TOKEN_ENV, LatencyError
-from search_core.space import SearchSpace
+from nano_agent.config import TOKEN_ENV
+from nano_agent.space import SearchSpace
+from search_core.config import SearchConfig
+from search_core.device_client import AgentDevice, DeviceClient, LatencyError
+from search_core.lut import profile_and_calibrate
+from search_core.measurements import LatencyCache, Measurer
 
-from . import db
+from .extensions import db
+from .measurements import load_measurements, save_lut, save_measurements
 from .models import Device, utcnow
 from .runner import REPO_ROOT
 from .serialize import device_dict
@@ -213,44 +217,53 @@ class DeviceRegistry:
         if not quiet:
             self._set_activity(device, "checking")
         try:
-            with self.client(device) as client:
-                info = client.info()
-            device.status, device.error, device.info_data = "online", None, info
-        except (LatencyError, OSError) as e:
-            device.status, device.error = "offline", str(e)
-        device.checked_at = utcnow()
-        db.session.commit()
-        if quiet:
-            if (device.status, device.error) != before:
-                self._emit(device)
-        else:
-            self._set_activity(device, None)
+            try:
+                with self.client(device) as client:
+                    info = client.info()
+                device.status, device.error, device.info_data = "online", None, info
+            except (LatencyError, OSError) as e:
+                device.status, device.error = "offline", str(e)
+            device.checked_at = utcnow()
+            db.session.commit()
+        finally:  # whatever happened, the device is not 'checking' any more
+            if quiet:
+                if (device.status, device.error) != before:
+                    self._emit(device)
+            else:
+                self._set_activity(device, None)
         return device
 
-    def start_profile(self, device: Device, space: SearchSpace, warmup: int = 5, runs: int = 20):
-        """Profile the device's lookup table in the background; the result lands in ``device.lut``."""
+    def start_profile(self, device: Device, space: SearchSpace):
+        """Profile and calibrate the device's lookup table for ``space`` in the background, with
+        a run's routine and measurement settings; the table lands in ``device.luts``."""
         with self._lock:
             if device.id in self._activity:
                 raise DeviceError("device {} is busy ({})".format(device.name, self._activity[device.id]))
             self._activity[device.id] = "profiling"
         self._emit(device)
-        threading.Thread(target=self._profile, args=(device.id, space, warmup, runs),
+        threading.Thread(target=self._profile, args=(device.id, space),
                          name="profile-{}".format(device.id), daemon=True).start()
 
-    def _profile(self, device_id, space, warmup, runs):
+    def _profile(self, device_id, space):
         with self.app.app_context():
             device = db.session.get(Device, device_id)
+            defaults = SearchConfig()
+            source = AgentDevice(device.host, device.port, device.token, defaults.measure_warmup,
+                                 defaults.measure_runs, connect_timeout=CHECK_TIMEOUT_S,
+                                 timeout=900.0, backoff=(0.5,))
+            measurer = Measurer(source, load_measurements(LatencyCache()))
             try:
-                with DeviceClient(device.host, device.port, device.token, connect_timeout=CHECK_TIMEOUT_S,
-                                  timeout=900.0, backoff=(0.5,)) as client:
-                    device.lut_data = client.profile(space, warmup=warmup, runs=runs)
-                device.lut_profiled_at = utcnow()
+                lut = profile_and_calibrate(source, space, measurer, defaults.calibration_archs)
+                save_lut(device.id, lut.data)
+                save_measurements(measurer.cache)
                 device.status, device.error = "online", None
             except (LatencyError, OSError) as e:
                 device.error = "profiling failed: {}".format(e)
             except Exception as e:  # noqa: BLE001  report it on the device, keep serving
                 log.exception("device %s: profiling failed", device_id)
                 device.error = "profiling failed: {}".format(e)
+            finally:
+                source.close()
             db.session.commit()
             self._set_activity(device, None)
 

@@ -12,7 +12,7 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import db
+from .extensions import db
 from .pareto import front_of_sorted
 
 DEVICE_KINDS = ("local", "agent")
@@ -64,19 +64,53 @@ class Device(db.Model):
     kind: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="agent")
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="unknown")
     info: Mapped[str] = mapped_column(sa.Text, nullable=False, default="{}")  # JSON
-    lut: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON latency lookup table
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     checked_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
     error: Mapped[Optional[str]] = mapped_column(sa.Text)  # why the last check failed
-    lut_profiled_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
 
     info_data = json_property("info")
-    lut_data = json_property("lut")
 
     runs: Mapped[list["Run"]] = relationship(back_populates="device", passive_deletes=True)
+    luts: Mapped[list["DeviceLut"]] = relationship(
+        back_populates="device", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="DeviceLut.profiled_at.desc()")
 
     def __repr__(self):
         return f"<Device {self.id} {self.name!r} {self.kind} {self.status}>"
+
+
+class DeviceLut(db.Model):
+    """A device's calibrated latency lookup table for one setting of the space; runs on the device
+    with that setting use it instead of profiling again (search_core.search.Search._lut)."""
+
+    __tablename__ = "device_luts"
+    __table_args__ = (
+        sa.UniqueConstraint("device_id", "device_key", "resolution", "width_mult", "num_classes",
+                            "in_channels"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False)
+    # the identity the agent measured under (host, cpu/cuda, threads): a restarted agent with
+    # another thread count is another measuring device
+    device_key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    resolution: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    width_mult: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    num_classes: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    in_channels: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    lut: Mapped[str] = mapped_column(sa.Text, nullable=False)  # JSON: the calibrated table
+    profiled_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    # who profiled it: the Devices page (NULL) or a run
+    run_id: Mapped[Optional[int]] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="SET NULL"))
+
+    lut_data = json_property("lut")
+
+    device: Mapped[Device] = relationship(back_populates="luts")
+
+    @property
+    def calibration(self) -> dict | None:
+        return (self.lut_data or {}).get("calibration")
 
 
 class Run(db.Model):

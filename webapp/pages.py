@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from . import db
+from .extensions import db
 from .models import Run
 
 bp = Blueprint("pages", __name__)
@@ -20,7 +20,7 @@ def new_run():
     return render_template("new_run.html", page="new")
 
 
-@bp.get("/runs/<int:run_id>")
+@bp.get("/runs/<id:run_id>")
 def run(run_id):
     run = db.session.get(Run, run_id)
     if run is None:

@@ -21,23 +21,25 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from nano_agent.config import TOKEN_ENV
+from search_core.best import better
+from search_core.measurements import LatencyCache
+from search_core.rundir import LATENCY_CACHE, STORED_LUTS, RunDirectory
 
-from search_core.latency import TOKEN_ENV, LatencyCache
-
-from . import db
-from .models import RUN_ACTIVE_STATUSES, EpochMetric, LatencyCacheEntry, Run, Sample, utcnow
+from .extensions import db
+from .measurements import load_measurements, save_lut, save_measurements, stored_luts
+from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_LOG = "worker.log"
-CHECKPOINT = "checkpoint.pt"
 PROGRESS_COMMIT_S = 0.5
 TERMINATE_GRACE_S = 5.0
 
 SETTINGS_FILE = "requested_settings.json"
-CACHE_FILE = "latency_cache.jsonl"  # the worker's measurements (search_core.latency.LatencyCache)
 WORKER_NICENESS = 10
+_NOT_STORED = object()  # a handler's answer for an event passed on without a commit
 
 
 def search_command(run_dir: str):
@@ -71,37 +73,6 @@ _LATENCY_COLUMNS = {"median_ms": "latency_median_ms", "mean_ms": "latency_mean_m
                     "min_ms": "latency_min_ms"}
 
 
-def seed_latency_cache(path: str):
-    """Give a new run every stored measurement: the key names the device (by its identity, not its
-    address) and the input shape, so only the same device's entries can ever hit."""
-    cache = LatencyCache(path)
-    for entry in db.session.scalars(sa.select(LatencyCacheEntry)):
-        key = LatencyCache.key(entry.device_key, entry.arch_hash, entry.input_shape.split("x"))
-        if cache.get(key) is None:
-            cache.put(key, entry.stats_data)
-
-
-def store_latency_cache(path: str) -> int:
-    """Store the measurements a worker made (its run directory's cache file); returns how many
-    were new. A device measures an architecture once, whichever run asks next."""
-    if not os.path.exists(path):
-        return 0
-    columns = (LatencyCacheEntry.device_key, LatencyCacheEntry.arch_hash, LatencyCacheEntry.input_shape)
-    known = set(tuple(row) for row in db.session.execute(sa.select(*columns)))
-    added = 0
-    for key, stats in LatencyCache(path).items():
-        parts = tuple(key.rsplit("|", 2))
-        if len(parts) != 3 or parts in known:
-            continue
-        entry = LatencyCacheEntry(device_key=parts[0], arch_hash=parts[1], input_shape=parts[2])
-        entry.stats_data = stats
-        db.session.add(entry)
-        known.add(parts)
-        added += 1
-    db.session.commit()
-    return added
-
-
 def _lower_priority(pid: int):
     """Training is batch work: the web server and the device agent's measurements go first."""
     try:
@@ -111,15 +82,10 @@ def _lower_priority(pid: int):
 
 
 def _better(sample: Sample, best: Sample | None, config: dict) -> bool:
-    """Does ``sample`` beat ``best``? The search's rule (search_core.search.best_sample): the
-    higher objective, the later one on a tie, and under hard constraints a feasible architecture
-    before any infeasible one."""
-    if best is None:
-        return True
-    if config.get("hard_constraint") and sample.feasible != best.feasible:
-        return sample.feasible
-    return (sample.objective if sample.objective is not None else float("-inf")) >= \
-        (best.objective if best.objective is not None else float("-inf"))
+    """Does ``sample`` beat the run's best so far? The search's own rule (search_core.best)."""
+    def fields(s):
+        return None if s is None else {"objective": s.objective, "feasible": s.feasible}
+    return better(fields(sample), fields(best), bool(config.get("hard_constraint")))
 
 
 def _progress_estimate(event: dict, worker: Worker | None) -> dict:
@@ -151,10 +117,13 @@ class RunManager:
     def start(self, run: Run, token: str | None = None):
         """Launch a new search for ``run`` (its run_dir and config set; ``token``: the device
         agent's). Call in an app context."""
-        os.makedirs(run.run_dir, exist_ok=True)
-        with open(os.path.join(run.run_dir, SETTINGS_FILE), "w") as f:
-            json.dump(run.config_data, f, indent=2, sort_keys=True)
-        seed_latency_cache(os.path.join(run.run_dir, CACHE_FILE))
+        files = RunDirectory(run.run_dir).create()
+        files.write_json(SETTINGS_FILE, run.config_data)
+        load_measurements(LatencyCache(files.path(LATENCY_CACHE)))
+        config = run.config_data
+        if run.device_id is not None:  # the device's calibrated tables: no profiling again
+            files.write_json(STORED_LUTS, stored_luts(run.device_id, config["resolution"],
+                                                      config["width_mult"]))
         self._launch(run, search_command(run.run_dir), token)
 
     def resume(self, run: Run, device: str | None = None, token: str | None = None):
@@ -239,81 +208,101 @@ class RunManager:
         return event
 
     def apply_event(self, run_id: int, event: dict, worker: Worker | None = None):
-        """Store one event (progress at most every PROGRESS_COMMIT_S). Returns ``(known, stored)``:
-        known is False when the run is unknown (nothing to pass on), stored the new row if any.
-        Progress events gain ``fraction`` (of the whole run) and ``eta_s``."""
-        kind = event["event"]
+        """Store one event through its handler. Returns ``(known, stored)``: known is False when
+        the run is unknown (nothing to pass on), stored the new row if any. Kinds without a
+        handler (added later) are passed on with nothing stored."""
         run = db.session.get(Run, run_id)
         if run is None:
             return False, None
-        stored = None
-        if kind == "started":
-            start_epoch = int(event.get("start_epoch") or 0)
-            # on resume the worker drops the samples of an epoch that did not finish: so do we
-            db.session.execute(sa.delete(Sample).where(Sample.run_id == run_id,
-                                                       Sample.epoch >= start_epoch))
-            db.session.execute(sa.delete(EpochMetric).where(EpochMetric.run_id == run_id,
-                                                            EpochMetric.epoch >= start_epoch))
-            run.status = "running"
-            run.epochs = event.get("epochs", run.epochs)
-            run.epoch = start_epoch
-            run.started_at = run.started_at or utcnow()
-            if isinstance(event.get("config"), dict):
-                run.config_data = event["config"]  # with the resolved target latency
-            if isinstance(event.get("space"), dict):
-                run.space_data = event["space"].get("blocks")
-            if worker is not None:
-                worker.started_clock = time.monotonic()
-                worker.start_fraction = start_epoch / run.epochs if run.epochs else 0.0
-        elif kind == "progress":
-            event.update(_progress_estimate(event, worker))
-            now = time.monotonic()
-            if worker is not None and now - worker.last_progress_commit < PROGRESS_COMMIT_S:
-                return True, None  # not stored, but still passed on
-            if worker is not None:
-                worker.last_progress_commit = now
-            run.epoch = event.get("epoch", run.epoch)
-            run.epochs = event.get("epochs", run.epochs)
-            run.phase = event.get("phase", run.phase)
-            run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
-        elif kind == "message":
-            run.message = str(event.get("text"))[:2000]
-        elif kind == "sample":
-            stored = self._store_sample(run_id, event)
-            if stored is not None and _better(stored, run.best_sample, run.config_data or {}):
-                db.session.flush()
-                run.best_sample_id = stored.id  # the best so far; the worker's final word at the end
-        elif kind == "epoch":
-            stored = self._store_epoch(run_id, event)
-            run.epoch = event.get("epoch", run.epoch)
-            run.phase = event.get("phase", run.phase)
-        elif kind == "finished":
-            best = event.get("best") or {}
-            sample = None
-            if best.get("arch_hash"):
-                sample = db.session.scalars(
-                    sa.select(Sample).where(Sample.run_id == run_id,
-                                            Sample.arch_hash == best["arch_hash"])
-                    .order_by(Sample.id.desc()).limit(1)).first()
-            run.best_sample_id = sample.id if sample else None
-            run.status = "finished"
-            run.epoch = run.epochs - 1 if run.epochs else run.epoch
-            run.finished_at = utcnow()
-            run.pid = None
-            if worker is not None:
-                worker.terminal = "finished"
-        elif kind == "failed":
-            cancelled = worker is not None and worker.cancel_requested
-            run.status = "cancelled" if cancelled else "failed"
-            run.error = None if cancelled else (event.get("error") or "the worker failed")
-            run.finished_at = utcnow()
-            run.pid = None
-            if worker is not None:
-                worker.terminal = "failed"
-        else:  # kinds added later: passed on, nothing to store
+        handler = self._HANDLERS.get(event["event"])
+        if handler is None:
+            return True, None
+        stored = handler(self, run, event, worker)
+        if stored is _NOT_STORED:
             return True, None
         db.session.commit()
         return True, stored
+
+    def _on_started(self, run, event, worker):
+        start_epoch = int(event.get("start_epoch") or 0)
+        # on resume the worker drops the samples of an epoch that did not finish: so do we
+        db.session.execute(sa.delete(Sample).where(Sample.run_id == run.id, Sample.epoch >= start_epoch))
+        db.session.execute(sa.delete(EpochMetric).where(EpochMetric.run_id == run.id,
+                                                        EpochMetric.epoch >= start_epoch))
+        run.status = "running"
+        run.epochs = event.get("epochs", run.epochs)
+        run.epoch = start_epoch
+        run.started_at = run.started_at or utcnow()
+        if isinstance(event.get("config"), dict):
+            run.config_data = event["config"]  # with the resolved target latency
+        if isinstance(event.get("space"), dict):
+            run.space_data = event["space"].get("blocks")
+        if worker is not None:
+            worker.started_clock = time.monotonic()
+            worker.start_fraction = start_epoch / run.epochs if run.epochs else 0.0
+
+    def _on_progress(self, run, event, worker):
+        """Stored at most every PROGRESS_COMMIT_S, always passed on with ``fraction`` (of the
+        whole run) and ``eta_s``."""
+        event.update(_progress_estimate(event, worker))
+        if worker is not None:
+            now = time.monotonic()
+            if now - worker.last_progress_commit < PROGRESS_COMMIT_S:
+                return _NOT_STORED
+            worker.last_progress_commit = now
+        run.epoch = event.get("epoch", run.epoch)
+        run.epochs = event.get("epochs", run.epochs)
+        run.phase = event.get("phase", run.phase)
+        run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
+
+    def _on_message(self, run, event, worker):
+        run.message = str(event.get("text"))[:2000]
+
+    def _on_lut(self, run, event, worker):
+        """A table the run profiled is kept for the device's next runs with that setting."""
+        if not event.get("stored") and run.device_id is not None and isinstance(event.get("lut"), dict):
+            save_lut(run.device_id, event["lut"], run.id)
+
+    def _on_sample(self, run, event, worker):
+        stored = self._store_sample(run.id, event)
+        if stored is not None and _better(stored, run.best_sample, run.config_data or {}):
+            db.session.flush()
+            run.best_sample_id = stored.id  # the best so far; the worker's final word at the end
+        return stored
+
+    def _on_epoch(self, run, event, worker):
+        stored = self._store_epoch(run.id, event)
+        run.epoch = event.get("epoch", run.epoch)
+        run.phase = event.get("phase", run.phase)
+        return stored
+
+    def _on_finished(self, run, event, worker):
+        best = event.get("best") or {}
+        sample = None
+        if best.get("arch_hash"):
+            sample = db.session.scalars(
+                sa.select(Sample).where(Sample.run_id == run.id, Sample.arch_hash == best["arch_hash"])
+                .order_by(Sample.id.desc()).limit(1)).first()
+        run.best_sample_id = sample.id if sample else None
+        run.status = "finished"
+        run.epoch = run.epochs - 1 if run.epochs else run.epoch
+        run.finished_at = utcnow()
+        run.pid = None
+        if worker is not None:
+            worker.terminal = "finished"
+
+    def _on_failed(self, run, event, worker):
+        cancelled = worker is not None and worker.cancel_requested
+        run.status = "cancelled" if cancelled else "failed"
+        run.error = None if cancelled else (event.get("error") or "the worker failed")
+        run.finished_at = utcnow()
+        run.pid = None
+        if worker is not None:
+            worker.terminal = "failed"
+
+    _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
+                 "lut": _on_lut, "sample": _on_sample, "epoch": _on_epoch,
+                 "finished": _on_finished, "failed": _on_failed}
 
     def _store_sample(self, run_id: int, event: dict):
         key = (Sample.run_id == run_id, Sample.epoch == event["epoch"],
@@ -352,7 +341,9 @@ class RunManager:
         if run is None:
             return
         try:
-            store_latency_cache(os.path.join(run.run_dir or "", CACHE_FILE))
+            path = os.path.join(run.run_dir or "", LATENCY_CACHE)
+            if os.path.exists(path):
+                save_measurements(LatencyCache(path))
         except Exception:  # noqa: BLE001  the run's own end matters more than the shared cache
             db.session.rollback()
             log.exception("run %s: storing its measurements in the latency cache failed", run_id)

@@ -1,14 +1,14 @@
 """The JSON shapes of runs, samples, epoch metrics and devices: one place for the API and Socket.IO."""
 from __future__ import annotations
 
-import os
 from datetime import timezone
 
 import sqlalchemy as sa
 
-from . import db
-from .models import Device, EpochMetric, Run, Sample
-from .runner import CHECKPOINT
+from search_core.rundir import RunDirectory
+
+from .extensions import db
+from .models import Device, DeviceLut, EpochMetric, Run, Sample
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -39,9 +39,7 @@ def metric_dict(metric: EpochMetric) -> dict:
 
 
 def resumable(run: Run) -> bool:
-    return (run.status in RESUMABLE and bool(run.run_dir)
-            and os.path.exists(os.path.join(run.run_dir, CHECKPOINT))
-            and os.path.exists(os.path.join(run.run_dir, "config.json")))
+    return run.status in RESUMABLE and bool(run.run_dir) and RunDirectory(run.run_dir).resumable
 
 
 def run_dict(run: Run, full=False) -> dict:
@@ -64,17 +62,20 @@ def run_dict(run: Run, full=False) -> dict:
     return d
 
 
+def device_lut_dict(lut: DeviceLut) -> dict:
+    """A stored table's setting and its calibration fit (measured = a x table + b) and errors."""
+    return {"id": lut.id, "device_key": lut.device_key, "resolution": lut.resolution,
+            "width_mult": lut.width_mult, "num_classes": lut.num_classes,
+            "in_channels": lut.in_channels, "profiled_at": iso(lut.profiled_at),
+            "run_id": lut.run_id, "calibration": lut.calibration}
+
+
 def device_dict(device: Device, activity: str | None = None) -> dict:
     """``activity`` ('checking', 'profiling') overrides the stored status while it lasts.
     The token never leaves the server."""
-    lut = device.lut_data
-    lut_space = (lut or {}).get("space") or {}
     return {
         "id": device.id, "name": device.name, "kind": device.kind, "host": device.host,
         "port": device.port, "status": activity or device.status, "info": device.info_data or {},
         "error": device.error, "checked_at": iso(device.checked_at), "created_at": iso(device.created_at),
-        "lut": None if lut is None else {
-            "profiled_at": iso(device.lut_profiled_at), "resolution": lut_space.get("resolution"),
-            "width": lut_space.get("width_mult"), "blocks": len(lut.get("blocks") or []),
-        },
+        "luts": [device_lut_dict(lut) for lut in device.luts],
     }

@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask_socketio import SocketIO, join_room, leave_room
+from flask_socketio import join_room, leave_room
 
-from . import db
+from .extensions import db, socketio
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
 from .serialize import metric_dict, run_dict, sample_dict
 
 log = logging.getLogger(__name__)
 
-socketio = SocketIO()
 
 # worker events that change what a run looks like in the runs list
 _STATUS_EVENTS = ("launched", "started", "finished", "failed", "exited")

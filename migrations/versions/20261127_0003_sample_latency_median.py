@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-11-27 23:20:00
 
 Until this revision a sample's latency_ms was the median of its timed runs; from now on the search
-optimises the fastest run (search_core.measure.latency_ms) and latency_ms holds that. The stored rows
+optimises the fastest run (nano_agent.measure.latency_ms) and latency_ms holds that. The stored rows
 keep the latency their search optimised, and their median is copied into latency_median_ms.
 """
 from alembic import op

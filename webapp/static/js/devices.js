@@ -11,6 +11,7 @@
   let loaded = false;
 
   const BUSY = ["checking", "profiling"];
+  let profileLimits = {}, profileDefaults = {}; // from /api/defaults
 
   function order(a, b) {
     if ((a.kind === "local") !== (b.kind === "local")) return a.kind === "local" ? -1 : 1;
@@ -60,18 +61,50 @@
               rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   }
 
-  function lutLine(d) {
-    const lut = d.lut;
-    if (!lut) return el("p", {class: "small muted", "data-testid": "device-lut"}, "Latency lookup table: none yet.");
-    const parts = [];
-    if (NAS.isNum(lut.resolution)) parts.push(lut.resolution + " px");
-    if (NAS.isNum(lut.width)) parts.push("width " + lut.width);
-    const ops = Array.isArray(lut.ops) ? lut.ops.length : (lut.ops && typeof lut.ops === "object" ? Object.keys(lut.ops).length : lut.ops);
-    if (NAS.isNum(ops)) parts.push(ops + " ops");
-    if (NAS.isNum(lut.blocks)) parts.push(lut.blocks + " blocks");
-    return el("p", {class: "small", "data-testid": "device-lut"},
-      "Latency lookup table: ", el("strong", {}, parts.join(", ") || "yes"),
-      lut.profiled_at ? el("span", {class: "muted"}, " \u00b7 profiled " + fmt.ago(lut.profiled_at)) : null);
+  /** One stored table: its setting, the calibration fit and its error, download and re-profile. */
+  function lutRow(d, lut) {
+    const fit = lut.calibration;
+    const setting = lut.resolution + " px, width " + lut.width_mult + ", " + lut.num_classes + " classes, "
+      + lut.in_channels + " ch";
+    const fitText = fit
+      ? "measured = " + fit.a.toFixed(3) + " \u00d7 table " + (fit.b < 0 ? "\u2212 " : "+ ") + Math.abs(fit.b).toFixed(3)
+        + " ms \u00b7 error median " + fmt.pct(fit.median_abs_error) + ", max " + fmt.pct(fit.max_abs_error)
+        + " on " + fit.archs + " architectures"
+      : "not calibrated: re-profile it for runs to use it";
+    return el("li", {class: "lut-row", "data-testid": "device-lut", dataset: {lutId: lut.id}},
+      el("div", {},
+        el("strong", {}, setting),
+        el("span", {class: "muted"}, " \u00b7 profiled " + fmt.ago(lut.profiled_at)
+                                      + (NAS.isNum(lut.run_id) ? " by run " + lut.run_id : ""))),
+      el("div", {class: "small" + (fit ? "" : " muted"), "data-testid": "device-lut-fit"}, fitText),
+      el("div", {class: "inline small"},
+        el("a", {href: NAS.apiUrl("/devices/" + d.id + "/luts/" + lut.id + ".json"), download: "",
+                 "data-testid": "device-download-lut"}, "download"),
+        el("button", {type: "button", class: "btn btn-sm btn-ghost", "data-testid": "device-reprofile",
+                      disabled: BUSY.includes(d.status) || d.status === "offline",
+                      dataset: {action: "profile", setting: JSON.stringify({
+                        resolution: lut.resolution, width_mult: lut.width_mult,
+                        num_classes: lut.num_classes, in_channels: lut.in_channels})}},
+           "Re-profile")));
+  }
+
+  function lutList(d) {
+    const luts = d.luts || [];
+    if (!luts.length) {
+      return el("p", {class: "small muted", "data-testid": "device-luts"},
+                "Latency lookup tables: none yet. A run profiles one, or press Profile LUT.");
+    }
+    return el("div", {"data-testid": "device-luts"},
+      el("p", {class: "small"}, "Latency lookup tables (runs with the same setting reuse them):"),
+      el("ul", {class: "lut-list"}, luts.map((lut) => lutRow(d, lut))));
+  }
+
+  /** A number input of the profile options, bounded by the one table of limits (/api/defaults). */
+  function profileInput(label, name, step, testid) {
+    const limit = profileLimits[name] || {};
+    return el("label", {}, label + " ", el("input", {type: "number", name, step, min: limit.min, max: limit.max,
+      placeholder: String(profileDefaults[name] !== undefined ? profileDefaults[name] : "default"),
+      class: "input-sm", "data-testid": testid}));
   }
 
   function card(d) {
@@ -79,19 +112,18 @@
     const profileOpts = el("details", {class: "profile-options"},
       el("summary", {class: "small"}, "profile options"),
       el("div", {class: "inline small"},
-        el("label", {}, "resolution ", el("input", {type: "number", name: "resolution", min: 8, step: 1,
-          placeholder: "default", class: "input-sm", "data-testid": "device-profile-resolution"})),
-        el("label", {}, "width ", el("input", {type: "number", name: "width_mult", min: 0.1, step: "any",
-          placeholder: "default", class: "input-sm", "data-testid": "device-profile-width"}))));
+        profileInput("resolution", "resolution", 1, "device-profile-resolution"),
+        profileInput("width", "width_mult", "any", "device-profile-width"),
+        profileInput("classes", "num_classes", 1, "device-profile-classes"),
+        profileInput("input channels", "in_channels", 1, "device-profile-channels")));
     const actions = el("div", {class: "card-actions"},
       el("button", {type: "button", class: "btn btn-sm", dataset: {action: "check"}, "data-testid": "device-check",
                     disabled: busy}, d.status === "checking" ? "Checking\u2026" : "Check"),
       el("button", {type: "button", class: "btn btn-sm", dataset: {action: "profile"}, "data-testid": "device-profile",
                     disabled: busy || d.status === "offline",
-                    title: d.status === "offline" ? "The device is offline" : "Measure every op and fit the lookup table"},
+                    title: d.status === "offline" ? "The device is offline"
+                      : "Time every op, then calibrate the table end to end (as a run does)"},
          d.status === "profiling" ? "Profiling\u2026" : "Profile LUT"),
-      d.lut ? el("a", {class: "btn btn-sm", href: NAS.apiUrl("/devices/" + d.id + "/lut.json"), download: "",
-                       "data-testid": "device-download-lut"}, "Download LUT") : null,
       d.kind !== "local" ? el("button", {type: "button", class: "btn btn-sm btn-ghost btn-danger-text",
                                          dataset: {action: "delete"}, "data-testid": "device-delete", disabled: busy},
                               "Delete") : null);
@@ -105,7 +137,7 @@
             el("span", {class: "mono", "data-testid": "device-address"}, address(d)))),
         NAS.badge(d.status, {"data-testid": "device-status"})),
       details(d),
-      lutLine(d),
+      lutList(d),
       d.error ? el("p", {class: "device-error", "data-testid": "device-error", role: "note"}, d.error) : null,
       el("p", {class: "small muted", "data-testid": "device-checked"},
          "Last checked: " + (d.checked_at ? fmt.ago(d.checked_at) : "never")),
@@ -162,9 +194,11 @@
       button.textContent = "Checking\u2026";
       try { upsert(await api("/devices/" + id + "/check", {method: "POST"})); } catch (e) { upsert(devices.get(id)); }
     } else if (action === "profile") {
-      const body = {};
-      for (const input of cardNode.querySelectorAll(".profile-options input")) {
-        if (input.value.trim() !== "") body[input.name] = Number(input.value);
+      const body = button.dataset.setting ? JSON.parse(button.dataset.setting) : {};
+      if (!button.dataset.setting) {
+        for (const input of cardNode.querySelectorAll(".profile-options input")) {
+          if (input.value.trim() !== "") body[input.name] = Number(input.value);
+        }
       }
       button.disabled = true;
       try {
@@ -261,7 +295,11 @@
     }
   }
 
-  load(false);
+  api("/defaults", {quiet: true}).then((defaults) => {
+    profileLimits = (defaults.profile && defaults.profile.limits) || {};
+    profileDefaults = (defaults.profile && defaults.profile.defaults) || {};
+    if (loaded) renderAll();
+  }).catch(() => {}).finally(() => load(false));
   // without the socket: poll while a device is busy; refresh "last checked" times now and then
   setInterval(() => {
     if (document.hidden || !loaded) return;

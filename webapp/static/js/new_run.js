@@ -55,9 +55,15 @@
     const strategies = (defaults && defaults.strategies) || ["gradient", "reinforce"];
     fillSelect(input("dataset"), datasets, DATASET_LABELS, settings.dataset || datasets[0]);
     fillSelect(input("strategy"), strategies, null, settings.strategy || strategies[0]);
+    const limits = (defaults && defaults.limits) || {};
     for (const control of $$("input[type=number]", form)) {
       const value = settings[control.name];
       control.value = value === null || value === undefined ? "" : String(value);
+      const limit = limits[control.name];
+      if (limit) {
+        control.min = String(limit.min);
+        control.max = String(limit.max);
+      }
     }
     if (typeof settings.data_dir === "string") input("data_dir").value = settings.data_dir;
     input("hard_constraint").checked = settings.hard_constraint === true;

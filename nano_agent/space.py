@@ -10,6 +10,7 @@ Python 3.6 compatible: the device agent profiles every candidate op of this spac
 """
 from collections import namedtuple
 
+from . import limits
 from .arch import ZERO, Architecture, mbconv, zero
 
 KERNELS = (3, 5, 7)
@@ -53,8 +54,9 @@ class SearchSpace(object):
     """The space for one setting of width multiplier, input resolution, input channels and classes."""
 
     def __init__(self, width_mult=1.0, resolution=224, num_classes=1000, in_channels=3, dropout=0.2):
-        if not 0.1 <= width_mult <= 4.0:
-            raise ValueError("width multiplier must be in [0.1, 4.0], got {}".format(width_mult))
+        if width_mult not in limits.WIDTH_MULT:
+            raise ValueError("width multiplier must be in {}, got {}".format(
+                limits.WIDTH_MULT.describe(), width_mult))
         self.width_mult = float(width_mult)
         self.resolution = resolution
         self.num_classes = num_classes

@@ -10,6 +10,8 @@ import hashlib
 import json
 from collections import namedtuple
 
+from . import limits
+
 FORMAT = "edge-nas.architecture"
 VERSION = 1
 
@@ -17,12 +19,6 @@ MBCONV = "mbconv"
 ZERO = "zero"
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 6)  # 1 only appears in the fixed first block of MobileNetV2
-
-# Bounds that keep a request from a client (or a typo) from building an absurd network.
-MAX_RESOLUTION = 1024
-MAX_CHANNELS = 4096
-MAX_CLASSES = 100000
-MAX_BLOCKS = 64
 
 
 class ArchitectureError(ValueError):
@@ -157,11 +153,13 @@ def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_int(value, where, low, high):
+def _check_int(value, where, limit):
+    """The bounds (limits.py) keep a request from a client, or a typo, from building an absurd
+    network."""
     if not is_int(value):
         raise ArchitectureError("{} must be an integer, got {!r}".format(where, value))
-    if not low <= value <= high:
-        raise ArchitectureError("{} = {} is out of bounds [{}, {}]".format(where, value, low, high))
+    if value not in limit:
+        raise ArchitectureError("{} = {} is out of bounds {}".format(where, value, limit.describe()))
     return value
 
 
@@ -210,9 +208,9 @@ def _parse(d):
     _check_keys(d["classifier"], "classifier", ("dropout",))
     if not isinstance(d["blocks"], list):
         raise ArchitectureError("blocks must be a list")
-    if len(d["blocks"]) > MAX_BLOCKS:
+    if len(d["blocks"]) > limits.BLOCKS.high:
         raise ArchitectureError("{} blocks is more than the maximum of {}".format(
-            len(d["blocks"]), MAX_BLOCKS))
+            len(d["blocks"]), limits.BLOCKS.high))
     blocks = [_parse_block(b, "blocks[{}]".format(i)) for i, b in enumerate(d["blocks"])]
     dropout = d["classifier"]["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -224,22 +222,22 @@ def _parse(d):
 
 def validate(arch):
     """Raise ArchitectureError unless every size is in bounds and every block fits its neighbours."""
-    _check_int(arch.in_channels, "input.channels", 1, MAX_CHANNELS)
-    _check_int(arch.resolution, "input.resolution", 8, MAX_RESOLUTION)
-    _check_int(arch.num_classes, "num_classes", 1, MAX_CLASSES)
-    _check_int(arch.stem_channels, "stem.out_channels", 1, MAX_CHANNELS)
-    _check_int(arch.head_channels, "head.out_channels", 1, MAX_CHANNELS)
+    _check_int(arch.in_channels, "input.channels", limits.IN_CHANNELS)
+    _check_int(arch.resolution, "input.resolution", limits.RESOLUTION)
+    _check_int(arch.num_classes, "num_classes", limits.NUM_CLASSES)
+    _check_int(arch.stem_channels, "stem.out_channels", limits.CHANNELS)
+    _check_int(arch.head_channels, "head.out_channels", limits.CHANNELS)
     if not 0 <= arch.dropout < 1:
         raise ArchitectureError("classifier.dropout must be in [0, 1)")
-    if len(arch.blocks) > MAX_BLOCKS:
-        raise ArchitectureError("more than {} blocks".format(MAX_BLOCKS))
+    if len(arch.blocks) > limits.BLOCKS.high:
+        raise ArchitectureError("more than {} blocks".format(limits.BLOCKS.high))
     channels = arch.stem_channels
     for i, b in enumerate(arch.blocks):
         where = "blocks[{}]".format(i)
         if not isinstance(b, Block):
             raise ArchitectureError("{} is not a Block".format(where))
-        _check_int(b.in_channels, where + ".in_channels", 1, MAX_CHANNELS)
-        _check_int(b.out_channels, where + ".out_channels", 1, MAX_CHANNELS)
+        _check_int(b.in_channels, where + ".in_channels", limits.CHANNELS)
+        _check_int(b.out_channels, where + ".out_channels", limits.CHANNELS)
         if b.in_channels != channels:
             raise ArchitectureError("{}: channel mismatch, in_channels is {} but the previous layer "
                                     "gives {}".format(where, b.in_channels, channels))
@@ -256,7 +254,7 @@ def validate(arch):
             if not is_int(b.expand) or b.expand not in EXPANSIONS:
                 raise ArchitectureError("{}: expand must be one of {}, got {!r}".format(
                     where, EXPANSIONS, b.expand))
-            _check_int(b.in_channels * b.expand, where + " expanded channels", 1, MAX_CHANNELS)
+            _check_int(b.in_channels * b.expand, where + " expanded channels", limits.CHANNELS)
         else:
             raise ArchitectureError("{}: unknown op {!r}".format(where, b.op))
         channels = b.out_channels

@@ -10,7 +10,6 @@ Python 3.6 / PyTorch 1.10 compatible: the device agent imports this module.
 import ctypes
 import ctypes.util
 import gc
-import math
 import random
 import time
 from contextlib import contextmanager
@@ -20,24 +19,9 @@ import torch
 from .arch import as_architecture
 from .builder import build_model
 from .complexity import complexity
+from .results import LUT_FORMAT, LUT_METHOD, LUT_VERSION, summarize
 
-LUT_FORMAT = "edge-nas.lut"
-LUT_VERSION = 1
-LUT_METHOD = "in_context"
 PROFILE_ARCHS = 21  # three times the most ops a block has: each op is timed in three networks
-
-
-def summarize(times_ms):
-    """median, mean, std, p90, min, max of a list of times in milliseconds (and the raw times)."""
-    ordered = sorted(times_ms)
-    n = len(ordered)
-    mean = sum(ordered) / n
-    std = math.sqrt(sum((t - mean) ** 2 for t in ordered) / (n - 1)) if n > 1 else 0.0
-    mid = n // 2
-    median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-    return {"median_ms": median, "mean_ms": mean, "std_ms": std,
-            "p90_ms": ordered[min(n - 1, int(math.ceil(0.9 * n)) - 1)],
-            "min_ms": ordered[0], "max_ms": ordered[-1], "runs": n, "times_ms": list(times_ms)}
 
 
 @contextmanager
@@ -135,13 +119,6 @@ def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1)
             if run >= warmup:
                 times.append(row)
     return times
-
-
-def latency_ms(stats):
-    """The latency the search optimises and the LUT predicts: the fastest timed run. Whatever else
-    runs on the machine only ever adds time, so the minimum is the most repeatable estimate of the
-    network's own latency (the reasoning of Python's timeit); median and p90 stay in the stats."""
-    return stats["min_ms"]
 
 
 def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu", threads=1):

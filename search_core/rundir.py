@@ -1,0 +1,109 @@
+"""A search run's directory: its settings, samples, checkpoint, lookup table and results.
+
+    config.json          the settings (with the resolved target latency)
+    lut.json             the calibrated latency lookup table the run uses
+    stored_luts.json     the device's stored tables, offered by the dashboard (optional)
+    samples.jsonl        every evaluated architecture, one JSON object a line
+    latency_cache.jsonl  the measurements (search_core.measurements.LatencyCache)
+    checkpoint.pt        after every epoch, to resume
+    best_arch.json, summary.json   at the end
+
+No torch import at module level: the dashboard reads run directories in its web process.
+"""
+import json
+import os
+
+from .config import ConfigError, SearchConfig
+
+CONFIG = "config.json"
+LUT = "lut.json"
+STORED_LUTS = "stored_luts.json"
+SAMPLES = "samples.jsonl"
+LATENCY_CACHE = "latency_cache.jsonl"
+CHECKPOINT = "checkpoint.pt"
+BEST_ARCH = "best_arch.json"
+SUMMARY = "summary.json"
+
+
+class RunDirectory:
+    def __init__(self, path):
+        self.root = path
+
+    def path(self, name):
+        return os.path.join(self.root, name)
+
+    def exists(self, name):
+        return os.path.exists(self.path(name))
+
+    def create(self):
+        os.makedirs(self.root, exist_ok=True)
+        return self
+
+    @property
+    def resumable(self):
+        """A checkpoint and the settings to continue from."""
+        return self.exists(CHECKPOINT) and self.exists(CONFIG)
+
+    # --- settings ---------------------------------------------------------------------------------
+
+    def read_config(self):
+        if not self.exists(CONFIG):
+            raise ConfigError("{} is not a run directory (no {})".format(self.root, CONFIG))
+        return SearchConfig.from_dict(self.read_json(CONFIG))
+
+    def write_config(self, config):
+        self.write_json(CONFIG, config.to_dict())
+
+    # --- samples ----------------------------------------------------------------------------------
+
+    def samples(self):
+        """The stored samples (a last line cut short by an interrupted run is skipped)."""
+        if not self.exists(SAMPLES):
+            return []
+        samples = []
+        with open(self.path(SAMPLES)) as f:
+            for line in f:
+                try:
+                    samples.append(json.loads(line))
+                except ValueError:
+                    continue
+        return samples
+
+    def append_sample(self, sample):
+        with open(self.path(SAMPLES), "a") as f:
+            f.write(json.dumps(sample, sort_keys=True) + "\n")
+
+    def keep_samples_before(self, epoch):
+        """Drop the samples of epochs from `epoch` on (an epoch that did not finish)."""
+        kept = [s for s in self.samples() if s["epoch"] < epoch]
+        with open(self.path(SAMPLES), "w") as f:
+            f.writelines(json.dumps(s, sort_keys=True) + "\n" for s in kept)
+
+    # --- checkpoint -------------------------------------------------------------------------------
+
+    def save_checkpoint(self, state):
+        import torch  # here: only the worker writes checkpoints
+        tmp = self.path(CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path(CHECKPOINT))
+
+    def load_checkpoint(self, map_location):
+        """The checkpoint's state, or None if there is none."""
+        if not self.exists(CHECKPOINT):
+            return None
+        import torch
+        return torch.load(self.path(CHECKPOINT), map_location=map_location, weights_only=True)
+
+    # --- JSON files -------------------------------------------------------------------------------
+
+    def read_json(self, name):
+        with open(self.path(name)) as f:
+            return json.load(f)
+
+    def write_json(self, name, data):
+        """Atomically, so an interrupted run never leaves half a file behind."""
+        tmp = self.path(name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, self.path(name))

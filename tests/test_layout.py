@@ -1,0 +1,153 @@
+"""The layout the design promises: the device side is one folder that runs alone on a Jetson's
+Python 3.6, imports go one way only (nano_agent <- search_core <- webapp), and no module imports
+another that imports it back."""
+import ast
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("nano_agent", "search_core", "webapp")  # each may import only those before it
+RANK = {name: i for i, name in enumerate(PACKAGES)}
+
+
+def project_modules():
+    """Every module of the three packages, by dotted name."""
+    names = []
+    for package in PACKAGES:
+        for filename in sorted(os.listdir(os.path.join(ROOT, package))):
+            if filename.endswith(".py"):
+                stem = filename[:-3]
+                names.append(package if stem == "__init__" else package + "." + stem)
+    return names
+
+
+def module_path(name):
+    parts = name.split(".")
+    path = os.path.join(ROOT, *parts)
+    return os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+
+
+def imports_of(name):
+    """The project modules `name` imports anywhere in its source (functions included), resolved:
+    `from . import x` names the module x when x is one, else the package."""
+    modules = set(project_modules())
+    package = name if module_path(name).endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(module_path(name)).read())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([node.module] if node.module else []))
+            targets = [base + "." + alias.name if base + "." + alias.name in modules else base
+                       for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def test_imports_go_one_way_in_the_source():
+    wrong = ["{} imports {}".format(name, target) for name in project_modules()
+             for target in imports_of(name)
+             if RANK[target.split(".")[0]] > RANK[name.split(".")[0]]]
+    assert not wrong
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    graph = {name: imports_of(name) for name in project_modules()}
+    cycles = []
+
+    def visit(name, path):
+        for target in graph[name]:
+            if target in path:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(name)
+
+    done = set()
+    for name in graph:
+        if name not in done:
+            visit(name, [name])
+    assert not cycles
+
+
+def test_imports_go_one_way_when_imported(monkeypatch):
+    """What importing each module really loads: a module of nano_agent loads nothing of the other
+    two packages, one of search_core nothing of webapp."""
+    def project_loaded():
+        return {m for m in sys.modules if m.split(".")[0] in PACKAGES}
+
+    wrong = []
+    for name in project_modules():
+        if name.endswith("__main__"):
+            continue
+        for loaded in project_loaded():
+            monkeypatch.delitem(sys.modules, loaded)
+        importlib.import_module(name)
+        wrong += ["importing {} loads {}".format(name, m) for m in project_loaded()
+                  if RANK[m.split(".")[0]] > RANK[name.split(".")[0]]]
+    assert not wrong
+
+
+def test_the_web_process_does_not_import_torch(tmp_path):
+    code = ("import sys; from webapp import create_app; "
+            "create_app({'DATA_DIR': sys.argv[1], 'LOCAL_AGENT': False, "
+            "'DEVICE_CHECK_INTERVAL_S': 0}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_device_folder_is_python36_compatible():
+    """vermin over the whole folder that is copied to the Jetson (JetPack 4.6: Python 3.6)."""
+    vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
+    result = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--eval-annotations",
+                             "nano_agent"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_device_folder_imports_only_the_standard_library_and_torch():
+    allowed = set(sys.stdlib_module_names) | {"torch", "nano_agent"}
+    outside = []
+    for name in project_modules():
+        if not name.startswith("nano_agent"):
+            continue
+        for node in ast.walk(ast.parse(open(module_path(name)).read())):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            outside += ["{} imports {}".format(name, top) for top in tops if top not in allowed]
+    assert not outside
+
+
+@pytest.mark.timeout(120)
+def test_the_device_folder_runs_alone(tmp_path):
+    """Copied on its own, as docs/agent.md installs it: the agent starts and measures."""
+    shutil.copytree(os.path.join(ROOT, "nano_agent"), str(tmp_path / "nano_agent"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import json, os, sys\n"
+            "sys.path = [p for p in sys.path if os.path.abspath(p or '.') != sys.argv[1]]\n"
+            "from nano_agent.server import Agent\n"
+            "from nano_agent.space import SearchSpace\n"
+            "arch = SearchSpace(0.5, 16, 10, 1).mobilenet_v2()\n"
+            "result = Agent('t').measure({'arch': arch.to_dict(), 'warmup': 1, 'runs': 2})\n"
+            "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))\n")
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, "-c", code, ROOT], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    loaded = set(__import__("json").loads(out.stdout))
+    assert "nano_agent" in loaded and not loaded & {"search_core", "webapp"}
