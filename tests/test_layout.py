@@ -2,7 +2,7 @@
 Python 3.6, imports go one way only (nano_agent <- search_core <- webapp), and no module imports
 another that imports it back."""
 import ast
-import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -80,22 +80,29 @@ def test_no_module_imports_another_that_imports_it_back():
     assert not cycles
 
 
-def test_imports_go_one_way_when_imported(monkeypatch):
-    """What importing each module really loads: a module of nano_agent loads nothing of the other
-    two packages, one of search_core nothing of webapp."""
-    def project_loaded():
-        return {m for m in sys.modules if m.split(".")[0] in PACKAGES}
+IMPORT_EACH = """
+import importlib, json, sys
+packages, wrong = sys.argv[1].split(","), []
+rank = {name: i for i, name in enumerate(packages)}
+loaded = lambda: {m for m in sys.modules if m.split(".")[0] in packages}
+for name in sys.argv[2:]:
+    for module in loaded():
+        del sys.modules[module]  # so that the import below loads what `name` needs afresh
+    importlib.import_module(name)
+    wrong += ["importing {} loads {}".format(name, m) for m in loaded()
+              if rank[m.split(".")[0]] > rank[name.split(".")[0]]]
+print(json.dumps(wrong))
+"""
 
-    wrong = []
-    for name in project_modules():
-        if name.endswith("__main__"):
-            continue
-        for loaded in project_loaded():
-            monkeypatch.delitem(sys.modules, loaded)
-        importlib.import_module(name)
-        wrong += ["importing {} loads {}".format(name, m) for m in project_loaded()
-                  if RANK[m.split(".")[0]] > RANK[name.split(".")[0]]]
-    assert not wrong
+
+def test_imports_go_one_way_when_imported():
+    """What importing each module really loads (in a fresh interpreter): a module of nano_agent
+    loads nothing of the other two packages, one of search_core nothing of webapp."""
+    names = [name for name in project_modules() if not name.endswith("__main__")]
+    out = subprocess.run([sys.executable, "-c", IMPORT_EACH, ",".join(PACKAGES)] + names, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
 
 
 def test_the_web_process_does_not_import_torch(tmp_path):
@@ -149,5 +156,5 @@ def test_the_device_folder_runs_alone(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, ROOT], cwd=str(tmp_path), env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    loaded = set(__import__("json").loads(out.stdout))
+    loaded = set(json.loads(out.stdout))
     assert "nano_agent" in loaded and not loaded & {"search_core", "webapp"}
