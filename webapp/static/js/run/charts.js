@@ -1,0 +1,244 @@
+/* The run view's Plotly charts: the accuracy-vs-latency scatter with its Pareto front and best
+ * architecture, the training curves, and the op probabilities of every block as a heatmap. */
+import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sortedSamples, state}
+  from "./state.js";
+
+const {fmt, ACTIVE, OPS, BLOCKS_PER_STAGE} = NAS;
+
+// scatter ----------------------------------------------------------------------------------------
+
+/** The ops in two hover lines (stages 1-3, 4-5). */
+function hoverOps(ops) {
+  if (!Array.isArray(ops) || !ops.length) return fmt.DASH;
+  const cut = 3 * BLOCKS_PER_STAGE;
+  return NAS.opsCompact(ops.slice(0, cut)) + (ops.length > cut ? " \u00b7<br>" + NAS.opsCompact(ops.slice(cut)) : "");
+}
+
+function customdata(s) {
+  return [s.id, hoverOps(s.ops), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb),
+          NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH, s.kind || fmt.DASH, fmt.num(s.objective, 4),
+          fmt.ms(s.predicted_latency_ms), s.feasible === false ? " \u00b7 infeasible" : ""];
+}
+
+const HOVER = "<b>sample #%{customdata[0]}</b> \u00b7 epoch %{customdata[5]} \u00b7 %{customdata[6]}%{customdata[9]}<br>"
+  + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{x:.2f} ms</b> (predicted %{customdata[8]})<br>"
+  + "params %{customdata[2]} \u00b7 MACs %{customdata[3]} \u00b7 memory %{customdata[4]}<br>"
+  + "objective %{customdata[7]}<br><span style=\"font-family:monospace\">%{customdata[1]}</span><extra></extra>";
+
+let scatterReady = false;
+
+export function renderScatter() {
+  const samples = sortedSamples().filter(hasPoint);
+  const front = state.front;
+  const node = $id("pareto-plot");
+  node.dataset.points = String(samples.length);
+  node.dataset.front = String(front.length);
+  const empty = $id("pareto-empty");
+  empty.hidden = samples.length > 0;
+  if (!samples.length) {
+    empty.textContent = state.run && !ACTIVE.includes(state.run.status) && state.loaded
+      ? "No samples: the run ended before its first search epoch." : "Waiting for the first search epoch\u2026";
+  }
+  $id("pareto-summary").textContent = samples.length
+    ? samples.length + " sample" + (samples.length === 1 ? "" : "s") + " \u00b7 " + front.length + " on the front" : "";
+  if (!hasPlotly) return;
+
+  const best = bestSample();
+  const lastEpoch = samples.reduce((m, s) => Math.max(m, NAS.isNum(s.epoch) ? s.epoch + 1 : 0), 1);
+  const traces = [
+    {
+      type: "scatter", mode: "markers", name: "samples",
+      x: samples.map((s) => s.latency_ms), y: samples.map((s) => 100 * s.accuracy),
+      customdata: samples.map(customdata), hovertemplate: HOVER,
+      marker: {
+        size: samples.map((s) => (s.kind === "argmax" ? 10 : 8)),
+        symbol: samples.map((s) => (s.feasible === false ? "x" : s.kind === "argmax" ? "diamond" : "circle")),
+        color: samples.map((s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : 0)),
+        colorscale: [[0, "#c7d2fe"], [0.5, "#6366f1"], [1, "#1e1b4b"]],
+        cmin: 1, cmax: Math.max(2, lastEpoch), opacity: 0.8,
+        line: {width: 0.5, color: "#ffffff"},
+        colorbar: {title: {text: "epoch", side: "right"}, thickness: 10, len: 0.6, outlinewidth: 0,
+                   tickfont: {size: 10}},
+      },
+    },
+    {
+      type: "scatter", mode: "lines+markers", name: "Pareto front",
+      x: front.map((s) => s.latency_ms), y: front.map((s) => 100 * s.accuracy),
+      customdata: front.map(customdata), hovertemplate: HOVER,
+      line: {shape: "hv", color: "#ea580c", width: 2},
+      marker: {size: 9, color: "#ea580c", line: {width: 1.5, color: "#ffffff"}},
+    },
+  ];
+  if (best && hasPoint(best)) {
+    traces.push({
+      type: "scatter", mode: "markers", name: best.provisional ? "best so far (objective)" : "best (objective)",
+      x: [best.latency_ms], y: [100 * best.accuracy], customdata: [customdata(best)], hovertemplate: HOVER,
+      marker: {symbol: "star", size: 18, color: "#facc15", line: {width: 1.5, color: "#854d0e"}},
+    });
+  }
+  const target = config().target_latency_ms;
+  const shapes = [];
+  const annotations = [];
+  if (NAS.isNum(target)) {
+    shapes.push({type: "line", xref: "x", yref: "paper", x0: target, x1: target, y0: 0, y1: 1,
+                 line: {color: "#dc2626", width: 1.5, dash: "dash"}});
+    annotations.push({x: target, y: 1, xref: "x", yref: "paper", yanchor: "bottom", showarrow: false,
+                      text: "target " + fmt.ms(target), font: {size: 11, color: "#dc2626"}});
+  }
+  const layout = NAS.scatterLayout({
+    margin: {t: 24}, legend: {font: {size: 11}},  // room for the target's label
+    shapes, annotations, uirevision: "scatter", // keep the user's zoom across updates
+  });
+  Plotly.react(node, traces, layout, NAS.PLOT_CONFIG);
+  if (!scatterReady) {
+    scatterReady = true;
+    node.on("plotly_click", (event) => {
+      const point = event && event.points && event.points[0];
+      const id = point && point.customdata && point.customdata[0];
+      if (NAS.isNum(id)) {
+        NAS.download(archUrl(id));
+        NAS.flash("Downloading the architecture of sample #" + id, "info", 3000);
+      }
+    });
+  }
+}
+
+// curves -----------------------------------------------------------------------------------------
+
+export function renderCurves() {
+  const metrics = Array.from(state.metrics.values()).sort((a, b) => a.epoch - b.epoch);
+  const node = $id("curves");
+  node.dataset.epochs = String(metrics.length);
+  $id("curves-empty").hidden = metrics.length > 0;
+  if (!hasPlotly || !metrics.length) { if (hasPlotly && node.data) Plotly.purge(node); return; }
+  const x = metrics.map((m) => m.epoch + 1);
+  const val = (key, scale = 1) => metrics.map((m) => (NAS.isNum(m[key]) ? m[key] * scale : null));
+  const traces = [
+    {x, y: val("train_loss"), name: "train loss", type: "scatter", mode: "lines+markers",
+     line: {color: "#2563eb", width: 2}, marker: {size: 4}, hovertemplate: "epoch %{x}: loss %{y:.4f}<extra></extra>"},
+    {x, y: val("train_accuracy", 100), name: "train accuracy (%)", yaxis: "y2", type: "scatter",
+     mode: "lines+markers", line: {color: "#059669", width: 2}, marker: {size: 4},
+     hovertemplate: "epoch %{x}: accuracy %{y:.2f}%<extra></extra>"},
+    {x, y: val("expected_latency_ms"), name: "expected latency (ms)", xaxis: "x", yaxis: "y3", type: "scatter",
+     mode: "lines+markers", line: {color: "#ea580c", width: 2}, marker: {size: 4},
+     hovertemplate: "epoch %{x}: expected latency %{y:.2f} ms<extra></extra>"},
+    {x, y: val("entropy"), name: "entropy", yaxis: "y4", type: "scatter", mode: "lines",
+     line: {color: "#7c3aed", width: 1.5, dash: "dot"}, hovertemplate: "epoch %{x}: entropy %{y:.3f}<extra></extra>"},
+  ];
+  const shapes = [];
+  const annotations = [];
+  const warmup = config().warmup_epochs;
+  if (NAS.isNum(warmup) && warmup > 0) {
+    shapes.push({type: "rect", xref: "x", yref: "paper", x0: 0.5, x1: warmup + 0.5, y0: 0, y1: 1,
+                 fillcolor: "rgba(100,116,139,0.08)", line: {width: 0}, layer: "below"});
+    annotations.push({x: 0.5, y: 1, xref: "x", yref: "paper", xanchor: "left", yanchor: "bottom",
+                      showarrow: false, text: "warm-up", font: {size: 10, color: "#64748b"}});
+  }
+  const target = config().target_latency_ms;
+  if (NAS.isNum(target)) {
+    shapes.push({type: "line", xref: "paper", yref: "y3", x0: 0, x1: 1, y0: target, y1: target,
+                 line: {color: "#dc2626", width: 1, dash: "dash"}});
+  }
+  const epochs = (state.run && state.run.epochs) || x[x.length - 1];
+  const layout = {
+    font: NAS.PLOT_FONT, margin: {l: 56, r: 56, t: 20, b: 40}, hovermode: "x unified",
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#ffffff",
+    xaxis: {title: {text: "epoch"}, range: [0.5, Math.max(epochs, x[x.length - 1]) + 0.5], gridcolor: "#eef0f3",
+            anchor: "y3", zeroline: false, tickformat: "d", dtick: epochs <= 20 ? 1 : undefined},
+    yaxis: {domain: [0.56, 1], title: {text: "loss"}, gridcolor: "#eef0f3", zeroline: false},
+    yaxis2: {overlaying: "y", side: "right", title: {text: "accuracy %"}, showgrid: false, zeroline: false,
+             tickmode: "auto", nticks: 5},
+    yaxis3: {domain: [0, 0.44], title: {text: "latency ms"}, gridcolor: "#eef0f3", zeroline: false},
+    yaxis4: {overlaying: "y3", side: "right", range: [0, 1.05], title: {text: "entropy"}, showgrid: false, zeroline: false,
+             tickmode: "linear", tick0: 0, dtick: 0.25},
+    legend: {orientation: "h", x: 0, y: -0.2, font: {size: 11}},
+    shapes, annotations, uirevision: "curves",
+  };
+  Plotly.react(node, traces, layout, NAS.PLOT_CONFIG);
+}
+
+// heatmap ----------------------------------------------------------------------------------------
+
+/** The op names of block b (the columns of its probabilities). */
+function blockOps(b, length) {
+  const blocks = state.run && state.run.space_blocks;
+  if (Array.isArray(blocks) && Array.isArray(blocks[b])) return blocks[b];
+  return length === OPS.length ? OPS : OPS.slice(0, length); // the space's order; no zero in 6-op blocks
+}
+
+export function renderHeatmap() {
+  const withProbs = Array.from(state.metrics.values())
+    .filter((m) => Array.isArray(m.arch_probabilities) && m.arch_probabilities.length)
+    .sort((a, b) => a.epoch - b.epoch);
+  const slider = $id("heatmap-epoch");
+  const label = $id("heatmap-epoch-label");
+  const node = $id("heatmap");
+  $id("heatmap-empty").hidden = withProbs.length > 0;
+  if (!withProbs.length) {
+    slider.disabled = true;
+    label.textContent = fmt.DASH;
+    node.dataset.epoch = "";
+    return;
+  }
+  let index = withProbs.length - 1;
+  if (state.heatmapEpoch !== null) {
+    const i = withProbs.findIndex((m) => m.epoch === state.heatmapEpoch);
+    if (i >= 0) index = i;
+  }
+  slider.disabled = withProbs.length < 2;
+  slider.min = "0";
+  slider.max = String(withProbs.length - 1);
+  slider.value = String(index);
+  const metric = withProbs[index];
+  label.textContent = (metric.epoch + 1) + (metric.phase === "warmup" ? " (warm-up)" : "");
+  node.dataset.epoch = String(metric.epoch + 1);
+  if (!hasPlotly) return;
+
+  const probs = metric.arch_probabilities;
+  const z = [];
+  const text = [];
+  const y = [];
+  probs.forEach((row, b) => {
+    const names = blockOps(b, row.length);
+    const zr = OPS.map(() => null);
+    names.forEach((name, j) => {
+      const col = OPS.indexOf(name);
+      if (col >= 0 && NAS.isNum(row[j])) zr[col] = row[j];
+    });
+    z.push(zr);
+    text.push(zr.map((v) => (v === null ? "" : v.toFixed(2))));
+    y.push(b + 1);
+  });
+  const shapes = [];
+  for (let s = BLOCKS_PER_STAGE; s < probs.length; s += BLOCKS_PER_STAGE) {
+    shapes.push({type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: s + 0.5, y1: s + 0.5,
+                 line: {color: "#334155", width: 1}});
+  }
+  const trace = {
+    type: "heatmap", z, x: OPS.map((o) => (o === "zero" ? "skip" : o.replace("_", " "))), y, text,
+    texttemplate: "%{text}", textfont: {size: 9}, zmin: 0, zmax: 1, xgap: 1, ygap: 1, hoverongaps: false,
+    colorscale: [[0, "#f8fafc"], [0.25, "#bfdbfe"], [0.6, "#3b82f6"], [1, "#1e3a8a"]],
+    colorbar: {thickness: 10, len: 0.8, outlinewidth: 0, tickfont: {size: 10}},
+    hovertemplate: "block %{y} \u00b7 %{x}: p = %{z:.3f}<extra></extra>",
+  };
+  const layout = {
+    font: NAS.PLOT_FONT, margin: {l: 44, r: 8, t: 8, b: 40},
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#e5e7eb",
+    xaxis: {side: "bottom", type: "category", tickfont: {size: 10}},
+    yaxis: {autorange: "reversed", title: {text: "block"}, dtick: 1, tickfont: {size: 9}},
+    shapes,
+  };
+  Plotly.react(node, [trace], layout, NAS.PLOT_CONFIG);
+}
+
+$id("heatmap-epoch").addEventListener("input", (event) => {
+  const withProbs = Array.from(state.metrics.values())
+    .filter((m) => Array.isArray(m.arch_probabilities) && m.arch_probabilities.length)
+    .sort((a, b) => a.epoch - b.epoch);
+  const index = Number(event.target.value);
+  const latest = index >= withProbs.length - 1;
+  state.heatmapEpoch = latest ? null : withProbs[index].epoch; // at the end: follow new epochs
+  mark("heatmap");
+});
+
+// best architecture ------------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+/* The run view's head: name, status and times, the progress bar, and the buttons that cancel,
+ * resume, download and delete the run. */
+import {runId, state, $id, isActive, runUrl, config, mark, setRun} from "./state.js";
+
+const {el, api, fmt, ACTIVE, PHASES} = NAS;
+
+// header, buttons --------------------------------------------------------------------------------
+
+export function renderHeader() {
+  const run = state.run;
+  if (!run) return;
+  $id("run-name").textContent = run.name;
+  document.title = run.name + " \u00b7 edge-nas";
+  NAS.setBadge($id("run-status"), run.status);
+  $id("run-device").textContent = run.device || fmt.DASH;
+  const times = [];
+  times.push("created " + fmt.datetime(run.created_at));
+  if (run.started_at) {
+    const end = run.finished_at ? NAS.parseTime(run.finished_at) : (isActive() ? new Date() : null);
+    const start = NAS.parseTime(run.started_at);
+    if (start && end) times.push((run.finished_at ? "took " : "running for ") + fmt.duration((end - start) / 1000));
+  }
+  $id("run-times").textContent = times.join(" \u00b7 ");
+
+  $id("cancel-run").disabled = !isActive();
+  $id("resume-run").disabled = !run.resumable;
+  $id("download-best").disabled = !run.best;
+  const count = Math.max(state.samples.size, NAS.isNum(run.samples) ? run.samples : 0);
+  $id("download-csv").disabled = count === 0;
+  const del = $id("delete-run");
+  del.disabled = isActive();
+  if (del.disabled) resetDelete();
+
+  const error = $id("run-error");
+  if (run.error && !ACTIVE.includes(run.status)) {
+    error.replaceChildren(el("strong", {}, (NAS.STATUS_LABELS[run.status] || run.status) + ": "),
+                          el("span", {class: "pre"}, run.error));
+    error.hidden = false;
+  } else {
+    error.hidden = true;
+  }
+}
+
+// progress ---------------------------------------------------------------------------------------
+
+export function renderProgress() {
+  const run = state.run;
+  if (!run) return;
+  const p = state.progress || {};
+  const epochs = NAS.isNum(p.epochs) ? p.epochs : NAS.isNum(run.epochs) ? run.epochs : config().epochs;
+  const epoch = NAS.isNum(p.epoch) ? p.epoch : run.epoch;
+  const phase = p.phase || run.phase;
+  let fraction;
+  if (run.status === "finished") fraction = 1;
+  else if (NAS.isNum(p.fraction)) fraction = p.fraction;
+  else if (NAS.isNum(epoch) && NAS.isNum(epochs) && epochs > 0 && run.status !== "queued") fraction = epoch / epochs;
+  else fraction = 0;
+  fraction = Math.min(1, Math.max(0, fraction));
+
+  const bar = $id("progress-bar");
+  bar.dataset.fraction = fraction.toFixed(4);
+  bar.dataset.status = run.status;
+  bar.setAttribute("aria-valuenow", (100 * fraction).toFixed(1));
+  bar.classList.toggle("is-running", run.status === "running");
+  bar.classList.toggle("is-queued", run.status === "queued");
+  bar.classList.toggle("is-failed", ["failed", "cancelled", "interrupted"].includes(run.status));
+  bar.querySelector(".progress-fill").style.width = (100 * fraction).toFixed(2) + "%";
+  const warmup = config().warmup_epochs;
+  const tick = bar.querySelector(".progress-warmup");
+  if (NAS.isNum(warmup) && NAS.isNum(epochs) && warmup > 0 && warmup < epochs) {
+    tick.hidden = false;
+    tick.style.left = (100 * warmup / epochs).toFixed(2) + "%";
+  } else {
+    tick.hidden = true;
+  }
+  $id("progress-percent").textContent = (100 * fraction).toFixed(fraction > 0 && fraction < 0.1 ? 1 : 0) + "%";
+
+  const phaseNode = $id("progress-phase");
+  if (run.status === "queued") phaseNode.textContent = "Waiting for the worker";
+  else if (run.status === "finished") phaseNode.textContent = "Done";
+  else if (!phase && run.status === "running") phaseNode.textContent = "Starting\u2026";
+  else if (!ACTIVE.includes(run.status)) phaseNode.textContent = NAS.STATUS_LABELS[run.status] || run.status;
+  else phaseNode.textContent = PHASES[phase] || (phase ? String(phase) : fmt.DASH);
+  phaseNode.dataset.phase = phase || "";
+
+  let epochText = "";
+  if (NAS.isNum(epochs) && (run.status === "finished" || NAS.isNum(epoch))) {
+    const shown = run.status === "finished" ? epochs : Math.min(epoch + 1, epochs);
+    epochText = "Epoch " + shown + " / " + epochs;
+  } else if (NAS.isNum(epochs)) {
+    epochText = epochs + " epochs";
+  }
+  $id("progress-epoch").textContent = epochText;
+  $id("progress-step").textContent = isActive() && NAS.isNum(p.step)
+    ? "step " + p.step + (NAS.isNum(p.steps) ? " / " + p.steps : "") : "";
+  $id("progress-eta").textContent = isActive() && NAS.isNum(p.eta_s) ? "ETA " + fmt.duration(p.eta_s) : "";
+
+  const stats = [];
+  if (NAS.isNum(p.loss)) stats.push("loss " + fmt.num(p.loss, 3));
+  if (NAS.isNum(p.accuracy)) stats.push("train accuracy " + fmt.pct(p.accuracy, 1));
+  if (NAS.isNum(p.expected_latency_ms)) stats.push("expected latency " + fmt.ms(p.expected_latency_ms));
+  $id("progress-stats").textContent = stats.join(" \u00b7 ");
+  $id("run-message").textContent = state.message || "";
+}
+
+// --- buttons -----------------------------------------------------------------------------------
+
+async function action(button, path, label) {
+  button.disabled = true;
+  try {
+    const run = await api("/runs/" + runId + path, {method: "POST"});
+    if (run) setRun(run, {announce: true});
+    NAS.flash(label, "info", 3000);
+  } catch (e) {
+    mark("header"); // re-enable per the state
+  }
+}
+
+$id("cancel-run").addEventListener("click", (e) => action(e.currentTarget, "/cancel", "Cancelling the run\u2026"));
+$id("resume-run").addEventListener("click", (e) => {
+  state.progress = null;
+  action(e.currentTarget, "/resume", "Resuming the run\u2026");
+});
+$id("download-best").addEventListener("click", () => NAS.download(runUrl("/best.json")));
+$id("download-csv").addEventListener("click", () => NAS.download(runUrl("/samples.csv")));
+
+// delete: a second click within 4 s confirms (no blocking dialog)
+const del = $id("delete-run");
+let deleteTimer = null;
+function resetDelete() {
+  clearTimeout(deleteTimer);
+  del.classList.remove("is-confirming");
+  del.dataset.confirm = "";
+  del.textContent = "Delete";
+}
+del.addEventListener("click", async () => {
+  if (del.dataset.confirm !== "1") {
+    del.dataset.confirm = "1";
+    del.classList.add("is-confirming");
+    del.textContent = "Click again to delete";
+    deleteTimer = setTimeout(resetDelete, 4000);
+    return;
+  }
+  resetDelete();
+  del.disabled = true;
+  try {
+    await api("/runs/" + runId, {method: "DELETE"});
+    window.location.href = NAS.root + "/";
+  } catch (e) {
+    mark("header");
+  }
+});
