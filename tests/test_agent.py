@@ -25,13 +25,6 @@ from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    a = Agent(tmp_path_factory.mktemp("agent"))
-    yield a
-    a.stop()
-
-
 @pytest.fixture
 def fresh_agent(tmp_path):
     a = Agent(tmp_path)

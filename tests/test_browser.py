@@ -78,6 +78,18 @@ def test_register_a_device(server, page, tmp_path):
         form.get_by_test_id("device-port").fill("70000")
         page.get_by_test_id("register-device").click()
         expect(page.locator("#derr-port")).to_be_visible()
+
+        # profile a table for 16 px: the card lists it with its calibration fit and error
+        card.locator("summary", has_text="profile options").click()
+        resolution = card.get_by_test_id("device-profile-resolution")
+        expect(resolution).to_have_attribute("max", "512")  # the one table of limits
+        resolution.fill("16")
+        card.get_by_test_id("device-profile").click()
+        table = card.get_by_test_id("device-lut")
+        expect(table).to_contain_text("16 px, width 0.5, 10 classes, 1 ch", timeout=120_000)
+        expect(card.get_by_test_id("device-lut-fit")).to_contain_text("measured = ")
+        expect(card.get_by_test_id("device-lut-fit")).to_contain_text("error median")
+        expect(card).to_have_attribute("data-status", "online")
     finally:
         agent.stop()
     names = [d["name"] for d in requests.get(server + "/api/devices", timeout=5).json()]

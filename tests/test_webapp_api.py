@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from processes import dashboard_app
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Run, Sample
@@ -18,17 +17,6 @@ from webapp.extensions import socketio
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
         "resolution": 32}
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with dashboard_app(tmp_path_factory.mktemp("webapp_api")) as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
 
 
 def received(sio, name=None):

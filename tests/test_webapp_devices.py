@@ -1,32 +1,30 @@
 """The device registry: the dashboard's own local agent process, a second real agent registered
 over the API, checks, profiles, Socket.IO device_status events, bad input."""
 import json
+import os
 import time
 
 import pytest
 
 from processes import TOKEN, Agent, dashboard_app
+
+AGENT_TIMEOUT = 10
+TINY_RUN = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 1,
+            "measure_runs": 3, "measure_warmup": 1, "threads": 1, "resolution": 32}
+
+
+def finished(client, run_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = client.get("/api/runs/{}".format(run_id)).get_json()
+        if run["status"] not in ("queued", "running"):
+            assert run["status"] == "finished", run
+            return run
+        time.sleep(0.2)
+    raise AssertionError("run {} did not finish in {} s".format(run_id, timeout))
 from webapp import create_app
 from webapp.extensions import db
 from webapp.extensions import socketio
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with dashboard_app(tmp_path_factory.mktemp("webapp_devices")) as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    a = Agent(tmp_path_factory.mktemp("nano"), timeout=10)
-    yield a
-    a.stop()
 
 
 def local_device(client, timeout=60):
@@ -114,6 +112,15 @@ def test_register_check_profile_delete(app, client, agent):
     lut = json.loads(r.data)
     assert lut["format"] == "edge-nas.lut" and len(lut["blocks"]) == 20
     assert lut["calibration"] == fit and lut["device_id"] == table["device_key"]
+
+    # a run on the profiled device, with that setting, uses the table instead of profiling again
+    r = client.post("/api/runs", json=dict(TINY_RUN, name="on nano1", device_id=device["id"]))
+    assert r.status_code == 201, r.get_json()
+    run = finished(client, r.get_json()["id"])
+    with open(os.path.join(run["run_dir"], "lut.json")) as f:
+        assert json.load(f) == lut  # its timings and fit alike: nothing was profiled
+    after = client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]
+    assert [t["id"] for t in after] == [table["id"]] and after[0]["run_id"] is None
     assert client.get("/api/devices/{}/luts/{}.json".format(device["id"], table["id"] + 1)).status_code == 404
 
     # the agent goes away: a check says offline, and why

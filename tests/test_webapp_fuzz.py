@@ -6,12 +6,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from processes import dashboard_app, free_port
+from processes import free_port
 from search_core.config import CHOICES, LIMITS, TYPES
 from webapp.extensions import db
 from webapp.ids import MAX_ID
 from webapp.models import Run
 
+DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
 EXAMPLES = 500
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -92,17 +93,6 @@ def any_body(bodies):
     """A body as bytes: mostly a generated object, sometimes any JSON value or not JSON at all."""
     return st.one_of(bodies.map(json.dumps), json_values.map(json.dumps),
                      st.binary(max_size=30), st.just("[" * 100000 + "]" * 100000))
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with dashboard_app(tmp_path_factory.mktemp("fuzz"), LOCAL_AGENT=False) as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")

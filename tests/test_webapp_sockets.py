@@ -8,19 +8,14 @@ import pytest
 import requests
 import socketio as socketio_client
 
-from processes import Dashboard, dashboard_app
+from processes import Dashboard
 from webapp.extensions import db
 from webapp.models import Run
 from webapp.extensions import socketio
 
+DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with dashboard_app(tmp_path_factory.mktemp("sockets"), LOCAL_AGENT=False) as app:
-        yield app
 
 
 def make_run(app, name):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
+from nano_agent.protocol import DEFAULT_PORT
+
 from .extensions import db
 from .models import Run
 
@@ -31,7 +33,7 @@ def run(run_id):
 
 @bp.get("/devices")
 def devices():
-    return render_template("devices.html", page="devices")
+    return render_template("devices.html", page="devices", default_port=DEFAULT_PORT)
 
 
 def _run_ids(text):

@@ -252,8 +252,7 @@
     try {
       const device = await api("/devices", {method: "POST", body});
       upsert(device);
-      form.reset();
-      form.elements.port.value = "8765";
+      form.reset();  // the port back to its default (the page renders nano_agent's DEFAULT_PORT)
       if (device.status === "online") NAS.flash("Registered " + device.name + ": online.", "success");
       else NAS.flash("Registered " + device.name + ", but it is " + device.status + (device.error ? ": " + device.error : "."), "info", 8000);
     } catch (e) {
