@@ -366,3 +366,12 @@ def test_search_measures_on_the_agent(agent, tmp_path):
     for path in out.iterdir():
         if path.is_file() and path.suffix in (".json", ".jsonl"):
             assert TOKEN not in path.read_text(), path.name
+
+
+def test_the_cache_key_does_no_network_io_per_measurement(agent):
+    """A device's identity comes from the agent's welcome: one handshake, then none."""
+    device = AgentDevice("127.0.0.1", agent.port, TOKEN, **FAST)
+    first = device.device_id
+    assert first.startswith("agent:")
+    device.client.close()  # no connection any more: reading the id again must not open one
+    assert device.device_id == first and device.client.sock is None

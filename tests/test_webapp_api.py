@@ -232,6 +232,33 @@ def test_unknown_run_404(client):
     assert client.get("/api/runs/abc").get_json() == {"error": "not found"}
 
 
+def test_ids_beyond_64_bits_are_not_found(client):
+    for path in ("/api/runs/99999999999999999999999", "/api/runs/0", "/api/devices/-1",
+                 "/api/runs/1/samples/99999999999999999999999/arch.json"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.is_json, path
+    r = client.get("/api/runs/1/samples?after=99999999999999999999999")
+    assert r.status_code in (400, 404) and r.is_json
+    r = client.post("/api/runs", json={"name": "x", "device_id": 2 ** 64})
+    assert r.status_code == 400 and "device_id" in r.get_json()["errors"]
+
+
+def test_a_bug_answers_in_json_and_logs_its_traceback(client, monkeypatch, caplog):
+    import webapp.api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(webapp.api, "run_dict", broken)
+    with caplog.at_level("ERROR", logger="webapp.api"):
+        r = client.get("/api/runs")
+    assert r.status_code == 500 and r.get_json()["error"].startswith("internal error: RuntimeError")
+    assert "a bug" not in r.get_json()["error"]  # the details stay in the server's log
+    assert any("RuntimeError: a bug" in (record.exc_text or "") for record in caplog.records)
+    monkeypatch.undo()
+    assert client.get("/api/runs").status_code == 200  # and the server goes on
+
+
 def test_finished_run_conflicts(client, finished_run):
     run, _ = finished_run
     assert client.post("/api/runs/{}/cancel".format(run["id"])).status_code == 409
