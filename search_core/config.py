@@ -6,7 +6,7 @@ CUDA there?) is checked by the worker when it starts.
 """
 import math
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 from nano_agent import limits

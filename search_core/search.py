@@ -28,6 +28,7 @@ from .strategies import GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
 from .train import accuracy, lr_factor
 
+
 class Search:
     """One search run in `run_dir`; `run()` does (or continues) the whole thing."""
 
@@ -94,10 +95,10 @@ class Search:
         """A calibrated table stored for this device and exactly this space, if one was offered."""
         if not self.files.exists(STORED_LUTS):
             return None
-        for data in self.files.read_json(STORED_LUTS):
-            if data.get("device_id") == device_id and data.get("calibration"):
+        for table in self.files.read_json(STORED_LUTS):
+            if table.get("device_id") == device_id and table.get("calibration"):
                 try:
-                    return Lut(data, self.space)
+                    return Lut(table, self.space)
                 except (ValueError, KeyError, TypeError):
                     continue  # another space (classes, channels), or not a table
         return None

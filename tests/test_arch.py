@@ -1,6 +1,5 @@
 """The architecture JSON contract, the search space and the builder."""
 import json
-import os
 import random
 import re
 import subprocess

@@ -75,6 +75,30 @@ def test_upgrade_and_downgrade_keep_stored_rows(app):
     flask_migrate.upgrade()
 
 
+def test_a_devices_table_moves_to_device_luts_and_back(app):
+    """0004: the one uncalibrated table a device kept becomes its table for that setting."""
+    lut = {"format": "edge-nas.lut", "device_id": "nano:cuda", "blocks": [],
+           "space": {"resolution": 64, "width_mult": 0.75, "num_classes": 5, "in_channels": 3}}
+    flask_migrate.downgrade(revision="0003")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO devices (id, name, kind, status, token, info, lut, lut_profiled_at, "
+            "created_at) VALUES (3, 'nano', 'agent', 'online', 't', '{}', ?, "
+            "'2026-02-01 00:00:00', '2026-01-01 00:00:00')", (json.dumps(lut),))
+    flask_migrate.upgrade()
+    with db.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT device_id, device_key, resolution, width_mult, num_classes, in_channels, lut, "
+            "profiled_at FROM device_luts").all()
+    assert [row[:6] for row in rows] == [(3, "agent:nano:cuda", 64, 0.75, 5, 3)]
+    assert json.loads(rows[0][6]) == lut and str(rows[0][7]).startswith("2026-02-01")
+    flask_migrate.downgrade(revision="0003")
+    with db.engine.connect() as conn:
+        [(text,)] = conn.exec_driver_sql("SELECT lut FROM devices WHERE id = 3").all()
+    assert json.loads(text) == lut
+    flask_migrate.upgrade()
+
+
 def test_models_match_latest_revision(app):
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
