@@ -13,7 +13,7 @@ from nano_agent.config import TOKEN_ENV
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .config import ConfigError, SearchConfig
+from .config import CONSTRAINT_FORMS, DEFAULT_WEIGHTS, STRATEGIES, ConfigError, SearchConfig
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
@@ -22,7 +22,7 @@ from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
 from .rundir import CONFIG, RunDirectory
 from .search import Search
-from .train import DatasetMismatch, train_architecture
+from .train import DatasetMismatch, Recipe, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
                FileExistsError, FileNotFoundError)
@@ -43,7 +43,8 @@ def _space(args):
 
 def _search_arguments(p):
     d = SearchConfig()
-    p.add_argument("--dataset", default=d.dataset, help="digits (bundled), cifar10, imagefolder")
+    p.add_argument("--dataset", default=d.dataset, help="digits, shapes (both bundled), cifar10, "
+                                                        "imagefolder")
     p.add_argument("--data-dir", help="dataset directory (cifar10: the python-format batches; "
                                       "imagefolder: one sub-directory per class)")
     p.add_argument("--out", required=True, help="run directory (must not hold a run yet)")
@@ -57,16 +58,26 @@ def _search_arguments(p):
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="weight learning rate")
     p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate")
-    p.add_argument("--strategy", choices=("gradient", "reinforce"), default=d.strategy)
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
+    p.add_argument("--constraint", choices=CONSTRAINT_FORMS, default=d.constraint,
+                   help="how the targets count: absolute (default: ACC + w |LAT/T - 1|, the pick "
+                        "uses the budget), soft (MnasNet's ACC x (LAT/T)^w: faster is always "
+                        "better) or hard (no reward below T)")
+    p.add_argument("--hard-constraint", dest="constraint", action="store_const", const="hard",
+                   help="the same as --constraint hard")
     p.add_argument("--loss-form", choices=("mul", "add"), default=d.loss_form,
-                   help="gradient strategy: CE x (LAT/T)^-w (mul) or CE + -w x LAT/T (add)")
+                   help="gradient strategy, soft and hard constraints: CE x (LAT/T)^-w (mul) or "
+                        "CE + -w x LAT/T (add)")
     p.add_argument("--target-latency-ms", type=float,
-                   help="latency target T (default: 80%% of the expected latency of a uniformly "
-                        "random architecture, from the lookup table)")
+                   help="latency target T (default: --target-latency-fraction of the expected "
+                        "latency of a uniformly random architecture, from the lookup table)")
+    p.add_argument("--target-latency-fraction", type=float, default=d.target_latency_fraction,
+                   help="the automatic target's share of that expectation (default %(default)s)")
     p.add_argument("--latency-weight", type=float,
-                   help="w in ACC x (LAT/T)^w, negative (default: -0.5 gradient, -0.07 reinforce)")
-    p.add_argument("--hard-constraint", action="store_true",
-                   help="no reward below the targets, (v/T)^-1 above (MnasNet's hard constraint)")
+                   help="w of the constraints, negative (default per strategy and form: {})".format(
+                       "; ".join("{} {}".format(strategy, ", ".join(
+                           "{} {:g}".format(form, w) for form, w in weights.items()))
+                           for strategy, weights in DEFAULT_WEIGHTS.items())))
     p.add_argument("--target-memory-mb", type=float, help="inference memory target (MiB)")
     p.add_argument("--target-params-m", type=float, help="parameter count target (millions)")
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch,
@@ -101,7 +112,8 @@ def _config(args):
         width_mult=args.width, seed=args.seed, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, strategy=args.strategy,
         loss_form=args.loss_form, target_latency_ms=args.target_latency_ms,
-        latency_weight=args.latency_weight, hard_constraint=args.hard_constraint,
+        target_latency_fraction=args.target_latency_fraction,
+        latency_weight=args.latency_weight, constraint=args.constraint,
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
         device=args.device, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
@@ -214,11 +226,12 @@ def cmd_profile(args, events):
 
 def cmd_train(args, events):
     arch = Architecture.load(args.arch)
-    dataset = load_dataset(args.dataset, arch.resolution, args.seed, args.data_dir, limit=args.limit)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    dataset = load_dataset(args.dataset, arch.resolution, split_seed, args.data_dir, limit=args.limit)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = train_architecture(arch, dataset, args.epochs, args.batch_size, args.lr,
-                                seed=args.seed, device=args.train_device)
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    result = train_architecture(arch, dataset, recipe, seed=args.seed, device=args.train_device)
     model = result.pop("model")
     if args.save:
         torch.save(model.state_dict(), args.save)
@@ -291,12 +304,18 @@ def parser():
 
     p = sub.add_parser("train", help="train an architecture from scratch, report test accuracy")
     p.add_argument("arch")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default="digits", help="digits, shapes (both bundled), cifar10, "
+                                                       "imagefolder")
     p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    recipe = Recipe()
+    p.add_argument("--epochs", type=int, default=recipe.epochs)
+    p.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    p.add_argument("--lr", type=float, default=recipe.lr)
+    p.add_argument("--seed", type=int, default=0, help="the training's seed (and the split's, unless "
+                                                       "--split-seed)")
+    p.add_argument("--split-seed", type=int,
+                   help="the seed that draws the train / validation / test split (default: --seed); "
+                        "fix it to compare architectures or seeds on the same test images")
     p.add_argument("--threads", type=int)
     p.add_argument("--train-device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--limit", type=int, help="at most this many images per split")

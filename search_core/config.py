@@ -12,14 +12,18 @@ from typing import Optional
 from nano_agent import limits
 from nano_agent.limits import Limit
 
-DATASETS = ("digits", "cifar10", "imagefolder")
+DATASETS = ("digits", "shapes", "cifar10", "imagefolder")
+BUNDLED_DATASETS = ("digits", "shapes")  # nothing to download or point at
 STRATEGIES = ("gradient", "reinforce")
 LOSS_FORMS = ("mul", "add")
+CONSTRAINT_FORMS = ("absolute", "soft", "hard")  # objectives.py says what each does
 TRAIN_DEVICES = ("cpu", "cuda")
-# default w per strategy: MnasNet's soft -0.07 for the reward; the loss needs a stronger pull,
-# since the cross-entropy's gradient through the binary gates dwarfs that of a 0.07 exponent
-DEFAULT_WEIGHTS = {"gradient": -0.5, "reinforce": -0.07}
-AUTO_TARGET_FRACTION = 0.8
+# default w per strategy and constraint form: MnasNet's soft -0.07 for the reward; the loss needs a
+# stronger pull, since the cross-entropy's gradient through the binary gates dwarfs that of a 0.07
+# exponent; the absolute form's w is what a miss of the whole target costs (accuracy for the
+# reward, cross-entropy for the loss)
+DEFAULT_WEIGHTS = {"gradient": {"absolute": -0.5, "soft": -0.5, "hard": -0.5},
+                   "reinforce": {"absolute": -0.2, "soft": -0.07, "hard": -0.07}}
 
 
 class ConfigError(ValueError):
@@ -47,9 +51,11 @@ class SearchConfig:
     strategy: str = "gradient"
     loss_form: str = "mul"
     arch_lr: float = 0.01
-    target_latency_ms: Optional[float] = None  # None: 80% of the uniform distribution's expectation
-    latency_weight: Optional[float] = None  # None: DEFAULT_WEIGHTS[strategy]
-    hard_constraint: bool = False
+    target_latency_ms: Optional[float] = None  # None: target_latency_fraction x uniform's expectation
+    # the automatic target: this share of the expected latency of a uniformly random architecture
+    target_latency_fraction: float = 0.8
+    latency_weight: Optional[float] = None  # None: DEFAULT_WEIGHTS[strategy][constraint]
+    constraint: str = "absolute"
     target_memory_mb: Optional[float] = None
     target_params_m: Optional[float] = None
     samples_per_epoch: int = 4
@@ -73,13 +79,15 @@ class SearchConfig:
 
     @property
     def weight(self):
-        return DEFAULT_WEIGHTS[self.strategy] if self.latency_weight is None else self.latency_weight
+        if self.latency_weight is None:
+            return DEFAULT_WEIGHTS[self.strategy][self.constraint]
+        return self.latency_weight
 
     def constraints(self):
         from .objectives import Constraint  # objectives needs torch; the settings do not
         targets = (("latency_ms", self.target_latency_ms), ("memory_mb", self.target_memory_mb),
                    ("params_m", self.target_params_m))
-        return [Constraint(metric, target, self.weight, self.hard_constraint)
+        return [Constraint(metric, target, self.weight, self.constraint)
                 for metric, target in targets if target is not None]
 
     def to_dict(self):
@@ -89,6 +97,10 @@ class SearchConfig:
     def from_dict(cls, d):
         if not isinstance(d, dict):
             raise ConfigError("settings must be a JSON object")
+        if "hard_constraint" in d:  # the settings of runs from before the constraint forms
+            d = dict(d)
+            hard = d.pop("hard_constraint")
+            d.setdefault("constraint", "hard" if hard is True else "soft")
         unknown = sorted(set(d) - set(TYPES))
         if unknown:
             raise ConfigError("unknown setting(s): " + ", ".join(unknown), unknown[0])
@@ -103,7 +115,7 @@ for _name, _hint in typing.get_type_hints(SearchConfig).items():
     TYPES[_name] = (_args[0], True) if typing.get_origin(_hint) is typing.Union else (_hint, False)
 
 CHOICES = {"dataset": DATASETS, "strategy": STRATEGIES, "loss_form": LOSS_FORMS,
-           "train_device": TRAIN_DEVICES}
+           "constraint": CONSTRAINT_FORMS, "train_device": TRAIN_DEVICES}
 POSITIVE = 1e-9  # the least a setting that must be positive may be
 LIMITS = {
     "resolution": limits.RESOLUTION, "width_mult": limits.WIDTH_MULT,
@@ -111,6 +123,7 @@ LIMITS = {
     "batch_size": Limit(1, 4096), "lr": Limit(POSITIVE, 10.0), "momentum": Limit(0.0, 0.999),
     "weight_decay": Limit(0.0, 1.0), "label_smoothing": Limit(0.0, 0.99),
     "arch_lr": Limit(POSITIVE, 10.0), "target_latency_ms": Limit(POSITIVE, 1e6),
+    "target_latency_fraction": Limit(0.05, 2.0),
     "latency_weight": Limit(-10.0, -POSITIVE), "target_memory_mb": Limit(POSITIVE, 1e6),
     "target_params_m": Limit(POSITIVE, 1e6), "samples_per_epoch": Limit(0, 1000),
     "calibration_archs": Limit(2, 1000), "calibration_batches": Limit(1, 1000),

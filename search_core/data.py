@@ -1,8 +1,8 @@
 """In-memory image classification datasets for training and searching small networks.
 
-Three sources, none of which downloads anything: scikit-learn's bundled 8x8 `digits`, a local
-CIFAR-10 directory in the standard python pickle format, and an `imagefolder` tree
-(`root/<class>/<image>`). Images are kept as uint8 (N, C, H, W) at the dataset resolution;
+Four sources, none of which downloads anything: scikit-learn's bundled 8x8 `digits`, the generated
+`shapes` (shapes.py), a local CIFAR-10 directory in the standard python pickle format, and an
+`imagefolder` tree (`root/<class>/<image>`). Images are kept as uint8 (N, C, H, W) at the dataset resolution;
 `iterate_batches` turns them into normalised float batches.
 """
 import importlib
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from nano_agent import limits
 
-from .config import DATASETS
+from . import shapes
+from .config import BUNDLED_DATASETS, DATASETS
 
 MIN_IMAGES_PER_CLASS = 3  # one each for train, val and test
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -79,8 +80,8 @@ def load_dataset(name, resolution=32, seed=0, data_dir=None, val_fraction=0.2, t
                  limit=None):
     """Load dataset `name`, split it stratified by `seed`, keep at most `limit` images per split.
 
-    `data_dir` is required for cifar10 and imagefolder and ignored for digits. For cifar10 the test
-    split is `test_batch`, so `test_fraction` is ignored there.
+    `data_dir` is required for cifar10 and imagefolder and ignored for the bundled datasets. For
+    cifar10 the test split is `test_batch`, so `test_fraction` is ignored there.
     """
     if name not in DATASETS:
         raise DatasetError("unknown dataset {!r}; expected one of {}".format(name, ", ".join(DATASETS)))
@@ -91,12 +92,14 @@ def load_dataset(name, resolution=32, seed=0, data_dir=None, val_fraction=0.2, t
     if name == "cifar10":
         test_fraction = 0.0
     _check_fractions(val_fraction, test_fraction)
-    if name != "digits" and data_dir is None:
+    if name not in BUNDLED_DATASETS and data_dir is None:
         raise DatasetError("dataset {!r} needs data_dir".format(name))
 
     generator = torch.Generator().manual_seed(seed)
     if name == "digits":
         images, labels, class_names = _load_digits(resolution)
+    elif name == "shapes":
+        images, labels, class_names = _load_shapes(resolution)
     elif name == "imagefolder":
         images, labels, class_names = _load_imagefolder(Path(data_dir), resolution)
     else:
@@ -210,6 +213,12 @@ def _load_digits(resolution):
     images = torch.from_numpy(digits.images).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
     labels = torch.from_numpy(digits.target).long()
     return _resize_to_uint8(images, resolution, max_value=16.0), labels, [str(i) for i in range(10)]
+
+
+def _load_shapes(resolution):
+    images, labels, class_names = shapes.load()
+    return (_resize_to_uint8(torch.from_numpy(images), resolution), torch.from_numpy(labels),
+            list(class_names))
 
 
 # ----------------------------------------------------------------------------------------- cifar10

@@ -53,8 +53,7 @@ class ConsoleEvents(Events):
             self._print("Search {run_dir}: {dataset}, {epochs} epochs ({warmup_epochs} warm-up), "
                         "{strategy} strategy on device {device}".format(**event))
             for c in event["constraints"]:
-                self._print("  constraint: {metric} <= {target:g} ({kind}, w = {weight:g})".format(
-                    kind="hard" if c["hard"] else "soft", **c))
+                self._print("  constraint: {metric} <= {target:g} ({form}, w = {weight:g})".format(**c))
         elif kind == "progress":
             self._progress(event)
         elif kind == "epoch":

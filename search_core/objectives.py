@@ -1,9 +1,14 @@
-"""Objectives: MnasNet's `ACC x (LAT/T)^w`, its loss forms, and the differentiable expected costs.
+"""Objectives: how a constraint on a metric (latency_ms, memory_mb or params_m, with a target T and
+a weight w < 0) enters the reward and the loss, and the differentiable expected costs.
 
-A constraint is a metric (latency_ms, memory_mb or params_m), a target T and a weight w. Soft: the
-factor (v/T)^w on both sides of T (w = -0.07: a reward for being faster, a penalty for being slower).
-Hard: no reward below T, (v/T)^-1 above it (MnasNet's alpha = 0, beta = -1). Several constraints
-multiply.
+Three forms:
+- absolute (the default; TuNAS, Bender et al. 2020): reward ACC + w |v/T - 1|, loss CE + (-w)
+  |E[v]/T - 1|. Being under T costs as much as being over it, so the search spends the budget and
+  lands on T in one search, where MnasNet's forms took several (TuNAS, section 3.3).
+- soft (MnasNet): the factor (v/T)^w on both sides of T: the user trades accuracy for speed
+  everywhere; the search goes as fast as the trade-off says, whatever T.
+- hard (MnasNet): no reward below T, (v/T)^-1 above it: T as a ceiling only.
+Factors of several constraints multiply; absolute terms add.
 """
 from dataclasses import dataclass
 
@@ -12,6 +17,7 @@ import torch
 from nano_agent.complexity import FLOAT_BYTES, layer_costs
 
 METRICS = ("latency_ms", "memory_mb", "params_m")
+FORMS = ("absolute", "soft", "hard")
 HARD_WEIGHT = -1.0
 MIB = 2.0 ** 20
 
@@ -21,11 +27,13 @@ class Constraint:
     metric: str
     target: float
     weight: float = -0.07
-    hard: bool = False
+    form: str = "absolute"
 
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError("unknown metric {!r} (known: {})".format(self.metric, ", ".join(METRICS)))
+        if self.form not in FORMS:
+            raise ValueError("unknown constraint form {!r} (known: {})".format(self.form, ", ".join(FORMS)))
         if not self.target > 0:
             raise ValueError("the {} target must be positive, got {}".format(self.metric, self.target))
         if not self.weight < 0:
@@ -33,43 +41,56 @@ class Constraint:
                              .format(self.metric, self.weight))
 
     def exponent(self, value):
-        """w of (v/T)^w at value v."""
-        if self.hard:
+        """w of MnasNet's factor (v/T)^w at value v (soft and hard forms)."""
+        if self.form == "hard":
             return 0.0 if value <= self.target else HARD_WEIGHT
         return self.weight
 
     def factor(self, value):
+        """The reward's multiplier at value v: 1 for the absolute form, whose term adds."""
+        if self.form == "absolute":
+            return 1.0
         return (value / self.target) ** self.exponent(float(value))
+
+    def term(self, value):
+        """The reward's addend at value v: w |v/T - 1| for the absolute form, else 0."""
+        if self.form != "absolute":
+            return 0.0
+        return self.weight * abs(value / self.target - 1.0)
 
     def satisfied(self, value):
         return value <= self.target
 
 
 def objective(accuracy, metrics, constraints):
-    """MnasNet reward: accuracy x product of (v/T)^w over the constraints."""
+    """The reward of an architecture: accuracy x the soft and hard factors + the absolute terms."""
     reward = accuracy
     for c in constraints:
         reward *= c.factor(metrics[c.metric])
-    return reward
+    return reward + sum(c.term(metrics[c.metric]) for c in constraints)
 
 
 def constrained_loss(ce, expected, constraints, form="mul"):
     """The gradient strategy's loss on cross-entropy `ce`, with `expected` metric tensors.
 
-    mul: ce x (E/T)^-w: the reward's form turned into a loss (lower is better).
+    absolute constraints: ce + (-w) x |E/T - 1|, whatever `form`. Soft and hard ones, by `form`:
+    mul: ce x (E/T)^-w: the reward's form turned into a loss (lower is better);
     add: ce + (-w) x E/T for soft constraints, ce + (-w) x max(0, E/T - 1) for hard ones.
     """
+    if form not in ("mul", "add"):
+        raise ValueError("unknown loss form {!r} (mul or add)".format(form))
     loss = ce
     for c in constraints:
         ratio = expected[c.metric] / c.target
+        if c.form == "absolute":
+            loss = loss + (-c.weight) * torch.abs(ratio - 1.0)
+            continue
         w = c.exponent(float(expected[c.metric].detach()))
         if form == "mul":
             loss = loss * ratio ** (-w)
-        elif form == "add":
-            penalty = torch.clamp(ratio - 1.0, min=0.0) if c.hard else ratio
-            loss = loss + (-w) * penalty
         else:
-            raise ValueError("unknown loss form {!r} (mul or add)".format(form))
+            penalty = torch.clamp(ratio - 1.0, min=0.0) if c.form == "hard" else ratio
+            loss = loss + (-w) * penalty
     return loss
 
 

@@ -196,6 +196,13 @@ class Supernet(nn.Module):
             path.append(int(torch.multinomial(probs, 1, generator=generator)))
         return tuple(path)
 
+    def sample_paths(self, generator, count):
+        """`count` paths drawn independently from the live softmax, at once."""
+        columns = [torch.multinomial(F.softmax(logits.detach().cpu(), dim=0), count,
+                                     replacement=True, generator=generator)
+                   for logits in self.arch_logits]
+        return [tuple(int(column[i]) for column in columns) for i in range(count)]
+
     def architecture(self, path):
         """A new Architecture object for `path` (op indices)."""
         return self.space.architecture(path)

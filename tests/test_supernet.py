@@ -119,18 +119,42 @@ def test_cost_model_matches_lut_and_complexity():
 
 
 def test_objective_soft_and_hard():
-    soft = Constraint("latency_ms", 10.0, -0.07)
+    soft = Constraint("latency_ms", 10.0, -0.07, "soft")
     assert objective(0.9, {"latency_ms": 10.0}, [soft]) == pytest.approx(0.9)
     assert objective(0.9, {"latency_ms": 5.0}, [soft]) > 0.9 > objective(0.9, {"latency_ms": 20.0},
                                                                          [soft])
-    hard = Constraint("latency_ms", 10.0, hard=True)
+    hard = Constraint("latency_ms", 10.0, form="hard")
     assert objective(0.9, {"latency_ms": 5.0}, [hard]) == pytest.approx(0.9)
     assert objective(0.9, {"latency_ms": 20.0}, [hard]) == pytest.approx(0.45)
-    both = [soft, Constraint("memory_mb", 2.0, -0.07)]
+    both = [soft, Constraint("memory_mb", 2.0, -0.07, "soft")]
     assert objective(0.9, {"latency_ms": 10.0, "memory_mb": 4.0}, both) == \
         pytest.approx(0.9 * 2 ** -0.07)
     with pytest.raises(ValueError, match="negative"):
         Constraint("latency_ms", 10.0, 0.5)
+
+
+def test_the_absolute_form_costs_the_same_under_and_over_the_target():
+    """TuNAS's reward: a budget to use, not a floor to dive under."""
+    absolute = Constraint("latency_ms", 10.0, -0.5)
+    assert absolute.form == "absolute"  # the default
+    assert objective(0.9, {"latency_ms": 10.0}, [absolute]) == pytest.approx(0.9)
+    assert objective(0.9, {"latency_ms": 8.0}, [absolute]) == pytest.approx(0.8)
+    assert objective(0.9, {"latency_ms": 12.0}, [absolute]) == pytest.approx(0.8)
+    both = [absolute, Constraint("memory_mb", 2.0, -0.1, "soft")]
+    assert objective(0.9, {"latency_ms": 8.0, "memory_mb": 4.0}, both) == \
+        pytest.approx(0.9 * 2 ** -0.1 - 0.1)
+    costs = CostModel(SPACE, fake_lut(SPACE))
+    net = Supernet(SPACE)
+    expected = float(costs.expected(net.probabilities())["latency_ms"].detach())
+    for target, sign in ((2.0 * expected, -1), (0.5 * expected, 1)):
+        for logits in net.arch_logits:
+            logits.grad = None
+        constrained_loss(torch.tensor(1.0), costs.expected(net.probabilities()),
+                         [Constraint("latency_ms", target, -0.5)]).backward()
+        # under the target the slowest op is pulled up, over it pushed down
+        for sb, logits in zip(SPACE.blocks, net.arch_logits):
+            slowest = SPACE.op_index(sb.index, "k7_e6")
+            assert sign * float(logits.grad[slowest]) > 0
 
 
 @pytest.mark.parametrize("form", ["mul", "add"])
@@ -138,8 +162,8 @@ def test_latency_loss_gradient_reaches_every_logit(form):
     net = Supernet(SPACE)
     costs = CostModel(SPACE, fake_lut(SPACE))
     expected = costs.expected(net.probabilities())
-    loss = constrained_loss(torch.tensor(1.0), expected, [Constraint("latency_ms", 0.5, -0.5)],
-                            form)
+    loss = constrained_loss(torch.tensor(1.0), expected,
+                            [Constraint("latency_ms", 0.5, -0.5, "soft")], form)
     loss.backward()
     for sb, logits in zip(SPACE.blocks, net.arch_logits):
         grad = logits.grad
@@ -199,7 +223,7 @@ def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
         return costs.of_path(SPACE.choices(arch))
 
     optimizer = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
-    strategy = ReinforceStrategy(net, metrics_of, [Constraint("latency_ms", 0.3 * start, hard=True)],
+    strategy = ReinforceStrategy(net, metrics_of, [Constraint("latency_ms", 0.3 * start, form="hard")],
                                  optimizer, torch.Generator().manual_seed(0), samples=4)
     x, _ = batch()
     for _ in range(30):

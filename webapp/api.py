@@ -163,7 +163,8 @@ def _device_address(device: Device) -> str:
 def defaults():
     """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
     return jsonify(settings=SearchConfig().to_dict(), datasets=list(CHOICES["dataset"]),
-                   strategies=list(CHOICES["strategy"]), limits=limits_dict(),
+                   strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
+                   limits=limits_dict(),
                    profile={"defaults": PROFILE_DEFAULTS,
                             "limits": {k: {"min": lim.low, "max": lim.high}
                                        for k, (_, lim) in PROFILE_LIMITS.items()}},

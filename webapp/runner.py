@@ -81,11 +81,11 @@ def _lower_priority(pid: int):
         pass
 
 
-def _better(sample: Sample, best: Sample | None, config: dict) -> bool:
+def _better(sample: Sample, best: Sample | None) -> bool:
     """Does ``sample`` beat the run's best so far? The search's own rule (search_core.best)."""
     def fields(s):
         return None if s is None else {"objective": s.objective, "feasible": s.feasible}
-    return better(fields(sample), fields(best), bool(config.get("hard_constraint")))
+    return better(fields(sample), fields(best))
 
 
 def _progress_estimate(event: dict, worker: Worker | None) -> dict:
@@ -265,7 +265,7 @@ class RunManager:
 
     def _on_sample(self, run, event, worker):
         stored = self._store_sample(run.id, event)
-        if stored is not None and _better(stored, run.best_sample, run.config_data or {}):
+        if stored is not None and _better(stored, run.best_sample):
             db.session.flush()
             run.best_sample_id = stored.id  # the best so far; the worker's final word at the end
         return stored

@@ -12,7 +12,9 @@
   const FLOAT_FIELDS = ["target_latency_ms", "target_memory_mb", "lr", "arch_lr", "width_mult", "latency_weight"];
   const NULLABLE = ["target_latency_ms", "target_memory_mb", "latency_weight"]; // blank -> null
   const NEEDS_DATA_DIR = ["cifar10", "imagefolder"];
-  const DATASET_LABELS = {digits: "digits (bundled, 8x8 digits)", cifar10: "CIFAR-10 (needs a data directory)",
+  const CONSTRAINT_LABELS = {absolute: "absolute: use the budget", soft: "soft: faster is better",
+                             hard: "hard: T as a ceiling"};
+  const DATASET_LABELS = {digits: "digits (bundled, 8x8 digits)", shapes: "shapes (bundled, generated figures)", cifar10: "CIFAR-10 (needs a data directory)",
                           imagefolder: "Image folder (needs a data directory)"};
   const DATA_DIR_HELP = {cifar10: "The directory holding CIFAR-10's python-format batches (data_batch_1 ...).",
                          imagefolder: "One sub-directory per class."};
@@ -66,7 +68,8 @@
       }
     }
     if (typeof settings.data_dir === "string") input("data_dir").value = settings.data_dir;
-    input("hard_constraint").checked = settings.hard_constraint === true;
+    const constraints = (defaults && defaults.constraints) || ["absolute", "soft", "hard"];
+    fillSelect(input("constraint"), constraints, CONSTRAINT_LABELS, settings.constraint || constraints[0]);
     updateDataDir();
   }
 
@@ -116,7 +119,7 @@
       if (INT_FIELDS.includes(field) && !Number.isInteger(value)) { errors[key] = "must be an integer"; continue; }
       body[key] = value;
     }
-    body.hard_constraint = input("hard_constraint").checked;
+    body.constraint = input("constraint").value;
     if (NAS.isNum(body.epochs) && NAS.isNum(body.warmup_epochs) && body.warmup_epochs > body.epochs) {
       errors.warmup_epochs = "warm-up epochs must not exceed epochs (epochs counts the warm-up too)";
     }

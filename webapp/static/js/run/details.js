@@ -17,6 +17,17 @@ function opBox(op, index) {
                     dataset: {op: op || "", block: index + 1}, "data-testid": "op-box"}, label);
 }
 
+/** Where the pick lands against the latency target T: the share of the budget it uses. */
+function budgetStat(best, stat) {
+  const target = config().target_latency_ms;
+  if (!NAS.isNum(target) || !NAS.isNum(best.latency_ms)) return null;
+  const node = stat("budget used", fmt.pct(best.latency_ms / target, 0) + " of " + fmt.ms(target), "best-budget");
+  node.classList.toggle("is-over", best.latency_ms > target);
+  node.title = best.latency_ms > target ? "No sample met the latency target yet: the pick is over it"
+    : "The pick's measured latency over the target T";
+  return node;
+}
+
 export function renderBest() {
   const container = $id("best-arch");
   const statsNode = $id("best-stats");
@@ -35,7 +46,8 @@ export function renderBest() {
   container.dataset.sampleId = String(best.id);
   container.dataset.provisional = best.provisional ? "true" : "false";
   title.textContent = best.provisional ? "Best architecture so far" : "Best architecture";
-  title.title = best.provisional ? "Highest objective among the samples evaluated so far; final when the run finishes" : "";
+  title.title = "The most accurate architecture that meets every target"
+    + (best.provisional ? ", among the samples evaluated so far; final when the run finishes" : "");
   const ops = Array.isArray(best.ops) ? best.ops : null;
   if (ops) {
     const stages = [];
@@ -50,14 +62,16 @@ export function renderBest() {
   }
   const stat = (label, value, testid) => el("div", {class: "stat"},
     el("span", {class: "stat-label"}, label), el("span", {class: "stat-value", "data-testid": testid, id: testid}, value));
-  statsNode.replaceChildren(
+  statsNode.replaceChildren(...[
     stat("accuracy", fmt.pct(best.accuracy), "best-accuracy"),
     stat("latency", fmt.ms(best.latency_ms), "best-latency"),
+    budgetStat(best, stat),
     stat("objective", fmt.num(best.objective, 4), "best-objective"),
     stat("params", fmt.params(best.params), "best-params"),
     stat("MACs", fmt.macs(best.macs), "best-macs"),
     stat("memory", fmt.mb(best.memory_mb), "best-memory"),
-    stat("sample", "#" + best.id + (NAS.isNum(best.epoch) ? " \u00b7 epoch " + (best.epoch + 1) : ""), "best-sample"));
+    stat("sample", "#" + best.id + (NAS.isNum(best.epoch) ? " \u00b7 epoch " + (best.epoch + 1) : ""), "best-sample"),
+  ].filter(Boolean));
 }
 
 // settings ---------------------------------------------------------------------------------------
@@ -72,7 +86,7 @@ export function renderConfig() {
     ["samples per epoch", c.samples_per_epoch],
     ["target latency", NAS.isNum(c.target_latency_ms) ? fmt.ms(c.target_latency_ms) : "automatic"],
     ["target memory", NAS.isNum(c.target_memory_mb) ? fmt.mb(c.target_memory_mb) : "none"],
-    ["constraints", c.hard_constraint ? "hard" : "soft"],
+    ["constraint", c.constraint || (c.hard_constraint ? "hard" : "soft")],  // the key before the forms
     ["latency weight", NAS.isNum(c.latency_weight) ? c.latency_weight : "strategy default"],
     ["resolution", NAS.isNum(c.resolution) ? c.resolution + " px" : null],
     ["width", c.width_mult !== undefined ? c.width_mult : c.width],

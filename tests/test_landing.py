@@ -1,0 +1,39 @@
+"""The default constraint keeps the search's promise: the pick's measured latency lies in
+[0.85 T, T] for targets at 40%, 60% and 80% of a uniformly random architecture's expected latency,
+for each of three seeds. A tiny setting on digits (bench/search_quality.py measures the full one);
+the searches share one profiled lookup table and their measurements."""
+import shutil
+
+import pytest
+
+from search_core.config import SearchConfig
+from search_core.events import Events
+from search_core.rundir import LATENCY_CACHE, LUT
+from search_core.search import Search
+
+TINY = dict(limit=256, batch_size=32, epochs=12, warmup_epochs=2, samples_per_epoch=3,
+            arch_lr=0.1, calibration_batches=2, measure_runs=3, measure_warmup=1, threads=1,
+            calibration_archs=4)
+
+
+def search(run_dir, **settings):
+    return Search(SearchConfig(**dict(TINY, **settings)), str(run_dir), Events()).run()
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """A run directory whose lookup table and measurements the other searches start from."""
+    run_dir = tmp_path_factory.mktemp("profiled")
+    search(run_dir, epochs=TINY["warmup_epochs"])
+    return run_dir
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.8])
+def test_the_pick_lands_on_the_target(profiled, tmp_path, fraction, seed):
+    for name in (LUT, LATENCY_CACHE):
+        shutil.copy(str(profiled / name), str(tmp_path / name))
+    summary = search(tmp_path, target_latency_fraction=fraction, seed=seed)
+    target, pick = summary["target_latency_ms"], summary["best"]["latency_ms"]
+    assert summary["best"]["feasible"]
+    assert 0.85 * target <= pick <= target, (fraction, seed, pick / target)
