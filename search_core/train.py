@@ -58,10 +58,12 @@ def lr_factor(done, epochs, steps_per_epoch, warmup_epochs=1.0):
 class Recipe:
     """How `train` retrains an architecture. SGD with Nesterov momentum and augmentation, a ramp
     then a cosine. On the shapes dataset the earlier recipe (lr 0.05, a one-epoch ramp, no
-    clipping) sometimes did not learn at all: the loss stayed above chance for the first tens of
-    epochs (shapes, MobileNetV2, three seeds: see the README's figures for before and after)."""
+    clipping, 40 epochs) sometimes did not learn for tens of epochs, its loss above chance:
+    MobileNetV2 retrained with three seeds gave 76.3, 60.5 and 53.8%. With lr 0.02, a two-epoch
+    ramp and clipping, 84.2, 78.8 and 85.1% at 40 epochs, still learning at the end; at 60 epochs
+    88.1, 87.6 and 90.2% (one split, three training seeds: std 1.4 points)."""
 
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 0.02
     warmup_epochs: float = 2.0

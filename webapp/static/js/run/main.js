@@ -23,7 +23,7 @@ registerRenderers({
   heatmap: renderHeatmap, best: renderBest, table: renderTable, config: renderConfig,
 });
 
-// the best sample is the server's call (objective, hard constraints): refetch the run after samples
+// the best sample is the server's call (search_core/best.py): refetch the run after samples
 const refreshRun = NAS.debounce(async () => {
   try { setRun(await api("/runs/" + runId, {quiet: true})); } catch (e) { /* next event or poll */ }
 }, 800);
