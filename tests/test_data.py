@@ -334,3 +334,22 @@ def test_data_dir_required(name):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(DatasetError, match=match):
         load_dataset("digits", **kwargs)
+
+
+def test_shapes_are_generated_alike_every_time_and_cached(tmp_path, monkeypatch):
+    from search_core import shapes
+    first, labels = shapes.generate(per_class=2)
+    again, _ = shapes.generate(per_class=2)
+    assert first.shape == (20, 1, shapes.SIDE, shapes.SIDE) and first.dtype == np.uint8
+    assert np.array_equal(first, again) and sorted(set(labels.tolist())) == list(range(10))
+    assert len({image.tobytes() for image in first}) == 20  # every image its own
+
+    monkeypatch.setenv("EDGE_NAS_CACHE", str(tmp_path))
+    ds = load_dataset("shapes", resolution=32, seed=0)
+    assert (ds.num_classes, ds.channels, ds.resolution) == (10, 1, 32)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 10 * shapes.PER_CLASS
+    assert os.path.exists(shapes.cache_path())
+    assert torch.equal(load_dataset("shapes", resolution=32, seed=0).test.images, ds.test.images)
+    with open(shapes.cache_path(), "wb") as f:  # cut short by an interrupted first use
+        f.write(b"PK")
+    assert torch.equal(load_dataset("shapes", resolution=32, seed=0).test.images, ds.test.images)
