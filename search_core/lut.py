@@ -6,11 +6,12 @@ architectures from the fastest to the slowest of the space and fits `measured = 
 No torch import: the dashboard's web process profiles devices too.
 """
 import json
-import os
 import random
 import statistics
 
 from nano_agent.results import LUT_FORMAT, LUT_VERSION, latency_ms
+
+from .rundir import write_json
 
 CALIBRATION_ARCHS = 10
 CALIBRATION_ROUNDS = 3
@@ -80,7 +81,7 @@ class Lut:
             return cls(json.load(f), space)
 
     def save(self, path):
-        _write_json(path, self.data)
+        write_json(path, self.data)
 
 
 def calibration_paths(space, count, seed=0):
@@ -121,11 +122,3 @@ def profile_and_calibrate(source, space, measurer, count=CALIBRATION_ARCHS, seed
     lut.data["device_id"] = source.device_id  # the id its measurements are cached under
     lut.calibrate(space, measurer, count, seed)
     return lut
-
-
-def _write_json(path, data):
-    """Write atomically, so an interrupted run never leaves half a file behind."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)

@@ -101,9 +101,13 @@ class RunDirectory:
             return json.load(f)
 
     def write_json(self, name, data):
-        """Atomically, so an interrupted run never leaves half a file behind."""
-        tmp = self.path(name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, self.path(name))
+        write_json(self.path(name), data)
+
+
+def write_json(path, data):
+    """Write atomically, so an interrupted run never leaves half a file behind."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

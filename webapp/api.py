@@ -15,6 +15,7 @@ import shutil
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from nano_agent import limits
 from nano_agent.protocol import DEFAULT_PORT
@@ -65,7 +66,7 @@ def _method_not_allowed(e):
 @bp.errorhandler(Exception)
 def _internal_error(e):
     """A bug must still answer in JSON; its traceback goes to the log, not to the client."""
-    if hasattr(e, "code") and hasattr(e, "get_response"):  # an HTTPException: keep its status
+    if isinstance(e, HTTPException):  # not a bug: keep its status
         return jsonify(error=e.description), e.code
     db.session.rollback()
     log.exception("%s %s failed", request.method, request.path)
