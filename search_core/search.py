@@ -26,7 +26,7 @@ from .objectives import CostModel, objective
 from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDirectory
 from .strategies import GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
-from .train import accuracy, lr_factor
+from .train import Recipe, accuracy, lr_factor, parameter_groups
 
 
 # With an absolute latency target, the architectures sampled after each epoch are drawn from the
@@ -40,6 +40,15 @@ CANDIDATES = 256  # drawn per sample, the first inside the band is taken (else t
 # the band's predictions are scaled by the median measured / predicted latency of the run's last
 # samples: the measurements correct the table where it drifts (a busy device, a rough calibration)
 DRIFT_SAMPLES = 20
+# The warm-up's first quarter trains the largest member alone (Once-for-All's first stage), then
+# uniform paths share what it learnt. On shapes, uniform paths from the start had barely left
+# chance after 8 epochs (18% train accuracy); with 5 epochs of the largest member first, a random
+# member reached 51% shared-weight validation accuracy after 10 (bench/search_quality.py measures
+# what the whole search gains).
+LARGEST_FIRST = 0.25
+# the weight steps follow the retraining recipe where it is not a setting: its learning-rate ramp,
+# its gradient clipping, and no weight decay on batch norm and biases
+RECIPE = Recipe()
 
 
 class Search:
@@ -65,8 +74,8 @@ class Search:
                                  self.dataset.channels)
         self.net = Supernet(self.space, c.shared_weights).to(self.device)
         self.weight_optimizer = torch.optim.SGD(
-            self.net.weight_parameters(), lr=c.lr, momentum=c.momentum, nesterov=True,
-            weight_decay=c.weight_decay)
+            parameter_groups(self.net.weight_parameters(), c.weight_decay), lr=c.lr,
+            momentum=c.momentum, nesterov=True)
         # ProxylessNAS: Adam without momentum for the logits
         self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
                                                betas=(0.0, 0.999), eps=1e-8)
@@ -170,11 +179,12 @@ class Search:
         for step, (x, y) in enumerate(batches):
             self._set_lr(epoch, step, steps)
             net.train()
-            path = net.sample_path(self.path_generator, uniform=phase == "warmup")
+            path = self._weight_path(epoch + step / steps)
             out = net(x, path)
             loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
             self.weight_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), RECIPE.clip_norm)
             self.weight_optimizer.step()
             total_loss += loss.item() * len(y)
             total_correct += float((out.argmax(1) == y).sum())
@@ -204,6 +214,14 @@ class Search:
                 "arch_hash", "ops", "accuracy", "latency_ms", "objective")},
             duration_s=time.time() - started, **arch_stats)
 
+    def _weight_path(self, done):
+        """The path a weight step trains after `done` epochs (a fraction): the largest member in
+        the warm-up's first LARGEST_FIRST, then uniform ones; from the distribution in the search."""
+        warmup = self.config.warmup_epochs
+        if done < LARGEST_FIRST * warmup:
+            return self.net.largest_path()
+        return self.net.sample_path(self.path_generator, uniform=done < warmup)
+
     def _arch_batches(self):
         """Validation batches for the architecture steps, reshuffled whenever they run out."""
         c = self.config
@@ -214,7 +232,7 @@ class Search:
                 yield batch
 
     def _set_lr(self, epoch, step, steps):
-        factor = lr_factor(epoch + step / steps, self.config.epochs, steps)
+        factor = lr_factor(epoch + step / steps, self.config.epochs, steps, RECIPE.warmup_epochs)
         for group in self.weight_optimizer.param_groups:
             group["lr"] = factor * self.config.lr
 

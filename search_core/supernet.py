@@ -196,6 +196,11 @@ class Supernet(nn.Module):
             path.append(int(torch.multinomial(probs, 1, generator=generator)))
         return tuple(path)
 
+    def largest_path(self):
+        """Every block's costliest op: the largest kernel at the largest expansion."""
+        return tuple(max(range(len(sb.ops)), key=lambda i: (0, 0) if sb.ops[i].is_zero else
+                         (sb.ops[i].kernel, sb.ops[i].expand)) for sb in self.space.blocks)
+
     def sample_paths(self, generator, count):
         """`count` paths drawn independently from the live softmax, at once."""
         columns = [torch.multinomial(F.softmax(logits.detach().cpu(), dim=0), count,

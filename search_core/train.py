@@ -75,11 +75,12 @@ class Recipe:
         return asdict(self)
 
 
-def _parameter_groups(model, weight_decay):
+def parameter_groups(parameters, weight_decay):
     """Weight decay on the weights of convolutions and linear layers only: decaying batch norm's
     scale fights the normalisation it exists for."""
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    rest = [p for p in model.parameters() if p.dim() <= 1]
+    parameters = list(parameters)
+    decay = [p for p in parameters if p.dim() > 1]
+    rest = [p for p in parameters if p.dim() <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -94,7 +95,7 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
     model = build_model(arch).to(device)
     start_as_identity(m.conv[-1] for m in model.modules()
                       if isinstance(m, InvertedResidual) and m.use_res_connect)
-    optimizer = torch.optim.SGD(_parameter_groups(model, recipe.weight_decay), lr=recipe.lr,
+    optimizer = torch.optim.SGD(parameter_groups(model.parameters(), recipe.weight_decay), lr=recipe.lr,
                                 momentum=0.9, nesterov=True)
     per_epoch = max(1, len(dataset.train) // batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(

@@ -123,6 +123,33 @@ def test_derived_architectures_follow_the_logits(tmp_path):
         assert argmax[epoch["epoch"]]["ops"] == expected
 
 
+def test_the_warm_up_trains_the_largest_member_first(tmp_path):
+    """The first quarter of the warm-up moves only the largest member's weights (own weights per
+    op make that visible); the rest of it trains other paths too."""
+    config = SearchConfig(epochs=4, warmup_epochs=4, limit=64, batch_size=16, shared_weights=False,
+                          calibration_archs=2, measure_runs=3, measure_warmup=1, threads=1)
+    search = Search(config, str(tmp_path / "run"), Recorder())
+    search._setup()
+    largest = search.net.largest_path()
+
+    def weights():
+        return {(b, name): [p.detach().clone() for p in candidate.parameters()]
+                for b, block in enumerate(search.net.blocks)
+                for name, candidate in block.candidates.items()}
+
+    def moved(before, after):
+        return {key for key in before
+                if any(not torch.equal(x, y) for x, y in zip(before[key], after[key]))}
+
+    first = weights()
+    search._epoch(0)
+    second = weights()
+    blocks = search.space.blocks
+    assert moved(first, second) == {(b, blocks[b].ops[i].name) for b, i in enumerate(largest)}
+    search._epoch(1)
+    assert moved(second, weights()) - moved(first, second)  # uniform paths now
+
+
 def test_resume_continues_an_interrupted_search(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "search_core", "search", "--out", str(out),

@@ -55,6 +55,16 @@ def test_weight_step_touches_only_the_sampled_path():
             assert has_grad == (name == block.ops[index].name)
 
 
+def test_the_largest_path_is_the_costliest_member():
+    net = Supernet(SPACE)
+    lut = fake_lut(SPACE)
+    largest = net.largest_path()
+    assert all(SPACE.blocks[b].ops[i].name == "k7_e6" for b, i in enumerate(largest))
+    g = torch.Generator().manual_seed(0)
+    assert all(lut.predict(largest) >= lut.predict(net.sample_path(g, uniform=True))
+               for _ in range(50))
+
+
 def test_candidates_share_weights():
     """k3 is the centre of the k7 kernel: changing only the centre changes the k3 path's output;
     changing only the k7 border leaves it alone."""
