@@ -19,6 +19,8 @@ from nano_agent.complexity import FLOAT_BYTES, layer_costs
 METRICS = ("latency_ms", "memory_mb", "params_m")
 FORMS = ("absolute", "soft", "hard")
 HARD_WEIGHT = -1.0
+# an absolute target is a budget to use: a value from this share of T up to T uses it
+BUDGET_FLOOR = 0.85
 MIB = 2.0 ** 20
 
 
@@ -60,6 +62,10 @@ class Constraint:
 
     def satisfied(self, value):
         return value <= self.target
+
+    def uses_budget(self, value):
+        """Does `value` use the budget, at least BUDGET_FLOOR x T? Only the absolute form asks it."""
+        return self.form != "absolute" or value >= BUDGET_FLOOR * self.target
 
 
 def objective(accuracy, metrics, constraints):

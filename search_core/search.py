@@ -300,7 +300,8 @@ class Search:
                 "predicted_latency_ms": self.lut.predict(path), "memory_mb": metrics["memory_mb"],
                 "memory_source": stats["memory_source"], "params": stats["params"],
                 "macs": stats["macs"], "objective": objective(val_accuracy, metrics, self.constraints),
-                "feasible": all(x.satisfied(metrics[x.metric]) for x in self.constraints)}
+                "feasible": all(x.satisfied(metrics[x.metric]) for x in self.constraints),
+                "uses_budget": all(x.uses_budget(metrics[x.metric]) for x in self.constraints)}
 
     # --- checkpoints, resume, the end ------------------------------------------------------------
 

@@ -11,8 +11,7 @@ from search_core.events import Events
 from search_core.rundir import LATENCY_CACHE, LUT
 from search_core.search import Search
 
-# lr 0.05: in 12 epochs on 256 images the default 0.02 leaves shared-weight accuracies at 10-47%,
-# noise that can outweigh the budget term of the pick (0.81 T once)
+# lr 0.05: in 12 epochs on 256 images the default 0.02 leaves shared-weight accuracies at 10-47%
 TINY = dict(limit=256, batch_size=32, epochs=12, warmup_epochs=2, samples_per_epoch=3, lr=0.05,
             arch_lr=0.1, calibration_batches=2, measure_runs=3, measure_warmup=1, threads=1,
             calibration_archs=4)

@@ -81,9 +81,12 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
     best = Architecture.load(str(out / "best_arch.json"))
     summary = json.loads((out / "summary.json").read_text())
     assert best.hash == summary["best"]["arch_hash"] == best_sample(samples)["arch_hash"]
+    target = summary["target_latency_ms"]  # the default absolute form: [0.85 T, T] uses the budget
+    assert all(s["uses_budget"] == (s["latency_ms"] >= 0.85 * target) for s in samples)
     feasible = [s for s in samples if s["feasible"]]  # the pick meets the target if any sample did
     assert summary["best"]["feasible"] == bool(feasible)
-    assert summary["best"]["objective"] == max(s["objective"] for s in feasible or samples)
+    landed = [s for s in feasible if s["uses_budget"]]  # and uses the budget if any feasible one did
+    assert summary["best"]["objective"] == max(s["objective"] for s in landed or feasible or samples)
     assert build_model(best)(torch.randn(2, *best.input_shape[1:])).shape == (2, 10)
 
 

@@ -340,12 +340,13 @@ def test_garbage_lines_do_not_stop_the_reader(app):
         db.session.commit()
 
 
-@pytest.mark.parametrize("feasible, expected", [((True, True, False, True), "d"),
-                                                 ((False, False, False, False), "c")])
-def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, expected):
+@pytest.mark.parametrize("feasible, uses_budget, expected", [
+    ((True, True, False, True), (True,) * 4, "d"), ((False, False, False, False), (True,) * 4, "c"),
+    ((True, True, False, True), (True, True, True, False), "b")])
+def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, uses_budget, expected):
     """While a run goes on, its best is the search's pick so far (search_core.best: a sample that
-    meets the targets first, then the highest objective), so that the best architecture can be
-    downloaded before the end."""
+    meets the targets first, then one that uses the budget, then the highest objective), so that
+    the best architecture can be downloaded before the end."""
     run, _ = finished_run
     arch = read_jsonl(os.path.join(run["run_dir"], "samples.jsonl"))[0]["arch"]
     runs = app.extensions["runs"]
@@ -353,12 +354,12 @@ def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, expect
         synthetic = Run(name="best so far", status="running", config="{}")
         db.session.add(synthetic)
         db.session.commit()
-        for name, accuracy, objective, meets in zip("abcd", (0.5, 0.7, 0.9, 0.6), (0.5, 0.6, 0.9, 0.65),
-                                                    feasible):
+        for name, accuracy, objective, meets, uses in zip(
+                "abcd", (0.5, 0.7, 0.9, 0.6), (0.5, 0.6, 0.9, 0.65), feasible, uses_budget):
             runs.handle_line(synthetic.id, json.dumps({
                 "event": "sample", "time": 1.0, "epoch": 0, "kind": "sampled", "arch": arch,
                 "arch_hash": name * 64, "ops": [], "accuracy": accuracy, "latency_ms": 1.0,
-                "objective": objective, "feasible": meets}))
+                "objective": objective, "feasible": meets, "uses_budget": uses}))
         db.session.expire_all()
         assert db.session.get(Run, synthetic.id).best_sample.arch_hash == expected * 64
 

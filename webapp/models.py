@@ -211,6 +211,8 @@ class Sample(db.Model):
     macs: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
     objective: Mapped[Optional[float]] = mapped_column(sa.Float)
     feasible: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    # within [0.85 T, T] of every absolute target (search_core.best); null before revision 0005
+    uses_budget: Mapped[Optional[bool]] = mapped_column(sa.Boolean)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
     arch = json_property("arch_json")

@@ -66,7 +66,7 @@ class Worker:
 
 _SAMPLE_COLUMNS = {
     "predicted_latency_ms": "predicted_latency_ms", "memory_mb": "memory_mb", "params": "params",
-    "macs": "macs", "objective": "objective",
+    "macs": "macs", "objective": "objective", "uses_budget": "uses_budget",
 }
 _LATENCY_COLUMNS = {"median_ms": "latency_median_ms", "mean_ms": "latency_mean_ms",
                     "std_ms": "latency_std_ms", "p90_ms": "latency_p90_ms",
@@ -84,7 +84,8 @@ def _lower_priority(pid: int):
 def _better(sample: Sample, best: Sample | None) -> bool:
     """Does ``sample`` beat the run's best so far? The search's own rule (search_core.best)."""
     def fields(s):
-        return None if s is None else {"objective": s.objective, "feasible": s.feasible}
+        return None if s is None else {"objective": s.objective, "feasible": s.feasible,
+                                       "uses_budget": s.uses_budget}
     return better(fields(sample), fields(best))
 
 

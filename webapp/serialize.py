@@ -12,7 +12,8 @@ from .models import Device, DeviceLut, EpochMetric, Run, Sample
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
-                 "predicted_latency_ms", "memory_mb", "params", "macs", "objective", "feasible")
+                 "predicted_latency_ms", "memory_mb", "params", "macs", "objective", "feasible",
+                 "uses_budget")
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_accuracy", "expected_latency_ms", "entropy",
                  "duration_s")
 RESUMABLE = ("failed", "cancelled", "interrupted")
