@@ -10,7 +10,7 @@ constraint form: with `hard` the objective is the accuracy itself under the targ
 default `absolute` form T is a budget to use, so a sample within [0.85 T, T] beats any faster one,
 and within that band budget left unused still costs w per unit of T (0.5 points of accuracy for
 each 1% of T at w = -0.5). Shared-weight accuracies differ by noise of a few points, on a tiny
-setting by ten or more (a 0.81 T argmax once beat the band's samples), and a smaller network that
+setting by ten or more (a 0.81 T sample once beat the band's), and a smaller network that
 is no more accurate than the ones at T is not what the user asked for. With `soft`, faster is
 better everywhere, as MnasNet's factor says.
 """
