@@ -13,7 +13,8 @@ from nano_agent.config import TOKEN_ENV
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .config import CONSTRAINT_FORMS, DEFAULT_WEIGHTS, STRATEGIES, ConfigError, SearchConfig
+from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGHTS, LOSS_FORMS,
+                     STRATEGIES, TRAIN_DEVICES, ConfigError, SearchConfig)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
@@ -26,6 +27,7 @@ from .train import DatasetMismatch, Recipe, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
                FileExistsError, FileNotFoundError)
+DATASET_HELP = ", ".join(name + (" (bundled)" if name in BUNDLED_DATASETS else "") for name in DATASETS)
 
 
 def _space_arguments(p, width=1.0, resolution=224, classes=1000, channels=3):
@@ -43,8 +45,7 @@ def _space(args):
 
 def _search_arguments(p):
     d = SearchConfig()
-    p.add_argument("--dataset", default=d.dataset, help="digits, shapes (both bundled), cifar10, "
-                                                        "imagefolder")
+    p.add_argument("--dataset", default=d.dataset, help=DATASET_HELP)
     p.add_argument("--data-dir", help="dataset directory (cifar10: the python-format batches; "
                                       "imagefolder: one sub-directory per class)")
     p.add_argument("--out", required=True, help="run directory (must not hold a run yet)")
@@ -65,7 +66,7 @@ def _search_arguments(p):
                         "better) or hard (no reward below T)")
     p.add_argument("--hard-constraint", dest="constraint", action="store_const", const="hard",
                    help="the same as --constraint hard")
-    p.add_argument("--loss-form", choices=("mul", "add"), default=d.loss_form,
+    p.add_argument("--loss-form", choices=LOSS_FORMS, default=d.loss_form,
                    help="gradient strategy, soft and hard constraints: CE x (LAT/T)^-w (mul) or "
                         "CE + -w x LAT/T (add)")
     p.add_argument("--target-latency-ms", type=float,
@@ -91,7 +92,7 @@ def _search_arguments(p):
     p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
     p.add_argument("--measure-threads", type=int, default=d.measure_threads)
     p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
-    p.add_argument("--train-device", choices=("cpu", "cuda"), default=d.train_device)
+    p.add_argument("--train-device", choices=TRAIN_DEVICES, default=d.train_device)
     p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
 
 
@@ -304,8 +305,7 @@ def parser():
 
     p = sub.add_parser("train", help="train an architecture from scratch, report test accuracy")
     p.add_argument("arch")
-    p.add_argument("--dataset", default="digits", help="digits, shapes (both bundled), cifar10, "
-                                                       "imagefolder")
+    p.add_argument("--dataset", default="digits", help=DATASET_HELP)
     p.add_argument("--data-dir")
     recipe = Recipe()
     p.add_argument("--epochs", type=int, default=recipe.epochs)
@@ -317,7 +317,7 @@ def parser():
                    help="the seed that draws the train / validation / test split (default: --seed); "
                         "fix it to compare architectures or seeds on the same test images")
     p.add_argument("--threads", type=int)
-    p.add_argument("--train-device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--train-device", choices=TRAIN_DEVICES, default="cpu")
     p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--save", help="write the trained weights (state_dict) here")
     p.add_argument("--json", action="store_true")
