@@ -73,9 +73,11 @@ class Search:
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
         self.net = Supernet(self.space, c.shared_weights).to(self.device)
+        self.weights = self.net.weight_parameters()
+        self.largest_path = self.net.largest_path()
         self.weight_optimizer = torch.optim.SGD(
-            parameter_groups(self.net.weight_parameters(), c.weight_decay), lr=c.lr,
-            momentum=c.momentum, nesterov=True)
+            parameter_groups(self.weights, c.weight_decay), lr=c.lr, momentum=c.momentum,
+            nesterov=True)
         # ProxylessNAS: Adam without momentum for the logits
         self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
                                                betas=(0.0, 0.999), eps=1e-8)
@@ -184,7 +186,7 @@ class Search:
             loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
             self.weight_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), RECIPE.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.weights, RECIPE.clip_norm)
             self.weight_optimizer.step()
             total_loss += loss.item() * len(y)
             total_correct += float((out.argmax(1) == y).sum())
@@ -219,7 +221,7 @@ class Search:
         the warm-up's first LARGEST_FIRST, then uniform ones; from the distribution in the search."""
         warmup = self.config.warmup_epochs
         if done < LARGEST_FIRST * warmup:
-            return self.net.largest_path()
+            return self.largest_path
         return self.net.sample_path(self.path_generator, uniform=done < warmup)
 
     def _arch_batches(self):
