@@ -35,6 +35,10 @@ TRAINING = {"name": "bench", "epochs": 60, "warmup_epochs": 1, "samples_per_epoc
 # seconds between stopping a run and measuring the idle server: right after a stop, requests were
 # up to 1.5 times slower for about 20 s here, which would flatter the ratio
 SETTLE_S = 20.0
+# the server's token (WEBAPP_TOKEN), sent by every request as programs do
+TOKEN = "bench-token"
+HTTP = requests.Session()
+HTTP.headers["Authorization"] = "Bearer " + TOKEN
 
 
 def free_port():
@@ -48,12 +52,12 @@ def start_server(data_dir, mode):
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
                              data_dir, "--async-mode", mode], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=dict(os.environ, WEBAPP_TOKEN=TOKEN))
     base = "http://127.0.0.1:{}".format(port)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
-            devices = requests.get(base + "/api/devices", timeout=2).json()
+            devices = HTTP.get(base + "/api/devices", timeout=2).json()
             if devices and devices[0]["status"] == "online":
                 return proc, base
         except requests.ConnectionError:
@@ -79,7 +83,7 @@ def p95(values):
 def wait_for(base, run_id, predicate, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        run = requests.get("{}/api/runs/{}".format(base, run_id), timeout=10).json()
+        run = HTTP.get("{}/api/runs/{}".format(base, run_id), timeout=10).json()
         if predicate(run):
             return run
         if run["status"] not in ("queued", "running"):
@@ -124,7 +128,7 @@ def main():
 
 
 def run_bench(base, data_dir, args):
-    session = requests.Session()
+    session = HTTP
     runs_url = base + "/api/runs"
     latencies_ms(session, runs_url, 20)  # warm the connection and the server
     per_block = max(1, args.requests // args.blocks)
@@ -136,7 +140,7 @@ def run_bench(base, data_dir, args):
     def on_sample(payload):
         delays.append(time.time() - payload["time"])
 
-    client.connect(base, transports=["websocket"], wait_timeout=10)
+    client.connect(base, transports=["websocket"], wait_timeout=10, auth={"token": TOKEN})
     for block in range(args.blocks):
         run = session.post(runs_url, json=dict(TRAINING, name="bench-{}".format(block)), timeout=60).json()
         assert client.call("subscribe", {"run_id": run["id"]}, timeout=10)["ok"]

@@ -22,6 +22,7 @@ import time
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "bench-token"  # the server's token (WEBAPP_TOKEN), sent as programs do
 
 
 def free_port():
@@ -49,11 +50,13 @@ def start_once(root, timeout=60.0):
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "webapp", "--no-local-agent", "--port",
                                     str(port), "--data-dir", data_dir], cwd=root,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, WEBAPP_TOKEN=TOKEN))
         try:
             while True:
                 try:
-                    if requests.get("http://127.0.0.1:{}/api/runs".format(port), timeout=1).ok:
+                    if requests.get("http://127.0.0.1:{}/api/runs".format(port), timeout=1,
+                                    headers={"Authorization": "Bearer " + TOKEN}).ok:
                         break
                 except requests.ConnectionError:
                     pass

@@ -15,7 +15,10 @@ def app(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(app):
-    return app.test_client()
+    """A test client that sends the token the way programs do (``Authorization: Bearer``)."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+    return client
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV
 from search_core.device_client import DeviceClient
 from webapp import create_app, shutdown
-from webapp.extensions import db
+from webapp.extensions import db, socketio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "test-token-0123"
@@ -91,6 +91,11 @@ def dashboard_app(data_dir, **config):
             db.engine.dispose()
 
 
+def socket_client(app, **options):
+    """A Socket.IO test client of `app`, connected with its token."""
+    return socketio.test_client(app, auth={"token": app.config["TOKEN"]}, **options)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,25 +106,35 @@ class Dashboard:
     """`python -m webapp` with its local device; ready once that device is online."""
 
     def __init__(self, data_dir, mode="threading", timeout=90):
-        self.log_path = os.path.join(str(data_dir), "server.log")
+        self.data_dir = str(data_dir)
+        self.log_path = os.path.join(self.data_dir, "server.log")
         self.log = open(self.log_path, "w")
         port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
                                       str(data_dir), "--async-mode", mode],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = "http://127.0.0.1:{}".format(port)
+        self.http = requests.Session()  # a program's client: the token as a bearer header
         deadline = time.time() + timeout
         while True:
             try:
-                devices = requests.get(self.url + "/api/devices", timeout=2).json()
+                if not self.http.headers.get("Authorization"):
+                    self.http.headers["Authorization"] = "Bearer " + self.token
+                devices = self.http.get(self.url + "/api/devices", timeout=2).json()
                 if devices and devices[0]["status"] == "online":
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, FileNotFoundError):  # not listening, no token yet
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise AssertionError("the dashboard did not start: " + self.output())
             time.sleep(0.2)
+
+    @property
+    def token(self):
+        """The token the dashboard generated at first start, from its data directory."""
+        with open(os.path.join(self.data_dir, "token")) as f:
+            return f.read().strip()
 
     def output(self):
         with open(self.log_path) as f:

@@ -1,19 +1,22 @@
 """The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright) against a
 real server (`python -m webapp`) with its local agent: register a device, start a run from the
-form, watch samples appear on the Pareto plot without reloading, download the best architecture.
+form, watch samples appear on the Pareto plot without reloading, download the best architecture;
+log in with the token, and a page on another origin that posts to the dashboard changes nothing.
 
 EDGE_NAS_SCREENSHOT=docs/dashboard.png saves the finished run page there (the README's picture).
 """
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
+import threading
 
 import pytest
-import requests
 from playwright.sync_api import expect, sync_playwright
 
-from processes import ROOT, TOKEN, Agent, Dashboard
+from processes import ROOT, TOKEN, Agent, Dashboard, free_port
 from nano_agent.arch import Architecture
 
 CHROMIUM = "/usr/bin/chromium"
@@ -21,10 +24,15 @@ TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def dashboard(tmp_path_factory):
     dashboard = Dashboard(tmp_path_factory.mktemp("browser"))
-    yield dashboard.url
+    yield dashboard
     dashboard.stop()
+
+
+@pytest.fixture(scope="module")
+def server(dashboard):
+    return dashboard.url
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,8 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def visitor(browser):
+    """A page in a browser that has not logged in."""
     context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     errors = []
@@ -53,7 +62,56 @@ def page(browser):
     assert outside == [], outside
 
 
-def test_register_a_device(server, page, tmp_path):
+@pytest.fixture
+def page(visitor, dashboard):
+    """A page in a browser that has logged in with the login URL the dashboard printed."""
+    visitor.goto("{}/?token={}".format(dashboard.url, dashboard.token))
+    expect(visitor.get_by_test_id("logout")).to_be_visible()
+    return visitor
+
+
+def test_log_in_and_out(dashboard, visitor):
+    assert "?token=" + dashboard.token in dashboard.output()  # printed once, at first start
+    visitor.goto(dashboard.url + "/devices")
+    visitor.wait_for_url(re.compile(r".*/login\?next=(/|%2F)devices$"))
+    expect(visitor.get_by_test_id("nav")).to_have_count(0)  # nothing shown before logging in
+    visitor.get_by_test_id("login-token").fill("not-the-token")
+    visitor.get_by_test_id("login-submit").click()
+    expect(visitor.get_by_test_id("login-error")).to_contain_text("not this dashboard's token")
+    visitor.get_by_test_id("login-token").fill(dashboard.token)
+    visitor.get_by_test_id("login-submit").click()
+    visitor.wait_for_url(dashboard.url + "/devices")
+    expect(visitor.locator('[data-testid="device-card"]', has_text="local")).to_be_visible()
+    visitor.get_by_test_id("logout").click()
+    visitor.wait_for_url(re.compile(r".*/login$"))
+    status = visitor.evaluate("fetch('/api/runs').then(r => r.status)")
+    assert status == 401
+
+
+def test_a_form_on_another_origin_changes_nothing(dashboard, page, tmp_path):
+    """A page on 127.0.0.1 but another port is the same site, so the browser sends the session
+    cookie with its form post (SameSite=Lax allows it): only the Origin check stops it."""
+    run = dashboard.http.post(dashboard.url + "/api/runs", json={
+        "name": "target", "epochs": 40, "warmup_epochs": 20, "limit": 64}, timeout=30).json()
+    attack = tmp_path / "attack.html"
+    attack.write_text('<form id="f" method="post" action="{}/api/runs/{}/cancel">'
+                      '<input name="x" value="1"></form><script>f.submit()</script>'.format(
+                          dashboard.url, run["id"]))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        page.goto("http://127.0.0.1:{}/attack.html".format(other.server_port))
+        page.wait_for_url(re.compile(r".*/cancel$"))
+        expect(page.locator("body")).to_contain_text("Origin is not this dashboard's")
+    finally:
+        other.shutdown()
+    url = "{}/api/runs/{}".format(dashboard.url, run["id"])
+    assert dashboard.http.get(url, timeout=5).json()["status"] in ("queued", "running")
+    assert dashboard.http.post(url + "/cancel", timeout=30).status_code == 200
+
+
+def test_register_a_device(dashboard, server, page, tmp_path):
     agent = Agent(tmp_path, timeout=10)
     try:
         page.goto(server + "/devices")
@@ -92,11 +150,11 @@ def test_register_a_device(server, page, tmp_path):
         expect(card).to_have_attribute("data-status", "online")
     finally:
         agent.stop()
-    names = [d["name"] for d in requests.get(server + "/api/devices", timeout=5).json()]
+    names = [d["name"] for d in dashboard.http.get(server + "/api/devices", timeout=5).json()]
     assert names == ["local", "nano-bench", "nano1"]
 
 
-def test_start_watch_and_download(server, page, tmp_path):
+def test_start_watch_and_download(dashboard, server, page, tmp_path):
     page.goto(server + "/runs/new")
     form = page.get_by_test_id("new-run-form")
     expect(form).to_have_attribute("data-ready", "true", timeout=30_000)
@@ -124,9 +182,9 @@ def test_start_watch_and_download(server, page, tmp_path):
     page.wait_for_function(
         "Number(document.getElementById('pareto-plot').dataset.points) >= 1", timeout=TIMEOUT_MS)
     expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
-    samples = requests.get("{}/api/runs/{}/samples".format(server, run_id), timeout=5).json()
+    samples = dashboard.http.get("{}/api/runs/{}/samples".format(server, run_id), timeout=5).json()
     expect(plot).to_have_attribute("data-points", str(len(samples)))
-    front = requests.get("{}/api/runs/{}/pareto".format(server, run_id), timeout=5).json()
+    front = dashboard.http.get("{}/api/runs/{}/pareto".format(server, run_id), timeout=5).json()
     expect(plot).to_have_attribute("data-front", str(len(front)))
     assert page.evaluate("window.__sameDocument") is True
     expect(page.get_by_test_id("heatmap")).to_have_attribute("data-epoch", "3")  # shown from 1
@@ -138,7 +196,7 @@ def test_start_watch_and_download(server, page, tmp_path):
     path = tmp_path / "best.json"
     download.value.save_as(path)
     best = json.loads(path.read_text())
-    assert best == requests.get("{}/api/runs/{}/best.json".format(server, run_id), timeout=5).json()
+    assert best == dashboard.http.get("{}/api/runs/{}/best.json".format(server, run_id), timeout=5).json()
     Architecture.from_dict(best)  # a valid architecture, ready for the device
 
     target = os.environ.get("EDGE_NAS_SCREENSHOT")

@@ -12,7 +12,7 @@ from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
-from webapp.extensions import socketio
+from processes import socket_client
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
@@ -43,7 +43,7 @@ def read_jsonl(path):
 @pytest.fixture(scope="module")
 def finished_run(app, client):
     """A tiny run on the local device, followed by a Socket.IO client in its room."""
-    sio = socketio.test_client(app)
+    sio = socket_client(app)
     r = client.post("/api/runs", json=dict(TINY, name="tiny"))
     assert r.status_code == 201, r.get_json()
     assert sio.emit("subscribe", {"run_id": r.get_json()["id"]}, callback=True) == {"ok": True}
@@ -293,7 +293,7 @@ def test_cancel_and_resume(app, client):
         os.kill(pid, 0)
     assert client.post("/api/runs/{}/cancel".format(run_id)).status_code == 409
 
-    sio = socketio.test_client(app)
+    sio = socket_client(app)
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
     r = client.post("/api/runs/{}/resume".format(run_id))
     assert r.status_code == 200, r.get_json()

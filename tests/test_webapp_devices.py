@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from processes import TOKEN, Agent, dashboard_app
+from processes import TOKEN, Agent, dashboard_app, socket_client
 
 AGENT_TIMEOUT = 10
 TINY_RUN = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 1,
@@ -24,7 +24,6 @@ def finished(client, run_id, timeout=120):
     raise AssertionError("run {} did not finish in {} s".format(run_id, timeout))
 from webapp import create_app
 from webapp.extensions import db
-from webapp.extensions import socketio
 
 
 def local_device(client, timeout=60):
@@ -79,7 +78,7 @@ def local_row(app):
 
 
 def test_register_check_profile_delete(app, client, agent):
-    sio = socketio.test_client(app)  # device_status goes to every client, no subscription needed
+    sio = socket_client(app)  # device_status goes to every client, no subscription needed
     r = client.post("/api/devices", json={"name": "nano1", "host": "127.0.0.1", "port": agent.port,
                                           "token": TOKEN})
     assert r.status_code == 201, r.get_json()

@@ -5,13 +5,11 @@ import threading
 import time
 
 import pytest
-import requests
 import socketio as socketio_client
 
-from processes import Dashboard
+from processes import Dashboard, socket_client
 from webapp.extensions import db
 from webapp.models import Run
-from webapp.extensions import socketio
 
 DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
@@ -32,7 +30,7 @@ def line(run_id, **event):
 
 @pytest.mark.parametrize("payload", [None, {}, {"run_id": "1"}, {"run_id": True}, [1], "1"])
 def test_subscribe_validates_its_payload(app, payload):
-    sio = socketio.test_client(app)
+    sio = socket_client(app)
     reply = sio.emit("subscribe", payload, callback=True)
     assert reply["ok"] is False and "run_id" in reply["error"]
     sio.disconnect()
@@ -40,7 +38,7 @@ def test_subscribe_validates_its_payload(app, payload):
 
 def test_rooms_keep_runs_apart(app):
     first, second = make_run(app, "first"), make_run(app, "second")
-    a, b = socketio.test_client(app), socketio.test_client(app)
+    a, b = socket_client(app), socket_client(app)
     assert a.emit("subscribe", {"run_id": 10 ** 6}, callback=True)["ok"] is False  # unknown run
     assert a.emit("subscribe", {"run_id": first}, callback=True) == {"ok": True}
     assert b.emit("subscribe", {"run_id": second}, callback=True) == {"ok": True}
@@ -77,16 +75,16 @@ def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
             if name == "run_status" and payload["run"]["status"] in ("finished", "failed"):
                 finished.set()
 
-        client.connect(base, transports=["websocket"], wait_timeout=10)
-        run = requests.post(base + "/api/runs", json=dict(TINY, name=mode), timeout=30).json()
+        client.connect(base, transports=["websocket"], wait_timeout=10, auth={"token": dashboard.token})
+        run = dashboard.http.post(base + "/api/runs", json=dict(TINY, name=mode), timeout=30).json()
         assert client.call("subscribe", {"run_id": run["id"]}, timeout=10) == {"ok": True}
         assert finished.wait(120), events[-3:]
         client.disconnect()
         assert events[-1][1]["run"]["status"] == "finished"
-        samples = requests.get(base + "/api/runs/{}/samples".format(run["id"]), timeout=5).json()
+        samples = dashboard.http.get(base + "/api/runs/{}/samples".format(run["id"]), timeout=5).json()
         pushed = [p["sample"]["id"] for name, p in events if name == "sample"]
         assert pushed and pushed == [s["id"] for s in samples]
-        assert requests.get(base + "/runs/{}".format(run["id"]), timeout=5).status_code == 200
+        assert dashboard.http.get(base + "/runs/{}".format(run["id"]), timeout=5).status_code == 200
     finally:
         dashboard.stop()
     assert "Traceback" not in dashboard.output()

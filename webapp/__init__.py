@@ -1,7 +1,8 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
-Pages (pages.py) and the JSON API (api.py) are blueprints; runs are worker subprocesses followed by
-runner.py; devices and the built-in local agent live in devices.py; Socket.IO pushes in sockets.py.
+Pages (pages.py) and the JSON API (api.py) are blueprints behind auth.py's token, Origin and Host
+checks; runs are worker subprocesses followed by runner.py; devices and the built-in local agent
+live in devices.py; Socket.IO pushes in sockets.py.
 """
 import os
 import sqlite3
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from flask import Flask, jsonify, render_template, request
 
-from . import models  # noqa: F401  (registers the tables on db.metadata)
+from . import auth, models  # noqa: F401  (models registers the tables on db.metadata)
 from .config import Config, sqlite_uri
 from .extensions import db, migrate, socketio
 from .ids import IdConverter
@@ -50,9 +51,10 @@ def create_app(config=None):
     if config:
         app.config.update(config)
     app.config["DATA_DIR"] = os.path.abspath(app.config["DATA_DIR"])
+    os.makedirs(app.config["DATA_DIR"], exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
-        os.makedirs(app.config["DATA_DIR"], exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = sqlite_uri(app.config["DATA_DIR"])
+    auth.init_app(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)

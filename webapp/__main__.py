@@ -4,6 +4,8 @@ import os
 import signal
 import sys
 
+from .auth import LOOPBACK_HOSTS
+
 
 def parser():
     p = argparse.ArgumentParser(prog="python -m webapp",
@@ -22,7 +24,36 @@ def parser():
                         "discourage new use of it)")
     p.add_argument("--no-local-agent", action="store_true",
                    help="do not start the built-in local device")
+    p.add_argument("--allowed-hosts", type=_names, default=(),
+                   help="comma-separated host names the dashboard answers to besides IP addresses, "
+                        "localhost and this machine's names, e.g. nas.lab.example ('*': any)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="no token: anyone who reaches the port controls the dashboard. Allowed "
+                        "only with a loopback --host")
     return p
+
+
+def _names(text):
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected host names separated by commas")
+    return names
+
+
+def _announce(app, args):
+    """Where the dashboard is, and how to log in (the token itself only when it is new)."""
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = "http://{}:{}/".format("[{}]".format(shown) if ":" in shown else shown, args.port)
+    print("edge-nas dashboard on {} (data in {})".format(url, app.config["DATA_DIR"]), flush=True)
+    auth = app.extensions["auth"]
+    if args.no_auth:
+        print("WARNING: --no-auth: every program on this machine can start, cancel and delete "
+              "runs and devices", flush=True)
+    elif auth["token_created"]:
+        print("log in with this URL (the token is kept in {}):\n    {}?token={}".format(
+            auth["token_path"], url, app.config["TOKEN"]), flush=True)
+    else:
+        print("log in with the token in {}".format(auth["token_path"]), flush=True)
 
 
 def main(argv=None):
@@ -30,6 +61,10 @@ def main(argv=None):
     args = parser().parse_args(argv)
     if not 0 < args.port < 65536:
         parser().error("--port must be from 1 to 65535")
+    if args.no_auth and args.host not in LOOPBACK_HOSTS:
+        parser().error("--no-auth is refused with --host {}: without the token anyone on the "
+                       "network controls the dashboard (use 127.0.0.1, or keep the token)".format(
+                           args.host))
     if args.async_mode == "eventlet" and "eventlet" not in sys.modules:
         # eventlet must patch the standard library before anything imports it: start afresh
         code = ("import eventlet; eventlet.monkey_patch(); import runpy, sys; "
@@ -40,7 +75,10 @@ def main(argv=None):
     from .extensions import socketio
 
     config = {"DATA_DIR": args.data_dir, "SOCKETIO_ASYNC_MODE": args.async_mode,
-              "LOCAL_AGENT": not args.no_local_agent}
+              "LOCAL_AGENT": not args.no_local_agent, "AUTH": not args.no_auth,
+              "ALLOWED_HOSTS": args.allowed_hosts,
+              # dashboards on one host but different ports must not overwrite each other's cookie
+              "SESSION_COOKIE_NAME": "edge-nas-{}".format(args.port)}
     if args.database_url:
         config["SQLALCHEMY_DATABASE_URI"] = args.database_url
     try:
@@ -49,8 +87,7 @@ def main(argv=None):
         sys.exit("webapp: cannot start: {}".format(e))
     # a plain `kill` stops the workers and the local agent too
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    print("edge-nas dashboard on http://{}:{}/ (data in {})".format(
-        args.host, args.port, app.config["DATA_DIR"]), flush=True)
+    _announce(app, args)
     try:
         socketio.run(app, host=args.host, port=args.port, use_reloader=False, log_output=False,
                      allow_unsafe_werkzeug=True)

@@ -30,3 +30,13 @@ class Config:
     DEVICE_CHECK_INTERVAL_S = 30
     # Socket.IO server: "threading" (default) or "eventlet" (see webapp/sockets.py)
     SOCKETIO_ASYNC_MODE = "threading"
+    # every page, API call and Socket.IO connection needs the token (webapp/auth.py); off only on
+    # loopback (python -m webapp --no-auth)
+    AUTH = True
+    # None: the token kept in <DATA_DIR>/token, generated at first start
+    TOKEN = None
+    # None: the session-signing key kept in <DATA_DIR>/secret_key, generated at first start
+    SECRET_KEY = None
+    # host names the server answers to besides IP addresses, localhost and this machine's names
+    # ("*": any name; DNS-rebinding pages then reach it)
+    ALLOWED_HOSTS = ()

@@ -1,6 +1,7 @@
 """Socket.IO: the dashboard pushes what happens instead of the browser polling for it.
 
-A client emits ``subscribe`` with ``{"run_id": N}`` to join the run's room (``unsubscribe`` to
+A client connects with the dashboard's session cookie, ``auth={"token": ...}`` or an
+``Authorization: Bearer`` header (webapp/auth.py), then emits ``subscribe`` with ``{"run_id": N}`` to join the run's room (``unsubscribe`` to
 leave); the server emits ``run_progress``, ``sample``, ``run_epoch``, ``run_message`` and
 ``run_status`` there, and ``device_status`` to everyone. The payloads are in docs/dashboard.md.
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask_socketio import join_room, leave_room
+from flask_socketio import ConnectionRefusedError, join_room, leave_room
 
+from .auth import check_socket
 from .extensions import db, socketio
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
@@ -37,6 +39,14 @@ def room(run_id: int) -> str:
 def _run_id(data):
     value = data.get("run_id") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@socketio.on("connect")
+def connect(auth=None):
+    """The same guard as HTTP's: a known Host, then the session cookie or the token."""
+    refused = check_socket(auth)
+    if refused:
+        raise ConnectionRefusedError(refused)
 
 
 @socketio.on("subscribe")

@@ -109,6 +109,9 @@
       if (!options.quiet) flash(error.message);
       throw error;
     }
+    if (response.status === 401) {  // the session ended (logged out, or a new token): log in again
+      window.location.assign(root + "/login?next=" + encodeURIComponent(location.pathname + location.search));
+    }
     if (response.status === 204) return null;
     let body = null;
     const text = await response.text();

@@ -1,0 +1,200 @@
+"""Who may use the dashboard: a Jupyter-style token, a login session, and Origin and Host checks.
+
+- The token is generated at first start into ``<DATA_DIR>/token`` (mode 0600; ``TOKEN`` in the
+  configuration overrides it). A browser logs in once, on /login or by opening any page with
+  ``?token=...``, and then holds Flask's signed session cookie (HttpOnly, SameSite=Lax; the key is
+  ``<DATA_DIR>/secret_key``). Programs send ``Authorization: Bearer <token>``. A Socket.IO client
+  connects with the cookie, ``auth={"token": ...}`` or the same header.
+- A state-changing request that comes from a browser (it names an Origin, else a Referer) must come
+  from the dashboard's own origin: a page elsewhere cannot post to it with the user's cookie.
+  ``Authorization`` headers are exempt: no page can make a browser send one to another origin.
+- The Host header must name this server (an IP address, localhost, this machine's names, or one of
+  ``ALLOWED_HOSTS``): a DNS-rebinding page reaches the server under its own domain name and gets 403.
+
+With ``AUTH`` off (``--no-auth``, loopback only) the Origin and Host checks still apply.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import socket
+from urllib.parse import urlencode, urlsplit
+
+from flask import (Blueprint, current_app, jsonify, redirect, render_template, request, session,
+                   url_for)
+
+TOKEN_FILE = "token"
+SECRET_KEY_FILE = "secret_key"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# reachable without logging in: the login page itself and the assets it loads
+_OPEN_ENDPOINTS = ("auth.login", "static")
+
+bp = Blueprint("auth", __name__)
+
+
+def init_app(app):
+    """Load (or create) the token and the session key, and guard every request of `app`."""
+    data_dir = app.config["DATA_DIR"]
+    created = False
+    if app.config.get("TOKEN"):
+        app.config["TOKEN"] = str(app.config["TOKEN"])  # WEBAPP_TOKEN=123 arrives as a number
+    else:
+        app.config["TOKEN"], created = _secret(os.path.join(data_dir, TOKEN_FILE))
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"], _ = _secret(os.path.join(data_dir, SECRET_KEY_FILE))
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.extensions["auth"] = {"token_created": created,
+                              "token_path": os.path.join(data_dir, TOKEN_FILE)}
+    app.register_blueprint(bp)
+    app.before_request(_guard)
+
+
+def _secret(path):
+    """The secret kept in `path`, created (mode 0600, never readable by others) if missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value, False
+        raise RuntimeError("{} is empty: delete it and a new one is made".format(path))
+    value = secrets.token_hex(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value, True
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def host_allowed(host_header, allowed) -> bool:
+    """Whether a Host header ("name:port", "[::1]:5000") names this server: any IP address (a
+    rebinding page always uses a domain name), a loopback name, this machine's names, or one of
+    `allowed` ("*" allows every name)."""
+    try:
+        name = urlsplit("//" + (host_header or "")).hostname
+    except ValueError:
+        return False
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    names = {n.lower() for n in allowed} | {"localhost", socket.gethostname().lower(),
+                                            socket.getfqdn().lower()}
+    return "*" in names or name.lower() in names
+
+
+def _same_origin() -> bool:
+    """A browser's request (Origin, else Referer) from this server's own origin; a request that
+    names neither did not come from a page."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if source is None:
+        return True
+    try:
+        return urlsplit(source).netloc.lower() == request.host.lower()
+    except ValueError:
+        return False
+
+
+def _bearer() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def token_matches(value) -> bool:
+    token = current_app.config["TOKEN"]
+    return isinstance(value, str) and hmac.compare_digest(value.encode(), token.encode())
+
+
+def _session_mark() -> str:
+    """What a logged-in session holds: derived from the token, so a new token ends every session."""
+    return hashlib.sha256(("session:" + current_app.config["TOKEN"]).encode()).hexdigest()
+
+
+def _logged_in() -> bool:
+    mark = session.get("auth")
+    return isinstance(mark, str) and hmac.compare_digest(mark, _session_mark())
+
+
+def _refuse(status, message):
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), status
+    return render_template("refused.html", message=message), status
+
+
+def _guard():
+    """Every request: Host, then Origin for state changes, then the token."""
+    if not host_allowed(request.host, current_app.config["ALLOWED_HOSTS"]):
+        return _refuse(403, "this server does not answer to the host name {!r}; start it with "
+                            "--allowed-hosts to add a name".format(request.host))
+    bearer = _bearer()
+    if request.method not in _SAFE_METHODS and bearer is None and not _same_origin():
+        return _refuse(403, "a request from another site was refused (its Origin is not this "
+                            "dashboard's)")
+    if not current_app.config["AUTH"] or request.endpoint in _OPEN_ENDPOINTS:
+        return None
+    if bearer is not None:
+        return None if token_matches(bearer) else _refuse(401, "the bearer token is wrong")
+    if _logged_in():
+        return None
+    if request.method == "GET" and token_matches(request.args.get("token")):
+        _log_in()  # a login URL: keep the session, drop the token from the address bar
+        query = {k: v for k, v in request.args.items() if k != "token"}
+        return redirect(request.path + ("?" + urlencode(query) if query else ""))
+    if request.path.startswith("/api/"):
+        return jsonify(error="authentication required: log in, or send 'Authorization: Bearer "
+                             "<token>' (the token is in the data directory's token file)"), 401
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def check_socket(auth) -> str | None:
+    """Why a Socket.IO connection is refused, or None (called by the connect handler)."""
+    if not host_allowed(request.host, current_app.config["ALLOWED_HOSTS"]):
+        return "host not allowed"
+    if not current_app.config["AUTH"] or _logged_in():
+        return None
+    token = auth.get("token") if isinstance(auth, dict) else _bearer()
+    return None if token_matches(token) else "authentication required"
+
+
+def _log_in():
+    session.clear()
+    session["auth"] = _session_mark()
+    session.permanent = True
+
+
+def _local_path(target) -> str:
+    """`target` if it is a path on this server, else "/": no redirect to another site."""
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target:
+        return url_for("pages.runs")
+    return target
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    target = _local_path(request.values.get("next"))
+    if not current_app.config["AUTH"] or _logged_in():
+        return redirect(target)
+    if request.method == "GET":
+        return render_template("login.html", next=target)
+    if token_matches(request.form.get("token", "").strip()):
+        _log_in()
+        return redirect(target)
+    return render_template("login.html", next=target, error="That token is not this "
+                           "dashboard's token."), 401
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("auth.login"))
