@@ -14,6 +14,7 @@ import time
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 8765
 MAX_FRAME = 1024 * 1024  # bytes of JSON in one message
+MAX_AUTH_FRAME = 4096  # bytes of the client's auth message: nobody unauthenticated sends more
 HEADER = struct.Struct(">I")
 
 # error codes (the "code" of an {"ok": false, "error": {...}} reply)
@@ -40,9 +41,9 @@ class ConnectionClosed(FrameError):
 
 
 class FrameTooLarge(FrameError):
-    def __init__(self, length):
+    def __init__(self, length, limit=MAX_FRAME):
         FrameError.__init__(self, "announced frame of {} bytes is over the limit of {} "
-                                  "bytes".format(length, MAX_FRAME))
+                                  "bytes".format(length, limit))
         self.length = length
 
 
@@ -89,14 +90,14 @@ def _read_exact(sock, n, deadline, started):
     return b"".join(chunks)
 
 
-def recv_frame(sock, timeout=None):
+def recv_frame(sock, timeout=None, limit=MAX_FRAME):
     """The payload bytes of the next frame. The whole frame must arrive within `timeout` seconds
-    (None: wait forever). Raises FrameTooLarge before reading an oversized payload."""
+    (None: wait forever). Raises FrameTooLarge before reading a payload over `limit` bytes."""
     deadline = None if timeout is None else time.monotonic() + timeout
     header = _read_exact(sock, HEADER.size, deadline, False)
     (length,) = HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise FrameTooLarge(length)
+    if length > limit:
+        raise FrameTooLarge(length, limit)
     return _read_exact(sock, length, deadline, True) if length else b""
 
 
@@ -111,8 +112,8 @@ def decode(payload):
     return message
 
 
-def recv_message(sock, timeout=None):
-    return decode(recv_frame(sock, timeout))
+def recv_message(sock, timeout=None, limit=MAX_FRAME):
+    return decode(recv_frame(sock, timeout, limit))
 
 
 def compute_mac(token, challenge_hex):

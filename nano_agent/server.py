@@ -27,7 +27,14 @@ from . import protocol as P
 
 log = logging.getLogger("nano_agent")
 
-MAX_CONNECTIONS = 16  # open connections at once (each is a thread); more are refused
+# An unauthenticated client must not be able to take the device away from its users: only
+# authenticated connections hold one of the MAX_CONNECTIONS places; a connection has
+# HANDSHAKE_TIMEOUT_S to authenticate; and of the connections authenticating at once, one address
+# may hold half, so a flood from one host leaves room for everybody else.
+MAX_CONNECTIONS = 16  # authenticated connections at once (each is a thread); more get `busy`
+MAX_HANDSHAKES = 256  # connections authenticating at once
+MAX_HANDSHAKES_PER_ADDRESS = 128
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class RequestError(Exception):
@@ -264,20 +271,17 @@ class Handler(socketserver.BaseRequestHandler):
     def setup(self):
         self.agent = self.server.agent
         self.peer = "{}:{}".format(*self.client_address[:2])
+        self.holds_place = False
 
     def send(self, message):
         P.send_message(self.request, message)
 
     def handle(self):
-        if not self.server.connections.acquire(False):
-            log.warning("%s: refused, already %d connections", self.peer, MAX_CONNECTIONS)
-            self._try_send(P.error(P.BUSY, "the agent already serves {} connections".format(
-                MAX_CONNECTIONS)))
-            return
         try:
             self._handle()
         finally:
-            self.server.connections.release()
+            if self.holds_place:
+                self.server.connections.release()
 
     def _handle(self):
         sock = self.request
@@ -304,11 +308,36 @@ class Handler(socketserver.BaseRequestHandler):
             pass
 
     def handshake(self):
+        """Authenticate the client and take one of the places; False: refused (and told why)."""
+        address = self.client_address[0]
+        if not self.server.handshakes.enter(address):
+            log.warning("%s: refused, too many connections authenticating", self.peer)
+            self._try_send(P.error(P.BUSY, "too many connections are authenticating; try again"))
+            return False
+        try:
+            if not self.authenticate():
+                return False
+        finally:
+            self.server.handshakes.leave(address)
+        if not self.server.connections.acquire(False):
+            log.warning("%s: refused, already %d connections", self.peer, MAX_CONNECTIONS)
+            self.send(P.error(P.BUSY, "the agent already serves {} connections".format(
+                MAX_CONNECTIONS)))
+            return False
+        self.holds_place = True
+        self.send({"ok": True, "type": "welcome", "device_id": self.agent.device_id,
+                   "agent": __version__, "protocol": P.PROTOCOL_VERSION})
+        log.info("%s: authenticated", self.peer)
+        return True
+
+    def authenticate(self):
+        """The hello, then the client's auth message within HANDSHAKE_TIMEOUT_S, checked."""
         challenge = os.urandom(32)
         self.send({"type": "hello", "protocol": P.PROTOCOL_VERSION, "agent": __version__,
                    "challenge": challenge.hex()})
         try:
-            reply = P.recv_message(self.request, self.agent.timeout)
+            reply = P.recv_message(self.request, min(HANDSHAKE_TIMEOUT_S, self.agent.timeout),
+                                   P.MAX_AUTH_FRAME)
         except P.BadJson as e:
             self.send(P.error(P.BAD_JSON, "expected the auth message: {}".format(e)))
             return False
@@ -332,9 +361,6 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(P.error(P.AUTH_FAILED, "the device refused the token"))
             log.warning("%s: wrong token; closing", self.peer)
             return False
-        self.send({"ok": True, "type": "welcome", "device_id": self.agent.device_id,
-                   "agent": __version__, "protocol": P.PROTOCOL_VERSION})
-        log.info("%s: authenticated", self.peer)
         return True
 
     def serve(self):
@@ -385,13 +411,39 @@ class Handler(socketserver.BaseRequestHandler):
                                               "measure, profile)".format(kind))
 
 
+class HandshakeLimit(object):
+    """Connections authenticating at once: at most `total`, and `per_address` from one address."""
+
+    def __init__(self, total, per_address):
+        self.total, self.per_address = total, per_address
+        self.count, self.by_address = 0, {}
+        self.lock = threading.Lock()
+
+    def enter(self, address):
+        with self.lock:
+            mine = self.by_address.get(address, 0)
+            if self.count >= self.total or mine >= self.per_address:
+                return False
+            self.count, self.by_address[address] = self.count + 1, mine + 1
+            return True
+
+    def leave(self, address):
+        with self.lock:
+            self.count -= 1
+            self.by_address[address] -= 1
+            if not self.by_address[address]:
+                del self.by_address[address]
+
+
 class AgentServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst of connections waits in the kernel instead of being reset
 
     def __init__(self, address, agent):
         self.agent = agent
         self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.handshakes = HandshakeLimit(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS)
         socketserver.ThreadingTCPServer.__init__(self, address, Handler)
 
 

@@ -18,6 +18,11 @@ class LatencyError(RuntimeError):
     """A device could not be reached or could not measure; the message says which and why."""
 
 
+class _HandshakeDropped(LatencyError):
+    """The agent closed or reset the connection during the handshake: it was stopping, or it
+    restarts. Retried like a refused connection."""
+
+
 def parse_address(spec, default_port=DEFAULT_PORT):
     """'host:port', 'host', '[v6]:port' or 'agent:host:port' -> (host, port)."""
     if spec.startswith("agent:"):
@@ -85,6 +90,10 @@ class DeviceClient:
                 continue
             try:
                 self.welcome = self._handshake(sock)
+            except _HandshakeDropped as e:
+                sock.close()
+                errors.append(e)
+                continue
             except BaseException:
                 sock.close()
                 raise
@@ -114,6 +123,9 @@ class DeviceClient:
             P.send_message(sock, {"type": "auth", "protocol": P.PROTOCOL_VERSION,
                                   "mac": P.compute_mac(self.token, str(hello.get("challenge")))})
             reply = P.recv_message(sock, self.connect_timeout)
+        except (P.ConnectionClosed, ConnectionError) as e:
+            raise _HandshakeDropped("handshake with the device agent at {} failed: {}".format(
+                self.address, e))
         except (P.FrameError, P.BadJson, OSError, ValueError) as e:
             raise LatencyError("handshake with the device agent at {} failed: {}".format(
                 self.address, e))

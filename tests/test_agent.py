@@ -2,6 +2,7 @@
 agent processes on 127.0.0.1, a free port each, tiny architectures."""
 import json
 import os
+import select
 import socket
 import stat
 import struct
@@ -223,19 +224,93 @@ def test_an_idle_connection_closed_by_the_agent_is_reopened(agent):
         assert c.ping() > 0
 
 
-def test_connections_beyond_the_limit_are_refused(agent):
+def test_authenticated_connections_beyond_the_limit_are_refused(agent):
     from nano_agent.server import MAX_CONNECTIONS
-    held = [agent.raw(authenticate=False)[0] for _ in range(MAX_CONNECTIONS)]
+    held = [agent.raw(authenticate=True) for _ in range(MAX_CONNECTIONS)]
+    assert all(welcome["type"] == "welcome" for _, welcome in held)
     try:
         with agent.client() as c:
             with pytest.raises(LatencyError, match="busy"):
                 c.ping()
     finally:
-        for sock in held:
+        for sock, _ in held:
             sock.close()
     time.sleep(0.2)
     with agent.client() as c:
         assert c.ping() > 0
+
+
+def test_connections_that_never_authenticate_hold_no_place(agent):
+    from nano_agent.server import MAX_CONNECTIONS
+    idle = [agent.raw(authenticate=False)[0] for _ in range(2 * MAX_CONNECTIONS)]
+    try:
+        with agent.client() as c:
+            assert c.ping() > 0
+        idle[-1].settimeout(AGENT_TIMEOUT + 2)  # the agent closes them itself, after its deadline
+        assert idle[-1].recv(1024) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_an_auth_message_over_the_limit_closes_the_connection(agent):
+    sock, _ = agent.raw(authenticate=False)
+    with sock:
+        sock.sendall(P.HEADER.pack(P.MAX_AUTH_FRAME + 1))
+        reply = P.recv_message(sock, 5)
+        assert reply["error"]["code"] == "frame_too_large"
+        assert sock.recv(1) == b""
+
+
+def test_one_address_cannot_take_every_handshake_place(agent):
+    from nano_agent.server import MAX_HANDSHAKES_PER_ADDRESS
+    idle = [agent.raw(authenticate=False)[0] for _ in range(MAX_HANDSHAKES_PER_ADDRESS)]
+    try:
+        with socket.create_connection(("127.0.0.1", agent.port), 5) as extra:
+            assert P.recv_message(extra, 5)["error"]["code"] == "busy"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_the_agent_keeps_serving_through_a_flood(agent):
+    """100 connections that never authenticate, reopened as the agent drops them, while a client
+    with the token pings and measures."""
+    stop, opened = threading.Event(), [0]
+
+    def flood():
+        socks = []
+        while not stop.is_set():
+            socks = [s for s in socks if s.fileno() != -1]
+            while len(socks) < 100 and not stop.is_set():
+                try:
+                    socks.append(socket.create_connection(("127.0.0.1", agent.port), 5))
+                    opened[0] += 1
+                except OSError:
+                    break
+            readable, _, _ = select.select(socks, [], [], 0)
+            for s in readable:  # read the hello; an empty read: the agent closed it, reopen
+                if not s.recv(4096):
+                    s.close()
+            time.sleep(0.05)
+        for s in socks:
+            s.close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        time.sleep(1.0)
+        arch = SPACE.mobilenet_v2()
+        deadline = time.monotonic() + 2 * AGENT_TIMEOUT + 1  # past the flood's first deadline
+        with agent.client() as c:
+            while time.monotonic() < deadline:
+                assert c.ping() > 0
+                assert c.measure(arch, warmup=0, runs=2)["median_ms"] > 0
+                c.close()  # a new connection, and so a new handshake, every round
+    finally:
+        stop.set()
+        flooder.join()
+    assert opened[0] > 100  # the agent dropped flood connections and the flood reopened them
 
 
 def test_a_good_client_works_after_all_that_abuse(agent):
