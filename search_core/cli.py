@@ -91,6 +91,9 @@ def _search_arguments(p):
     p.add_argument("--measure-runs", type=int, default=d.measure_runs)
     p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
     p.add_argument("--measure-threads", type=int, default=d.measure_threads)
+    p.add_argument("--device-wait-s", type=float, default=d.device_wait_s,
+                   help="seconds to wait for a device that stops answering (a reboot, lost "
+                        "Wi-Fi) before the search fails; it stays resumable (default %(default)g)")
     p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     p.add_argument("--train-device", choices=TRAIN_DEVICES, default=d.train_device)
     p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
@@ -118,8 +121,8 @@ def _config(args):
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
         device=args.device, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
-        measure_threads=args.measure_threads, threads=args.threads, train_device=args.train_device,
-        limit=args.limit).validate()
+        measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
+        threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
 
 
 def _events(args):

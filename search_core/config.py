@@ -68,6 +68,9 @@ class SearchConfig:
     measure_warmup: int = 5
     measure_runs: int = 20
     measure_threads: int = 1
+    # how long the search waits for a device that stopped answering before it fails (resumable);
+    # a Jetson Nano reboots in about a minute
+    device_wait_s: float = 600.0
     threads: Optional[int] = None  # None: all cores
     train_device: str = "cpu"
     limit: Optional[int] = None  # at most this many images per split (quick tests)
@@ -129,7 +132,8 @@ LIMITS = {
     "calibration_archs": Limit(2, 1000), "calibration_batches": Limit(1, 1000),
     "rl_samples": Limit(1, 100), "rl_baseline_decay": Limit(0.0, 0.999),
     "measure_warmup": limits.WARMUP_RUNS, "measure_runs": limits.TIMED_RUNS,
-    "measure_threads": limits.THREADS, "threads": limits.THREADS, "limit": Limit(1, 10 ** 9),
+    "measure_threads": limits.THREADS, "device_wait_s": Limit(0.0, 86400.0),
+    "threads": limits.THREADS, "limit": Limit(1, 10 ** 9),
 }
 TEXT_LIMIT = 4096  # characters of a string setting
 

@@ -18,7 +18,12 @@ class LatencyError(RuntimeError):
     """A device could not be reached or could not measure; the message says which and why."""
 
 
-class _HandshakeDropped(LatencyError):
+class DeviceLost(LatencyError):
+    """The device did not answer: unreachable, or the connection broke mid-request. Unlike a
+    refusal (wrong token, bad request) this may pass: a Jetson that reboots is back in a minute."""
+
+
+class _HandshakeDropped(DeviceLost):
     """The agent closed or reset the connection during the handshake: it was stopping, or it
     restarts. Retried like a refused connection."""
 
@@ -99,7 +104,7 @@ class DeviceClient:
                 raise
             self.sock = sock
             return
-        raise LatencyError("device agent at {} is unreachable after {} attempts: {}".format(
+        raise DeviceLost("device agent at {} is unreachable after {} attempts: {}".format(
             self.address, len(errors), errors[-1]))
 
     def _handshake(self, sock):
@@ -108,7 +113,7 @@ class DeviceClient:
             hello = P.recv_message(sock, self.connect_timeout)
             if hello.get("ok") is False:
                 err = hello.get("error") or {}
-                raise LatencyError("device agent at {} refused the connection: {}: {}".format(
+                raise (DeviceLost if err.get("code") == P.BUSY else LatencyError)("device agent at {} refused the connection: {}: {}".format(
                     self.address, err.get("code"), err.get("message")))
             if hello.get("type") != "hello":
                 raise LatencyError("{} is not a device agent (first message {!r})".format(
@@ -135,8 +140,9 @@ class DeviceClient:
                 raise LatencyError("device agent at {} refused the token: check the token the "
                                    "agent printed on start (or its config file)".format(
                                        self.address))
-            raise LatencyError("device agent at {} refused the connection: {}: {}".format(
-                self.address, err.get("code"), err.get("message")))
+            raise (DeviceLost if err.get("code") == P.BUSY else LatencyError)(
+                "device agent at {} refused the connection: {}: {}".format(
+                    self.address, err.get("code"), err.get("message")))
         return reply
 
     def _stale(self):
@@ -187,11 +193,11 @@ class DeviceClient:
                     break
             except P.ConnectionClosed:
                 self._drop()
-                raise LatencyError("connection closed by the device agent at {} during {!r} "
-                                   "(did the agent stop or crash?)".format(self.address, kind))
+                raise DeviceLost("connection closed by the device agent at {} during {!r} "
+                                 "(did the agent stop or crash?)".format(self.address, kind))
             except P.FrameError as e:
                 self._drop()
-                raise LatencyError("device agent at {} during {!r}: {}".format(
+                raise DeviceLost("device agent at {} during {!r}: {}".format(
                     self.address, kind, e))
             except P.BadJson as e:
                 self._drop()
@@ -199,8 +205,8 @@ class DeviceClient:
                     self.address, kind, e))
             except OSError as e:
                 self._drop()
-                raise LatencyError("connection to the device agent at {} failed during {!r}: "
-                                   "{}".format(self.address, kind, e))
+                raise DeviceLost("connection to the device agent at {} failed during {!r}: "
+                                 "{}".format(self.address, kind, e))
         if not reply.get("ok"):
             err = reply.get("error") or {}
             raise LatencyError("device agent at {} could not {}: {}: {}".format(

@@ -7,13 +7,14 @@ lookup table, see nano_agent.measure.profile_lut) and `info()`.
 """
 import os
 import platform
+import time
 
 import torch
 
 from nano_agent.config import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
 
-from .device_client import AgentDevice, LatencyError, parse_address
+from .device_client import AgentDevice, DeviceLost, LatencyError, parse_address
 
 
 class LocalDevice:
@@ -33,6 +34,62 @@ class LocalDevice:
         return {"device_id": self.device_id, "hostname": platform.node(),
                 "platform": platform.platform(), "torch": torch.__version__,
                 "cpu_count": os.cpu_count(), "threads": self.threads}
+
+
+class PatientDevice:
+    """A latency source that outlasts a lost device: while it does not answer (`DeviceLost`), each
+    call is retried with growing pauses for up to `wait_s` seconds, and `on_wait(waiting, error,
+    waited_s)` hears when the wait starts, at each retry and when the device is back. A refusal
+    (wrong token, bad request) fails at once, as does a wait past `wait_s`."""
+
+    PAUSES_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # then every 15 s
+
+    def __init__(self, source, wait_s, on_wait=None, clock=time.monotonic, sleep=time.sleep):
+        self.source, self.wait_s = source, wait_s
+        self.on_wait = on_wait or (lambda waiting, error, waited_s: None)
+        self.clock, self.sleep = clock, sleep
+        self._device_id = None
+
+    @property
+    def device_id(self):
+        if self._device_id is None:  # an agent's comes from its welcome: a network call
+            self._device_id = self._patiently(lambda: self.source.device_id)
+        return self._device_id
+
+    def measure(self, arch, input_shape=None):
+        return self._patiently(self.source.measure, arch, input_shape)
+
+    def profile(self, space, progress=None):
+        return self._patiently(self.source.profile, space, progress)
+
+    def info(self):
+        return self._patiently(self.source.info)
+
+    def close(self):
+        close = getattr(self.source, "close", None)
+        if close:
+            close()
+
+    def _patiently(self, call, *args):
+        started, tries = None, 0
+        while True:
+            try:
+                result = call(*args)
+            except DeviceLost as e:
+                now = self.clock()
+                started = now if started is None else started
+                waited = now - started
+                if waited >= self.wait_s:
+                    raise DeviceLost("{} (waited {:.0f} s for it, the limit is {:g} s: resume the "
+                                     "run once the device is back)".format(e, waited, self.wait_s))
+                self.on_wait(True, str(e), waited)
+                self.sleep(min(self.PAUSES_S[min(tries, len(self.PAUSES_S) - 1)],
+                               self.wait_s - waited))
+                tries += 1
+                continue
+            if started is not None:
+                self.on_wait(False, None, self.clock() - started)
+            return result
 
 
 def open_device(spec, threads=1, warmup=10, runs=30, token=None):

@@ -19,7 +19,7 @@ from nano_agent.space import SearchSpace
 from . import data
 from .best import best_sample
 from .config import ConfigError
-from .latency import open_device
+from .latency import PatientDevice, open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import LatencyCache, Measurer
 from .objectives import CostModel, objective
@@ -83,7 +83,8 @@ class Search:
                                                betas=(0.0, 0.999), eps=1e-8)
         self.data_generator = torch.Generator().manual_seed(c.seed)
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
-        source = open_device(c.device, c.measure_threads, c.measure_warmup, c.measure_runs)
+        source = PatientDevice(open_device(c.device, c.measure_threads, c.measure_warmup,
+                                           c.measure_runs), c.device_wait_s, self._device_wait)
         self.measurer = Measurer(source, LatencyCache(self.files.path(LATENCY_CACHE)))
         self.lut = self._lut()
         self.costs = CostModel(self.space, self.lut)
@@ -93,6 +94,17 @@ class Search:
             c.target_latency_ms = round(c.target_latency_fraction * expected, 3)
         self.constraints = c.constraints()
         self.strategy = self._strategy()
+
+    def _device_wait(self, waiting, error, waited_s):
+        """The device stopped answering (or came back): say so, in text and as an event."""
+        limit = self.config.device_wait_s
+        if waiting and waited_s == 0:
+            self.events.emit("message", text="The device does not answer ({}); waiting for it, for "
+                             "up to {:g} s".format(error, limit))
+        elif not waiting:
+            self.events.emit("message", text="The device is back after {:.0f} s".format(waited_s))
+        self.events.emit("device_wait", waiting=waiting, error=error, waited_s=round(waited_s, 1),
+                         limit_s=limit)
 
     def _lut(self):
         """The run's table: its own (resumed), else one the device has stored for this space,

@@ -23,13 +23,13 @@ FAST = dict(backoff=(0.05, 0.1), connect_timeout=5.0, timeout=60.0)
 
 
 class Agent:
-    def __init__(self, tmp_path, timeout=AGENT_TIMEOUT):
+    def __init__(self, tmp_path, timeout=AGENT_TIMEOUT, port=0):
         self.log_path = str(tmp_path / "agent-{}.log".format(id(self)))
         self.log = open(self.log_path, "w")
         env = dict(os.environ)
         env.pop(TOKEN_ENV, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", str(port),
              "--token", TOKEN, "--timeout", str(timeout), "--threads", "1",
              "--config", str(tmp_path / "agent-config.json")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env, universal_newlines=True)

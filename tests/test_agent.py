@@ -21,7 +21,7 @@ from search_core.lut import Lut
 from search_core.measurements import Measurer
 from nano_agent.space import SearchSpace
 
-from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent
+from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent, free_port
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
@@ -441,6 +441,47 @@ def test_search_measures_on_the_agent(agent, tmp_path):
     for path in out.iterdir():
         if path.is_file() and path.suffix in (".json", ".jsonl"):
             assert TOKEN not in path.read_text(), path.name
+
+
+def test_a_search_waits_for_its_lost_device_and_finishes(tmp_path):
+    """The agent is killed after the search's set-up and restarted on the same port once the
+    search has said it waits: the search goes on and finishes with every sample."""
+    port = free_port()
+    first = Agent(tmp_path, port=port)
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
+         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
+         "--measure-runs", "3", "--measure-warmup", "1",
+         "--device", "127.0.0.1:{}".format(port), "--device-token", TOKEN, "--events", "jsonl"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    second, events = None, []
+    try:
+        for line in search.stdout:
+            events.append(json.loads(line))
+            kind = events[-1]["event"]
+            if kind == "started":
+                first.stop()
+            elif kind == "device_wait" and events[-1]["waiting"] and second is None:
+                time.sleep(3.0)  # down for a while: several retries
+                second = Agent(tmp_path, port=port)
+        assert search.wait(60) == 0, events[-3:]
+    finally:
+        search.kill()
+        first.stop()
+        if second:
+            second.stop()
+    waits = [e for e in events if e["event"] == "device_wait"]
+    assert waits[0]["waiting"] and waits[0]["limit_s"] == 600 and "unreachable" in waits[0]["error"]
+    assert not waits[-1]["waiting"] and waits[-1]["waited_s"] >= 3.0
+    assert any("is back after" in e.get("text", "") for e in events)
+    finished = events[-1]
+    assert finished["event"] == "finished"
+    samples = [e for e in events if e["event"] == "sample"]
+    assert len(samples) == finished["samples"] and {s["epoch"] for s in samples} == {1, 2}
+    assert all(s["latency_ms"] > 0 for s in samples)
 
 
 def test_the_cache_key_does_no_network_io_per_measurement(agent):

@@ -11,8 +11,8 @@ from nano_agent.builder import build_model
 from nano_agent.measure import PROFILE_ARCHS, profile_lut, profile_paths, time_layers
 from nano_agent.results import summarize
 from nano_agent.space import SearchSpace
-from search_core.device_client import LatencyError
-from search_core.latency import LocalDevice, open_device
+from search_core.device_client import DeviceLost, LatencyError
+from search_core.latency import LocalDevice, PatientDevice, open_device
 from search_core.lut import Lut, calibration_paths, fit_line
 from search_core.measurements import LatencyCache, Measurer
 
@@ -232,3 +232,57 @@ def test_corrected_latency_stays_positive():
     lut = Lut(data, SPACE)
     path = SPACE.choices(SPACE.mobilenet_v2())
     assert lut.predict(path) == pytest.approx(0.1 * lut.raw(path))
+
+
+class FlakySource:
+    """A source whose device is lost for its first `lost` calls; `refuse` raises a refusal."""
+    device_id = "agent:flaky"
+
+    def __init__(self, lost, refuse=False):
+        self.lost, self.refuse, self.calls = lost, refuse, 0
+
+    def measure(self, arch, input_shape=None):
+        self.calls += 1
+        if self.refuse:
+            raise LatencyError("device agent refused the token")
+        if self.calls <= self.lost:
+            raise DeviceLost("device agent is unreachable")
+        return {"median_ms": 1.0}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def patient(source, wait_s):
+    clock, heard = FakeClock(), []
+    device = PatientDevice(source, wait_s, lambda *wait: heard.append(wait), clock, clock.sleep)
+    return device, heard
+
+
+def test_a_patient_device_waits_for_a_lost_device_with_growing_pauses():
+    device, heard = patient(FlakySource(lost=6), wait_s=600)
+    assert device.measure(None) == {"median_ms": 1.0}
+    assert [round(w) for _, _, w in heard] == [0, 1, 3, 7, 15, 30, 45]  # pauses 1 2 4 8 15 15
+    assert [waiting for waiting, _, _ in heard] == [True] * 6 + [False]
+    assert heard[0][1] == "device agent is unreachable" and heard[-1][1] is None
+
+
+def test_a_patient_device_fails_past_its_limit_and_at_once_on_a_refusal():
+    source = FlakySource(lost=10 ** 6)
+    device, heard = patient(source, wait_s=20)
+    with pytest.raises(DeviceLost, match=r"waited 20 s for it, the limit is 20 s: resume"):
+        device.measure(None)
+    assert max(w for _, _, w in heard) < 20 and source.calls == len(heard) + 1
+    refusing = FlakySource(lost=0, refuse=True)
+    device, heard = patient(refusing, wait_s=600)
+    with pytest.raises(LatencyError, match="token"):
+        device.measure(None)
+    assert refusing.calls == 1 and heard == []

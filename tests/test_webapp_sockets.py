@@ -61,6 +61,27 @@ def test_rooms_keep_runs_apart(app):
     b.disconnect()
 
 
+def test_a_lost_device_shows_in_the_runs_progress_until_it_is_back(app):
+    run_id = make_run(app, "lost device")
+    sio = socket_client(app)
+    assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
+    runs = app.extensions["runs"]
+    with app.app_context():
+        runs.handle_line(run_id, line(run_id, event="progress", phase="search", epoch=3, epochs=4,
+                                      step=10, steps=20, loss=1.0, accuracy=0.5))
+        runs.handle_line(run_id, line(run_id, event="device_wait", waiting=True, waited_s=31.0,
+                                      limit_s=600.0, error="device agent is unreachable"))
+        assert db.session.get(Run, run_id).progress_data["device_wait"]["waited_s"] == 31.0
+        runs.handle_line(run_id, line(run_id, event="device_wait", waiting=False, waited_s=45.0,
+                                      limit_s=600.0, error=None))
+        assert db.session.get(Run, run_id).progress_data["device_wait"] is None
+    pushed = [e["args"][0] for e in sio.get_received() if e["name"] == "run_progress"]
+    assert [p["device_wait"] for p in pushed] == [
+        None, {"error": "device agent is unreachable", "waited_s": 31.0, "limit_s": 600.0}, None]
+    assert all(p["phase"] == "search" and p["epoch"] == 3 for p in pushed)  # the progress stays
+    sio.disconnect()
+
+
 @pytest.mark.parametrize("mode", ["threading", "eventlet"])
 def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
     dashboard = Dashboard(tmp_path, mode)

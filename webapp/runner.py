@@ -256,6 +256,15 @@ class RunManager:
         run.phase = event.get("phase", run.phase)
         run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
 
+    def _on_device_wait(self, run, event, worker):
+        """The device stopped answering, or is back: the run's progress carries the wait (until
+        the next progress event replaces it), passed on like a progress event."""
+        wait = ({k: event.get(k) for k in ("error", "waited_s", "limit_s")}
+                if event.get("waiting") else None)
+        progress = dict(run.progress_data or {}, device_wait=wait)
+        run.progress_data = progress
+        event.update({k: v for k, v in progress.items() if k not in ("event", "time")})
+
     def _on_message(self, run, event, worker):
         run.message = str(event.get("text"))[:2000]
 
@@ -302,6 +311,7 @@ class RunManager:
             worker.terminal = "failed"
 
     _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
+                 "device_wait": _on_device_wait,
                  "lut": _on_lut, "sample": _on_sample, "epoch": _on_epoch,
                  "finished": _on_finished, "failed": _on_failed}
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # worker events that change what a run looks like in the runs list
 _STATUS_EVENTS = ("launched", "started", "finished", "failed", "exited")
 _PROGRESS_FIELDS = ("phase", "epoch", "epochs", "step", "steps", "loss", "accuracy",
-                    "expected_latency_ms", "fraction", "eta_s")
+                    "expected_latency_ms", "fraction", "eta_s", "device_wait")
 
 
 def room(run_id: int) -> str:
@@ -89,7 +89,7 @@ class RunPublisher:
         to = room(run_id)
         # every payload carries the run and the worker's time of the event (Unix seconds)
         head = {"run_id": run_id, "time": event.get("time")}
-        if kind == "progress":
+        if kind in ("progress", "device_wait"):  # the runner merged the wait into the progress
             payload = {name: event.get(name) for name in _PROGRESS_FIELDS}
             socketio.emit("run_progress", dict(payload, **head), to=to)
         elif kind == "sample" and isinstance(stored, Sample):

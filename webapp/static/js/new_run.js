@@ -9,7 +9,7 @@
   const formErrors = document.getElementById("form-errors");
 
   const INT_FIELDS = ["epochs", "warmup_epochs", "samples_per_epoch", "seed", "batch_size", "resolution"];
-  const FLOAT_FIELDS = ["target_latency_ms", "target_memory_mb", "lr", "arch_lr", "width_mult", "latency_weight"];
+  const FLOAT_FIELDS = ["target_latency_ms", "target_memory_mb", "lr", "arch_lr", "width_mult", "latency_weight", "device_wait_s"];
   const NULLABLE = ["target_latency_ms", "target_memory_mb", "latency_weight"]; // blank -> null
   const NEEDS_DATA_DIR = ["cifar10", "imagefolder"];
   const CONSTRAINT_LABELS = {absolute: "absolute: use the budget", soft: "soft: faster is better",

@@ -80,8 +80,9 @@ export function renderProgress() {
   else if (run.status === "finished") phaseNode.textContent = "Done";
   else if (!phase && run.status === "running") phaseNode.textContent = "Starting\u2026";
   else if (!ACTIVE.includes(run.status)) phaseNode.textContent = NAS.STATUS_LABELS[run.status] || run.status;
+  else if (p.device_wait) phaseNode.textContent = "Waiting for the device";
   else phaseNode.textContent = PHASES[phase] || (phase ? String(phase) : fmt.DASH);
-  phaseNode.dataset.phase = phase || "";
+  phaseNode.dataset.phase = p.device_wait && ACTIVE.includes(run.status) ? "device_wait" : phase || "";
 
   let epochText = "";
   if (NAS.isNum(epochs) && (run.status === "finished" || NAS.isNum(epoch))) {
@@ -99,6 +100,11 @@ export function renderProgress() {
   if (NAS.isNum(p.loss)) stats.push("loss " + fmt.num(p.loss, 3));
   if (NAS.isNum(p.accuracy)) stats.push("train accuracy " + fmt.pct(p.accuracy, 1));
   if (NAS.isNum(p.expected_latency_ms)) stats.push("expected latency " + fmt.ms(p.expected_latency_ms));
+  const wait = p.device_wait;
+  if (wait && ACTIVE.includes(run.status)) {
+    stats.splice(0, stats.length, "no answer for " + fmt.duration(wait.waited_s) + " of at most "
+      + fmt.duration(wait.limit_s) + ": " + wait.error);
+  }
   $id("progress-stats").textContent = stats.join(" \u00b7 ");
   $id("run-message").textContent = state.message || "";
 }
