@@ -9,14 +9,17 @@ on the split the search used, and measured on the same device (this machine's CP
 3. MobileNetV2 scaled to T (the widest width multiplier, in steps of 0.05, measured under T) and
    the shallowest member of the space;
 4. for the first seed, Kendall's tau between the supernet's shared-weight accuracy and standalone
-   accuracy (--random-epochs) over --tau-archs architectures spread across the latency range.
+   accuracy (--random-epochs, the mean over --tau-seeds training seeds) over --tau-archs
+   architectures spread across the latency range; with two training seeds or more, also the tau
+   between the first two seeds' standalone accuracies: how well the reference ranks itself, a
+   ceiling for the first tau.
 
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2] [--jobs 2] [--quick]
 
 --quick runs a tiny setting end to end (a smoke test of the bench, not a measurement). Ends with
 one JSON line: pick_latency_over_target (mean), pick_test_acc_mean, pick_test_acc_std,
 random_search_test_acc_mean, mobilenetv2_test_acc_mean, shallowest_test_acc_mean, kendall_tau,
-seeds, wall_s. Goals: the pick beats random search and MobileNetV2 scaled to T by at least 1
+kendall_tau_between_seeds, seeds, wall_s. Goals: the pick beats random search and MobileNetV2 scaled to T by at least 1
 point of mean test accuracy at equal or lower latency; tau at least 0.6; the pick within
 [0.85 T, T].
 """
@@ -109,9 +112,10 @@ def shallowest(space):
                                for sb in space.blocks])
 
 
-def kendall(run_dir, space, dataset, recipe, seed, count):
-    """Kendall's tau between shared-weight and standalone validation accuracy of `count`
-    architectures spread from the fastest to the slowest of the space."""
+def kendall(run_dir, space, dataset, recipe, seed, count, seeds=1):
+    """Kendall's tau between shared-weight and standalone validation accuracy (the mean over
+    `seeds` training seeds) of `count` architectures spread from the fastest to the slowest of
+    the space, the pairs, and the tau between the first two training seeds (None for one)."""
     files = RunDirectory(run_dir)
     config = files.read_config()
     net = Supernet(space, config.shared_weights)
@@ -125,14 +129,21 @@ def kendall(run_dir, space, dataset, recipe, seed, count):
         net.eval()
         shared.append(accuracy(lambda x: net(x, path), dataset.val, dataset, "cpu"))
         arch = space.architecture(path)
-        standalone.append(train_architecture(arch, dataset, recipe, seed, progress=False)["val_accuracy"])
-    tau = kendalltau(shared, standalone)[0]  # NaN when either side is constant
-    return (None if tau != tau else float(tau)), list(zip(shared, standalone))
+        standalone.append([train_architecture(arch, dataset, recipe, seed + k, progress=False)
+                           ["val_accuracy"] for k in range(seeds)])
+    means = [statistics.mean(accs) for accs in standalone]
+    between = _tau([a[0] for a in standalone], [a[1] for a in standalone]) if seeds > 1 else None
+    return _tau(shared, means), list(zip(shared, means)), between
+
+
+def _tau(a, b):
+    tau = kendalltau(a, b)[0]  # NaN when either side is constant
+    return None if tau != tau else float(tau)
 
 
 def evaluate_seed(args, seed):
     """One seed's search, random search and baselines, retrained and measured: the report's row;
-    for the first seed also Kendall's tau over its supernet (else None) and its pairs."""
+    for the first seed also the ranking figures of its supernet (kendall's; else None)."""
     torch.set_num_threads(args.threads)
     recipe = Recipe(epochs=2) if args.quick else Recipe()
     short = Recipe(epochs=1 if args.quick else args.random_epochs)
@@ -156,9 +167,10 @@ def evaluate_seed(args, seed):
         row[name] = {"latency_ms": round(latency_ms(device.measure(arch)), 3),
                      "test_acc": round(result["test_accuracy"], 4)}
     if seed != args.seeds[0]:
-        return row, None, None
-    tau, pairs = kendall(run_dir, space, dataset, short, seed, 4 if args.quick else args.tau_archs)
-    return row, tau, pairs
+        return row, None
+    tau, pairs, between = kendall(run_dir, space, dataset, short, seed,
+                                  4 if args.quick else args.tau_archs, args.tau_seeds)
+    return row, {"tau": tau, "pairs": pairs, "between_seeds": between}
 
 
 def main():
@@ -172,28 +184,35 @@ def main():
     p.add_argument("--random-epochs", type=int, default=20,
                    help="the standalone schedule of random search and of Kendall's tau")
     p.add_argument("--tau-archs", type=int, default=12)
+    # one 20-epoch training ranks the same 12 architectures against another seed's with tau 0.23
+    # on shapes: two seeds or more say how far the reference itself can be trusted
+    p.add_argument("--tau-seeds", type=int, default=1,
+                   help="training seeds per architecture of Kendall's tau (the mean is ranked)")
     p.add_argument("--jobs", type=int, default=1,
                    help="seeds evaluated at once, each on its share of the cores")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-quality"))
     p.add_argument("--quick", action="store_true", help="a tiny setting: checks the bench runs")
     args = p.parse_args()
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    started, rows, tau = time.time(), {}, None
+    started, rows, ranking = time.time(), {}, {}
     # spawn: a forked child of a process that has run torch's thread pool can hang
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = {pool.submit(evaluate_seed, args, seed): seed for seed in args.seeds}
         for job in as_completed(jobs):
-            row, seed_tau, pairs = job.result()
+            row, seed_ranking = job.result()
             rows[jobs[job]] = row
             print(json.dumps(row), flush=True)
-            if pairs is not None:
-                tau = seed_tau
-                print("kendall tau {} over {} architectures (shared, standalone): {}".format(
-                    tau, len(pairs), [(round(a, 3), round(b, 3)) for a, b in pairs]), flush=True)
-    report([rows[seed] for seed in args.seeds], tau, args.seeds, time.time() - started)
+            if seed_ranking is not None:
+                ranking = seed_ranking
+                print("kendall tau {} over {} architectures (shared, standalone); between training "
+                      "seeds {}: {}".format(ranking["tau"], len(ranking["pairs"]),
+                                            ranking["between_seeds"],
+                                            [(round(a, 3), round(b, 3)) for a, b in ranking["pairs"]]),
+                      flush=True)
+    report([rows[seed] for seed in args.seeds], ranking, args.seeds, time.time() - started)
 
 
-def report(rows, tau, seeds, wall_s):
+def report(rows, ranking, seeds, wall_s):
     def mean(name):
         return statistics.mean(r[name]["test_acc"] for r in rows)
 
@@ -206,7 +225,8 @@ def report(rows, tau, seeds, wall_s):
         "random_search_test_acc_mean": round(mean("random"), 4),
         "mobilenetv2_test_acc_mean": round(mean("mobilenetv2"), 4),
         "shallowest_test_acc_mean": round(mean("shallowest"), 4),
-        "kendall_tau": None if tau is None else round(tau, 3),
+        "kendall_tau": _rounded(ranking.get("tau")),
+        "kendall_tau_between_seeds": _rounded(ranking.get("between_seeds")),
         "seeds": seeds, "wall_s": round(wall_s, 1)}
     for r in rows:
         print("seed {seed}: T {target_ms:.3f} ms; pick {p[test_acc]:.2%} at {p[latency_ms]:.3f} ms; "
@@ -215,6 +235,10 @@ def report(rows, tau, seeds, wall_s):
               "{s[test_acc]:.2%}".format(p=r["pick"], r=r["random"], m=r["mobilenetv2"],
                                          s=r["shallowest"], **r))
     print(json.dumps(figures, allow_nan=False))
+
+
+def _rounded(value):
+    return None if value is None else round(value, 3)
 
 
 if __name__ == "__main__":

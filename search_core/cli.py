@@ -21,12 +21,12 @@ from .events import ConsoleEvents, JsonLinesEvents
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
-from .rundir import CONFIG, RunDirectory
+from .rundir import CONFIG, RunDirectory, RunDirectoryBusy
 from .search import Search
 from .train import DatasetMismatch, Recipe, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
-               FileExistsError, FileNotFoundError)
+               FileExistsError, FileNotFoundError, RunDirectoryBusy)
 DATASET_HELP = ", ".join(name + (" (bundled)" if name in BUNDLED_DATASETS else "") for name in DATASETS)
 
 
@@ -141,17 +141,21 @@ def _config_file(path):
 
 
 def cmd_search(args, events):
-    if RunDirectory(args.out).exists(CONFIG):
-        raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
-                              "resume {}` or choose another --out".format(args.out, args.out))
     _export_token(args)  # Search opens the device itself; the token stays out of config.json
     config = _config_file(args.config) if args.config else _config(args)
+    files = RunDirectory(args.out).create()
+    files.lock_worker()  # before the check: two workers started at once cannot both pass it
+    if files.exists(CONFIG):
+        raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
+                              "resume {}` or choose another --out".format(args.out, args.out))
     Search(config, args.out, events).run()
 
 
 def cmd_resume(args, events):
     _export_token(args)
-    config = RunDirectory(args.run_dir).read_config()
+    files = RunDirectory(args.run_dir)
+    config = files.read_config()
+    files.lock_worker()
     if args.device:  # the same device at a new address (a restarted agent); the cache keys on its identity
         config.device = args.device
     Search(config, args.run_dir, events).run()

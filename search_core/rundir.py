@@ -7,9 +7,11 @@
     latency_cache.jsonl  the measurements (search_core.measurements.LatencyCache)
     checkpoint.pt        after every epoch, to resume
     best_arch.json, summary.json   at the end
+    worker.lock          held (flock) by the worker that runs the search, and holds its pid
 
 No torch import at module level: the dashboard reads run directories in its web process.
 """
+import fcntl
 import json
 import os
 
@@ -23,6 +25,17 @@ LATENCY_CACHE = "latency_cache.jsonl"
 CHECKPOINT = "checkpoint.pt"
 BEST_ARCH = "best_arch.json"
 SUMMARY = "summary.json"
+WORKER_LOCK = "worker.lock"
+
+
+class RunDirectoryBusy(Exception):
+    """Another worker holds the run directory: two would write the same files."""
+
+
+def _pid_in(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 class RunDirectory:
@@ -38,6 +51,39 @@ class RunDirectory:
     def create(self):
         os.makedirs(self.root, exist_ok=True)
         return self
+
+    # --- the one worker ------------------------------------------------------------------------------
+
+    def lock_worker(self):
+        """Hold the directory for this process (released when it exits, even killed): a second
+        worker on it raises RunDirectoryBusy."""
+        fd = os.open(self.path(WORKER_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            os.close(fd)
+            raise RunDirectoryBusy("another worker (pid {}) is running on {}: stop it first".format(
+                pid, self.root))
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._lock_fd = fd  # open for the process's life
+
+    def worker_pid(self):
+        """The pid of the worker holding the directory (0 if it wrote none yet); None if none does."""
+        try:
+            fd = os.open(self.path(WORKER_LOCK), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _pid_in(fd) or 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     @property
     def resumable(self):

@@ -91,6 +91,19 @@ def dashboard_app(data_dir, **config):
             db.engine.dispose()
 
 
+_HOLD = ("import sys, time; from search_core.rundir import RunDirectory; "
+         "RunDirectory(sys.argv[1]).lock_worker(); print('held', flush=True); time.sleep(600)")
+
+
+def hold_run_directory(run_dir):
+    """A process that holds `run_dir` as a search worker does (its lock), until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.stdout.close()
+    return proc
+
+
 def socket_client(app, **options):
     """A Socket.IO test client of `app`, connected with its token."""
     return socketio.test_client(app, auth={"token": app.config["TOKEN"]}, **options)

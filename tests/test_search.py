@@ -15,6 +15,7 @@ from search_core.best import best_sample
 from search_core.config import SearchConfig
 from search_core.rundir import RunDirectory
 from search_core.search import Search
+from processes import hold_run_directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--limit", "64", "--batch-size", "32", "--samples-per-epoch", "2", "--measure-runs", "3",
@@ -188,6 +189,25 @@ def test_search_refuses_a_directory_that_holds_a_run(tiny_run):
     result = cli("search", "--out", str(out), *TINY)
     assert result.returncode == 2 and "already holds a run" in result.stderr
     assert (out / "samples.jsonl").read_text() == before
+
+
+def test_a_second_worker_on_a_run_directory_is_refused(tiny_run):
+    out, _ = tiny_run
+    files = RunDirectory(str(out))
+    holder = hold_run_directory(out)
+    try:
+        assert files.worker_pid() == holder.pid
+        before = (out / "samples.jsonl").read_text()
+        result = cli("resume", str(out), "--events", "jsonl")
+        assert result.returncode == 2
+        failed = events_of(result.stdout)[-1]
+        assert failed["event"] == "failed" and failed["type"] == "RunDirectoryBusy"
+        assert "another worker (pid {})".format(holder.pid) in failed["error"]
+        assert (out / "samples.jsonl").read_text() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert files.worker_pid() is None  # a killed worker leaves no stale lock
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
-from processes import socket_client
+from processes import hold_run_directory, socket_client
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
@@ -362,6 +363,35 @@ def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, uses_b
                 "objective": objective, "feasible": meets, "uses_budget": uses}))
         db.session.expire_all()
         assert db.session.get(Run, synthetic.id).best_sample.arch_hash == expected * 64
+
+
+def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client, tmp_path):
+    """A worker that outlived the dashboard process that started it still holds its run
+    directory: resume is refused while it does, and the next start stops it."""
+    run_dir = tmp_path / "orphan-run"
+    run_dir.mkdir()
+    for name in ("config.json", "checkpoint.pt"):  # resumable, as far as the files go
+        (run_dir / name).write_text("{}")
+    holder = hold_run_directory(run_dir)
+    try:
+        with app.app_context():
+            run = Run(name="orphan", status="interrupted", config="{}", run_dir=str(run_dir))
+            db.session.add(run)
+            db.session.commit()
+            run_id = run.id
+        response = client.post("/api/runs/{}/resume".format(run_id))
+        assert response.status_code == 409
+        assert "a worker (pid {}) still runs".format(holder.pid) in response.json["error"]
+        with app.app_context():
+            db.session.get(Run, run_id).status = "running"  # as the dead dashboard left it
+            db.session.commit()
+            app.extensions["runs"].mark_interrupted()  # what the next start does
+            run = db.session.get(Run, run_id)
+            assert run.status == "interrupted" and "worker {}".format(holder.pid) in run.message
+        assert holder.wait(10) == -signal.SIGTERM
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_active_runs_without_worker_are_interrupted_on_start(app):

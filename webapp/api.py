@@ -21,6 +21,7 @@ from nano_agent import limits
 from nano_agent.protocol import DEFAULT_PORT
 from nano_agent.space import SearchSpace
 from search_core.config import CHOICES, SearchConfig, is_text, limits_dict, setting_errors
+from search_core.rundir import RunDirectory
 
 from .devices import DeviceError
 from .extensions import db
@@ -238,6 +239,10 @@ def resume_run(run_id):
     if not resumable(run):
         raise ApiError(409, "run {} is {}{}: it cannot be resumed".format(
             run_id, run.status, "" if run.status not in RESUMABLE else " without a checkpoint"))
+    holder = RunDirectory(run.run_dir).worker_pid()
+    if holder is not None:  # e.g. an orphan that did not stop: never two writers
+        raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(
+            holder, run_id))
     address, token = None, None
     if run.device is not None:  # its address may have changed (the local agent restarted)
         address, token = _device_address(run.device), run.device.token

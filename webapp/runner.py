@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -79,6 +80,30 @@ def _lower_priority(pid: int):
         os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICENESS)
     except (AttributeError, OSError):  # not on this platform, or the worker has already exited
         pass
+
+
+def stop_orphan(run_dir: str | None, grace_s: float = TERMINATE_GRACE_S) -> int | None:
+    """Stop a worker that still holds ``run_dir`` although no process of this dashboard follows
+    it (an earlier dashboard process died): its events went to a pipe nobody reads, and a resumed
+    run would be a second writer. Returns its pid, or None if none held the directory."""
+    if not run_dir:
+        return None
+    files = RunDirectory(run_dir)
+    pid = files.worker_pid()
+    if not pid:  # None: no worker; 0: one that has not written its pid yet, nothing to signal
+        return None
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return pid
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if files.worker_pid() is None:
+                return pid
+            time.sleep(0.1)
+    log.error("worker %s on %s did not stop", pid, run_dir)
+    return pid
 
 
 def _better(sample: Sample, best: Sample | None) -> bool:
@@ -415,12 +440,19 @@ class RunManager:
         return not worker.thread.is_alive()
 
     def mark_interrupted(self):
-        """Runs left active in the database without a live worker (the app restarted): interrupted."""
+        """Runs left active in the database without a live worker of this process (the app
+        restarted): interrupted, their orphaned workers stopped, so that resume is the only
+        writer."""
         with self._lock:
             live = {rid for rid, w in self._workers.items() if w.process.poll() is None}
         runs = db.session.scalars(sa.select(Run).where(Run.status.in_(RUN_ACTIVE_STATUSES))).all()
         for run in runs:
             if run.id not in live:
+                orphan = stop_orphan(run.run_dir)
+                if orphan:
+                    run.message = ("The dashboard restarted while worker {} ran this search; it "
+                                   "was stopped. Resume continues from the last finished epoch."
+                                   .format(orphan))
                 run.status = "interrupted"
                 run.pid = None
         if runs:
