@@ -21,12 +21,12 @@ from .events import ConsoleEvents, JsonLinesEvents
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
-from .rundir import CONFIG, RunDirectory, RunDirectoryBusy
+from .rundir import CONFIG, DiskFull, RunDirectory, RunDirectoryBusy
 from .search import Search
 from .train import DatasetMismatch, Recipe, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
-               FileExistsError, FileNotFoundError, RunDirectoryBusy)
+               FileExistsError, FileNotFoundError, RunDirectoryBusy, DiskFull)
 DATASET_HELP = ", ".join(name + (" (bundled)" if name in BUNDLED_DATASETS else "") for name in DATASETS)
 
 
@@ -94,6 +94,9 @@ def _search_arguments(p):
     p.add_argument("--device-wait-s", type=float, default=d.device_wait_s,
                    help="seconds to wait for a device that stops answering (a reboot, lost "
                         "Wi-Fi) before the search fails; it stays resumable (default %(default)g)")
+    p.add_argument("--min-free-mb", type=float, default=d.min_free_mb,
+                   help="stop cleanly (resumable) when the run directory's disk has less free "
+                        "space than this (default %(default)g)")
     p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     p.add_argument("--train-device", choices=TRAIN_DEVICES, default=d.train_device)
     p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
@@ -122,6 +125,7 @@ def _config(args):
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
         device=args.device, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
+        min_free_mb=args.min_free_mb,
         threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
 
 

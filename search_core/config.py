@@ -71,6 +71,8 @@ class SearchConfig:
     # how long the search waits for a device that stopped answering before it fails (resumable);
     # a Jetson Nano reboots in about a minute
     device_wait_s: float = 600.0
+    # the search stops cleanly (resumable) when its disk has less free space than this
+    min_free_mb: float = 100.0
     threads: Optional[int] = None  # None: all cores
     train_device: str = "cpu"
     limit: Optional[int] = None  # at most this many images per split (quick tests)
@@ -133,6 +135,7 @@ LIMITS = {
     "rl_samples": Limit(1, 100), "rl_baseline_decay": Limit(0.0, 0.999),
     "measure_warmup": limits.WARMUP_RUNS, "measure_runs": limits.TIMED_RUNS,
     "measure_threads": limits.THREADS, "device_wait_s": Limit(0.0, 86400.0),
+    "min_free_mb": Limit(0.0, 1e9),
     "threads": limits.THREADS, "limit": Limit(1, 10 ** 9),
 }
 TEXT_LIMIT = 4096  # characters of a string setting

@@ -32,6 +32,10 @@ class RunDirectoryBusy(Exception):
     """Another worker holds the run directory: two would write the same files."""
 
 
+class DiskFull(Exception):
+    """Too little free space left for the next checkpoint: stop cleanly, while the last one is whole."""
+
+
 def _pid_in(fd):
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 32).decode("ascii", "replace").strip()
@@ -84,6 +88,18 @@ class RunDirectory:
             return None
         finally:
             os.close(fd)
+
+    def check_free_space(self, min_bytes):
+        """Raise DiskFull unless the directory's disk has `min_bytes` free, and room for two
+        checkpoints (the new one is written beside the old before it replaces it)."""
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        checkpoint = os.path.getsize(self.path(CHECKPOINT)) if self.exists(CHECKPOINT) else 0
+        needed = max(min_bytes, 2 * checkpoint)
+        if free < needed:
+            raise DiskFull("the disk of {} has {:.0f} MiB free, under the {:.0f} MiB the next "
+                           "checkpoint needs (min_free_mb): free space, then resume the run".format(
+                               self.root, free / 2.0 ** 20, needed / 2.0 ** 20))
 
     @property
     def resumable(self):

@@ -170,6 +170,7 @@ class Search:
                                                        for sb in self.space.blocks]},
             train_size=len(self.dataset.train), val_size=len(self.dataset.val))
         for epoch in range(start_epoch, c.epochs):
+            self.files.check_free_space(c.min_free_mb * 2 ** 20)
             self._epoch(epoch)
             self._checkpoint(epoch + 1, wall_before + time.time() - start_time)
         return self._finish(wall_before + time.time() - start_time)

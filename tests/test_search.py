@@ -210,6 +210,16 @@ def test_a_second_worker_on_a_run_directory_is_refused(tiny_run):
     assert files.worker_pid() is None  # a killed worker leaves no stale lock
 
 
+def test_a_search_stops_cleanly_when_its_disk_is_nearly_full(tmp_path):
+    out = tmp_path / "run"
+    result = cli("search", "--out", str(out), "--epochs", "2", "--warmup-epochs", "1",
+                 "--min-free-mb", "1e9", "--events", "jsonl", *TINY)
+    assert result.returncode == 2
+    failed = events_of(result.stdout)[-1]
+    assert failed["event"] == "failed" and failed["type"] == "DiskFull"
+    assert "MiB free" in failed["error"] and "free space, then resume the run" in failed["error"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "mnist"], "dataset must be one of"),
     (["--epochs", "2", "--warmup-epochs", "3"], "warmup_epochs"),

@@ -5,14 +5,18 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
+from webapp.runner import Worker
 from processes import hold_run_directory, socket_client
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
@@ -392,6 +396,35 @@ def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client,
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_run_whose_end_cannot_be_stored_yet_fails_once_it_can(app, monkeypatch):
+    """A full disk under the database: the worker's 'failed' event cannot be stored, nor its exit
+    at first. The run must not stay 'running': the end is stored as soon as the database takes
+    it, with the worker's own message."""
+    with app.app_context():
+        run = Run(name="disk full", status="running", config="{}")
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    failed = json.dumps({"event": "failed", "error": "No space left on device", "time": 1.0})
+    process = subprocess.Popen([sys.executable, "-c", "print({!r}); raise SystemExit(1)".format(failed)],
+                               stdout=subprocess.PIPE, text=True)
+    commit, refusals = db.session.commit, [2]
+
+    def full_disk_commit():
+        if refusals[0]:
+            refusals[0] -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("database or disk is full"))
+        commit()
+
+    monkeypatch.setattr(db.session, "commit", full_disk_commit)
+    app.extensions["runs"]._follow(run_id, Worker(process))  # the reader thread's whole life
+    monkeypatch.undo()
+    assert refusals == [0]
+    with app.app_context():
+        run = db.session.get(Run, run_id)
+        assert run.status == "failed" and run.error == "No space left on device"
 
 
 def test_active_runs_without_worker_are_interrupted_on_start(app):

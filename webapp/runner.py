@@ -59,7 +59,7 @@ class Worker:
     process: subprocess.Popen
     thread: threading.Thread | None = None
     cancel_requested: bool = False
-    terminal: str | None = None  # 'finished' / 'failed' once such an event was stored
+    error: str | None = None  # the worker's own 'failed' message, even if storing it failed
     last_progress_commit: float = 0.0
     started_clock: float | None = None  # time.monotonic() of the 'started' event
     start_fraction: float = 0.0  # the part of the run done before this process (resume)
@@ -137,6 +137,7 @@ class RunManager:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._workers: dict[int, Worker] = {}
+        self._stopping = threading.Event()  # set by shutdown: no more retries
 
     # --- launching -------------------------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class RunManager:
                 db.session.rollback()
             returncode = worker.process.wait()
             try:
-                self._on_exit(run_id, worker, returncode)
+                self._record_exit(run_id, worker, returncode)
             finally:
                 with self._lock:
                     self._workers.pop(run_id, None)
@@ -323,17 +324,15 @@ class RunManager:
         run.epoch = run.epochs - 1 if run.epochs else run.epoch
         run.finished_at = utcnow()
         run.pid = None
-        if worker is not None:
-            worker.terminal = "finished"
 
     def _on_failed(self, run, event, worker):
+        if worker is not None:
+            worker.error = event.get("error") or "the worker failed"
         cancelled = worker is not None and worker.cancel_requested
         run.status = "cancelled" if cancelled else "failed"
         run.error = None if cancelled else (event.get("error") or "the worker failed")
         run.finished_at = utcnow()
         run.pid = None
-        if worker is not None:
-            worker.terminal = "failed"
 
     _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
                  "device_wait": _on_device_wait,
@@ -372,6 +371,21 @@ class RunManager:
         metric.duration_s = event.get("duration_s")
         return metric
 
+    def _record_exit(self, run_id: int, worker: Worker, returncode: int):
+        """The run's end reaches the database even when the database cannot take it yet (its
+        disk is full): retried, with growing pauses, until it does or the app shuts down."""
+        pause = 1.0
+        while True:
+            try:
+                return self._on_exit(run_id, worker, returncode)
+            except sa.exc.OperationalError:
+                db.session.rollback()
+                log.exception("run %s: storing the end of its worker failed; retrying in %.0f s",
+                              run_id, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(2 * pause, 30.0)
+
     def _on_exit(self, run_id: int, worker: Worker, returncode: int):
         run = db.session.get(Run, run_id)
         if run is None:
@@ -390,10 +404,10 @@ class RunManager:
                 run.status = "cancelled"
                 run.error = None
                 run.finished_at = run.finished_at or utcnow()
-        elif worker.terminal is None:
+        elif run.status in RUN_ACTIVE_STATUSES:  # no final event stored: none came, or it failed
             run.status = "failed"
-            run.error = "the worker exited with code {} without finishing (see {})".format(
-                returncode, os.path.join(run.run_dir or "", WORKER_LOG))
+            run.error = worker.error or "the worker exited with code {} without finishing (see " \
+                "{})".format(returncode, os.path.join(run.run_dir or "", WORKER_LOG))
             run.finished_at = utcnow()
         db.session.commit()
         self._publish(run_id, {"event": "exited", "time": round(time.time(), 3),
@@ -460,6 +474,7 @@ class RunManager:
 
     def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
         """Cancel every live worker (tests, app shutdown). Call in an app context."""
+        self._stopping.set()
         with self._lock:
             ids = list(self._workers)
         for run_id in ids:
