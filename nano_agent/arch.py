@@ -114,7 +114,9 @@ class Architecture(_ArchFields):
     @classmethod
     def from_json(cls, text):
         try:
-            d = json.loads(text)
+            d = json.loads(text, parse_constant=_not_json)
+        except RecursionError:
+            raise ArchitectureError("architecture JSON is nested too deeply")
         except ValueError as e:
             raise ArchitectureError("architecture is not valid JSON: {}".format(e))
         return _parse(d)
@@ -122,15 +124,19 @@ class Architecture(_ArchFields):
     @classmethod
     def load(cls, path):
         try:
-            with open(path, "r") as f:
+            with open(path, "r", encoding="utf-8") as f:
                 text = f.read()
-        except (IOError, OSError) as e:
+        except (IOError, OSError, UnicodeDecodeError) as e:
             raise ArchitectureError("cannot read architecture file {}: {}".format(path, e))
         return cls.from_json(text)
 
     def save(self, path):
         with open(path, "w") as f:
             f.write(self.to_json(indent=2) + "\n")
+
+
+def _not_json(name):
+    raise ValueError("{} is not a JSON value".format(name))
 
 
 def as_architecture(arch):

@@ -101,10 +101,17 @@ def recv_frame(sock, timeout=None, limit=MAX_FRAME):
     return _read_exact(sock, length, deadline, True) if length else b""
 
 
+def _not_json(name):
+    raise ValueError("{} is not a JSON value".format(name))
+
+
 def decode(payload):
-    """The JSON object in a payload; BadJson if it is not UTF-8 JSON or not an object."""
+    """The JSON object in a payload; BadJson if it is not UTF-8 JSON (NaN and Infinity are not,
+    and nesting deeper than the parser goes is refused) or not an object."""
     try:
-        message = json.loads(payload.decode("utf-8"))
+        message = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
+    except RecursionError:
+        raise BadJson("message is nested too deeply")
     except (UnicodeDecodeError, ValueError) as e:
         raise BadJson("message is not UTF-8 JSON: {}".format(e))
     if not isinstance(message, dict):

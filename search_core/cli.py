@@ -135,10 +135,12 @@ def _events(args):
 
 def _config_file(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             settings = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise ConfigError("cannot read settings from {}: {}".format(path, e))
+    except RecursionError:
+        raise ConfigError("cannot read settings from {}: nested too deeply".format(path))
     if not isinstance(settings, dict):
         raise ConfigError("{} must hold a JSON object of settings".format(path))
     return SearchConfig.from_dict(settings)

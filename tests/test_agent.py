@@ -164,7 +164,9 @@ def test_truncated_frame_closes_the_connection(agent):
 
 def test_bad_json_gets_an_error_and_the_connection_keeps_serving(agent):
     sock, _ = agent.raw()
-    for payload in (b"not json {", b"[1, 2]", b"\xff\xfe", b""):
+    deep = b'{"a":' * 100000 + b"1" + b"}" * 100000  # under the frame limit, past the parser's depth
+    for payload in (b"not json {", b"[1, 2]", b"\xff\xfe", b"", b'{"type": "ping", "id": NaN}',
+                    b'{"type": "ping", "id": -Infinity}', deep):
         sock.sendall(struct.pack(">I", len(payload)) + payload)
         reply = P.recv_message(sock, 5)
         assert not reply["ok"] and reply["error"]["code"] == "bad_json", payload

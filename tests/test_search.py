@@ -210,6 +210,17 @@ def test_a_second_worker_on_a_run_directory_is_refused(tiny_run):
     assert files.worker_pid() is None  # a killed worker leaves no stale lock
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[" * 100000 + b"]" * 100000,
+                                     b'{"resolution": NaN}'])
+def test_bad_json_files_get_a_message_not_a_traceback(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    for args in (["info", str(path)], ["search", "--config", str(path), "--out", str(tmp_path / "r")]):
+        result = cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, args
+        assert result.stderr.startswith("error: "), result.stderr
+
+
 def test_a_search_stops_cleanly_when_its_disk_is_nearly_full(tmp_path):
     out = tmp_path / "run"
     result = cli("search", "--out", str(out), "--epochs", "2", "--warmup-epochs", "1",

@@ -237,6 +237,13 @@ def test_unknown_run_404(client):
     assert client.get("/api/runs/abc").get_json() == {"error": "not found"}
 
 
+@pytest.mark.parametrize("method, path", [("put", "/api/runs"), ("delete", "/api/runs"),
+                                          ("patch", "/api/devices"), ("get", "/api/runs/1/cancel")])
+def test_a_method_the_api_does_not_have_is_a_json_405(client, method, path):
+    r = getattr(client, method)(path)
+    assert r.status_code == 405 and r.is_json and "is not allowed here" in r.get_json()["error"]
+
+
 def test_ids_beyond_64_bits_are_not_found(client):
     for path in ("/api/runs/99999999999999999999999", "/api/runs/0", "/api/devices/-1",
                  "/api/runs/1/samples/99999999999999999999999/arch.json"):

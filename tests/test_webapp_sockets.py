@@ -28,7 +28,8 @@ def line(run_id, **event):
     return json.dumps(dict(event, time=time.time()))
 
 
-@pytest.mark.parametrize("payload", [None, {}, {"run_id": "1"}, {"run_id": True}, [1], "1"])
+@pytest.mark.parametrize("payload", [None, {}, {"run_id": "1"}, {"run_id": True}, [1], "1",
+                                     {"run_id": 10 ** 30}, {"run_id": 0}, {"run_id": -1}])
 def test_subscribe_validates_its_payload(app, payload):
     sio = socket_client(app)
     reply = sio.emit("subscribe", payload, callback=True)

@@ -76,6 +76,7 @@ def create_app(config=None):
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
     app.register_error_handler(404, _not_found)
+    app.register_error_handler(405, _method_not_allowed)
     socketio.init_app(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"])
     publisher = RunPublisher()
     app.extensions["publisher"] = publisher
@@ -98,6 +99,14 @@ def _not_found(e):
     if request.path.startswith("/api/"):
         return jsonify(error="not found"), 404
     return render_template("404.html", message="There is no page at {}.".format(request.path)), 404
+
+
+def _method_not_allowed(e):
+    """Raised while routing, before any blueprint's handler could answer: JSON under /api too."""
+    if request.path.startswith("/api/"):
+        return jsonify(error="method {} is not allowed here (allowed: {})".format(
+            request.method, ", ".join(sorted(e.valid_methods or ())))), 405
+    return e
 
 
 def shutdown(app):

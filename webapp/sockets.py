@@ -19,6 +19,7 @@ from flask_socketio import ConnectionRefusedError, join_room, leave_room
 
 from .auth import check_socket
 from .extensions import db, socketio
+from .ids import is_id
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
 from .serialize import metric_dict, run_dict, sample_dict
@@ -38,7 +39,7 @@ def room(run_id: int) -> str:
 
 def _run_id(data):
     value = data.get("run_id") if isinstance(data, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_id(value) else None
 
 
 @socketio.on("connect")
@@ -53,7 +54,7 @@ def connect(auth=None):
 def subscribe(data):
     run_id = _run_id(data)
     if run_id is None:
-        return {"ok": False, "error": 'subscribe needs {"run_id": <integer>}'}
+        return {"ok": False, "error": 'subscribe needs {"run_id": <a run id, a positive integer>}'}
     if db.session.get(Run, run_id) is None:
         return {"ok": False, "error": "no run {}".format(run_id)}
     join_room(room(run_id))
@@ -64,7 +65,7 @@ def subscribe(data):
 def unsubscribe(data):
     run_id = _run_id(data)
     if run_id is None:
-        return {"ok": False, "error": 'unsubscribe needs {"run_id": <integer>}'}
+        return {"ok": False, "error": 'unsubscribe needs {"run_id": <a run id, a positive integer>}'}
     leave_room(room(run_id))
     return {"ok": True}
 
