@@ -176,3 +176,38 @@ def test_actions_on_ids(client, run_id, path, target, body):
 def test_the_finished_run_is_a_conflict_not_an_error(client, run_id):
     for action in ("cancel", "resume"):
         assert client.post("/api/runs/{}/{}".format(run_id, action)).status_code == 409
+
+
+GET_PATHS = ["runs", "runs/{}", "runs/{}/samples", "runs/{}/metrics", "runs/{}/pareto",
+             "runs/{}/best.json", "runs/{}/samples/{}/arch.json", "runs/{}/samples.csv",
+             "devices", "devices/{}", "devices/{}/luts/{}.json", "defaults", "{}"]
+segments = st.one_of(st.integers(-5, 2 ** 70), st.text(st.characters(
+    min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=["Cs"]), max_size=8))
+queries = st.dictionaries(st.sampled_from(["after", "limit", "status", "kind", "x"]),
+                          st.one_of(segments, st.just("")), max_size=3)
+
+
+@FUZZ
+@given(path=st.sampled_from(GET_PATHS), first=segments, second=segments, query=queries)
+def test_every_get_answers_json(client, run_id, path, first, second, query):
+    """Any id, any text in a path segment, any query: a JSON answer, never a 500."""
+    url = "/api/" + path.format(first, second)
+    r = client.get(url, query_string={k: str(v) for k, v in query.items()})
+    assert r.status_code < 500, (url, r.data[:300])
+    if r.status_code != 308:  # a trailing-slash redirect by the router, before any handler
+        assert r.is_json, (url, r.data[:300])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(name=st.sampled_from(["subscribe", "unsubscribe", "no_such_event"]), payload=json_values)
+def test_socketio_events_always_get_an_answer(app, name, payload):
+    from processes import socket_client
+    sio = socket_client(app)
+    try:
+        reply = sio.emit(name, payload, callback=True)
+        if name != "no_such_event":
+            assert isinstance(reply, dict) and isinstance(reply.get("ok"), bool), reply
+            assert reply["ok"] or reply["error"]
+        assert sio.is_connected()
+    finally:
+        sio.disconnect()
