@@ -24,6 +24,11 @@ TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples
         "resolution": 32}
 
 
+def on_server(app, path):
+    """A path the API shows relative to the data directory, on the server's disk."""
+    return os.path.join(app.config["DATA_DIR"], path)
+
+
 def received(sio, name=None):
     """The Socket.IO events a test client got since the last call, as (name, payload)."""
     events = [(e["name"], e["args"][0]) for e in sio.get_received()]
@@ -68,7 +73,8 @@ def finished_run(app, client):
 
 def test_run_completes_and_matches_run_dir(app, client, finished_run):
     finished_run, events = finished_run
-    run_id, run_dir = finished_run["id"], finished_run["run_dir"]
+    run_id, run_dir = finished_run["id"], on_server(app, finished_run["run_dir"])
+    assert finished_run["run_dir"] == os.path.join("runs", str(run_id))  # the server's layout stays private
     assert finished_run["epochs"] == 2 and finished_run["best"] is not None
     assert finished_run["config"]["calibration_archs"] == 3  # settings without a CLI flag arrive too
     file_samples = read_jsonl(os.path.join(run_dir, "samples.jsonl"))
@@ -141,7 +147,7 @@ def test_metrics_and_sample_downloads(client, finished_run):
     assert all(abs(sum(row) - 1) < 1e-3 for row in probabilities)
     assert [len(row) for row in probabilities] == [len(ops) for ops in run["space_blocks"]]
 
-    file_samples = read_jsonl(os.path.join(run["run_dir"], "samples.jsonl"))
+    file_samples = read_jsonl(os.path.join(on_server(client.application, run["run_dir"]), "samples.jsonl"))
     samples = client.get("/api/runs/{}/samples".format(run["id"])).get_json()
     for sample, expected in zip(samples, file_samples):
         r = client.get("/api/runs/{}/samples/{}/arch.json".format(run["id"], sample["id"]))
@@ -159,7 +165,7 @@ def test_measurements_and_lookup_tables_are_shared_between_runs(app, client, fin
     run, _ = finished_run
     from search_core.measurements import LatencyCache
     from webapp.models import LatencyCacheEntry
-    first = dict(LatencyCache(os.path.join(run["run_dir"], "latency_cache.jsonl")).items())
+    first = dict(LatencyCache(os.path.join(on_server(app, run["run_dir"]), "latency_cache.jsonl")).items())
     assert first
     with app.app_context():
         stored = {"|".join((e.device_key, e.arch_hash, e.input_shape)): e.stats_data
@@ -171,18 +177,18 @@ def test_measurements_and_lookup_tables_are_shared_between_runs(app, client, fin
     [table] = [t for t in device["luts"] if t["run_id"] == run["id"]]
     assert (table["resolution"], table["num_classes"], table["in_channels"]) == (32, 10, 1)
     assert table["calibration"]["archs"] == 3
-    with open(os.path.join(run["run_dir"], "lut.json")) as f:
+    with open(os.path.join(on_server(app, run["run_dir"]), "lut.json")) as f:
         profiled = json.load(f)
 
     r = client.post("/api/runs", json=dict(TINY, name="again"))
     second = wait_for(client, r.get_json()["id"], ("finished", "failed"))
     assert second["status"] == "finished", second
-    with open(os.path.join(second["run_dir"], "lut.json")) as f:
+    with open(os.path.join(on_server(app, second["run_dir"]), "lut.json")) as f:
         assert json.load(f) == profiled  # the stored table, timings and fit alike: no new profile
-    with open(os.path.join(second["run_dir"], "summary.json")) as f:
+    with open(os.path.join(on_server(app, second["run_dir"]), "summary.json")) as f:
         summary = json.load(f)
     assert summary["measurements"] < len(first)
-    again = dict(LatencyCache(os.path.join(second["run_dir"], "latency_cache.jsonl")).items())
+    again = dict(LatencyCache(os.path.join(on_server(app, second["run_dir"]), "latency_cache.jsonl")).items())
     assert all(again[key] == stats for key, stats in first.items())  # none measured twice
 
 
@@ -223,6 +229,26 @@ def test_validation(client, body, field):
     r = client.post("/api/runs", json=body)
     assert r.status_code == 400
     assert field in r.get_json()["errors"]
+
+
+def test_data_dir_names_a_directory_under_the_dataset_roots(app, client):
+    """Only directories under the dataset roots (default <DATA_DIR>/datasets), named relative to
+    them; the same answer for a path elsewhere as for a missing one, so nothing else shows."""
+    root = os.path.join(app.config["DATA_DIR"], "datasets")
+    os.makedirs(os.path.join(root, "my-cifar"), exist_ok=True)
+    answers = set()
+    for data_dir in ("/etc", "/nonexistent", "../../..", "my-cifar/../..", "missing", root + "/../runs"):
+        r = client.post("/api/runs", json={"name": "x", "dataset": "cifar10", "data_dir": data_dir})
+        assert r.status_code == 400, data_dir
+        answers.add(r.get_json()["errors"]["data_dir"])
+    assert answers == {"no such directory under the dataset roots (a path relative to datasets/)"}
+    for data_dir in ("my-cifar", os.path.join(root, "my-cifar")):
+        r = client.post("/api/runs", json={"name": "x", "dataset": "cifar10", "data_dir": data_dir,
+                                           "epochs": 2, "warmup_epochs": 1})
+        assert r.status_code == 201, r.get_json()
+        run = wait_for(client, r.get_json()["id"], ("failed",))  # no CIFAR batches in there
+        assert run["config"]["data_dir"] == "my-cifar" and "/" not in run["run_dir"].replace("runs/", "")
+        assert root not in json.dumps(run)  # no server path in the answer
 
 
 def test_unknown_run_404(client):
@@ -280,7 +306,7 @@ def test_finished_run_conflicts(client, finished_run):
 def start_long_run(client):
     """A run that would train for minutes, once it has a checkpoint to resume from."""
     r = client.post("/api/runs", json=dict(TINY, name="long", epochs=300, warmup_epochs=300))
-    run_id, run_dir = r.get_json()["id"], r.get_json()["run_dir"]
+    run_id, run_dir = r.get_json()["id"], on_server(app, r.get_json()["run_dir"])
     deadline = time.time() + 60
     while time.time() < deadline:
         run = client.get("/api/runs/{}".format(run_id)).get_json()
@@ -323,7 +349,7 @@ def test_cancel_and_resume(app, client):
 
 def test_delete_run(app, client):
     run_id = start_long_run(client)
-    run_dir = client.get("/api/runs/{}".format(run_id)).get_json()["run_dir"]
+    run_dir = on_server(app, client.get("/api/runs/{}".format(run_id)).get_json()["run_dir"])
     client.post("/api/runs/{}/cancel".format(run_id))
     assert client.delete("/api/runs/{}".format(run_id)).status_code == 204
     assert client.get("/api/runs/{}".format(run_id)).status_code == 404
@@ -360,7 +386,7 @@ def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, uses_b
     meets the targets first, then one that uses the budget, then the highest objective), so that
     the best architecture can be downloaded before the end."""
     run, _ = finished_run
-    arch = read_jsonl(os.path.join(run["run_dir"], "samples.jsonl"))[0]["arch"]
+    arch = read_jsonl(os.path.join(on_server(app, run["run_dir"]), "samples.jsonl"))[0]["arch"]
     runs = app.extensions["runs"]
     with app.app_context():
         synthetic = Run(name="best so far", status="running", config="{}")

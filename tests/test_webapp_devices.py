@@ -116,7 +116,7 @@ def test_register_check_profile_delete(app, client, agent):
     r = client.post("/api/runs", json=dict(TINY_RUN, name="on nano1", device_id=device["id"]))
     assert r.status_code == 201, r.get_json()
     run = finished(client, r.get_json()["id"])
-    with open(os.path.join(run["run_dir"], "lut.json")) as f:
+    with open(os.path.join(app.config["DATA_DIR"], run["run_dir"], "lut.json")) as f:
         assert json.load(f) == lut  # its timings and fit alike: nothing was profiled
     after = client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]
     assert [t["id"] for t in after] == [table["id"]] and after[0]["run_id"] is None

@@ -27,6 +27,9 @@ def parser():
     p.add_argument("--allowed-hosts", type=_names, default=(),
                    help="comma-separated host names the dashboard answers to besides IP addresses, "
                         "localhost and this machine's names, e.g. nas.lab.example ('*': any)")
+    p.add_argument("--dataset-root", action="append", default=[],
+                   help="a directory whose sub-directories runs may read as data_dir (repeat for "
+                        "several; default: <data-dir>/datasets)")
     p.add_argument("--no-auth", action="store_true",
                    help="no token: anyone who reaches the port controls the dashboard. Allowed "
                         "only with a loopback --host")
@@ -76,7 +79,7 @@ def main(argv=None):
 
     config = {"DATA_DIR": args.data_dir, "SOCKETIO_ASYNC_MODE": args.async_mode,
               "LOCAL_AGENT": not args.no_local_agent, "AUTH": not args.no_auth,
-              "ALLOWED_HOSTS": args.allowed_hosts,
+              "ALLOWED_HOSTS": args.allowed_hosts, "DATASET_ROOTS": tuple(args.dataset_root),
               # dashboards on one host but different ports must not overwrite each other's cookie
               "SESSION_COOKIE_NAME": "edge-nas-{}".format(args.port)}
     if args.database_url:

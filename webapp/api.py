@@ -27,7 +27,8 @@ from .devices import DeviceError
 from .extensions import db
 from .ids import MAX_ID, is_id
 from .models import RUN_ACTIVE_STATUSES, Device, DeviceLut, EpochMetric, Run, Sample, stored_front
-from .serialize import RESUMABLE, SAMPLE_FIELDS, metric_dict, resumable, run_dict, sample_dict
+from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, metric_dict, public_path,
+                        resumable, run_dict, sample_dict, under)
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,27 @@ def validate_settings(body: dict) -> tuple[str, int | None, dict]:
             errors[key] = "set by the dashboard: choose the device with device_id"
             del settings[key]
     errors.update(setting_errors(settings))
+    if not errors.get("data_dir") and settings.get("data_dir") is not None:
+        settings["data_dir"], message = _dataset_directory(settings["data_dir"])
+        if message:
+            errors["data_dir"] = message
     if errors:
         raise ApiError(400, errors=errors)
     return name.strip(), device_id, SearchConfig(**settings).to_dict()
+
+
+def _dataset_directory(name: str):
+    """``(absolute path, None)`` of a directory under a dataset root, or ``(None, why not)``: the
+    same answer for a path outside the roots as for a missing one, so that nothing about the
+    rest of the server's disk shows."""
+    roots = dataset_roots()
+    candidates = [name] if os.path.isabs(name) else [os.path.join(root, name) for root in roots]
+    for candidate in candidates:
+        real = os.path.realpath(candidate)
+        if any(under(real, root) for root in roots) and os.path.isdir(real):
+            return real, None
+    return None, "no such directory under the dataset roots (a path relative to {})".format(
+        " or ".join(public_path(root, []) + "/" for root in roots))
 
 
 def _run_device(device_id) -> Device:

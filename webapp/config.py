@@ -40,3 +40,6 @@ class Config:
     # host names the server answers to besides IP addresses, localhost and this machine's names
     # ("*": any name; DNS-rebinding pages then reach it)
     ALLOWED_HOSTS = ()
+    # the only directories a run's data_dir may name (a path relative to one of them); empty:
+    # <DATA_DIR>/datasets
+    DATASET_ROOTS = ()

@@ -1,9 +1,11 @@
 """The JSON shapes of runs, samples, epoch metrics and devices: one place for the API and Socket.IO."""
 from __future__ import annotations
 
+import os
 from datetime import timezone
 
 import sqlalchemy as sa
+from flask import current_app
 
 from search_core.rundir import RunDirectory
 
@@ -43,6 +45,44 @@ def resumable(run: Run) -> bool:
     return run.status in RESUMABLE and bool(run.run_dir) and RunDirectory(run.run_dir).resumable
 
 
+def dataset_roots() -> list[str]:
+    """Where a run's data may come from (webapp.config.Config.DATASET_ROOTS), as real paths."""
+    roots = current_app.config["DATASET_ROOTS"] or [
+        os.path.join(current_app.config["DATA_DIR"], "datasets")]
+    return [os.path.realpath(root) for root in roots]
+
+
+def under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def public_path(path: str | None, roots) -> str | None:
+    """A server path as the API shows it: relative to the first of `roots` that holds it; the
+    server's own layout stays private."""
+    if not path:
+        return path
+    real = os.path.realpath(path)
+    for root in roots:
+        if under(real, root):
+            return os.path.relpath(real, root)
+    return os.path.basename(real)
+
+
+def public_text(text: str | None) -> str | None:
+    """A worker's message with the server paths it names made relative, as public_path does."""
+    if not text:
+        return text
+    for root in dataset_roots() + [os.path.realpath(current_app.config["DATA_DIR"])]:
+        text = text.replace(root.rstrip(os.sep) + os.sep, "")
+    return text
+
+
+def _public_config(config: dict | None) -> dict | None:
+    if not config or not config.get("data_dir"):
+        return config
+    return dict(config, data_dir=public_path(config["data_dir"], dataset_roots()))
+
+
 def run_dict(run: Run, full=False) -> dict:
     best = run.best_sample
     d = {
@@ -50,16 +90,18 @@ def run_dict(run: Run, full=False) -> dict:
         "epochs": run.epochs, "phase": run.phase, "device_id": run.device_id,
         "device": run.device.name if run.device is not None else (run.config_data or {}).get("device"),
         "created_at": iso(run.created_at), "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at), "error": run.error,
+        "finished_at": iso(run.finished_at), "error": public_text(run.error),
         "best": None if best is None else {
             "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
             "latency_ms": best.latency_ms, "objective": best.objective, "ops": best.ops_data},
     }
     if full:
         count = db.session.scalar(sa.select(sa.func.count(Sample.id)).where(Sample.run_id == run.id))
-        d.update(config=run.config_data, run_dir=run.run_dir, resumable=resumable(run),
+        d.update(config=_public_config(run.config_data),
+                 run_dir=public_path(run.run_dir, [os.path.realpath(current_app.config["DATA_DIR"])]),
+                 resumable=resumable(run),
                  samples=count, space_blocks=run.space_data, progress=run.progress_data,
-                 message=run.message)
+                 message=public_text(run.message))
     return d
 
 
