@@ -306,7 +306,7 @@ def test_finished_run_conflicts(client, finished_run):
 def start_long_run(client):
     """A run that would train for minutes, once it has a checkpoint to resume from."""
     r = client.post("/api/runs", json=dict(TINY, name="long", epochs=300, warmup_epochs=300))
-    run_id, run_dir = r.get_json()["id"], on_server(app, r.get_json()["run_dir"])
+    run_id, run_dir = r.get_json()["id"], on_server(client.application, r.get_json()["run_dir"])
     deadline = time.time() + 60
     while time.time() < deadline:
         run = client.get("/api/runs/{}".format(run_id)).get_json()
