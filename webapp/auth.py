@@ -160,7 +160,7 @@ def check_socket(auth) -> str | None:
         return "host not allowed"
     if not current_app.config["AUTH"] or _logged_in():
         return None
-    token = auth.get("token") if isinstance(auth, dict) else _bearer()
+    token = (auth.get("token") if isinstance(auth, dict) else None) or _bearer()
     return None if token_matches(token) else "authentication required"
 
 
