@@ -129,8 +129,13 @@ def _config(args):
         threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
 
 
+HEARTBEAT_S = 10.0  # a worker's stream is never silent for longer (docs/events.md)
+
+
 def _events(args):
-    return JsonLinesEvents() if getattr(args, "events", None) == "jsonl" else ConsoleEvents()
+    if getattr(args, "events", None) == "jsonl":
+        return JsonLinesEvents(heartbeat_s=HEARTBEAT_S)
+    return ConsoleEvents()
 
 
 def _config_file(path):

@@ -5,6 +5,7 @@ their fields are documented in docs/events.md. The dashboard consumes the JSON-l
 """
 import json
 import sys
+import threading
 import time
 
 from tqdm import tqdm
@@ -27,14 +28,36 @@ class Events:
 
 
 class JsonLinesEvents(Events):
-    """One JSON object per line, flushed at once (the stream a dashboard follows)."""
+    """One JSON object per line, flushed at once (the stream a dashboard follows). With
+    `heartbeat_s`, a `heartbeat` event whenever that long passed without another: the follower's
+    sign that the process is alive and its stream flows (a frozen process sends none)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, heartbeat_s=None):
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self._closed = threading.Event()
+        if heartbeat_s:
+            threading.Thread(target=self._beat, args=(heartbeat_s,), name="heartbeat",
+                             daemon=True).start()
 
     def write(self, event):
-        self.stream.write(json.dumps(event, sort_keys=True, allow_nan=False) + "\n")
-        self.stream.flush()
+        line = json.dumps(event, sort_keys=True, allow_nan=False) + "\n"
+        with self._lock:
+            self.stream.write(line)
+            self.stream.flush()
+            self._last = time.monotonic()
+
+    def _beat(self, every_s):
+        while not self._closed.wait(every_s / 4.0):
+            if time.monotonic() - self._last >= every_s:
+                try:
+                    self.emit("heartbeat")
+                except (OSError, ValueError):  # nobody reads the stream any more
+                    return
+
+    def close(self):
+        self._closed.set()
 
 
 class ConsoleEvents(Events):

@@ -1,16 +1,18 @@
 """End-to-end: the headless search command, its run directory, its event stream, resume."""
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from nano_agent.arch import Architecture
 from nano_agent.builder import build_model
-from search_core.events import Events
+from search_core.events import Events, JsonLinesEvents
 from search_core.best import best_sample
 from search_core.config import SearchConfig
 from search_core.rundir import RunDirectory
@@ -152,6 +154,20 @@ def test_the_warm_up_trains_the_largest_member_first(tmp_path):
     assert moved(first, second) == {(b, blocks[b].ops[i].name) for b, i in enumerate(largest)}
     search._epoch(1)
     assert moved(second, weights()) - moved(first, second)  # uniform paths now
+
+
+def test_the_event_stream_beats_when_nothing_else_happens():
+    stream = io.StringIO()
+    events = JsonLinesEvents(stream, heartbeat_s=0.2)
+    time.sleep(0.7)
+    events.emit("message", text="hello")
+    quiet = len(stream.getvalue().splitlines())
+    time.sleep(0.1)  # under the interval since the message: no heartbeat
+    assert len(stream.getvalue().splitlines()) == quiet
+    events.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in lines[:2]] == ["heartbeat", "heartbeat"]
+    assert lines[quiet - 1]["event"] == "message"
 
 
 def test_resume_continues_an_interrupted_search(tmp_path):

@@ -460,6 +460,37 @@ def test_a_run_whose_end_cannot_be_stored_yet_fails_once_it_can(app, monkeypatch
         assert run.status == "failed" and run.error == "No space left on device"
 
 
+def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, client, monkeypatch):
+    """A worker that sends nothing, not even its heartbeat, for WORKER_SILENCE_S: its run says so;
+    its next line takes the warning back."""
+    monkeypatch.setitem(app.config, "WORKER_SILENCE_S", 1.0)
+    with app.app_context():
+        run = Run(name="frozen", status="queued", config="{}", run_dir=str(app.config["DATA_DIR"]))
+        db.session.add(run)
+        db.session.commit()
+        started = json.dumps({"event": "started", "time": 1.0, "epochs": 2})
+        speaks = json.dumps({"event": "heartbeat", "time": 2.0})
+        code = "import time; print({!r}, flush=True); time.sleep(4); print({!r}, flush=True); " \
+               "time.sleep(30)".format(started, speaks)
+        runs = app.extensions["runs"]
+        runs._launch(run, [sys.executable, "-c", code])
+        run_id = run.id
+    try:
+        def message():
+            return client.get("/api/runs/{}".format(run_id)).get_json()["message"] or ""
+        deadline = time.time() + 4
+        while "No word from the worker" not in message() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "it may be frozen" in message()
+        deadline = time.time() + 6
+        while message() and time.time() < deadline:
+            time.sleep(0.2)
+        assert message() == ""  # it spoke again
+    finally:
+        with app.app_context():
+            runs.cancel(run_id)
+
+
 def test_active_runs_without_worker_are_interrupted_on_start(app):
     with app.app_context():
         run = Run(name="orphan", status="running", config="{}")

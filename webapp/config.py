@@ -43,3 +43,6 @@ class Config:
     # the only directories a run's data_dir may name (a path relative to one of them); empty:
     # <DATA_DIR>/datasets
     DATASET_ROOTS = ()
+    # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
+    # that the worker may be frozen
+    WORKER_SILENCE_S = 60

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -60,6 +60,8 @@ class Worker:
     thread: threading.Thread | None = None
     cancel_requested: bool = False
     error: str | None = None  # the worker's own 'failed' message, even if storing it failed
+    last_line: float = field(default_factory=time.monotonic)  # when the worker last said anything
+    silent: bool = False  # its run says that it has been silent for too long
     last_progress_commit: float = 0.0
     started_clock: float | None = None  # time.monotonic() of the 'started' event
     start_fraction: float = 0.0  # the part of the run done before this process (resume)
@@ -137,7 +139,8 @@ class RunManager:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._workers: dict[int, Worker] = {}
-        self._stopping = threading.Event()  # set by shutdown: no more retries
+        self._stopping = threading.Event()  # set by shutdown: no more retries, no more watching
+        self._watchdog = None
 
     # --- launching -------------------------------------------------------------------------------
 
@@ -184,6 +187,40 @@ class RunManager:
         worker.thread = threading.Thread(target=self._follow, args=(run.id, worker),
                                          name="run-{}".format(run.id), daemon=True)
         worker.thread.start()
+        with self._lock:
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="worker-watchdog",
+                                                  daemon=True)
+                self._watchdog.start()
+
+    def _watch(self):
+        """A live worker silent for WORKER_SILENCE_S (no event, not even its heartbeat) is frozen
+        or stuck writing: its run says so, and goes back to normal when the worker speaks again."""
+        with self.app.app_context():
+            while not self._stopping.wait(min(5.0, self.app.config["WORKER_SILENCE_S"] / 2.0)):
+                limit = self.app.config["WORKER_SILENCE_S"]
+                with self._lock:
+                    workers = list(self._workers.items())
+                for run_id, worker in workers:
+                    silent_s = time.monotonic() - worker.last_line
+                    if silent_s > limit and not worker.silent and worker.process.poll() is None:
+                        self._report_silence(run_id, worker, silent_s)
+
+    def _report_silence(self, run_id, worker, silent_s):
+        """Say on the run that its worker is silent (`silent_s`), or speaks again (None)."""
+        worker.silent = silent_s is not None
+        text = None if silent_s is None else (
+            "No word from the worker (pid {}) for {:.0f} s, though it sends a heartbeat every "
+            "10 s: it may be frozen. Cancel the run and resume it.".format(worker.process.pid,
+                                                                          silent_s))
+        try:
+            run = db.session.get(Run, run_id)
+            if run is not None:
+                run.message = text
+                db.session.commit()
+        except sa.exc.OperationalError:
+            db.session.rollback()
+        self._publish(run_id, {"event": "message", "time": round(time.time(), 3), "text": text})
 
     def _publish(self, run_id, event, stored=None):
         if self.on_event is None:
@@ -199,6 +236,9 @@ class RunManager:
         with self.app.app_context():
             try:
                 for line in worker.process.stdout:
+                    worker.last_line = time.monotonic()
+                    if worker.silent:
+                        self._report_silence(run_id, worker, None)
                     self.handle_line(run_id, line, worker)
             except Exception:  # noqa: BLE001  a broken store must not leave the run 'running'
                 log.exception("run %s: reading the worker's events failed", run_id)
@@ -282,6 +322,9 @@ class RunManager:
         run.phase = event.get("phase", run.phase)
         run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
 
+    def _on_heartbeat(self, run, event, worker):
+        return _NOT_STORED  # its arrival is what counts (worker.last_line)
+
     def _on_device_wait(self, run, event, worker):
         """The device stopped answering, or is back: the run's progress carries the wait (until
         the next progress event replaces it), passed on like a progress event."""
@@ -335,7 +378,7 @@ class RunManager:
         run.pid = None
 
     _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
-                 "device_wait": _on_device_wait,
+                 "device_wait": _on_device_wait, "heartbeat": _on_heartbeat,
                  "lut": _on_lut, "sample": _on_sample, "epoch": _on_epoch,
                  "finished": _on_finished, "failed": _on_failed}
 
