@@ -18,6 +18,7 @@ from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGH
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
+from .export import OPSET, WeightsMismatch, export_onnx
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
@@ -26,7 +27,7 @@ from .search import Search
 from .train import DatasetMismatch, Recipe, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
-               FileExistsError, FileNotFoundError, RunDirectoryBusy, DiskFull)
+               FileExistsError, FileNotFoundError, RunDirectoryBusy, DiskFull, WeightsMismatch)
 DATASET_HELP = ", ".join(name + (" (bundled)" if name in BUNDLED_DATASETS else "") for name in DATASETS)
 
 
@@ -263,6 +264,14 @@ def cmd_train(args, events):
             result["epochs"], result["train_time_s"]))
 
 
+def cmd_export(args, events):
+    arch = Architecture.load(args.arch)
+    export_onnx(arch, args.out, args.weights)
+    print("{}: {} (opset {}, input {}, weights {})".format(
+        arch.short_hash, args.out, OPSET, "x".join(str(d) for d in arch.input_shape),
+        args.weights or "random"))
+
+
 def parser():
     root = argparse.ArgumentParser(prog="python -m search_core",
                                    description="Hardware-aware neural architecture search.")
@@ -340,6 +349,14 @@ def parser():
     p.add_argument("--save", help="write the trained weights (state_dict) here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write an architecture (and its trained weights) as ONNX "
+                                      "for onnxruntime or TensorRT")
+    p.add_argument("arch")
+    p.add_argument("--weights", help="the trained state_dict (`train --save`); default: random "
+                                     "weights, enough to measure latency")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(func=cmd_export)
     return root
 
 
