@@ -78,7 +78,8 @@ def test_a_lost_device_shows_in_the_runs_progress_until_it_is_back(app):
         assert db.session.get(Run, run_id).progress_data["device_wait"] is None
     pushed = [e["args"][0] for e in sio.get_received() if e["name"] == "run_progress"]
     assert [p["device_wait"] for p in pushed] == [
-        None, {"error": "device agent is unreachable", "waited_s": 31.0, "limit_s": 600.0}, None]
+        None, {"error": "device agent is unreachable", "waited_s": 31.0, "limit_s": 600.0,
+               "since": pytest.approx(pushed[1]["time"] - 31.0)}, None]
     assert all(p["phase"] == "search" and p["epoch"] == 3 for p in pushed)  # the progress stays
     sio.disconnect()
 

@@ -328,8 +328,12 @@ class RunManager:
     def _on_device_wait(self, run, event, worker):
         """The device stopped answering, or is back: the run's progress carries the wait (until
         the next progress event replaces it), passed on like a progress event."""
-        wait = ({k: event.get(k) for k in ("error", "waited_s", "limit_s")}
-                if event.get("waiting") else None)
+        wait = None
+        if event.get("waiting"):
+            wait = {k: event.get(k) for k in ("error", "waited_s", "limit_s")}
+            numbers = [event.get("time"), wait["waited_s"]]
+            if all(isinstance(x, (int, float)) for x in numbers):  # when it stopped answering
+                wait["since"] = round(numbers[0] - numbers[1], 3)
         progress = dict(run.progress_data or {}, device_wait=wait)
         run.progress_data = progress
         event.update({k: v for k, v in progress.items() if k not in ("event", "time")})

@@ -102,8 +102,10 @@ export function renderProgress() {
   if (NAS.isNum(p.expected_latency_ms)) stats.push("expected latency " + fmt.ms(p.expected_latency_ms));
   const wait = p.device_wait;
   if (wait && ACTIVE.includes(run.status)) {
-    stats.splice(0, stats.length, "no answer for " + fmt.duration(wait.waited_s) + " of at most "
-      + fmt.duration(wait.limit_s) + ": " + wait.error);
+    // the worker reports at its retries only: show when the wait began, which stays true between
+    const clock = NAS.isNum(wait.since) ? new Date(wait.since * 1000).toLocaleTimeString([], {hour12: false}) : null;
+    stats.splice(0, stats.length, (clock ? "no answer since " + clock : "no answer")
+      + " (waiting up to " + fmt.duration(wait.limit_s) + "): " + wait.error);
   }
   $id("progress-stats").textContent = stats.join(" \u00b7 ");
   $id("run-message").textContent = state.message || "";
