@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
+from . import onnx_backend
 from .arch import as_architecture
 from .builder import build_model
 from .complexity import complexity
@@ -121,12 +122,19 @@ def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1)
     return times
 
 
-def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu", threads=1):
-    """Build `arch` with random weights and measure it end to end.
+BACKENDS = ("pytorch", "onnxruntime")
+
+
+def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu", threads=1,
+                         backend="pytorch"):
+    """Build `arch` with random weights and measure it end to end, in PyTorch on `device`, or
+    exported to ONNX in onnxruntime (`backend`; its best provider, see onnx_backend).
 
     Returns the timing summary plus build_ms, params, macs, and memory: measured peak on CUDA, the
     analytical estimate (params + peak activations) elsewhere, with `memory_source` saying which.
     """
+    if backend == "onnxruntime":
+        return _measure_onnx(arch, input_shape, warmup, runs, threads)
     arch = as_architecture(arch)
     device = torch.device(device)
     start = time.perf_counter()
@@ -145,7 +153,23 @@ def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu
         result["memory_source"] = "estimated"
     result.update({"build_ms": build_ms, "params": cost.params, "macs": cost.macs,
                    "input_shape": list(shape), "warmup": warmup, "threads": threads,
-                   "device": str(device)})
+                   "device": str(device), "backend": "pytorch"})
+    return result
+
+
+def _measure_onnx(arch, input_shape, warmup, runs, threads):
+    arch = as_architecture(arch)
+    shape = tuple(input_shape) if input_shape else arch.input_shape
+    start = time.perf_counter()
+    model = build_model(arch)
+    build_ms = (time.perf_counter() - start) * 1000.0
+    cost = complexity(arch)
+    times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads)
+    result = summarize(times)
+    result.update({"build_ms": build_ms, "params": cost.params, "macs": cost.macs,
+                   "memory_bytes": cost.memory_bytes, "memory_source": "estimated",
+                   "input_shape": list(shape), "warmup": warmup, "threads": threads,
+                   "device": "onnxruntime:" + provider, "backend": "onnxruntime"})
     return result
 
 

@@ -19,10 +19,10 @@ import torch
 
 from .arch import ArchitectureError, as_architecture, is_int
 from .complexity import complexity
-from .measure import measure_architecture, profile_lut
+from .measure import BACKENDS, measure_architecture, profile_lut
 from .space import SearchSpace
 
-from . import __version__, limits
+from . import __version__, limits, onnx_backend
 from . import protocol as P
 
 log = logging.getLogger("nano_agent")
@@ -159,7 +159,19 @@ class Agent(object):
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "memory_total_bytes": memory_total_bytes(), "power_mode": power_mode(),
             "temperatures_c": temperatures(),
+            "backends": ["pytorch"] + (["onnxruntime"] if onnx_backend.available() else []),
+            "onnxruntime": onnx_backend.info(),
         }
+
+    def _backend_arg(self, request):
+        backend = request.get("backend", "pytorch")
+        if backend not in BACKENDS:
+            raise RequestError(P.BAD_REQUEST, "backend must be one of {}, got {!r}".format(
+                ", ".join(BACKENDS), backend))
+        if backend == "onnxruntime" and not onnx_backend.available():
+            raise RequestError(P.BAD_REQUEST, "this agent has no onnxruntime: install it on the "
+                                              "device (docs/agent.md), or measure with pytorch")
+        return backend
 
     def _device_arg(self, request):
         device = request.get("device", self.device)
@@ -195,6 +207,7 @@ class Agent(object):
         warmup = _int_arg(request, "warmup", 10, limits.WARMUP_RUNS)
         runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
+        backend = self._backend_arg(request)
         cost = complexity(arch)
         scale = float(shape[0] * shape[2] * shape[3]) / (arch.resolution * arch.resolution)
         estimate = cost.params * 4 + cost.activation_peak_bytes * scale
@@ -205,7 +218,8 @@ class Agent(object):
         with self.lock:
             started = time.time()
             try:
-                result = measure_architecture(arch, shape, warmup, runs, device, self.threads)
+                result = measure_architecture(arch, shape, warmup, runs, device, self.threads,
+                                              backend)
             except (RuntimeError, MemoryError) as e:
                 raise RequestError(P.MEASURE_FAILED, "measurement failed: {}".format(e))
             finally:
@@ -243,6 +257,9 @@ class Agent(object):
         warmup = _int_arg(request, "warmup", 10, limits.WARMUP_RUNS)
         runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
+        if self._backend_arg(request) != "pytorch":
+            raise RequestError(P.BAD_REQUEST, "lookup tables are profiled in the pytorch backend "
+                                              "only, for now")
         try:
             space = SearchSpace(width, resolution, num_classes, in_channels, dropout)
         except ValueError as e:

@@ -10,6 +10,8 @@ import torch
 from nano_agent.arch import Architecture, ArchitectureError
 from nano_agent.complexity import complexity
 from nano_agent.config import TOKEN_ENV
+from nano_agent.measure import BACKENDS
+from nano_agent.onnx_backend import OPSET
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
@@ -18,7 +20,7 @@ from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGH
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
-from .export import OPSET, WeightsMismatch, export_onnx
+from .export import WeightsMismatch, export_onnx
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
@@ -216,7 +218,8 @@ def cmd_info(args, events):
 
 def cmd_measure(args, events):
     arch = Architecture.load(args.arch)
-    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
+    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token,
+                         args.backend)
     stats = source.measure(arch)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -314,6 +317,8 @@ def parser():
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="pytorch, or onnxruntime: the model exported to ONNX, as deployed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
 

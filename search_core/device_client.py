@@ -23,6 +23,17 @@ class DeviceLost(LatencyError):
     refusal (wrong token, bad request) this may pass: a Jetson that reboots is back in a minute."""
 
 
+def backend_suffix(backend):
+    """What a measuring backend adds to a device's identity: its measurements are cached apart."""
+    return "" if backend == "pytorch" else ":" + backend
+
+
+def refuse_profile(backend):
+    if backend != "pytorch":
+        raise LatencyError("lookup tables are profiled in the pytorch backend only, for now; "
+                           "{} measures architectures end to end".format(backend))
+
+
 class _HandshakeDropped(DeviceLost):
     """The agent closed or reset the connection during the handshake: it was stopping, or it
     restarts. Retried like a refused connection."""
@@ -224,8 +235,10 @@ class DeviceClient:
     def info(self):
         return self.request("info")["info"]
 
-    def measure(self, arch, input_shape=None, warmup=10, runs=30, device=None):
+    def measure(self, arch, input_shape=None, warmup=10, runs=30, device=None, backend=None):
         fields = {"arch": as_architecture(arch).to_dict(), "warmup": warmup, "runs": runs}
+        if backend is not None:
+            fields["backend"] = backend
         if input_shape is not None:
             fields["input_shape"] = [int(d) for d in input_shape]
         if device is not None:
@@ -244,21 +257,24 @@ class AgentDevice:
     """A device agent as a latency source; `device_id` is "agent:" + the id the agent reports
     (hostname, cuda/cpu and threads), so that cached measurements follow the device, not its IP."""
 
-    def __init__(self, host, port=DEFAULT_PORT, token="", warmup=10, runs=30, **client_options):
+    def __init__(self, host, port=DEFAULT_PORT, token="", warmup=10, runs=30, backend="pytorch",
+                 **client_options):
         self.client = DeviceClient(host, port, token, **client_options)
-        self.warmup, self.runs = warmup, runs
+        self.warmup, self.runs, self.backend = warmup, runs, backend
 
     @property
     def device_id(self):
         """From the agent's welcome: one handshake on first use, none after (a reconnection
         renews the welcome)."""
         welcome = self.client.welcome or self.client.connect()
-        return "agent:" + str(welcome["device_id"])
+        return "agent:" + str(welcome["device_id"]) + backend_suffix(self.backend)
 
     def measure(self, arch, input_shape=None):
-        return self.client.measure(arch, input_shape, self.warmup, self.runs)
+        return self.client.measure(arch, input_shape, self.warmup, self.runs,
+                                   backend=None if self.backend == "pytorch" else self.backend)
 
     def profile(self, space, progress=None):
+        refuse_profile(self.backend)
         return self.client.profile(space, self.warmup, self.runs, progress)
 
     def info(self):

@@ -1,19 +1,15 @@
 """From an architecture (and its trained weights) to an ONNX file that runs where it will be deployed.
 
-Opset 13 through PyTorch's TorchScript-based exporter: JetPack 4.6's TensorRT 8.0 reads opsets up
-to 13, and the torch.export-based exporter writes 18 and above. The batch dimension is dynamic. The
-architecture JSON travels inside the file as metadata (`edge-nas.architecture`), so a deployed
-model always says what it is.
+The agent's exporter (nano_agent.onnx_backend: opset 13, which JetPack 4.6's TensorRT 8.0 reads),
+with a dynamic batch axis. The architecture JSON travels inside the file as metadata
+(`edge-nas.architecture`), so a deployed model always says what it is.
 """
-import warnings
-
 import torch
 
 from nano_agent.arch import Architecture
 from nano_agent.builder import build_model
+from nano_agent.onnx_backend import export
 
-OPSET = 13
-INPUT, OUTPUT = "input", "logits"
 ARCH_KEY, HASH_KEY = "edge-nas.architecture", "edge-nas.arch_hash"
 
 
@@ -51,12 +47,7 @@ def export_onnx(arch, out, weights=None):
     model = build_model(arch).eval()
     if weights:
         load_weights(model, weights)
-    example = torch.zeros(arch.input_shape)
-    with warnings.catch_warnings():  # the exporter's notice that it is the TorchScript-based one
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), out, opset_version=OPSET, dynamo=False,
-                          input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    export(model, arch.input_shape, out, dynamic_batch=True)
     proto = onnx.load(out)
     for key, value in ((ARCH_KEY, arch.to_json()), (HASH_KEY, arch.hash)):
         entry = proto.metadata_props.add()

@@ -14,20 +14,24 @@ import torch
 from nano_agent.config import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
 
-from .device_client import AgentDevice, DeviceLost, LatencyError, parse_address
+from .device_client import (AgentDevice, DeviceLost, LatencyError, backend_suffix, parse_address,
+                            refuse_profile)
 
 
 class LocalDevice:
     """This machine's CPU, with a fixed thread count (1 by default: the most repeatable figure)."""
 
-    def __init__(self, threads=1, warmup=10, runs=30):
-        self.threads, self.warmup, self.runs = threads, warmup, runs
-        self.device_id = "local:{}:cpu:{}t".format(platform.node() or "host", threads)
+    def __init__(self, threads=1, warmup=10, runs=30, backend="pytorch"):
+        self.threads, self.warmup, self.runs, self.backend = threads, warmup, runs, backend
+        self.device_id = "local:{}:cpu:{}t".format(platform.node() or "host",
+                                                   threads) + backend_suffix(backend)
 
     def measure(self, arch, input_shape=None):
-        return measure_architecture(arch, input_shape, self.warmup, self.runs, "cpu", self.threads)
+        return measure_architecture(arch, input_shape, self.warmup, self.runs, "cpu", self.threads,
+                                    self.backend)
 
     def profile(self, space, progress=None):
+        refuse_profile(self.backend)
         return profile_lut(space, self.warmup, self.runs, "cpu", self.threads, progress)
 
     def info(self):
@@ -92,15 +96,16 @@ class PatientDevice:
             return result
 
 
-def open_device(spec, threads=1, warmup=10, runs=30, token=None):
+def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorch"):
     """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads), or a
     device agent as "host:port", "host" (port 8765) or "agent:host:port", authenticated with
-    `token` (default: $NANO_AGENT_TOKEN). The agent measures with its own thread setting."""
+    `token` (default: $NANO_AGENT_TOKEN). The agent measures with its own thread setting.
+    `backend`: "pytorch", or "onnxruntime" (the model exported to ONNX, as it will be deployed)."""
     if spec == "local":
-        return LocalDevice(threads, warmup, runs)
+        return LocalDevice(threads, warmup, runs, backend)
     host, port = parse_address(spec)
     token = token or os.environ.get(TOKEN_ENV)
     if not token:
         raise LatencyError("device {!r} is a device agent: give its token (--device-token or "
                            "${})".format(spec, TOKEN_ENV))
-    return AgentDevice(host, port, token, warmup, runs)
+    return AgentDevice(host, port, token, warmup, runs, backend)

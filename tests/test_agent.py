@@ -76,6 +76,32 @@ def test_measure_returns_sane_statistics(agent):
     assert stats["started_at"] <= stats["finished_at"]
 
 
+def test_the_agent_measures_in_onnxruntime_when_asked(agent):
+    """The same architecture through the onnxruntime backend: exported to ONNX in the agent and
+    timed in its CPU provider; its measurements are keyed apart from PyTorch's."""
+    arch = SPACE.mobilenet_v2()
+    with agent.client() as c:
+        info = c.info()
+        assert info["backends"] == ["pytorch", "onnxruntime"]
+        assert "CPUExecutionProvider" in info["onnxruntime"]["providers"]
+        stats = c.measure(arch, warmup=1, runs=5, backend="onnxruntime")
+        assert stats["backend"] == "onnxruntime" and stats["device"] == "onnxruntime:CPUExecutionProvider"
+        assert stats["runs"] == 5 and 0 < stats["min_ms"] <= stats["median_ms"]
+        assert c.measure(arch, warmup=1, runs=2)["backend"] == "pytorch"
+        for request, message in (({"type": "measure", "arch": arch.to_dict(), "backend": "tvm"},
+                                  "backend must be one of pytorch, onnxruntime"),
+                                 ({"type": "profile", "space": SPACE.config(), "backend": "onnxruntime"},
+                                  "profiled in the pytorch backend only")):
+            with pytest.raises(LatencyError, match=message):
+                c.request(request.pop("type"), **request)
+    device = AgentDevice("127.0.0.1", agent.port, TOKEN, warmup=1, runs=2, backend="onnxruntime")
+    try:
+        assert device.device_id.endswith(":onnxruntime")  # its cache entries stay apart
+        assert device.measure(arch)["backend"] == "onnxruntime"
+    finally:
+        device.close()
+
+
 def test_profile_returns_a_lut_of_the_space(agent):
     seen = []
     with agent.client() as c:

@@ -14,7 +14,8 @@ import torch
 
 from nano_agent.builder import build_model
 from nano_agent.space import SearchSpace
-from search_core.export import OPSET, WeightsMismatch, architecture_of, export_onnx, load_weights
+from nano_agent.onnx_backend import OPSET
+from search_core.export import WeightsMismatch, architecture_of, export_onnx, load_weights
 
 from processes import ROOT
 
@@ -27,6 +28,26 @@ def random_member(space, seed):
         else rng.choice([op.name for op in sb.ops if not op.is_zero]) for sb in space.blocks])
 
 
+def scrambled(model, arch, seed):
+    """`model` with random batch-norm scales and shifts, a classifier that is not near zero, and
+    batch-norm statistics from random batches: a fresh model's output hardly depends on its input,
+    which would hide a wrong export."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.uniform_(-0.2, 0.2, generator=generator)
+                m.reset_running_stats()
+                m.momentum = None  # the statistics: the plain mean over the batches below
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0, 0.1, generator=generator)
+        model.train()
+        for _ in range(3):
+            model(torch.randn((8,) + tuple(arch.input_shape[1:]), generator=generator))
+    return model.eval()
+
+
 def run_onnx(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": x.numpy()})[0]
@@ -37,8 +58,7 @@ def test_the_exported_model_computes_what_torch_does(tmp_path, seed, resolution,
     space = SearchSpace(0.5, resolution, 10, channels)
     arch = random_member(space, seed)
     assert any(b.op == "zero" for b in arch.blocks)
-    torch.manual_seed(seed)
-    model = build_model(arch).eval()
+    model = scrambled(build_model(arch), arch, seed)
     weights = tmp_path / "weights.pt"
     torch.save(model.state_dict(), weights)
     path = export_onnx(arch, str(tmp_path / "model.onnx"), str(weights))
@@ -47,6 +67,7 @@ def test_the_exported_model_computes_what_torch_does(tmp_path, seed, resolution,
     x = torch.randn(2, channels, resolution, resolution)  # batch 2: the batch axis is dynamic
     with torch.no_grad():
         expected = model(x).numpy()
+    assert expected.std() > 0.1 and np.abs(expected[0] - expected[1]).max() > 0.1  # input matters
     assert np.abs(run_onnx(path, x) - expected).max() <= 1e-4
     assert architecture_of(path) == arch and architecture_of(path).hash == arch.hash
 

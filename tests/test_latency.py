@@ -286,3 +286,15 @@ def test_a_patient_device_fails_past_its_limit_and_at_once_on_a_refusal():
     with pytest.raises(LatencyError, match="token"):
         device.measure(None)
     assert refusing.calls == 1 and heard == []
+
+
+def test_the_local_device_measures_in_onnxruntime_apart_from_pytorch():
+    space = SearchSpace(0.5, 32, 10, 1)
+    arch = space.mobilenet_v2()
+    pytorch, onnx = LocalDevice(1, 1, 3), LocalDevice(1, 1, 3, backend="onnxruntime")
+    assert onnx.device_id == pytorch.device_id + ":onnxruntime"
+    stats = onnx.measure(arch)
+    assert stats["backend"] == "onnxruntime" and stats["runs"] == 3 and stats["min_ms"] > 0
+    assert stats["params"] == pytorch.measure(arch)["params"]
+    with pytest.raises(LatencyError, match="pytorch backend only"):
+        onnx.profile(space)

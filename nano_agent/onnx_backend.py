@@ -1,0 +1,82 @@
+"""The onnxruntime measurement backend: the network exported to ONNX in memory and timed in an
+onnxruntime session, the way a deployed model runs (the CPU provider here; CUDA or TensorRT where
+the device's onnxruntime has them). Optional: without onnxruntime the agent measures with PyTorch
+alone and says so in `info`.
+
+Python 3.6 / PyTorch 1.10 compatible: the device agent imports this module.
+"""
+import inspect
+import io
+import time
+import warnings
+
+import torch
+
+try:
+    import numpy
+    import onnxruntime
+except ImportError:  # the agent runs with torch alone
+    onnxruntime = None
+
+# opset 13: what JetPack 4.6's TensorRT 8.0 reads; PyTorch's TorchScript-based exporter (the
+# torch.export-based one writes 18 and above)
+OPSET = 13
+INPUT, OUTPUT = "input", "logits"
+# the providers a measurement prefers, fastest first; the CPU provider is always there
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def available():
+    return onnxruntime is not None
+
+
+def info():
+    """onnxruntime's version and providers, or None where it is not installed."""
+    if onnxruntime is None:
+        return None
+    return {"version": onnxruntime.__version__,
+            "providers": list(onnxruntime.get_available_providers())}
+
+
+def default_provider():
+    have = onnxruntime.get_available_providers()
+    return next(p for p in PREFERRED_PROVIDERS + tuple(have) if p in have)
+
+
+def export(model, input_shape, target, dynamic_batch=False):
+    """Write `model` as ONNX to `target` (a path or a binary file): opset 13, input "input",
+    output "logits", the batch axis dynamic if asked."""
+    options = {"opset_version": OPSET, "input_names": [INPUT], "output_names": [OUTPUT]}
+    if dynamic_batch:
+        options["dynamic_axes"] = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:  # PyTorch 2.x; 1.10 has none
+        options["dynamo"] = False
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "the TorchScript-based exporter"
+        torch.onnx.export(model.eval(), (torch.zeros(*input_shape),), target, **options)
+
+
+def onnx_bytes(model, input_shape):
+    buffer = io.BytesIO()
+    export(model, input_shape, buffer)
+    return buffer.getvalue()
+
+
+def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
+    """Per-run wall times (ms) of `model` in an onnxruntime session on a random input, and the
+    provider that ran it."""
+    provider = provider or default_provider()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's own choice
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(onnx_bytes(model, input_shape), options,
+                                           providers=[provider])
+    x = {INPUT: numpy.random.randn(*input_shape).astype(numpy.float32)}
+    for _ in range(warmup):
+        session.run(None, x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, x)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times, provider
