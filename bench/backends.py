@@ -7,7 +7,9 @@ runs (1 thread, batch 1).
     .venv/bin/python bench/backends.py [--width 1.0] [--archs 10] [--rounds 3]
 
 Ends with one JSON line: per architecture its latency per backend and the ratio
-onnxruntime / pytorch, their median (`median_ratio`), and the backends and provider used. Where a
+onnxruntime / pytorch, their median (`median_ratio`), Kendall's tau between the two backends'
+latencies (`kendall_tau_between_backends`: does PyTorch rank the architectures as the deployed
+runtime does?), and the backends and provider used. Where a
 GPU device is lent, run it there too (the CUDA provider is then preferred). About 3 minutes on 2
 cores.
 """
@@ -18,6 +20,7 @@ import statistics
 import time
 
 import torch
+from scipy.stats import kendalltau
 
 from nano_agent import onnx_backend
 from nano_agent.measure import measure_architecture
@@ -60,11 +63,14 @@ def main():
                                  + ("  ratio {:.2f}".format(row["ratio"]) if "ratio" in row else "")),
               flush=True)
     ratios = [r["ratio"] for r in rows if "ratio" in r]
+    tau = kendalltau([r["latency_ms"]["pytorch"] for r in rows],
+                     [r["latency_ms"]["onnxruntime"] for r in rows])[0] if ratios else None
     print(json.dumps({
         "backends": backends,
         "provider": onnx_backend.default_provider() if onnx_backend.available() else None,
         "resolution": args.resolution, "width": args.width, "archs": rows,
         "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
+        "kendall_tau_between_backends": None if tau is None else round(float(tau), 3),
         "wall_s": round(time.time() - started, 1)}))
 
 
