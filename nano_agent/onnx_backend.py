@@ -1,22 +1,19 @@
 """The onnxruntime measurement backend: the network exported to ONNX in memory and timed in an
 onnxruntime session, the way a deployed model runs (the CPU provider here; CUDA or TensorRT where
 the device's onnxruntime has them). Optional: without onnxruntime the agent measures with PyTorch
-alone and says so in `info`.
+alone and says so in `info`. Imported on first use only: onnxruntime-gpu loads CUDA and TensorRT,
+hundreds of MiB on a 4 GiB Nano, and a PyTorch measurement should run in a process that has not.
 
 Python 3.6 / PyTorch 1.10 compatible: the device agent imports this module.
 """
+import importlib
+import importlib.util
 import inspect
 import io
 import time
 import warnings
 
 import torch
-
-try:
-    import numpy
-    import onnxruntime
-except ImportError:  # the agent runs with torch alone
-    onnxruntime = None
 
 # opset 13: what JetPack 4.6's TensorRT 8.0 reads; PyTorch's TorchScript-based exporter (the
 # torch.export-based one writes 18 and above)
@@ -26,20 +23,34 @@ INPUT, OUTPUT = "input", "logits"
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+_loaded = []  # [onnxruntime module] once imported
+
+
 def available():
-    return onnxruntime is not None
+    """Whether onnxruntime is installed (without importing it)."""
+    return bool(_loaded) or importlib.util.find_spec("onnxruntime") is not None
+
+
+def _runtime():
+    if not _loaded:
+        _loaded.append(importlib.import_module("onnxruntime"))
+    return _loaded[0]
 
 
 def info():
-    """onnxruntime's version and providers, or None where it is not installed."""
-    if onnxruntime is None:
+    """None where onnxruntime is not installed; else its version and providers once it has been
+    loaded (by a measurement), null until then."""
+    if not available():
         return None
-    return {"version": onnxruntime.__version__,
-            "providers": list(onnxruntime.get_available_providers())}
+    if not _loaded:
+        return {"version": None, "providers": None, "loaded": False}
+    runtime = _loaded[0]
+    return {"version": runtime.__version__, "providers": list(runtime.get_available_providers()),
+            "loaded": True}
 
 
 def default_provider():
-    have = onnxruntime.get_available_providers()
+    have = _runtime().get_available_providers()
     return next(p for p in PREFERRED_PROVIDERS + tuple(have) if p in have)
 
 
@@ -65,6 +76,8 @@ def onnx_bytes(model, input_shape):
 def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
     """Per-run wall times (ms) of `model` in an onnxruntime session on a random input, and the
     provider that ran it."""
+    onnxruntime = _runtime()
+    numpy = importlib.import_module("numpy")  # installed with onnxruntime
     provider = provider or default_provider()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime's own choice

@@ -41,7 +41,7 @@ def scrambled(model, arch, seed):
                 m.reset_running_stats()
                 m.momentum = None  # the statistics: the plain mean over the batches below
             elif isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0, 0.1, generator=generator)
+                m.weight.normal_(0, 0.01, generator=generator)  # logits of order 1
         model.train()
         for _ in range(3):
             model(torch.randn((8,) + tuple(arch.input_shape[1:]), generator=generator))
@@ -67,7 +67,7 @@ def test_the_exported_model_computes_what_torch_does(tmp_path, seed, resolution,
     x = torch.randn(2, channels, resolution, resolution)  # batch 2: the batch axis is dynamic
     with torch.no_grad():
         expected = model(x).numpy()
-    assert expected.std() > 0.1 and np.abs(expected[0] - expected[1]).max() > 0.1  # input matters
+    assert np.abs(expected[0] - expected[1]).max() > 0.02  # the input matters
     assert np.abs(run_onnx(path, x) - expected).max() <= 1e-4
     assert architecture_of(path) == arch and architecture_of(path).hash == arch.hash
 

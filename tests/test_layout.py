@@ -122,6 +122,20 @@ def test_the_device_folder_is_python36_compatible():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_agent_loads_onnxruntime_only_when_a_measurement_asks_for_it():
+    """onnxruntime is optional on the device and heavy there (onnxruntime-gpu loads CUDA and
+    TensorRT): nano_agent.onnx_backend imports it on first use, by name."""
+    code = ("import sys; from nano_agent import server; from nano_agent.measure import "
+            "measure_architecture; from nano_agent.space import SearchSpace; "
+            "arch = SearchSpace(0.5, 32, 10, 1).mobilenet_v2(); "
+            "measure_architecture(arch, None, 0, 1); before = 'onnxruntime' in sys.modules; "
+            "measure_architecture(arch, None, 0, 1, backend='onnxruntime'); "
+            "print(before, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
 def test_the_device_folder_imports_only_the_standard_library_and_torch():
     allowed = set(sys.stdlib_module_names) | {"torch", "nano_agent"}
     outside = []
