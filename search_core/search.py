@@ -272,7 +272,14 @@ class Search:
             self.files.append_sample(sample)
             self.events.emit("sample", **sample)
             samples.append(sample)
+        self._reference(epoch)
         return samples
+
+    def _reference(self, epoch):
+        """MobileNetV2 at the run's setting, a member of the space, evaluated like a sample (the
+        shared weights, the device) as the reference point the user knows; never a candidate."""
+        path = tuple(self.space.choices(self.space.mobilenet_v2()))
+        self.events.emit("reference", name="mobilenetv2", **self._evaluate(epoch, "reference", path))
 
     def _drift(self):
         """The median measured / predicted latency of the run's last DRIFT_SAMPLES samples."""

@@ -186,6 +186,7 @@ def test_start_watch_and_download(dashboard, server, page, tmp_path):
     expect(plot).to_have_attribute("data-points", str(len(samples)))
     front = dashboard.http.get("{}/api/runs/{}/pareto".format(server, run_id), timeout=5).json()
     expect(plot).to_have_attribute("data-front", str(len(front)))
+    expect(plot).to_have_attribute("data-reference", "mobilenetv2")  # the reference point
     assert page.evaluate("window.__sameDocument") is True
     expect(page.get_by_test_id("heatmap")).to_have_attribute("data-epoch", "3")  # shown from 1
     expect(page.get_by_test_id("curves")).to_have_attribute("data-epochs", "3")

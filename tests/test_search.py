@@ -50,6 +50,22 @@ def tiny_run(tmp_path_factory):
     return out, events_of(result.stdout)
 
 
+def test_mobilenet_v2_is_evaluated_as_the_reference_after_every_search_epoch(tiny_run):
+    out, events = tiny_run
+    references = [e for e in events if e["event"] == "reference"]
+    assert [e["epoch"] for e in references] == [1, 2]  # the search epochs
+    config = json.loads((out / "config.json").read_text())
+    from nano_agent.space import SearchSpace
+    expected = SearchSpace(config["width_mult"], config["resolution"], 10, 1).mobilenet_v2()
+    for e in references:
+        assert e["name"] == "mobilenetv2" and e["kind"] == "reference" and e["ops"] == expected.ops
+        assert 0 <= e["accuracy"] <= 1 and e["latency_ms"] > 0 and e["arch_hash"] == expected.hash
+    stored = RunDirectory(str(out)).samples()
+    assert all(s["kind"] != "reference" for s in stored)  # never a candidate for the pick
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["kind"] in ("argmax", "sampled")
+
+
 def test_event_stream_is_complete_and_ordered(tiny_run):
     _, events = tiny_run
     kinds = [e["event"] for e in events]

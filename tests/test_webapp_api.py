@@ -75,6 +75,8 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
     finished_run, events = finished_run
     run_id, run_dir = finished_run["id"], on_server(app, finished_run["run_dir"])
     assert finished_run["run_dir"] == os.path.join("runs", str(run_id))  # the server's layout stays private
+    reference = finished_run["reference"]  # MobileNetV2, evaluated like a sample
+    assert reference["name"] == "mobilenetv2" and reference["epoch"] == 1 and reference["latency_ms"] > 0
     assert finished_run["epochs"] == 2 and finished_run["best"] is not None
     assert finished_run["config"]["calibration_archs"] == 3  # settings without a CLI flag arrive too
     file_samples = read_jsonl(os.path.join(run_dir, "samples.jsonl"))

@@ -84,6 +84,23 @@ def test_a_lost_device_shows_in_the_runs_progress_until_it_is_back(app):
     sio.disconnect()
 
 
+def test_the_reference_point_is_kept_on_the_run_and_pushed(app):
+    run_id = make_run(app, "reference")
+    sio = socket_client(app)
+    assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
+    runs = app.extensions["runs"]
+    with app.app_context():
+        runs.handle_line(run_id, line(run_id, event="reference", name="mobilenetv2", epoch=3,
+                                      kind="reference", arch_hash="ab" * 32, ops=["k3_e6"] * 20,
+                                      accuracy=0.81, latency_ms=1.5, arch={"blocks": []}))
+        reference = db.session.get(Run, run_id).reference_data
+    assert reference["name"] == "mobilenetv2" and reference["accuracy"] == 0.81
+    assert "arch" not in reference  # the run keeps the point, not the whole architecture
+    pushed = [e["args"][0] for e in sio.get_received() if e["name"] == "run_reference"]
+    assert [p["reference"] for p in pushed] == [reference]
+    sio.disconnect()
+
+
 @pytest.mark.parametrize("mode", ["threading", "eventlet"])
 def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
     dashboard = Dashboard(tmp_path, mode)

@@ -150,10 +150,13 @@ class Run(db.Model):
     space: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: op names per searchable block
     progress: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the latest progress event
     message: Mapped[Optional[str]] = mapped_column(sa.Text)  # the worker's latest message
+    # JSON: MobileNetV2 evaluated like a sample at the latest search epoch (the reference point)
+    reference: Mapped[Optional[str]] = mapped_column(sa.Text)
 
     config_data = json_property("config")
     space_data = json_property("space")
     progress_data = json_property("progress")
+    reference_data = json_property("reference")
 
     device: Mapped[Optional[Device]] = relationship(back_populates="runs")
     samples: Mapped[list["Sample"]] = relationship(

@@ -30,6 +30,7 @@ from search_core.rundir import LATENCY_CACHE, STORED_LUTS, RunDirectory
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
+from .serialize import reference_dict
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,9 @@ class RunManager:
         run.phase = event.get("phase", run.phase)
         run.progress_data = {k: v for k, v in event.items() if k not in ("event", "time")}
 
+    def _on_reference(self, run, event, worker):
+        run.reference_data = reference_dict(event)
+
     def _on_heartbeat(self, run, event, worker):
         return _NOT_STORED  # its arrival is what counts (worker.last_line)
 
@@ -383,6 +387,7 @@ class RunManager:
 
     _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
                  "device_wait": _on_device_wait, "heartbeat": _on_heartbeat,
+                 "reference": _on_reference,
                  "lut": _on_lut, "sample": _on_sample, "epoch": _on_epoch,
                  "finished": _on_finished, "failed": _on_failed}
 

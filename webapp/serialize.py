@@ -19,6 +19,10 @@ SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_accuracy", "expected_latency_ms", "entropy",
                  "duration_s")
 RESUMABLE = ("failed", "cancelled", "interrupted")
+# what a run keeps of its worker's `reference` event (MobileNetV2, docs/events.md)
+REFERENCE_FIELDS = ("name", "epoch", "arch_hash", "ops", "accuracy", "latency_ms",
+                    "predicted_latency_ms", "memory_mb", "params", "macs", "objective", "feasible",
+                    "uses_budget")
 
 
 def iso(value):
@@ -39,6 +43,10 @@ def metric_dict(metric: EpochMetric) -> dict:
     d = {name: getattr(metric, name) for name in METRIC_FIELDS}
     d["arch_probabilities"] = metric.arch_probabilities_data
     return d
+
+
+def reference_dict(event: dict) -> dict:
+    return {name: event.get(name) for name in REFERENCE_FIELDS}
 
 
 def resumable(run: Run) -> bool:
@@ -101,7 +109,7 @@ def run_dict(run: Run, full=False) -> dict:
                  run_dir=public_path(run.run_dir, [os.path.realpath(current_app.config["DATA_DIR"])]),
                  resumable=resumable(run),
                  samples=count, space_blocks=run.space_data, progress=run.progress_data,
-                 message=public_text(run.message))
+                 message=public_text(run.message), reference=run.reference_data)
     return d
 
 

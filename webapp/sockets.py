@@ -22,7 +22,7 @@ from .extensions import db, socketio
 from .ids import is_id
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
-from .serialize import metric_dict, public_text, run_dict, sample_dict
+from .serialize import metric_dict, public_text, reference_dict, run_dict, sample_dict
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class RunPublisher:
                                          pareto={"added": added, "removed": removed}), to=to)
         elif kind == "epoch" and isinstance(stored, EpochMetric):
             socketio.emit("run_epoch", dict(head, metric=metric_dict(stored)), to=to)
+        elif kind == "reference":
+            socketio.emit("run_reference", dict(head, reference=reference_dict(event)), to=to)
         elif kind == "message":
             socketio.emit("run_message", dict(head, text=public_text(event.get("text"))), to=to)
         if kind == "started":  # a resumed run dropped its unfinished epoch's samples

@@ -76,6 +76,17 @@ export function renderScatter() {
       marker: {symbol: "star", size: 18, color: "#facc15", line: {width: 1.5, color: "#854d0e"}},
     });
   }
+  const reference = state.reference;
+  node.dataset.reference = reference && hasPoint(reference) ? reference.name : "";
+  if (reference && hasPoint(reference)) {
+    traces.push({
+      type: "scatter", mode: "markers+text", name: "MobileNetV2 (reference)",
+      x: [reference.latency_ms], y: [100 * reference.accuracy], text: ["MobileNetV2"],
+      textposition: "top center", textfont: {size: 11, color: "#0f766e"},
+      hovertemplate: "MobileNetV2, the same shared weights and device<br>%{x:.3f} ms, %{y:.1f}%<extra></extra>",
+      marker: {symbol: "square", size: 11, color: "#14b8a6", line: {width: 1.5, color: "#0f766e"}},
+    });
+  }
   const target = config().target_latency_ms;
   const shapes = [];
   const annotations = [];

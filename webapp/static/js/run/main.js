@@ -47,6 +47,10 @@ const HANDLERS = {
   run_epoch(data) {
     if (data.metric) addMetrics([data.metric]);
   },
+  run_reference(data) {
+    state.reference = data.reference;
+    mark("scatter");
+  },
   run_message(data) {
     state.message = data.text;
     mark("progress");

@@ -19,6 +19,7 @@ export const state = {
   front: [], // Pareto front (samples), latency ascending
   frontIds: new Set(), // the server's front: fetched once, then kept by the pushed deltas
   heatmapEpoch: null, // null: follow the latest epoch
+  reference: null, // MobileNetV2 evaluated like a sample: the reference point in the scatter
 };
 
 // --- helpers -----------------------------------------------------------------------------------
@@ -89,6 +90,7 @@ export function setRun(run, {announce = false} = {}) {
   state.run = Object.assign({}, previous || {}, run);
   if (run.progress && isNewer(run.progress, state.progress)) state.progress = run.progress;
   if (run.message !== undefined && run.message !== null) state.message = run.message;
+  if (run.reference) state.reference = run.reference;
   if (announce && previous && previous.status !== run.status) announceStatus(state.run);
   mark(...ALL);
 }
