@@ -10,7 +10,7 @@ Ends with one JSON line: per architecture its latency per backend and the ratio
 onnxruntime / pytorch, their median (`median_ratio`), Kendall's tau between the two backends'
 latencies (`kendall_tau_between_backends`: does PyTorch rank the architectures as the deployed
 runtime does?), and the backends and provider used. Where a
-GPU device is lent, run it there too (the CUDA provider is then preferred). About 3 minutes on 2
+GPU device is lent, run it there too (the CUDA provider is then preferred). About 30 seconds on 2
 cores.
 """
 import argparse
