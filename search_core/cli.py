@@ -57,6 +57,9 @@ def _search_arguments(p):
     p.add_argument("--resolution", type=int, default=d.resolution)
     p.add_argument("--width", type=float, default=d.width_mult, help="width multiplier")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", type=int,
+                   help="the seed that draws the train / validation / test split (default: --seed); "
+                        "fix it to compare searches with different seeds on the same images")
     p.add_argument("--epochs", type=int, default=d.epochs, help="all epochs, warm-up included")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -119,7 +122,8 @@ def _export_token(args):
 def _config(args):
     return SearchConfig(
         dataset=args.dataset, data_dir=args.data_dir, resolution=args.resolution,
-        width_mult=args.width, seed=args.seed, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        width_mult=args.width, seed=args.seed, split_seed=args.split_seed, epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, strategy=args.strategy,
         loss_form=args.loss_form, target_latency_ms=args.target_latency_ms,
         target_latency_fraction=args.target_latency_fraction,

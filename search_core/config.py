@@ -41,6 +41,9 @@ class SearchConfig:
     resolution: int = 32
     width_mult: float = 0.5
     seed: int = 0
+    # the seed that draws the train / validation / test split (None: seed); fixed, it lets searches
+    # with different seeds be compared on the same images
+    split_seed: Optional[int] = None
     warmup_epochs: int = 20
     epochs: int = 45  # all epochs, warm-up included
     batch_size: int = 64
@@ -124,7 +127,7 @@ CHOICES = {"dataset": DATASETS, "strategy": STRATEGIES, "loss_form": LOSS_FORMS,
 POSITIVE = 1e-9  # the least a setting that must be positive may be
 LIMITS = {
     "resolution": limits.RESOLUTION, "width_mult": limits.WIDTH_MULT,
-    "seed": Limit(0, 2 ** 31 - 1), "warmup_epochs": Limit(0, 10000), "epochs": Limit(1, 10000),
+    "seed": Limit(0, 2 ** 31 - 1), "split_seed": Limit(0, 2 ** 31 - 1), "warmup_epochs": Limit(0, 10000), "epochs": Limit(1, 10000),
     "batch_size": Limit(1, 4096), "lr": Limit(POSITIVE, 10.0), "momentum": Limit(0.0, 0.999),
     "weight_decay": Limit(0.0, 1.0), "label_smoothing": Limit(0.0, 0.99),
     "arch_lr": Limit(POSITIVE, 10.0), "target_latency_ms": Limit(POSITIVE, 1e6),

@@ -69,7 +69,9 @@ class Search:
         torch.manual_seed(c.seed)
         torch.set_num_threads(c.threads or os.cpu_count() or 1)
         self.device = torch.device(c.train_device)
-        self.dataset = data.load_dataset(c.dataset, c.resolution, c.seed, c.data_dir, limit=c.limit)
+        split_seed = c.seed if c.split_seed is None else c.split_seed
+        self.dataset = data.load_dataset(c.dataset, c.resolution, split_seed, c.data_dir,
+                                         limit=c.limit)
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
         self.net = Supernet(self.space, c.shared_weights).to(self.device)

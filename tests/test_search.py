@@ -186,6 +186,25 @@ def test_the_event_stream_beats_when_nothing_else_happens():
     assert lines[quiet - 1]["event"] == "message"
 
 
+def test_the_split_seed_draws_the_split_and_the_seed_does_otherwise(monkeypatch, tmp_path):
+    from search_core import data
+
+    class Drawn(Exception):
+        pass
+
+    seeds = []
+
+    def load_dataset(name, resolution, seed, *args, **kwargs):
+        seeds.append(seed)
+        raise Drawn  # the split is all this test needs
+
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    for config in (SearchConfig(seed=3), SearchConfig(seed=3, split_seed=7)):
+        with pytest.raises(Drawn):
+            Search(config, str(tmp_path / "run"), Events()).run()
+    assert seeds == [3, 7]
+
+
 def test_resume_continues_an_interrupted_search(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "search_core", "search", "--out", str(out),
