@@ -15,6 +15,7 @@ With ``AUTH`` off (``--no-auth``, loopback only) the Origin and Host checks stil
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -86,9 +87,15 @@ def host_allowed(host_header, allowed) -> bool:
         return True
     except ValueError:
         pass
-    names = {n.lower() for n in allowed} | {"localhost", socket.gethostname().lower(),
-                                            socket.getfqdn().lower()}
+    names = {n.lower() for n in allowed} | _machine_names()
     return "*" in names or name.lower() in names
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_names():
+    """localhost and this machine's names, looked up once: getfqdn may ask DNS, and every request
+    checks its Host."""
+    return frozenset({"localhost", socket.gethostname().lower(), socket.getfqdn().lower()})
 
 
 def _same_origin() -> bool:
