@@ -25,6 +25,7 @@ Ends with one JSON line: {fault: {"outcome", "samples_lost", "recovery_s", ...},
 About 4 minutes on 2 cores.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -233,54 +234,50 @@ def dashboard_killed(dash, args):
                     recovery_s=recovery)
 
 
-def _on_agent(dash, tmp):
-    port = free_port()
-    agent = AgentProcess(port, tmp)
-    device = dash.api("POST", "/devices", json={"name": "agent-{}".format(port),
-                                                "host": "127.0.0.1", "port": port,
-                                                "token": AGENT_TOKEN})
-    return agent, device["id"]
+@contextlib.contextmanager
+def on_agent(dash):
+    """A run on an agent of its own, registered with the dashboard, just before its fault: yields
+    (agent, scenario); the agent is stopped afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        agent = AgentProcess(port, tmp)
+        try:
+            device = dash.api("POST", "/devices", json={"name": "agent-{}".format(port),
+                                                        "host": "127.0.0.1", "port": port,
+                                                        "token": AGENT_TOKEN})
+            s = Scenario(dash, device["id"])
+            s.wait_for_search_epoch()
+            s.before_fault()
+            yield agent, s
+        finally:
+            agent.kill()
 
 
 def agent_down(dash, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        agent, device_id = _on_agent(dash, tmp)
-        s = Scenario(dash, device_id)
-        s.wait_for_search_epoch()
-        s.before_fault()
+    with on_agent(dash) as (agent, s):
         agent.kill()
         waited = s.outage(args.agent_down_s)
         agent.start()
         recovery = s.back_s(time.time())
         end = s.wait_end()
-        agent.kill()
     return s.report("recovered" if end["status"] == "finished" and waited else end["status"],
                     down_s=args.agent_down_s, showed_waiting=waited, recovery_s=recovery,
                     error=end["error"])
 
 
 def agent_stopped(dash, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        agent, device_id = _on_agent(dash, tmp)
-        s = Scenario(dash, device_id)
-        s.wait_for_search_epoch()
-        s.before_fault()
+    with on_agent(dash) as (agent, s):
         agent.proc.send_signal(signal.SIGSTOP)
         s.outage(20)
         agent.proc.send_signal(signal.SIGCONT)
         recovery = s.next_sample_s(time.time())
         end = s.wait_end()
-        agent.kill()
     return s.report("recovered" if end["status"] == "finished" else end["status"],
                     stopped_s=20, recovery_s=recovery, error=end["error"])
 
 
 def flood(dash, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        agent, device_id = _on_agent(dash, tmp)
-        s = Scenario(dash, device_id)
-        s.wait_for_search_epoch()
-        s.before_fault()
+    with on_agent(dash) as (agent, s):
         stop, opened = threading.Event(), [0]
 
         def keep_open():
@@ -311,7 +308,6 @@ def flood(dash, args):
         finally:
             stop.set()
             flooder.join()
-            agent.kill()
     return s.report("recovered" if end["status"] == "finished" else end["status"],
                     connections_opened=opened[0], error=end["error"])
 
