@@ -1,9 +1,10 @@
 """Socket.IO: the dashboard pushes what happens instead of the browser polling for it.
 
 A client connects with the dashboard's session cookie, ``auth={"token": ...}`` or an
-``Authorization: Bearer`` header (webapp/auth.py), then emits ``subscribe`` with ``{"run_id": N}`` to join the run's room (``unsubscribe`` to
-leave); the server emits ``run_progress``, ``sample``, ``run_epoch``, ``run_message`` and
-``run_status`` there, and ``device_status`` to everyone. The payloads are in docs/dashboard.md.
+``Authorization: Bearer`` header (webapp/auth.py), then emits ``subscribe`` with
+``{"run_id": N}`` to join the run's room (``unsubscribe`` to leave); the server emits
+``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference`` and ``run_status``
+there, and ``device_status`` to everyone. The payloads are in docs/dashboard.md.
 
 The async mode is ``threading`` by default: the web process only reads pipes, writes SQLite and
 pushes events, which plain OS threads do well, and eventlet's maintainers discourage new use of it.
