@@ -2,16 +2,19 @@
 each measured end to end in every backend this machine has (PyTorch, and onnxruntime with its best
 provider: the model exported to ONNX, as deployed), alternating backends round by round so that
 the machine's drift hits both alike; each backend's latency is the fastest of its rounds' fastest
-runs (1 thread, batch 1).
+runs (1 thread, batch 1). Then, per backend, the search's lookup table profiled and calibrated in
+that backend (search_core.lut.profile_and_calibrate, as a search run does it) predicts each
+architecture's latency.
 
     .venv/bin/python bench/backends.py [--width 1.0] [--archs 10] [--rounds 3]
 
 Ends with one JSON line: per architecture its latency per backend and the ratio
 onnxruntime / pytorch, their median (`median_ratio`), Kendall's tau between the two backends'
 latencies (`kendall_tau_between_backends`: does PyTorch rank the architectures as the deployed
-runtime does?), and the backends and provider used. Where a
-GPU device is lent, run it there too (the CUDA provider is then preferred). About 30 seconds on 2
-cores.
+runtime does?), the backends and provider used, and per backend in `prediction` the share of
+architectures the table predicts within +-10% (goal >= 95%), the median absolute error and the
+calibration. Where a GPU device is lent, run it there too (the CUDA provider is then preferred).
+About 2 minutes on 2 cores.
 """
 import argparse
 import json
@@ -26,10 +29,24 @@ from nano_agent import onnx_backend
 from nano_agent.measure import measure_architecture
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
+from search_core.latency import LocalDevice
+from search_core.lut import profile_and_calibrate
+from search_core.measurements import Measurer
 
 
-def random_member(space, rng):
-    return space.architecture([rng.choice([op.name for op in sb.ops]) for sb in space.blocks])
+def random_path(space, rng):
+    return [rng.randrange(len(sb.ops)) for sb in space.blocks]
+
+
+def prediction(space, backend, paths, measured, runs):
+    """How well the backend's own calibrated table predicts the `measured` latencies (ms)."""
+    device = LocalDevice(1, 5, runs, backend)
+    lut = profile_and_calibrate(device, space, Measurer(device))
+    errors = [abs(lut.predict(path) - ms) / ms for path, ms in zip(paths, measured)]
+    return {"within_10pct": round(sum(e <= 0.10 for e in errors) / len(errors), 3),
+            "median_abs_error": round(statistics.median(errors), 4),
+            "max_abs_error": round(max(errors), 4),
+            "calibration": {k: round(v, 4) for k, v in lut.data["calibration"].items()}}
 
 
 def main():
@@ -44,11 +61,13 @@ def main():
     backends = ["pytorch"] + (["onnxruntime"] if onnx_backend.available() else [])
     space = SearchSpace(args.width, args.resolution, 1000, 3)
     rng = random.Random(args.seed)
-    archs = [("mobilenetv2", space.mobilenet_v2())] + [
-        ("random-{}".format(i), random_member(space, rng)) for i in range(args.archs)]
+    paths = [space.choices(space.mobilenet_v2())] + [random_path(space, rng)
+                                                      for _ in range(args.archs)]
+    names = ["mobilenetv2"] + ["random-{}".format(i) for i in range(args.archs)]
     started, rows = time.time(), []
     torch.set_num_threads(1)
-    for name, arch in archs:
+    for name, path in zip(names, paths):
+        arch = space.architecture(path)
         best = {b: float("inf") for b in backends}
         for _ in range(args.rounds):
             for backend in backends:
@@ -65,12 +84,20 @@ def main():
     ratios = [r["ratio"] for r in rows if "ratio" in r]
     tau = kendalltau([r["latency_ms"]["pytorch"] for r in rows],
                      [r["latency_ms"]["onnxruntime"] for r in rows])[0] if ratios else None
+    predictions = {}
+    for backend in backends:
+        predictions[backend] = prediction(space, backend, paths,
+                                          [r["latency_ms"][backend] for r in rows], args.runs)
+        print("{}: the calibrated table predicts {:.0%} within +-10%, median error {:.1%}".format(
+            backend, predictions[backend]["within_10pct"], predictions[backend]["median_abs_error"]),
+            flush=True)
     print(json.dumps({
         "backends": backends,
         "provider": onnx_backend.default_provider() if onnx_backend.available() else None,
         "resolution": args.resolution, "width": args.width, "archs": rows,
         "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
         "kendall_tau_between_backends": None if tau is None else round(float(tau), 3),
+        "prediction": predictions,
         "wall_s": round(time.time() - started, 1)}))
 
 

@@ -122,9 +122,6 @@ def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1)
     return times
 
 
-BACKENDS = ("pytorch", "onnxruntime")
-
-
 def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu", threads=1,
                          backend="pytorch"):
     """Build `arch` with random weights and measure it end to end, in PyTorch on `device`, or
@@ -190,7 +187,7 @@ def profile_paths(space, count=PROFILE_ARCHS, seed=0):
 
 
 def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=None,
-                archs=PROFILE_ARCHS):
+                archs=PROFILE_ARCHS, backend="pytorch"):
     """Time every candidate op of every searchable block, and the fixed layers, inside whole networks
     of the space (`profile_paths`): each layer of a network is timed in place, as it runs on its
     predecessor's output. An op's entry is the fastest of its times over the networks it appears in
@@ -198,7 +195,9 @@ def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=Non
     weights hot in the cache, miss what they cost inside a network: at 224x224 such a table
     predicted only 27% of architectures within +-10%. Returns the LUT as a JSON-able dict.
 
-    `progress(done, total)` is called after each network.
+    `backend` "onnxruntime": each network exported to ONNX and its layers timed by onnxruntime's
+    profiler (onnx_backend.time_layers_onnx), so that the table predicts what that backend
+    measures end to end. `progress(done, total)` is called after each network.
     """
     most_ops = max(len(sb.ops) for sb in space.blocks)
     if archs < most_ops:
@@ -209,7 +208,11 @@ def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=Non
     blocks = [dict((op.name, []) for op in sb.ops) for sb in space.blocks]
     for done, path in enumerate(paths, 1):
         arch = space.architecture(path)
-        times = time_layers(build_model(arch), arch.input_shape, warmup, runs, device, threads)
+        if backend == "onnxruntime":
+            times = onnx_backend.time_layers_onnx(build_model(arch), arch.input_shape, warmup,
+                                                  runs, threads)
+        else:
+            times = time_layers(build_model(arch), arch.input_shape, warmup, runs, device, threads)
         fastest = iter([min(column) for column in zip(*times)])
         fixed["stem"].append(next(fastest))
         fixed["first_block"].append(next(fastest))
@@ -221,7 +224,10 @@ def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=Non
         if progress:
             progress(done, len(paths))
     return {"format": LUT_FORMAT, "version": LUT_VERSION, "method": LUT_METHOD, "archs": archs,
-            "space": space.config(), "device": str(torch.device(device)), "threads": threads,
+            "space": space.config(), "backend": backend,
+            "device": ("onnxruntime:" + onnx_backend.default_provider()
+                       if backend == "onnxruntime" else str(torch.device(device))),
+            "threads": threads,
             "warmup": warmup, "runs": runs,
             "fixed_ms": dict((name, min(values)) for name, values in fixed.items()),
             "blocks": [dict((name, min(values)) for name, values in row.items())

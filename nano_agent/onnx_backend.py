@@ -10,6 +10,11 @@ import importlib
 import importlib.util
 import inspect
 import io
+import json
+import os
+import re
+import shutil
+import tempfile
 import time
 import warnings
 
@@ -73,18 +78,26 @@ def onnx_bytes(model, input_shape):
     return buffer.getvalue()
 
 
-def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
-    """Per-run wall times (ms) of `model` in an onnxruntime session on a random input, and the
-    provider that ran it."""
+def _session(model, input_shape, threads, provider, profile_prefix=None):
+    """An onnxruntime session of `model` and a random input for it."""
     onnxruntime = _runtime()
     numpy = importlib.import_module("numpy")  # installed with onnxruntime
-    provider = provider or default_provider()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime's own choice
     options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     session = onnxruntime.InferenceSession(onnx_bytes(model, input_shape), options,
                                            providers=[provider])
-    x = {INPUT: numpy.random.randn(*input_shape).astype(numpy.float32)}
+    return session, {INPUT: numpy.random.randn(*input_shape).astype(numpy.float32)}
+
+
+def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
+    """Per-run wall times (ms) of `model` in an onnxruntime session on a random input, and the
+    provider that ran it."""
+    provider = provider or default_provider()
+    session, x = _session(model, input_shape, threads, provider)
     for _ in range(warmup):
         session.run(None, x)
     times = []
@@ -93,3 +106,43 @@ def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
         session.run(None, x)
         times.append((time.perf_counter() - start) * 1000.0)
     return times, provider
+
+
+_FEATURE = re.compile(r"^/features/features\.(\d+)/")
+
+
+def time_layers_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None):
+    """time_layers (nano_agent.measure) in onnxruntime: per timed run, the time (ms) of each
+    `model.features` layer, then of pooling and the classifier, from onnxruntime's own profile of
+    whole runs. A node belongs to the layer its exported name says (/features/features.3/...); the
+    layout reorders onnxruntime inserts have no such name and count with the node before them;
+    the rest (pooling, the classifier) is the last stage."""
+    provider = provider or default_provider()
+    stages = len(model.features) + 1
+    directory = tempfile.mkdtemp(prefix="edge-nas-profile-")
+    try:
+        session, x = _session(model, input_shape, threads, provider,
+                              os.path.join(directory, "run"))
+        for _ in range(warmup + runs):
+            session.run(None, x)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                     if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:]
+    nodes = sorted((e["ts"], e["dur"], e["name"]) for e in events
+                   if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
+    times = []
+    for start, end in windows:
+        row, stage = [0.0] * stages, 0
+        for ts, dur, name in nodes:
+            if start <= ts <= end:
+                match = _FEATURE.match(name)
+                if match:
+                    stage = int(match.group(1))
+                elif name.startswith("/"):
+                    stage = stages - 1
+                row[stage] += dur / 1000.0  # microseconds
+        times.append(row)
+    return times

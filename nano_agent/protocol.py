@@ -16,6 +16,9 @@ DEFAULT_PORT = 8765
 MAX_FRAME = 1024 * 1024  # bytes of JSON in one message
 MAX_AUTH_FRAME = 4096  # bytes of the client's auth message: nobody unauthenticated sends more
 HEADER = struct.Struct(">I")
+# what a measure or profile request may name as its "backend" (the first is the default): PyTorch,
+# or the network exported to ONNX and run in onnxruntime, as it will be deployed
+BACKENDS = ("pytorch", "onnxruntime")
 
 # error codes (the "code" of an {"ok": false, "error": {...}} reply)
 AUTH_FAILED = "auth_failed"

@@ -19,7 +19,7 @@ import torch
 
 from .arch import ArchitectureError, as_architecture, is_int
 from .complexity import complexity
-from .measure import BACKENDS, measure_architecture, profile_lut
+from .measure import measure_architecture, profile_lut
 from .space import SearchSpace
 
 from . import __version__, limits, onnx_backend
@@ -165,9 +165,9 @@ class Agent(object):
 
     def _backend_arg(self, request):
         backend = request.get("backend", "pytorch")
-        if backend not in BACKENDS:
+        if backend not in P.BACKENDS:
             raise RequestError(P.BAD_REQUEST, "backend must be one of {}, got {!r}".format(
-                ", ".join(BACKENDS), backend))
+                ", ".join(P.BACKENDS), backend))
         if backend == "onnxruntime" and not onnx_backend.available():
             raise RequestError(P.BAD_REQUEST, "this agent has no onnxruntime: install it on the "
                                               "device (docs/agent.md), or measure with pytorch")
@@ -257,9 +257,7 @@ class Agent(object):
         warmup = _int_arg(request, "warmup", 10, limits.WARMUP_RUNS)
         runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
-        if self._backend_arg(request) != "pytorch":
-            raise RequestError(P.BAD_REQUEST, "lookup tables are profiled in the pytorch backend "
-                                              "only, for now")
+        backend = self._backend_arg(request)
         try:
             space = SearchSpace(width, resolution, num_classes, in_channels, dropout)
         except ValueError as e:
@@ -267,7 +265,8 @@ class Agent(object):
         with self.lock:
             started = time.time()
             try:
-                lut = profile_lut(space, warmup, runs, device, self.threads, send_progress)
+                lut = profile_lut(space, warmup, runs, device, self.threads, send_progress,
+                                  backend=backend)
             except (RuntimeError, MemoryError) as e:
                 raise RequestError(P.MEASURE_FAILED, "profiling failed: {}".format(e))
             finally:

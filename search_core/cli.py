@@ -10,8 +10,8 @@ import torch
 from nano_agent.arch import Architecture, ArchitectureError
 from nano_agent.complexity import complexity
 from nano_agent.config import TOKEN_ENV
-from nano_agent.measure import BACKENDS
 from nano_agent.onnx_backend import OPSET
+from nano_agent.protocol import BACKENDS
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
@@ -94,6 +94,7 @@ def _search_arguments(p):
     p.add_argument("--device", default=d.device,
                    help="where latency is measured: local, or a device agent's host:port")
     _token_argument(p)
+    _backend_argument(p)
     p.add_argument("--measure-runs", type=int, default=d.measure_runs)
     p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
     p.add_argument("--measure-threads", type=int, default=d.measure_threads)
@@ -114,6 +115,12 @@ def _token_argument(p):
                         "directory".format(TOKEN_ENV))
 
 
+def _backend_argument(p):
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
+                   help="how the device runs the network: pytorch, or onnxruntime (exported to "
+                        "ONNX, as deployed); default %(default)s")
+
+
 def _export_token(args):
     if args.device_token:
         os.environ[TOKEN_ENV] = args.device_token
@@ -130,7 +137,7 @@ def _config(args):
         latency_weight=args.latency_weight, constraint=args.constraint,
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
-        device=args.device, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
+        device=args.device, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,
         threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
@@ -236,7 +243,8 @@ def cmd_measure(args, events):
 
 def cmd_profile(args, events):
     space = _space(args)
-    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token)
+    source = open_device(args.device, args.threads, args.warmup, args.runs, args.device_token,
+                         args.backend)
     if args.calibrate:
         lut = profile_and_calibrate(source, space, Measurer(source), args.calibrate)
     else:
@@ -321,8 +329,7 @@ def parser():
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                   help="pytorch, or onnxruntime: the model exported to ONNX, as deployed")
+    _backend_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
 
@@ -333,6 +340,7 @@ def parser():
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    _backend_argument(p)
     p.add_argument("--calibrate", type=int, default=10, metavar="N",
                    help="measure N random architectures end to end and fit the table's "
                         "correction (0: none; default %(default)s)")

@@ -11,6 +11,7 @@ from typing import Optional
 
 from nano_agent import limits
 from nano_agent.limits import Limit
+from nano_agent.protocol import BACKENDS
 
 DATASETS = ("digits", "shapes", "cifar10", "imagefolder")
 BUNDLED_DATASETS = ("digits", "shapes")  # nothing to download or point at
@@ -68,6 +69,9 @@ class SearchConfig:
     rl_baseline_decay: float = 0.9
     shared_weights: bool = True
     device: str = "local"
+    # how the device runs the network: PyTorch, or exported to ONNX in onnxruntime (as deployed);
+    # the lookup table, its calibration and the cached measurements are the backend's own
+    backend: str = "pytorch"
     measure_warmup: int = 5
     measure_runs: int = 20
     measure_threads: int = 1
@@ -123,7 +127,7 @@ for _name, _hint in typing.get_type_hints(SearchConfig).items():
     TYPES[_name] = (_args[0], True) if typing.get_origin(_hint) is typing.Union else (_hint, False)
 
 CHOICES = {"dataset": DATASETS, "strategy": STRATEGIES, "loss_form": LOSS_FORMS,
-           "constraint": CONSTRAINT_FORMS, "train_device": TRAIN_DEVICES}
+           "constraint": CONSTRAINT_FORMS, "train_device": TRAIN_DEVICES, "backend": BACKENDS}
 POSITIVE = 1e-9  # the least a setting that must be positive may be
 LIMITS = {
     "resolution": limits.RESOLUTION, "width_mult": limits.WIDTH_MULT,

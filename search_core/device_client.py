@@ -28,12 +28,6 @@ def backend_suffix(backend):
     return "" if backend == "pytorch" else ":" + backend
 
 
-def refuse_profile(backend):
-    if backend != "pytorch":
-        raise LatencyError("lookup tables are profiled in the pytorch backend only, for now; "
-                           "{} measures architectures end to end".format(backend))
-
-
 class _HandshakeDropped(DeviceLost):
     """The agent closed or reset the connection during the handshake: it was stopping, or it
     restarts. Retried like a refused connection."""
@@ -245,11 +239,13 @@ class DeviceClient:
             fields["device"] = device
         return self.request("measure", **fields)["result"]
 
-    def profile(self, space, warmup=10, runs=30, progress=None, device=None):
+    def profile(self, space, warmup=10, runs=30, progress=None, device=None, backend=None):
         config = space.config() if hasattr(space, "config") else dict(space)
         fields = {"space": config, "warmup": warmup, "runs": runs, "progress": progress is not None}
         if device is not None:
             fields["device"] = device
+        if backend is not None:
+            fields["backend"] = backend
         return self.request("profile", on_progress=progress, **fields)["lut"]
 
 
@@ -271,11 +267,15 @@ class AgentDevice:
 
     def measure(self, arch, input_shape=None):
         return self.client.measure(arch, input_shape, self.warmup, self.runs,
-                                   backend=None if self.backend == "pytorch" else self.backend)
+                                   backend=self._backend_field())
 
     def profile(self, space, progress=None):
-        refuse_profile(self.backend)
-        return self.client.profile(space, self.warmup, self.runs, progress)
+        return self.client.profile(space, self.warmup, self.runs, progress,
+                                   backend=self._backend_field())
+
+    def _backend_field(self):
+        """None for pytorch: an agent from before the backends takes no `backend` field."""
+        return None if self.backend == "pytorch" else self.backend
 
     def info(self):
         info = self.client.info()

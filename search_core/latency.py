@@ -14,8 +14,7 @@ import torch
 from nano_agent.config import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
 
-from .device_client import (AgentDevice, DeviceLost, LatencyError, backend_suffix, parse_address,
-                            refuse_profile)
+from .device_client import AgentDevice, DeviceLost, LatencyError, backend_suffix, parse_address
 
 
 class LocalDevice:
@@ -31,8 +30,8 @@ class LocalDevice:
                                     self.backend)
 
     def profile(self, space, progress=None):
-        refuse_profile(self.backend)
-        return profile_lut(space, self.warmup, self.runs, "cpu", self.threads, progress)
+        return profile_lut(space, self.warmup, self.runs, "cpu", self.threads, progress,
+                           backend=self.backend)
 
     def info(self):
         return {"device_id": self.device_id, "hostname": platform.node(),

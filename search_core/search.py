@@ -86,7 +86,8 @@ class Search:
         self.data_generator = torch.Generator().manual_seed(c.seed)
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
         source = PatientDevice(open_device(c.device, c.measure_threads, c.measure_warmup,
-                                           c.measure_runs), c.device_wait_s, self._device_wait)
+                                           c.measure_runs, backend=c.backend),
+                               c.device_wait_s, self._device_wait)
         self.measurer = Measurer(source, LatencyCache(self.files.path(LATENCY_CACHE)))
         self.lut = self._lut()
         self.costs = CostModel(self.space, self.lut)

@@ -88,18 +88,42 @@ def test_the_agent_measures_in_onnxruntime_when_asked(agent):
         assert stats["backend"] == "onnxruntime" and stats["device"] == "onnxruntime:CPUExecutionProvider"
         assert stats["runs"] == 5 and 0 < stats["min_ms"] <= stats["median_ms"]
         assert c.measure(arch, warmup=1, runs=2)["backend"] == "pytorch"
-        for request, message in (({"type": "measure", "arch": arch.to_dict(), "backend": "tvm"},
-                                  "backend must be one of pytorch, onnxruntime"),
-                                 ({"type": "profile", "space": SPACE.config(), "backend": "onnxruntime"},
-                                  "profiled in the pytorch backend only")):
-            with pytest.raises(LatencyError, match=message):
-                c.request(request.pop("type"), **request)
+        for kind, fields in (("measure", {"arch": arch.to_dict()}), ("profile", {"space": SPACE.config()})):
+            with pytest.raises(LatencyError, match="backend must be one of pytorch, onnxruntime"):
+                c.request(kind, backend="tvm", **fields)
     device = AgentDevice("127.0.0.1", agent.port, TOKEN, warmup=1, runs=2, backend="onnxruntime")
     try:
         assert device.device_id.endswith(":onnxruntime")  # its cache entries stay apart
         assert device.measure(arch)["backend"] == "onnxruntime"
     finally:
         device.close()
+
+
+def test_a_search_measures_through_the_agents_onnxruntime_backend(agent, tmp_path):
+    """--backend onnxruntime end to end against a real agent: the table is profiled by
+    onnxruntime's own profiler in the agent, every sample is measured there, and the cache keeps
+    them under the backend's own device id."""
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
+         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
+         "--measure-runs", "3", "--measure-warmup", "1", "--backend", "onnxruntime",
+         "--device", "127.0.0.1:{}".format(agent.port), "--device-token", TOKEN, "--events", "jsonl"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and events[-1]["event"] == "finished", events[-3:]
+    lut = next(e["lut"] for e in events if e["event"] == "lut")
+    assert lut["backend"] == "onnxruntime" and lut["device"] == "onnxruntime:CPUExecutionProvider"
+    assert all(ms > 0 for block in lut["blocks"] for op, ms in block.items() if op != "zero")
+    assert lut["device_id"].endswith(":onnxruntime") and lut["calibration"]["a"] > 0
+    samples = [e for e in events if e["event"] == "sample"]
+    assert samples and all(s["latency_ms"] > 0 and s["predicted_latency_ms"] > 0 for s in samples)
+    cache = [json.loads(line) for line in (out / "latency_cache.jsonl").read_text().splitlines()]
+    assert cache and all(e["stats"]["backend"] == "onnxruntime" for e in cache)
+    assert all(e["key"].startswith(lut["device_id"] + "|") for e in cache)
+    assert json.loads((out / "config.json").read_text())["backend"] == "onnxruntime"
 
 
 def test_profile_returns_a_lut_of_the_space(agent):

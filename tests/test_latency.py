@@ -9,6 +9,7 @@ import torch
 
 from nano_agent.builder import build_model
 from nano_agent.measure import PROFILE_ARCHS, profile_lut, profile_paths, time_layers
+from nano_agent.onnx_backend import time_layers_onnx, time_onnx
 from nano_agent.results import summarize
 from nano_agent.space import SearchSpace
 from search_core.device_client import DeviceLost, LatencyError
@@ -296,5 +297,21 @@ def test_the_local_device_measures_in_onnxruntime_apart_from_pytorch():
     stats = onnx.measure(arch)
     assert stats["backend"] == "onnxruntime" and stats["runs"] == 3 and stats["min_ms"] > 0
     assert stats["params"] == pytorch.measure(arch)["params"]
-    with pytest.raises(LatencyError, match="pytorch backend only"):
-        onnx.profile(space)
+    lut = Lut(onnx.profile(space), space)  # onnxruntime's profiler times each layer in place
+    assert lut.data["backend"] == "onnxruntime" and lut.data["device"].startswith("onnxruntime:")
+    assert all(ms > 0 for row, sb in zip(lut.table, space.blocks)
+               for ms, op in zip(row, sb.ops) if not op.is_zero)
+    assert lut.table != Lut(pytorch.profile(space), space).table
+
+
+def test_onnxruntime_layer_times_add_up_to_the_whole_run():
+    """time_layers_onnx splits each run among the network's layers: one time per `features`
+    layer and one for the classifier, all positive, and they sum to less than the run itself."""
+    space = SearchSpace(0.5, 32, 10, 1)
+    arch = space.architecture([len(sb.ops) - 1 for sb in space.blocks])  # some blocks skipped
+    model = build_model(arch)
+    rows = time_layers_onnx(model, arch.input_shape, warmup=2, runs=5)
+    assert len(rows) == 5 and all(len(row) == len(model.features) + 1 for row in rows)
+    assert all(ms > 0 for row in rows for ms in row)
+    whole, _ = time_onnx(model, arch.input_shape, warmup=2, runs=5)
+    assert min(sum(row) for row in rows) < 2 * max(whole)

@@ -185,6 +185,7 @@ def defaults():
     """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
     return jsonify(settings=SearchConfig().to_dict(), datasets=list(CHOICES["dataset"]),
                    strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
+                   backends=list(CHOICES["backend"]),
                    limits=limits_dict(),
                    profile={"defaults": PROFILE_DEFAULTS,
                             "limits": {k: {"min": lim.low, "max": lim.high}

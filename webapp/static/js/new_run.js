@@ -14,6 +14,7 @@
   const NEEDS_DATA_DIR = ["cifar10", "imagefolder"];
   const CONSTRAINT_LABELS = {absolute: "absolute: use the budget", soft: "soft: faster is better",
                              hard: "hard: T as a ceiling"};
+  const BACKEND_LABELS = {pytorch: "PyTorch", onnxruntime: "ONNX Runtime"};
   const DATASET_LABELS = {digits: "digits (bundled, 8x8 digits)", shapes: "shapes (bundled, generated figures)", cifar10: "CIFAR-10 (needs a data directory)",
                           imagefolder: "Image folder (needs a data directory)"};
   const DATA_DIR_HELP = {cifar10: "The directory holding CIFAR-10's python-format batches (data_batch_1 ...).",
@@ -70,6 +71,8 @@
     if (typeof settings.data_dir === "string") input("data_dir").value = settings.data_dir;
     const constraints = (defaults && defaults.constraints) || ["absolute", "soft", "hard"];
     fillSelect(input("constraint"), constraints, CONSTRAINT_LABELS, settings.constraint || constraints[0]);
+    const backends = (defaults && defaults.backends) || ["pytorch"];
+    fillSelect(input("backend"), backends, BACKEND_LABELS, settings.backend || backends[0]);
     updateDataDir();
   }
 
@@ -120,6 +123,7 @@
       body[key] = value;
     }
     body.constraint = input("constraint").value;
+    body.backend = input("backend").value;
     if (NAS.isNum(body.epochs) && NAS.isNum(body.warmup_epochs) && body.warmup_epochs > body.epochs) {
       errors.warmup_epochs = "warm-up epochs must not exceed epochs (epochs counts the warm-up too)";
     }
