@@ -20,7 +20,7 @@ from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGH
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
-from .export import WeightsMismatch, export_onnx
+from .export import WeightsMismatch, export_model, export_onnx
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
@@ -266,11 +266,22 @@ def cmd_train(args, events):
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    result = train_architecture(arch, dataset, recipe, seed=args.seed, device=args.train_device)
-    model = result.pop("model")
+    events.emit("training_started", arch_hash=arch.hash, dataset=dataset.name, epochs=recipe.epochs,
+                seed=args.seed, split_seed=split_seed)
+    result = train_architecture(
+        arch, dataset, recipe, seed=args.seed, device=args.train_device,
+        progress=args.events != "jsonl",
+        on_epoch=lambda done, epochs, loss: events.emit("training_epoch", epoch=done,
+                                                        epochs=epochs, loss=loss))
+    model = result.pop("model").cpu()
     if args.save:
         torch.save(model.state_dict(), args.save)
+    if args.onnx:
+        export_model(model, arch, args.onnx)
     result.update(arch_hash=arch.hash, dataset=dataset.name)
+    events.emit("trained", **{k: v for k, v in result.items() if k != "recipe"})
+    if args.events == "jsonl":
+        return
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -364,7 +375,10 @@ def parser():
     p.add_argument("--train-device", choices=TRAIN_DEVICES, default="cpu")
     p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--save", help="write the trained weights (state_dict) here")
+    p.add_argument("--onnx", help="write the trained model as ONNX here (as `export` does)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--events", choices=("console", "jsonl"), default="console",
+                   help="text for people, or JSON lines on stdout for programs (the dashboard)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="write an architecture (and its trained weights) as ONNX "

@@ -41,13 +41,18 @@ def load_weights(model, path):
 
 def export_onnx(arch, out, weights=None):
     """Write `arch` (with the state_dict at `weights`, else random weights) to `out` as ONNX."""
-    import onnx  # here: the search itself never needs it
-
     arch = arch if isinstance(arch, Architecture) else Architecture.from_dict(arch)
-    model = build_model(arch).eval()
+    model = build_model(arch)
     if weights:
         load_weights(model, weights)
-    export(model, arch.input_shape, out, dynamic_batch=True)
+    return export_model(model, arch, out)
+
+
+def export_model(model, arch, out):
+    """Write `model`, built from `arch` (trained or not), to `out` as ONNX with its metadata."""
+    import onnx  # here: the search itself never needs it
+
+    export(model.eval(), arch.input_shape, out, dynamic_batch=True)
     proto = onnx.load(out)
     for key, value in ((ARCH_KEY, arch.to_json()), (HASH_KEY, arch.hash)):
         entry = proto.metadata_props.add()

@@ -84,8 +84,10 @@ def parameter_groups(parameters, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", progress=True):
-    """Train `arch` from scratch on `dataset` with `recipe`; returns accuracies and timing."""
+def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", progress=True,
+                       on_epoch=None):
+    """Train `arch` from scratch on `dataset` with `recipe`; returns accuracies and timing.
+    `on_epoch(done, epochs, loss)` hears the end of each epoch (its last batch's loss)."""
     check_fits(arch, dataset)
     batch_size = min(recipe.batch_size, len(dataset.train))  # a tiny split still trains
     epochs = recipe.epochs
@@ -102,7 +104,7 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
         step / per_epoch, epochs, per_epoch, recipe.warmup_epochs))
     started = time.time()
     bar = tqdm(range(epochs), desc="train", disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         for x, y in data.iterate_batches(dataset.train, dataset, batch_size, shuffle=True,
                                          generator=generator, augment=True, drop_last=True,
@@ -114,6 +116,8 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss="{:.3f}".format(loss.item()))
+        if on_epoch:
+            on_epoch(epoch + 1, epochs, loss.item())
     model.eval()
     return {"val_accuracy": accuracy(model, dataset.val, dataset, device),
             "test_accuracy": accuracy(model, dataset.test, dataset, device),

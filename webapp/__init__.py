@@ -71,7 +71,8 @@ def create_app(config=None):
     from .devices import DeviceRegistry
     from .pages import bp as pages_bp
     from .runner import RunManager
-    from .sockets import RunPublisher, emit_device
+    from .sockets import RunPublisher, emit_device, emit_training
+    from .trainings import TrainingManager
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
@@ -82,11 +83,14 @@ def create_app(config=None):
     app.extensions["publisher"] = publisher
     runs = RunManager(app, on_event=publisher)
     app.extensions["runs"] = runs
+    trainings = TrainingManager(app, on_event=emit_training)
+    app.extensions["trainings"] = trainings
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices
     with app.app_context():
         try:
             runs.mark_interrupted()  # active in the database, but no worker of this process
+            trainings.mark_interrupted()
         except sa.exc.OperationalError:  # no tables yet (AUTO_UPGRADE off)
             db.session.rollback()
             return app
@@ -113,4 +117,5 @@ def shutdown(app):
     """Stop the app's workers and its local agent (tests; the server's exit)."""
     with app.app_context():
         app.extensions["runs"].shutdown()
+        app.extensions["trainings"].shutdown()
     app.extensions["devices"].shutdown()

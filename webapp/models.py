@@ -20,6 +20,7 @@ DEVICE_STATUSES = ("unknown", "online", "offline")
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 RUN_ACTIVE_STATUSES = ("queued", "running")
 SAMPLE_KINDS = ("argmax", "sampled")
+TRAINING_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 PHASES = ("warmup", "search")
 
 
@@ -173,6 +174,9 @@ class Run(db.Model):
         order_by="EpochMetric.epoch",
     )
     best_sample: Mapped[Optional["Sample"]] = relationship(foreign_keys=[best_sample_id], post_update=True)
+    trainings: Mapped[list["Training"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Training.id")
 
     @property
     def active(self) -> bool:
@@ -225,6 +229,51 @@ class Sample(db.Model):
 
     def __repr__(self):
         return f"<Sample {self.id} run={self.run_id} e{self.epoch} {self.kind} {self.arch_hash[:8]}>"
+
+
+class Training(db.Model):
+    """An architecture of a run (a sample, or the MobileNetV2 reference) retrained from scratch on
+    the run's data by a `train` worker: its test accuracy, and the files for deployment (the
+    trained state_dict and its ONNX export) in its directory."""
+
+    __tablename__ = "trainings"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", TRAINING_STATUSES), name="status"),
+        sa.Index("ix_trainings_run_id_arch_hash", "run_id", "arch_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    # the sample retrained; null for the reference (and when its sample was dropped on resume)
+    sample_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("samples.id", ondelete="SET NULL"))
+    arch_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    arch_json: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    label: Mapped[str] = mapped_column(sa.String(64), nullable=False)  # "sample #12", "MobileNetV2"
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
+    epochs: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    epoch: Mapped[Optional[int]] = mapped_column(sa.Integer)  # epochs done
+    loss: Mapped[Optional[float]] = mapped_column(sa.Float)
+    val_accuracy: Mapped[Optional[float]] = mapped_column(sa.Float)
+    test_accuracy: Mapped[Optional[float]] = mapped_column(sa.Float)
+    train_time_s: Mapped[Optional[float]] = mapped_column(sa.Float)
+    directory: Mapped[Optional[str]] = mapped_column(sa.String(1024))
+    pid: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+
+    arch = json_property("arch_json")
+
+    run: Mapped[Run] = relationship(back_populates="trainings")
+
+    @property
+    def active(self) -> bool:
+        return self.status in RUN_ACTIVE_STATUSES
+
+    def __repr__(self):
+        return f"<Training {self.id} run={self.run_id} {self.label!r} {self.status}>"
 
 
 def stored_front(run_id: int, exclude_id: int | None = None) -> list:

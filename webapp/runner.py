@@ -85,6 +85,21 @@ def _lower_priority(pid: int):
         pass
 
 
+def spawn(cmd, log_path: str, token: str | None = None) -> subprocess.Popen:
+    """Start a worker (a search or a training) at low priority: JSON lines on its stdout, its
+    stderr appended to ``log_path``, the device agent's ``token`` in its environment only."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(TOKEN_ENV, None)
+    if token:
+        env[TOKEN_ENV] = token
+    with open(log_path, "ab") as stderr:
+        process = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=stderr, env=env, text=True, encoding="utf-8", errors="replace")
+    _lower_priority(process.pid)
+    return process
+
+
 def stop_orphan(run_dir: str | None, grace_s: float = TERMINATE_GRACE_S) -> int | None:
     """Stop a worker that still holds ``run_dir`` although no process of this dashboard follows
     it (an earlier dashboard process died): its events went to a pipe nobody reads, and a resumed
@@ -166,15 +181,7 @@ class RunManager:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
             os.makedirs(run.run_dir, exist_ok=True)
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            env.pop(TOKEN_ENV, None)
-            if token:
-                env[TOKEN_ENV] = token
-            with open(os.path.join(run.run_dir, WORKER_LOG), "ab") as stderr:
-                process = subprocess.Popen(
-                    cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=stderr, env=env, text=True, encoding="utf-8", errors="replace")
-            _lower_priority(process.pid)
+            process = spawn(cmd, os.path.join(run.run_dir, WORKER_LOG), token)
             worker = Worker(process)
             self._workers[run.id] = worker
         run.pid = process.pid

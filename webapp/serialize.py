@@ -10,7 +10,7 @@ from flask import current_app
 from search_core.rundir import RunDirectory
 
 from .extensions import db
-from .models import Device, DeviceLut, EpochMetric, Run, Sample
+from .models import Device, DeviceLut, EpochMetric, Run, Sample, Training
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -46,7 +46,27 @@ def metric_dict(metric: EpochMetric) -> dict:
 
 
 def reference_dict(event: dict) -> dict:
-    return {name: event.get(name) for name in REFERENCE_FIELDS}
+    """The reference point as stored: the event's fields and its architecture (to retrain it)."""
+    return {name: event.get(name) for name in REFERENCE_FIELDS + ("arch",)}
+
+
+def public_reference(reference: dict | None) -> dict | None:
+    """The reference point as the API shows it: its fields, not its architecture's JSON."""
+    return None if reference is None else {name: reference.get(name) for name in REFERENCE_FIELDS}
+
+
+TRAINING_FIELDS = ("id", "run_id", "sample_id", "arch_hash", "label", "status", "epochs", "seed",
+                   "epoch", "loss", "val_accuracy", "test_accuracy", "train_time_s")
+
+
+def training_dict(training: Training) -> dict:
+    d = {name: getattr(training, name) for name in TRAINING_FIELDS}
+    d.update(error=public_text(training.error), created_at=iso(training.created_at),
+             finished_at=iso(training.finished_at),
+             files=[name for name in ("weights.pt", "model.onnx")
+                    if training.status == "finished" and training.directory
+                    and os.path.exists(os.path.join(training.directory, name))])
+    return d
 
 
 def resumable(run: Run) -> bool:
@@ -109,7 +129,7 @@ def run_dict(run: Run, full=False) -> dict:
                  run_dir=public_path(run.run_dir, [os.path.realpath(current_app.config["DATA_DIR"])]),
                  resumable=resumable(run),
                  samples=count, space_blocks=run.space_data, progress=run.progress_data,
-                 message=public_text(run.message), reference=run.reference_data)
+                 message=public_text(run.message), reference=public_reference(run.reference_data))
     return d
 
 

@@ -3,8 +3,9 @@
 A client connects with the dashboard's session cookie, ``auth={"token": ...}`` or an
 ``Authorization: Bearer`` header (webapp/auth.py), then emits ``subscribe`` with
 ``{"run_id": N}`` to join the run's room (``unsubscribe`` to leave); the server emits
-``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference`` and ``run_status``
-there, and ``device_status`` to everyone. The payloads are in docs/dashboard.md.
+``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference``, ``run_status``
+and ``training`` (a retraining of one of its architectures) there, and ``device_status`` to
+everyone. The payloads are in docs/dashboard.md.
 
 The async mode is ``threading`` by default: the web process only reads pipes, writes SQLite and
 pushes events, which plain OS threads do well, and eventlet's maintainers discourage new use of it.
@@ -23,7 +24,8 @@ from .extensions import db, socketio
 from .ids import is_id
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
-from .serialize import metric_dict, public_text, reference_dict, run_dict, sample_dict
+from .serialize import (metric_dict, public_reference, public_text, reference_dict, run_dict,
+                        sample_dict, training_dict)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,12 @@ def emit_device(device_payload: dict):
     socketio.emit("device_status", {"device": device_payload})
 
 
+def emit_training(training):
+    """A retraining's change (TrainingManager's ``on_event``), to its run's room."""
+    socketio.emit("training", {"run_id": training.run_id, "training": training_dict(training)},
+                  to=room(training.run_id))
+
+
 class RunPublisher:
     """Turns each stored worker event into its Socket.IO event (RunManager's ``on_event``).
 
@@ -101,7 +109,8 @@ class RunPublisher:
         elif kind == "epoch" and isinstance(stored, EpochMetric):
             socketio.emit("run_epoch", dict(head, metric=metric_dict(stored)), to=to)
         elif kind == "reference":
-            socketio.emit("run_reference", dict(head, reference=reference_dict(event)), to=to)
+            socketio.emit("run_reference", dict(head, reference=public_reference(
+                reference_dict(event))), to=to)
         elif kind == "message":
             socketio.emit("run_message", dict(head, text=public_text(event.get("text"))), to=to)
         if kind == "started":  # a resumed run dropped its unfinished epoch's samples

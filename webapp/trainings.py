@@ -1,0 +1,195 @@
+"""Retraining workers: an architecture of a run trained from scratch on the run's data, as its own
+process (``python -m search_core train ... --events jsonl``), followed like a search.
+
+Each training has a directory under its run's (``trainings/<id>``) that holds the architecture, the
+worker's log, and what it leaves for deployment: the trained state_dict (``weights.pt``) and its
+ONNX export (``model.onnx``). ``on_event(training)`` hears each change once it is stored; the
+Socket.IO layer hooks in there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+from .extensions import db
+from .models import Training, utcnow
+from .runner import TERMINATE_GRACE_S, WORKER_LOG, spawn
+
+log = logging.getLogger(__name__)
+
+ARCH_FILE, WEIGHTS_FILE, ONNX_FILE = "arch.json", "weights.pt", "model.onnx"
+
+
+def train_command(training: Training, config: dict):
+    """The worker command: the run's dataset, split and threads, the training's epochs and seed."""
+    directory = training.directory
+    cmd = [sys.executable, "-m", "search_core", "train", os.path.join(directory, ARCH_FILE),
+           "--dataset", config["dataset"], "--epochs", str(training.epochs),
+           "--seed", str(training.seed),
+           "--split-seed", str(config["seed"] if config.get("split_seed") is None else config["split_seed"]),
+           "--train-device", config.get("train_device") or "cpu",
+           "--save", os.path.join(directory, WEIGHTS_FILE),
+           "--onnx", os.path.join(directory, ONNX_FILE), "--events", "jsonl"]
+    for flag, key in (("--data-dir", "data_dir"), ("--limit", "limit"), ("--threads", "threads")):
+        if config.get(key) is not None:
+            cmd += [flag, str(config[key])]
+    return cmd
+
+
+class TrainingManager:
+    """Owns the training workers of one app (``app.extensions["trainings"]``)."""
+
+    def __init__(self, app, on_event=None):
+        self.app = app
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._workers: dict[int, subprocess.Popen] = {}
+        self._cancelled: set[int] = set()
+        self._threads: dict[int, threading.Thread] = {}
+
+    def start(self, training: Training):
+        """Launch the worker of a stored training (its run's directory and settings). Call in an
+        app context."""
+        training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
+        os.makedirs(training.directory, exist_ok=True)
+        with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
+            f.write(training.arch_json)
+        process = spawn(train_command(training, training.run.config_data),
+                        os.path.join(training.directory, WORKER_LOG))
+        with self._lock:
+            self._workers[training.id] = process
+        training.pid = process.pid
+        db.session.commit()
+        self._publish(training)
+        thread = threading.Thread(target=self._follow, args=(training.id, process),
+                                  name="training-{}".format(training.id), daemon=True)
+        with self._lock:
+            self._threads[training.id] = thread
+        thread.start()
+
+    def _follow(self, training_id: int, process: subprocess.Popen):
+        with self.app.app_context():
+            try:
+                for line in process.stdout:
+                    self._apply_line(training_id, line)
+            except Exception:  # noqa: BLE001  a broken store must not leave it 'running'
+                log.exception("training %s: reading the worker's events failed", training_id)
+                db.session.rollback()
+            returncode = process.wait()
+            try:
+                self._on_exit(training_id, returncode)
+            finally:
+                with self._lock:
+                    self._workers.pop(training_id, None)
+                    self._cancelled.discard(training_id)
+
+    def _apply_line(self, training_id: int, line: str):
+        try:
+            event = json.loads(line)
+            kind = event["event"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("training %s: skipping a line that is not an event: %.200s", training_id, line)
+            return
+        training = db.session.get(Training, training_id)
+        if training is None or kind == "heartbeat":
+            return
+        if kind == "training_started":
+            training.status = "running"
+            training.epoch = 0
+        elif kind == "training_epoch":
+            training.epoch = event.get("epoch")
+            training.loss = event.get("loss")
+        elif kind == "trained":
+            training.val_accuracy = event.get("val_accuracy")
+            training.test_accuracy = event.get("test_accuracy")
+            training.train_time_s = event.get("train_time_s")
+            training.status = "finished"
+            training.finished_at = utcnow()
+        elif kind == "failed":
+            self._end(training, "failed", event.get("error") or "the worker failed")
+        else:
+            return
+        db.session.commit()
+        self._publish(training)
+
+    def _end(self, training: Training, status: str, error: str | None):
+        with self._lock:
+            cancelled = training.id in self._cancelled
+        training.status = "cancelled" if cancelled else status
+        training.error = None if cancelled else error
+        training.finished_at = training.finished_at or utcnow()
+        training.pid = None
+
+    def _on_exit(self, training_id: int, returncode: int):
+        training = db.session.get(Training, training_id)
+        if training is None:
+            return
+        training.pid = None
+        if training.active:
+            self._end(training, "failed", "the worker exited with code {} without finishing (see "
+                      "{})".format(returncode, WORKER_LOG))
+        db.session.commit()
+        self._publish(training)
+
+    def _publish(self, training: Training):
+        if self.on_event is not None:
+            try:
+                self.on_event(training)
+            except Exception:  # noqa: BLE001
+                log.exception("training %s: on_event callback failed", training.id)
+
+    def cancel(self, training_id: int, grace_s: float = TERMINATE_GRACE_S):
+        """Stop the training's worker and wait until its end is stored. Call in an app context."""
+        with self._lock:
+            process = self._workers.get(training_id)
+            thread = self._threads.get(training_id)
+            if process is not None:
+                self._cancelled.add(training_id)
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(grace_s + 5)
+        db.session.expire_all()
+        training = db.session.get(Training, training_id)
+        if training is not None and training.active:
+            self._end(training, "cancelled", None)
+            db.session.commit()
+            self._publish(training)
+
+    def wait(self, training_id: int, timeout: float | None = None) -> bool:
+        with self._lock:
+            thread = self._threads.get(training_id)
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def mark_interrupted(self):
+        """Trainings left active by an earlier dashboard process: their workers wrote to a pipe
+        nobody reads any more (they die on their next write); start them again to retrain."""
+        with self._lock:
+            live = set(self._workers)
+        stale = db.session.scalars(db.select(Training).where(
+            Training.status.in_(("queued", "running")))).all()
+        for training in stale:
+            if training.id not in live:
+                training.status = "interrupted"
+                training.pid = None
+                training.error = "the dashboard restarted while this training ran"
+        if stale:
+            db.session.commit()
+
+    def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
+        with self._lock:
+            ids = list(self._workers)
+        for training_id in ids:
+            self.cancel(training_id, grace_s)
