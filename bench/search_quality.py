@@ -48,7 +48,8 @@ from search_core.latency import LocalDevice
 from search_core.lut import Lut, calibration_paths
 from search_core.rundir import BEST_ARCH, LUT, SUMMARY, RunDirectory
 from search_core.supernet import Supernet
-from search_core.train import Recipe, accuracy, train_architecture
+from search_core.config import Recipe
+from search_core.train import accuracy, train_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_SEARCH = {"limit": 256, "epochs": 6, "warmup_epochs": 2, "samples_per_epoch": 3,

@@ -16,7 +16,7 @@ from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
 from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGHTS, LOSS_FORMS,
-                     STRATEGIES, TRAIN_DEVICES, ConfigError, SearchConfig)
+                     STRATEGIES, TRAIN_DEVICES, ConfigError, Recipe, SearchConfig)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import ConsoleEvents, JsonLinesEvents
@@ -26,7 +26,7 @@ from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
 from .rundir import CONFIG, DiskFull, RunDirectory, RunDirectoryBusy
 from .search import Search
-from .train import DatasetMismatch, Recipe, train_architecture
+from .train import DatasetMismatch, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
                FileExistsError, FileNotFoundError, RunDirectoryBusy, DiskFull, WeightsMismatch)

@@ -18,7 +18,7 @@ from nano_agent.space import SearchSpace
 
 from . import data
 from .best import best_sample
-from .config import ConfigError
+from .config import ConfigError, Recipe
 from .latency import PatientDevice, open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import LatencyCache, Measurer
@@ -26,7 +26,7 @@ from .objectives import CostModel, objective
 from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDirectory
 from .strategies import GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
-from .train import Recipe, accuracy, lr_factor, parameter_groups
+from .train import accuracy, lr_factor, parameter_groups
 
 
 # With an absolute latency target, the architectures sampled after each epoch are drawn from the

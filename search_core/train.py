@@ -1,11 +1,10 @@
 """Train one architecture from scratch (the standalone child, no supernet) and report its accuracy.
 
 The recipe is one for every architecture and dataset, so that retrained accuracies can be compared:
-a network retrained with three seeds must agree with itself (see `Recipe`).
+a network retrained with three seeds must agree with itself (see `config.Recipe`).
 """
 import math
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +13,7 @@ from tqdm import tqdm
 from nano_agent.builder import InvertedResidual, build_model
 
 from . import data
+from .config import Recipe
 
 
 class DatasetMismatch(ValueError):
@@ -52,27 +52,6 @@ def lr_factor(done, epochs, steps_per_epoch, warmup_epochs=1.0):
     cosine to 0."""
     ramp = min(1.0, (done + 1.0 / steps_per_epoch) / warmup_epochs)
     return ramp * 0.5 * (1 + math.cos(math.pi * min(done, epochs) / epochs))
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How `train` retrains an architecture. SGD with Nesterov momentum and augmentation, a ramp
-    then a cosine. On the shapes dataset the earlier recipe (lr 0.05, a one-epoch ramp, no
-    clipping, 40 epochs) sometimes did not learn for tens of epochs, its loss above chance:
-    MobileNetV2 retrained with three seeds gave 76.3, 60.5 and 53.8%. With lr 0.02, a two-epoch
-    ramp and clipping, 84.2, 78.8 and 85.1% at 40 epochs, still learning at the end; at 60 epochs
-    88.1, 87.6 and 90.2% (one split, three training seeds: std 1.4 points)."""
-
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 0.02
-    warmup_epochs: float = 2.0
-    weight_decay: float = 4e-5  # convolution and linear weights only, not batch norm or biases
-    label_smoothing: float = 0.1
-    clip_norm: float = 5.0  # the gradient's largest norm: one bad batch cannot throw the weights off
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def parameter_groups(parameters, weight_decay):

@@ -154,7 +154,7 @@ def test_register_a_device(dashboard, server, page, tmp_path):
     assert names == ["local", "nano-bench", "nano1"]
 
 
-def test_start_watch_and_download(dashboard, server, page, tmp_path):
+def test_start_watch_retrain_and_download(dashboard, server, page, tmp_path):
     page.goto(server + "/runs/new")
     form = page.get_by_test_id("new-run-form")
     expect(form).to_have_attribute("data-ready", "true", timeout=30_000)
@@ -200,8 +200,48 @@ def test_start_watch_and_download(dashboard, server, page, tmp_path):
     assert best == dashboard.http.get("{}/api/runs/{}/best.json".format(server, run_id), timeout=5).json()
     Architecture.from_dict(best)  # a valid architecture, ready for the device
 
+    retrain_and_download_onnx(page, tmp_path, Architecture.from_dict(best))
+
     target = os.environ.get("EDGE_NAS_SCREENSHOT")
     if target:
         page.wait_for_timeout(500)
         page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
         shutil.copy(tmp_path / "run.png", os.path.join(ROOT, target))
+
+
+def retrain_and_download_onnx(page, tmp_path, best):
+    """From the finished run's page to a trained .onnx: retrain the best architecture from the
+    form, watch the training finish live, download its ONNX and run it in onnxruntime."""
+    import numpy
+    import onnxruntime
+    import torch
+    from nano_agent.builder import build_model
+
+    expect(page.get_by_test_id("retrain-arch")).to_contain_text("best: sample #")
+    page.get_by_test_id("retrain-epochs").fill("0")
+    page.get_by_test_id("retrain-submit").click()
+    expect(page.get_by_test_id("retrain-error")).to_contain_text("epochs: must be an integer in [1, 10000]")
+    page.get_by_test_id("retrain-epochs").fill("2")
+    page.get_by_test_id("retrain-submit").click()
+    row = page.get_by_test_id("training-row")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
+    expect(row.get_by_test_id("training-test-accuracy")).to_contain_text("%")
+    expect(page.get_by_test_id("pareto-plot")).to_have_attribute("data-retrained", "1")
+    with page.expect_download() as download:
+        row.get_by_test_id("training-onnx").click()
+    onnx_path = tmp_path / download.value.suggested_filename
+    download.value.save_as(onnx_path)
+    assert onnx_path.suffix == ".onnx"
+    with page.expect_download() as download:
+        row.get_by_test_id("training-pt").click()
+    weights = tmp_path / "weights.pt"
+    download.value.save_as(weights)
+    model = build_model(best).eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["edge-nas.arch_hash"] == best.hash
+    x = numpy.random.default_rng(0).standard_normal(best.input_shape).astype("float32")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert numpy.abs(session.run(None, {"input": x})[0] - expected).max() <= 1e-4

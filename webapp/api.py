@@ -20,9 +20,8 @@ from werkzeug.exceptions import HTTPException
 from nano_agent import limits
 from nano_agent.protocol import DEFAULT_PORT
 from nano_agent.space import SearchSpace
-from search_core.config import CHOICES, SearchConfig, is_text, limits_dict, setting_errors
+from search_core.config import CHOICES, Recipe, SearchConfig, is_text, limits_dict, setting_errors
 from search_core.rundir import RunDirectory
-from search_core.train import Recipe
 
 from .devices import DeviceError
 from .extensions import db

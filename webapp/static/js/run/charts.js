@@ -2,6 +2,7 @@
  * architecture, the training curves, and the op probabilities of every block as a heatmap. */
 import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sortedSamples, state}
   from "./state.js";
+import {retrained} from "./trainings.js";
 
 const {fmt, ACTIVE, OPS, BLOCKS_PER_STAGE} = NAS;
 
@@ -87,6 +88,17 @@ export function renderScatter() {
       marker: {symbol: "square", size: 11, color: "#14b8a6", line: {width: 1.5, color: "#0f766e"}},
     });
   }
+  const trained = retrainedPoints();
+  node.dataset.retrained = String(trained.length);
+  if (trained.length) {
+    traces.push({
+      type: "scatter", mode: "markers", name: "retrained (test accuracy)",
+      x: trained.map((p) => p.latency_ms), y: trained.map((p) => 100 * p.accuracy),
+      customdata: trained.map((p) => p.label),
+      hovertemplate: "<b>%{customdata}</b> retrained from scratch<br>test accuracy <b>%{y:.2f}%</b> \u00b7 latency %{x:.2f} ms<extra></extra>",
+      marker: {symbol: "triangle-up", size: 12, color: "#16a34a", line: {width: 1.5, color: "#14532d"}},
+    });
+  }
   const target = config().target_latency_ms;
   const shapes = [];
   const annotations = [];
@@ -112,6 +124,20 @@ export function renderScatter() {
       }
     });
   }
+}
+
+/** Each retrained architecture at its measured latency and its retrained test accuracy. */
+function retrainedPoints() {
+  const {bySample, reference} = retrained();
+  const points = [];
+  for (const [id, t] of bySample) {
+    const s = state.samples.get(id);
+    if (s && NAS.isNum(s.latency_ms)) points.push({latency_ms: s.latency_ms, accuracy: t.test_accuracy, label: t.label});
+  }
+  if (reference && state.reference && NAS.isNum(state.reference.latency_ms)) {
+    points.push({latency_ms: state.reference.latency_ms, accuracy: reference.test_accuracy, label: reference.label});
+  }
+  return points;
 }
 
 // curves -----------------------------------------------------------------------------------------

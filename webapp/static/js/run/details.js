@@ -1,6 +1,7 @@
 /* The run view's details: the best architecture drawn as a row of blocks, the run's settings, and
  * the sortable samples table. */
 import {state, $id, archUrl, config, sortedSamples, bestSample, mark} from "./state.js";
+import {pickSample, retrained} from "./trainings.js";
 
 const {el, fmt, ACTIVE, BLOCKS_PER_STAGE} = NAS;
 
@@ -81,6 +82,7 @@ export function renderConfig() {
   const run = state.run || {};
   const rows = [
     ["dataset", c.dataset ? c.dataset + (c.data_dir ? " (" + c.data_dir + ")" : "") : null],
+    ["runtime", c.backend === "onnxruntime" ? "ONNX Runtime" : c.backend ? "PyTorch" : null],
     ["strategy", c.strategy],
     ["epochs", NAS.isNum(c.epochs) ? c.epochs + (NAS.isNum(c.warmup_epochs) ? " (" + c.warmup_epochs + " warm-up)" : "") : null],
     ["samples per epoch", c.samples_per_epoch],
@@ -116,6 +118,8 @@ const COLUMNS = [
   {key: "params", label: "Params", num: true, fmt: (s) => fmt.params(s.params)},
   {key: "macs", label: "MACs", num: true, fmt: (s) => fmt.macs(s.macs)},
   {key: "objective", label: "Objective", num: true, fmt: (s) => fmt.num(s.objective, 4)},
+  {key: "retrained", label: "Retrained", num: true, fmt: (s) => fmt.pct(s.retrained),
+   title: (s) => (NAS.isNum(s.retrained) ? "test accuracy after retraining from scratch" : null)},
   {key: "feasible", label: "Feasible", fmt: feasibility,
    title: (s) => (s.uses_budget === false ? "faster than 0.85 T: budget left unused, ranked after the samples within [0.85 T, T]" : null)},
   {key: "ops", label: "Ops", sortable: false, fmt: (s) => NAS.opsCompact(s.ops), cls: "mono ops"},
@@ -154,7 +158,9 @@ function compare(a, b, key) {
 }
 
 export function renderTable() {
-  const all = sortedSamples();
+  const {bySample} = retrained();
+  const all = sortedSamples().map((s) => (bySample.has(s.id)
+    ? Object.assign({}, s, {retrained: bySample.get(s.id).test_accuracy}) : s));
   const view = $id("samples-view").value;
   let rows;
   if (view === "all") rows = all.slice();
@@ -181,8 +187,12 @@ export function renderTable() {
     return el("tr", {dataset: {sampleId: s.id}, "data-testid": "sample-row", class: cls || null},
       COLUMNS.map((c) => {
         if (c.key === "download") {
+          const retrain = el("button", {type: "button", class: "btn-link", "data-testid": "sample-retrain",
+            title: "Retrain sample #" + s.id + " from scratch on the run's data"}, "retrain");
+          retrain.addEventListener("click", () => pickSample(s.id));
           return el("td", {class: "col-actions"}, el("a", {href: archUrl(s.id), download: "", class: "link-download",
-            "data-testid": "sample-download", title: "Download the architecture JSON of sample #" + s.id}, "arch.json"));
+            "data-testid": "sample-download", title: "Download the architecture JSON of sample #" + s.id}, "arch.json"),
+            " \u00b7 ", retrain);
         }
         const td = el("td", {class: [c.num ? "num" : "", c.cls || ""].join(" ").trim() || null,
                              title: c.title ? c.title(s) : (c.key === "ops" ? (s.ops || []).join(" ") : null)}, c.fmt(s));

@@ -13,6 +13,7 @@ import {ALL, POLL_MS, addMetrics, addSamples, applyFrontDelta, hasPlotly, isActi
 import {renderHeader, renderProgress} from "./header.js";
 import {renderScatter, renderCurves, renderHeatmap} from "./charts.js";
 import {buildHead, renderBest, renderConfig, renderTable} from "./details.js";
+import {addTrainings, renderTrainings} from "./trainings.js";
 
 const {api} = NAS;
 
@@ -21,6 +22,7 @@ if (!hasPlotly) NAS.flash("The charting library did not load: charts are unavail
 registerRenderers({
   header: renderHeader, progress: renderProgress, scatter: renderScatter, curves: renderCurves,
   heatmap: renderHeatmap, best: renderBest, table: renderTable, config: renderConfig,
+  trainings: renderTrainings,
 });
 
 // the best sample is the server's call (search_core/best.py): refetch the run after samples
@@ -51,6 +53,9 @@ const HANDLERS = {
     state.reference = data.reference;
     mark("scatter");
   },
+  training(data) {
+    addTrainings([data.training]);
+  },
   run_message(data) {
     state.message = data.text;
     mark("progress");
@@ -73,11 +78,12 @@ function onEvent(name, data) {
 
 /** The run, its samples and its metrics; a failed part is flashed (unless quiet) and skipped. */
 async function fetchParts(afterId, quiet) {
-  const [run, samples, metrics, front] = await Promise.allSettled([
+  const [run, samples, metrics, front, trainings] = await Promise.allSettled([
     api("/runs/" + runId, {quiet}),
     api("/runs/" + runId + "/samples" + (afterId ? "?after=" + afterId : ""), {quiet}),
     api("/runs/" + runId + "/metrics", {quiet}),
     api("/runs/" + runId + "/pareto", {quiet}),
+    api("/runs/" + runId + "/trainings", {quiet}),
   ]);
   if (run.status === "fulfilled" && run.value) setRun(run.value, {announce: state.loaded});
   if (front.status === "fulfilled" && Array.isArray(front.value)) {
@@ -85,6 +91,7 @@ async function fetchParts(afterId, quiet) {
   }
   if (samples.status === "fulfilled") addSamples(samples.value);
   if (metrics.status === "fulfilled") addMetrics(metrics.value);
+  if (trainings.status === "fulfilled") addTrainings(trainings.value);
   if (run.status === "rejected" && run.reason && run.reason.status === 404 && state.loaded) {
     NAS.flash("This run no longer exists.");
   }
@@ -146,7 +153,5 @@ setInterval(() => {
 }, POLL_MS);
 // the "running for" clock
 setInterval(() => { if (isActive()) mark("header"); }, 15000);
-
-window.NAS_PAGE = {state, resync};
 
 window.NAS_PAGE = {state, resync};

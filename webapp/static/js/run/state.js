@@ -20,6 +20,8 @@ export const state = {
   frontIds: new Set(), // the server's front: fetched once, then kept by the pushed deltas
   heatmapEpoch: null, // null: follow the latest epoch
   reference: null, // MobileNetV2 evaluated like a sample: the reference point in the scatter
+  trainings: new Map(), // id -> retraining of one of the run's architectures
+  retrainPick: null, // the sample the user chose to retrain from the samples table
 };
 
 // --- helpers -----------------------------------------------------------------------------------
@@ -75,7 +77,8 @@ const flush = NAS.throttleFrame(() => {
   }
 });
 export function mark(...parts) { parts.forEach((p) => dirty.add(p)); flush(); }
-export const ALL = ["header", "progress", "scatter", "curves", "heatmap", "best", "table", "config"];
+export const ALL = ["header", "progress", "scatter", "curves", "heatmap", "best", "table", "config",
+                    "trainings"];
 
 const RENDER = {}; // part -> function, given by the modules that draw them (main.js)
 export function registerRenderers(parts) { Object.assign(RENDER, parts); }
