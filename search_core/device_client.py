@@ -11,7 +11,7 @@ import time
 
 from nano_agent import protocol as P
 from nano_agent.arch import as_architecture
-from nano_agent.protocol import DEFAULT_PORT
+from nano_agent.protocol import BACKENDS, DEFAULT_PORT
 
 
 class LatencyError(RuntimeError):
@@ -26,6 +26,11 @@ class DeviceLost(LatencyError):
 def backend_suffix(backend):
     """What a measuring backend adds to a device's identity: its measurements are cached apart."""
     return "" if backend == "pytorch" else ":" + backend
+
+
+def backend_of(device_id):
+    """The measuring backend of a device identity (`backend_suffix`'s inverse)."""
+    return next((b for b in BACKENDS[1:] if device_id.endswith(backend_suffix(b))), BACKENDS[0])
 
 
 class _HandshakeDropped(DeviceLost):

@@ -121,6 +121,21 @@ def test_register_check_profile_delete(app, client, agent):
     after = client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]
     assert [t["id"] for t in after] == [table["id"]] and after[0]["run_id"] is None
     assert client.get("/api/devices/{}/luts/{}.json".format(device["id"], table["id"] + 1)).status_code == 404
+    assert table["backend"] == "pytorch"
+
+    # the same setting in the onnxruntime backend: a table of its own, kept beside PyTorch's
+    r = client.post("/api/devices/{}/profile".format(device["id"]), json={"backend": "tvm"})
+    assert r.status_code == 400 and "backend" in r.get_json()["errors"]
+    r = client.post("/api/devices/{}/profile".format(device["id"]),
+                    json={"resolution": 32, "backend": "onnxruntime"})
+    assert r.status_code == 202
+    deadline = time.time() + 120
+    while len(client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]) < 2:
+        assert time.time() < deadline, "profiling in onnxruntime did not finish"
+        time.sleep(0.2)
+    onnx, pytorch = client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]
+    assert pytorch == after[0] and onnx["backend"] == "onnxruntime"
+    assert onnx["device_key"] == table["device_key"] + ":onnxruntime" and onnx["calibration"]["a"] > 0
 
     # the agent goes away: a check says offline, and why
     agent.stop()

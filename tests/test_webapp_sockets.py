@@ -95,9 +95,13 @@ def test_the_reference_point_is_kept_on_the_run_and_pushed(app):
                                       accuracy=0.81, latency_ms=1.5, arch={"blocks": []}))
         reference = db.session.get(Run, run_id).reference_data
     assert reference["name"] == "mobilenetv2" and reference["accuracy"] == 0.81
-    assert "arch" not in reference  # the run keeps the point, not the whole architecture
+    assert reference["arch"] == {"blocks": []}  # kept on the run, to retrain it
     pushed = [e["args"][0] for e in sio.get_received() if e["name"] == "run_reference"]
-    assert [p["reference"] for p in pushed] == [reference]
+    public = {k: v for k, v in reference.items() if k != "arch"}  # the point, not its JSON
+    assert [p["reference"] for p in pushed] == [public]
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+    assert client.get("/api/runs/{}".format(run_id)).get_json()["reference"] == public
     sio.disconnect()
 
 

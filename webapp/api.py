@@ -504,9 +504,12 @@ def check_device(device_id):
 
 
 def validate_profile(body) -> dict:
-    """The space setting of a profile request (defaults for what it leaves out), or ApiError(400)."""
-    errors = {key: "unknown field" for key in sorted(set(body) - set(PROFILE_LIMITS))}
-    values = dict(PROFILE_DEFAULTS)
+    """The space setting and the backend of a profile request (defaults for what it leaves out), or
+    ApiError(400)."""
+    errors = {key: "unknown field" for key in sorted(set(body) - set(PROFILE_LIMITS) - {"backend"})}
+    values = dict(PROFILE_DEFAULTS, backend=body.get("backend", CHOICES["backend"][0]))
+    if values["backend"] not in CHOICES["backend"]:
+        errors["backend"] = "must be one of " + ", ".join(CHOICES["backend"])
     for key, (kind, limit) in PROFILE_LIMITS.items():
         value = body.get(key, PROFILE_DEFAULTS[key])
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and \
@@ -531,7 +534,8 @@ def profile_device(device_id):
         if device.kind == "local":
             registry.address(device)
         registry.start_profile(device, SearchSpace(values["width_mult"], values["resolution"],
-                                                   values["num_classes"], values["in_channels"]))
+                                                   values["num_classes"], values["in_channels"]),
+                               values["backend"])
     except DeviceError as e:
         raise ApiError(409, str(e)) from None
     return jsonify(registry.as_dict(device)), 202

@@ -233,23 +233,24 @@ class DeviceRegistry:
                 self._set_activity(device, None)
         return device
 
-    def start_profile(self, device: Device, space: SearchSpace):
-        """Profile and calibrate the device's lookup table for ``space`` in the background, with
-        a run's routine and measurement settings; the table lands in ``device.luts``."""
+    def start_profile(self, device: Device, space: SearchSpace, backend: str = "pytorch"):
+        """Profile and calibrate the device's lookup table for ``space`` in ``backend`` in the
+        background, with a run's routine and measurement settings; the table lands in
+        ``device.luts``."""
         with self._lock:
             if device.id in self._activity:
                 raise DeviceError("device {} is busy ({})".format(device.name, self._activity[device.id]))
             self._activity[device.id] = "profiling"
         self._emit(device)
-        threading.Thread(target=self._profile, args=(device.id, space),
+        threading.Thread(target=self._profile, args=(device.id, space, backend),
                          name="profile-{}".format(device.id), daemon=True).start()
 
-    def _profile(self, device_id, space):
+    def _profile(self, device_id, space, backend):
         with self.app.app_context():
             device = db.session.get(Device, device_id)
             defaults = SearchConfig()
             source = AgentDevice(device.host, device.port, device.token, defaults.measure_warmup,
-                                 defaults.measure_runs, connect_timeout=CHECK_TIMEOUT_S,
+                                 defaults.measure_runs, backend, connect_timeout=CHECK_TIMEOUT_S,
                                  timeout=900.0, backoff=(0.5,))
             measurer = Measurer(source, load_measurements(LatencyCache()))
             try:

@@ -7,6 +7,7 @@ from datetime import timezone
 import sqlalchemy as sa
 from flask import current_app
 
+from search_core.device_client import backend_of
 from search_core.rundir import RunDirectory
 
 from .extensions import db
@@ -138,7 +139,8 @@ def device_lut_dict(lut: DeviceLut) -> dict:
     return {"id": lut.id, "device_key": lut.device_key, "resolution": lut.resolution,
             "width_mult": lut.width_mult, "num_classes": lut.num_classes,
             "in_channels": lut.in_channels, "profiled_at": iso(lut.profiled_at),
-            "run_id": lut.run_id, "calibration": lut.calibration}
+            "run_id": lut.run_id, "calibration": lut.calibration,
+            "backend": backend_of(lut.device_key)}
 
 
 def device_dict(device: Device, activity: str | None = None) -> dict:

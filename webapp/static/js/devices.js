@@ -65,7 +65,7 @@
   function lutRow(d, lut) {
     const fit = lut.calibration;
     const setting = lut.resolution + " px, width " + lut.width_mult + ", " + lut.num_classes + " classes, "
-      + lut.in_channels + " ch";
+      + lut.in_channels + " ch" + (lut.backend === "onnxruntime" ? ", ONNX Runtime" : "");
     const fitText = fit
       ? "measured = " + fit.a.toFixed(3) + " \u00d7 table " + (fit.b < 0 ? "\u2212 " : "+ ") + Math.abs(fit.b).toFixed(3)
         + " ms \u00b7 error median " + fmt.pct(fit.median_abs_error) + ", max " + fmt.pct(fit.max_abs_error)
@@ -84,7 +84,8 @@
                       disabled: BUSY.includes(d.status) || d.status === "offline",
                       dataset: {action: "profile", setting: JSON.stringify({
                         resolution: lut.resolution, width_mult: lut.width_mult,
-                        num_classes: lut.num_classes, in_channels: lut.in_channels})}},
+                        num_classes: lut.num_classes, in_channels: lut.in_channels,
+                        backend: lut.backend || "pytorch"})}},
            "Re-profile")));
   }
 
@@ -115,7 +116,10 @@
         profileInput("resolution", "resolution", 1, "device-profile-resolution"),
         profileInput("width", "width_mult", "any", "device-profile-width"),
         profileInput("classes", "num_classes", 1, "device-profile-classes"),
-        profileInput("input channels", "in_channels", 1, "device-profile-channels")));
+        profileInput("input channels", "in_channels", 1, "device-profile-channels"),
+        el("label", {}, "runtime ",
+           el("select", {name: "backend", "data-testid": "device-profile-backend"},
+              el("option", {value: "pytorch"}, "PyTorch"), el("option", {value: "onnxruntime"}, "ONNX Runtime")))));
     const actions = el("div", {class: "card-actions"},
       el("button", {type: "button", class: "btn btn-sm", dataset: {action: "check"}, "data-testid": "device-check",
                     disabled: busy}, d.status === "checking" ? "Checking\u2026" : "Check"),
@@ -156,7 +160,7 @@
       const newOpts = node.querySelector(".profile-options");
       if (oldOpts && newOpts) {
         newOpts.open = oldOpts.open;
-        for (const input of oldOpts.querySelectorAll("input")) newOpts.querySelector("[name=" + input.name + "]").value = input.value;
+        for (const input of oldOpts.querySelectorAll("input, select")) newOpts.querySelector("[name=" + input.name + "]").value = input.value;
       }
       old.replaceWith(node);
     } else {
@@ -199,6 +203,7 @@
         for (const input of cardNode.querySelectorAll(".profile-options input")) {
           if (input.value.trim() !== "") body[input.name] = Number(input.value);
         }
+        body.backend = cardNode.querySelector(".profile-options select[name=backend]").value;
       }
       button.disabled = true;
       try {
