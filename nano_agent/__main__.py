@@ -31,6 +31,9 @@ def parser():
     p.add_argument("--max-memory-mb", type=float, default=DEFAULT_MAX_MEMORY_MB,
                    help="refuse architectures whose estimated inference memory is larger "
                         "(default %(default)s)")
+    p.add_argument("--trt-fp16", action="store_true",
+                   help="onnxruntime backend: let the TensorRT provider build FP16 engines (the "
+                        "agent's id says so, and its measurements are cached apart)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -54,7 +57,8 @@ def main(argv=None):
         return 2
     from .server import Agent, serve
     try:
-        agent = Agent(token, args.device, args.threads, args.timeout, args.max_memory_mb)
+        agent = Agent(token, args.device, args.threads, args.timeout, args.max_memory_mb,
+                      args.trt_fp16)
     except ValueError as e:
         sys.stderr.write("nano_agent: {}\n".format(e))
         return 2

@@ -125,7 +125,7 @@ class Agent(object):
     """What the server serves: the token, the measuring device and the measurement lock."""
 
     def __init__(self, token, device="auto", threads=1, timeout=30.0,
-                 max_memory_mb=limits.DEFAULT_MAX_MEMORY_MB):
+                 max_memory_mb=limits.DEFAULT_MAX_MEMORY_MB, trt_fp16=False):
         if not token:
             raise ValueError("the agent needs a non-empty token")
         if device == "auto":
@@ -141,8 +141,11 @@ class Agent(object):
         self.max_memory_bytes = int(max_memory_mb * 2 ** 20)
         self.lock = threading.Lock()  # one measurement at a time, process-wide
         host = platform.node() or "device"
+        # FP16 engines measure other latencies: another measuring identity
         self.device_id = "{}:{}".format(host, device) + (":{}t".format(threads)
-                                                         if device == "cpu" else "")
+                                                         if device == "cpu" else "") + \
+            (":trt-fp16" if trt_fp16 else "")
+        onnx_backend.set_trt_fp16(trt_fp16)
 
     # -- requests ---------------------------------------------------------------------------
 

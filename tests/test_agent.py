@@ -543,3 +543,21 @@ def test_the_cache_key_does_no_network_io_per_measurement(agent):
     assert first.startswith("agent:")
     device.client.close()  # no connection any more: reading the id again must not open one
     assert device.device_id == first and device.client.sock is None
+
+
+def test_tensorrt_fp16_is_an_agent_option_and_a_measuring_identity_of_its_own():
+    """--trt-fp16 lets the TensorRT provider build FP16 engines; the agent's id says so, so that
+    its measurements never mix with FP32 ones. The other providers are left as they are."""
+    from nano_agent import onnx_backend
+    from nano_agent.server import Agent
+    tensorrt = "TensorrtExecutionProvider"
+    try:
+        agent = Agent("t", "cpu", 1, trt_fp16=True)
+        assert agent.device_id.endswith(":cpu:1t:trt-fp16")
+        assert onnx_backend.providers(tensorrt) == [(tensorrt, {"trt_fp16_enable": True})]
+        assert onnx_backend.providers("CPUExecutionProvider") == ["CPUExecutionProvider"]
+        assert agent.info()["onnxruntime"]["trt_fp16"] is True
+    finally:
+        onnx_backend.set_trt_fp16(False)
+    assert onnx_backend.providers(tensorrt) == [tensorrt]
+    assert not Agent("t", "cpu", 1).device_id.endswith("fp16")
