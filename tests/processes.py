@@ -81,7 +81,7 @@ def dashboard_app(data_dir, **config):
     """The dashboard's Flask app on `data_dir` (testing, no periodic device checks; `config`
     overrides), shut down afterwards: its runs and agent stopped, its database released."""
     app = create_app(dict({"DATA_DIR": str(data_dir), "TESTING": True,
-                           "DEVICE_CHECK_INTERVAL_S": 0}, **config))
+                           "DEVICE_CHECK_INTERVAL_S": 0, "MAX_RUNS": 4}, **config))
     try:
         yield app
     finally:
@@ -118,13 +118,13 @@ def free_port():
 class Dashboard:
     """`python -m webapp` with its local device; ready once that device is online."""
 
-    def __init__(self, data_dir, mode="threading", timeout=90):
+    def __init__(self, data_dir, mode="threading", timeout=90, args=()):
         self.data_dir = str(data_dir)
         self.log_path = os.path.join(self.data_dir, "server.log")
         self.log = open(self.log_path, "w")
         port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "webapp", "--port", str(port), "--data-dir",
-                                      str(data_dir), "--async-mode", mode],
+                                      str(data_dir), "--async-mode", mode, *args],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = "http://127.0.0.1:{}".format(port)
         self.http = requests.Session()  # a program's client: the token as a bearer header

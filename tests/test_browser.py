@@ -25,7 +25,7 @@ TIMEOUT_MS = 240_000
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
-    dashboard = Dashboard(tmp_path_factory.mktemp("browser"))
+    dashboard = Dashboard(tmp_path_factory.mktemp("browser"), args=["--max-runs", "1"])
     yield dashboard
     dashboard.stop()
 
@@ -245,3 +245,29 @@ def retrain_and_download_onnx(page, tmp_path, best):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert numpy.abs(session.run(None, {"input": x})[0] - expected).max() <= 1e-4
+
+
+def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page):
+    """--max-runs 1: the first runs, the others are visibly queued in the runs list and on their
+    own page, which follows its place in line live until it runs and finishes."""
+    tiny = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 1,
+            "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
+    ids = [dashboard.http.post(server + "/api/runs", json=dict(tiny, name="queued {}".format(i)),
+                               timeout=30).json()["id"] for i in range(3)]
+    page.goto(server + "/")
+    rows = {i: page.locator('[data-testid="run-row"][data-run-id="{}"]'.format(i)) for i in ids}
+    expect(rows[ids[2]]).to_have_attribute("data-status", "queued")
+    expect(rows[ids[2]].get_by_test_id("run-queue")).to_contain_text("Queued: 1 ahead")
+    expect(rows[ids[1]].get_by_test_id("run-queue")).to_contain_text("Queued: next to start")
+
+    page.goto("{}/runs/{}".format(server, ids[2]))
+    page.evaluate("window.__sameDocument = true")
+    phase = page.get_by_test_id("progress-phase")
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "queued")
+    expect(phase).to_have_text("Queued: next to start", timeout=TIMEOUT_MS)  # moved up, live
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument") is True
+    runs = [dashboard.http.get("{}/api/runs/{}".format(server, i), timeout=5).json() for i in ids]
+    assert [r["status"] for r in runs] == ["finished"] * 3
+    for before, after in zip(runs, runs[1:]):
+        assert after["started_at"] >= before["finished_at"]  # one at a time, in order

@@ -337,14 +337,12 @@ def test_cancel_and_resume(app, client):
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
     r = client.post("/api/runs/{}/resume".format(run_id))
     assert r.status_code == 200, r.get_json()
-    deadline, started = time.time() + 60, None
-    while started is None:
-        assert time.time() < deadline, "the resumed worker did not start"
-        for _, p in received(sio, "run_status"):
-            if p["run"]["status"] == "running":
-                started = p["run"]
+    deadline, progress = time.time() + 60, None
+    while progress is None:
+        assert time.time() < deadline, "the resumed worker did not train"
+        progress = next((p for _, p in received(sio, "run_progress")), None)
         time.sleep(0.05)
-    assert started["epoch"] > 0  # continued from its checkpoint, not from the first epoch
+    assert progress["epoch"] > 0  # continued from its checkpoint, not from the first epoch
     assert client.post("/api/runs/{}/cancel".format(run_id)).get_json()["status"] == "cancelled"
     sio.disconnect()
 
@@ -363,7 +361,7 @@ def test_delete_run(app, client):
 def test_garbage_lines_do_not_stop_the_reader(app):
     runs = app.extensions["runs"]
     with app.app_context():
-        run = Run(name="synthetic", status="queued", config="{}")
+        run = Run(name="synthetic", status="running", config="{}")
         db.session.add(run)
         db.session.commit()
         run_id = run.id
@@ -467,7 +465,7 @@ def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, clien
     its next line takes the warning back."""
     monkeypatch.setitem(app.config, "WORKER_SILENCE_S", 1.0)
     with app.app_context():
-        run = Run(name="frozen", status="queued", config="{}", run_dir=str(app.config["DATA_DIR"]))
+        run = Run(name="frozen", status="running", config="{}", run_dir=str(app.config["DATA_DIR"]))
         db.session.add(run)
         db.session.commit()
         started = json.dumps({"event": "started", "time": 1.0, "epochs": 2})

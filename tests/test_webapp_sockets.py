@@ -18,7 +18,7 @@ TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples
 
 def make_run(app, name):
     with app.app_context():
-        run = Run(name=name, status="queued", config="{}")
+        run = Run(name=name, status="running", config="{}")
         db.session.add(run)
         db.session.commit()
         return run.id

@@ -12,7 +12,7 @@ from alembic import command
 from flask import Flask, jsonify, render_template, request
 
 from . import auth, models  # noqa: F401  (models registers the tables on db.metadata)
-from .config import Config, sqlite_uri
+from .config import Config, default_max_runs, sqlite_uri
 from .extensions import db, migrate, socketio
 from .ids import IdConverter
 
@@ -51,6 +51,9 @@ def create_app(config=None):
     if config:
         app.config.update(config)
     app.config["DATA_DIR"] = os.path.abspath(app.config["DATA_DIR"])
+    if app.config["MAX_RUNS"] is None:
+        app.config["MAX_RUNS"] = default_max_runs(os.cpu_count() or 1,
+                                                  app.config["LOCAL_AGENT_THREADS"])
     os.makedirs(app.config["DATA_DIR"], exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = sqlite_uri(app.config["DATA_DIR"])
@@ -95,6 +98,7 @@ def create_app(config=None):
             db.session.rollback()
             return app
     devices.start()
+    runs.kick()  # the queue a restart left
     return app
 
 

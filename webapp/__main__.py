@@ -30,6 +30,9 @@ def parser():
     p.add_argument("--dataset-root", action="append", default=[],
                    help="a directory whose sub-directories runs may read as data_dir (repeat for "
                         "several; default: <data-dir>/datasets)")
+    p.add_argument("--max-runs", type=int,
+                   help="searches that run at once; later ones wait in a queue (default: one per "
+                        "4 cores beside the local agent's, at least 1)")
     p.add_argument("--no-auth", action="store_true",
                    help="no token: anyone who reaches the port controls the dashboard. Allowed "
                         "only with a loopback --host")
@@ -64,6 +67,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     if not 0 < args.port < 65536:
         parser().error("--port must be from 1 to 65535")
+    if args.max_runs is not None and not 0 < args.max_runs <= 1000:
+        parser().error("--max-runs must be from 1 to 1000")
     if args.no_auth and args.host not in LOOPBACK_HOSTS:
         parser().error("--no-auth is refused with --host {}: without the token anyone on the "
                        "network controls the dashboard (use 127.0.0.1, or keep the token)".format(
@@ -84,6 +89,8 @@ def main(argv=None):
               "SESSION_COOKIE_NAME": "edge-nas-{}".format(args.port)}
     if args.database_url:
         config["SQLALCHEMY_DATABASE_URI"] = args.database_url
+    if args.max_runs:
+        config["MAX_RUNS"] = args.max_runs
     try:
         app = create_app(config)
     except Exception as e:  # noqa: BLE001  e.g. an unreachable database: say so, no traceback

@@ -207,20 +207,16 @@ def create_run():
     device = _run_device(device_id)
     config["device"] = _device_address(device)
     if device.kind == "local" and config["threads"] is None:
-        # leave the local agent its cores: two torch processes on the same cores slow both down
+        # leave the local agent its cores, and share the rest between the runs that may run at
+        # once: torch processes on the same cores slow each other down
         spare = (os.cpu_count() or 1) - current_app.config["LOCAL_AGENT_THREADS"]
-        config["threads"] = max(1, spare)
+        config["threads"] = max(1, spare // current_app.config["MAX_RUNS"])
     run = Run(name=name, status="queued", device_id=device.id)
     run.config_data = config
     db.session.add(run)
     db.session.flush()
     run.run_dir = os.path.join(current_app.config["DATA_DIR"], "runs", str(run.id))
-    db.session.commit()
-    try:
-        current_app.extensions["runs"].start(run, token=device.token)
-    except OSError as e:
-        run.status, run.error = "failed", "could not start the worker: {}".format(e)
-        db.session.commit()
+    current_app.extensions["runs"].submit(run)
     return jsonify(run_dict(run, full=True)), 201
 
 
@@ -232,7 +228,7 @@ def show_run(run_id):
 @bp.delete("/runs/<id:run_id>")
 def delete_run(run_id):
     run = get_run(run_id)
-    if run.active:
+    if run.status == "running" or current_app.extensions["runs"].is_alive(run_id):
         raise ApiError(409, "run {} is {}: cancel it first".format(run_id, run.status))
     if any(t.active for t in run.trainings):
         raise ApiError(409, "run {} has a retraining in progress: cancel it first".format(run_id))
@@ -243,6 +239,7 @@ def delete_run(run_id):
     if run_dir and os.path.dirname(os.path.abspath(run_dir)) == os.path.abspath(runs_root):
         shutil.rmtree(run_dir, ignore_errors=True)  # only a directory the dashboard made
     current_app.extensions["publisher"].forget(run_id)
+    current_app.extensions["runs"].kick()  # the runs queued behind it move up
     return "", 204
 
 
@@ -267,10 +264,9 @@ def resume_run(run_id):
     if holder is not None:  # e.g. an orphan that did not stop: never two writers
         raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(
             holder, run_id))
-    address, token = None, None
-    if run.device is not None:  # its address may have changed (the local agent restarted)
-        address, token = _device_address(run.device), run.device.token
-    current_app.extensions["runs"].resume(run, device=address, token=token)
+    if run.device is not None:  # refuse now what would fail in the queue
+        _device_address(run.device)
+    current_app.extensions["runs"].submit(run)  # resumed on its device's address at its turn
     return jsonify(run_dict(run, full=True))
 
 

@@ -5,6 +5,9 @@ Overrides: environment variables prefixed WEBAPP_ (WEBAPP_DATA_DIR=...), then th
 """
 import os
 
+# where workers run from (`python -m search_core ...`, `python -m nano_agent ...`)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def sqlite_uri(data_dir):
     """The default database: an SQLite file in the data directory."""
@@ -46,3 +49,10 @@ class Config:
     # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
     # that the worker may be frozen
     WORKER_SILENCE_S = 60
+    # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: one per 4
+    # cores the local agent leaves, at least one (a search on 2 cores already uses them all)
+    MAX_RUNS = None
+
+
+def default_max_runs(cpu_count, agent_threads):
+    return max(1, (cpu_count - agent_threads) // 4)

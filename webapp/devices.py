@@ -28,10 +28,10 @@ from search_core.device_client import AgentDevice, DeviceClient, LatencyError
 from search_core.lut import profile_and_calibrate
 from search_core.measurements import LatencyCache, Measurer
 
+from .config import REPO_ROOT
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements
 from .models import Device, utcnow
-from .runner import REPO_ROOT
 from .serialize import device_dict
 
 log = logging.getLogger(__name__)

@@ -153,6 +153,8 @@ class Run(db.Model):
     message: Mapped[Optional[str]] = mapped_column(sa.Text)  # the worker's latest message
     # JSON: MobileNetV2 evaluated like a sample at the latest search epoch (the reference point)
     reference: Mapped[Optional[str]] = mapped_column(sa.Text)
+    # when it last joined the queue of runs waiting for a slot (created, or resumed)
+    queued_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
 
     config_data = json_property("config")
     space_data = json_property("space")
@@ -274,6 +276,22 @@ class Training(db.Model):
 
     def __repr__(self):
         return f"<Training {self.id} run={self.run_id} {self.label!r} {self.status}>"
+
+
+def queued_runs():
+    """The runs waiting for a slot, first in line first."""
+    return db.session.scalars(sa.select(Run).where(Run.status == "queued")
+                              .order_by(Run.queued_at, Run.id)).all()
+
+
+def queue_position(run: Run) -> int | None:
+    """1 for the next run to start, 2 for the one after, ...; None when not queued."""
+    if run.status != "queued":
+        return None
+    ahead = sa.or_(Run.queued_at < run.queued_at,
+                   sa.and_(Run.queued_at == run.queued_at, Run.id < run.id))
+    return 1 + db.session.scalar(sa.select(sa.func.count(Run.id)).where(
+        Run.status == "queued", ahead if run.queued_at is not None else Run.id < run.id))
 
 
 def stored_front(run_id: int, exclude_id: int | None = None) -> list:

@@ -1,4 +1,9 @@
-"""Search workers as subprocesses: launch, follow their JSON-lines event stream, store it, cancel.
+"""Search workers as subprocesses: queue, launch, follow their JSON-lines event stream, store it,
+cancel.
+
+At most MAX_RUNS workers run at once: a new or resumed run waits as ``queued``, first in line
+first, and one scheduler thread starts the next whenever a worker exits (``submit``, ``kick``).
+The queue is the database's: a dashboard that restarts goes on with it.
 
 The web process does I/O only (see ARCHITECTURE.md, "Why the search runs in its own process"):
 ``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process, and
@@ -25,16 +30,17 @@ import sqlalchemy as sa
 from nano_agent.config import TOKEN_ENV
 from search_core.best import better
 from search_core.measurements import LatencyCache
-from search_core.rundir import LATENCY_CACHE, STORED_LUTS, RunDirectory
+from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 
+from .config import REPO_ROOT
+from .devices import DeviceError
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
-from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, utcnow
+from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs, utcnow
 from .serialize import reference_dict
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_LOG = "worker.log"
 PROGRESS_COMMIT_S = 0.5
 TERMINATE_GRACE_S = 5.0
@@ -157,12 +163,87 @@ class RunManager:
         self._workers: dict[int, Worker] = {}
         self._stopping = threading.Event()  # set by shutdown: no more retries, no more watching
         self._watchdog = None
+        self._wanted = threading.Event()  # the queue may have a run to start
+        self._scheduler = None
+
+    # --- the queue -------------------------------------------------------------------------------
+
+    def submit(self, run: Run):
+        """Put a new run, or one to resume from its checkpoint, at the end of the queue. Call in
+        an app context."""
+        run.status = "queued"
+        run.queued_at = utcnow()
+        run.error = run.finished_at = run.pid = run.progress = run.message = None
+        db.session.commit()
+        self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
+        self.kick()
+
+    def kick(self):
+        """Ask the scheduler thread to start what the free slots allow."""
+        with self._lock:
+            if self._scheduler is None:
+                self._scheduler = threading.Thread(target=self._schedule_forever,
+                                                   name="run-scheduler", daemon=True)
+                self._scheduler.start()
+        self._wanted.set()
+
+    def _schedule_forever(self):
+        with self.app.app_context():
+            while not self._stopping.is_set():
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._schedule()
+                except Exception:  # noqa: BLE001  the next kick tries again
+                    log.exception("starting queued runs failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()  # a fresh session next time: rows others changed
+
+    def _schedule(self):
+        """Start queued runs, first in line first, while fewer than MAX_RUNS workers run; then
+        tell every run still queued where it stands."""
+        while True:
+            with self._lock:
+                free = self.app.config["MAX_RUNS"] - len(self._workers)
+            queue = queued_runs()
+            if free <= 0 or not queue or self._stopping.is_set():
+                break
+            self._start_queued(queue[0])
+        for run in queued_runs():
+            self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
+
+    def _start_queued(self, run: Run):
+        """Launch the worker of a queued run on its device's current address: a search, or a
+        resume when its directory already holds one. A run that cannot start fails, saying why."""
+        try:
+            address, token = None, None
+            if run.device is not None:
+                address = self.app.extensions["devices"].address(run.device)
+                token = run.device.token
+            if RunDirectory(run.run_dir).exists(CONFIG):
+                self.resume(run, device=address, token=token)
+            else:
+                if address:
+                    run.config_data = dict(run.config_data, device=address)
+                self.start(run, token)
+        except Exception as e:  # noqa: BLE001  a run that cannot start must not block the queue
+            if not isinstance(e, (DeviceError, OSError)):
+                log.exception("run %s: starting its worker failed", run.id)
+            db.session.rollback()
+            run.status = "failed"
+            run.error = "could not start: {}".format(e)
+            run.finished_at = utcnow()
+            db.session.commit()
+            self._publish(run.id, {"event": "exited", "time": round(time.time(), 3)})
 
     # --- launching -------------------------------------------------------------------------------
 
     def start(self, run: Run, token: str | None = None):
-        """Launch a new search for ``run`` (its run_dir and config set; ``token``: the device
-        agent's). Call in an app context."""
+        """Launch a new search for ``run`` at once (its run_dir and config set; ``token``: the
+        device agent's); ``submit`` queues it instead. Call in an app context."""
         files = RunDirectory(run.run_dir).create()
         files.write_json(SETTINGS_FILE, run.config_data)
         load_measurements(LatencyCache(files.path(LATENCY_CACHE)))
@@ -185,7 +266,8 @@ class RunManager:
             worker = Worker(process)
             self._workers[run.id] = worker
         run.pid = process.pid
-        run.status = "queued"
+        run.status = "running"  # its worker starts; the phase comes with its 'started' event
+        run.phase = None
         run.error = None
         run.finished_at = None
         run.progress = None
@@ -257,6 +339,7 @@ class RunManager:
             finally:
                 with self._lock:
                     self._workers.pop(run_id, None)
+                self.kick()  # a slot is free
 
     def handle_line(self, run_id: int, line: str, worker: Worker | None = None):
         """Parse one line of the stream and apply it; a bad line is logged and skipped.
@@ -497,11 +580,13 @@ class RunManager:
                 worker.thread.join(grace_s + 5)
         db.session.expire_all()
         run = db.session.get(Run, run_id)
-        if run is not None and run.status in RUN_ACTIVE_STATUSES:
+        if run is not None and run.status in RUN_ACTIVE_STATUSES:  # a queued run: no worker
             run.status = "cancelled"
             run.pid = None
             run.finished_at = utcnow()
             db.session.commit()
+            self._publish(run_id, {"event": "exited", "time": round(time.time(), 3)})
+            self.kick()  # the runs behind it move up
 
     def wait(self, run_id: int, timeout: float | None = None) -> bool:
         """Wait until the run's worker has exited and its end is stored; True if so."""
@@ -513,12 +598,14 @@ class RunManager:
         return not worker.thread.is_alive()
 
     def mark_interrupted(self):
-        """Runs left active in the database without a live worker of this process (the app
+        """Runs left running in the database without a live worker of this process (the app
         restarted): interrupted, their orphaned workers stopped, so that resume is the only
-        writer."""
+        writer. Queued runs stay queued (``kick`` starts them)."""
         with self._lock:
             live = {rid for rid, w in self._workers.items() if w.process.poll() is None}
-        runs = db.session.scalars(sa.select(Run).where(Run.status.in_(RUN_ACTIVE_STATUSES))).all()
+        runs = db.session.scalars(sa.select(Run).where(
+            Run.status.in_(RUN_ACTIVE_STATUSES),
+            sa.or_(Run.status == "running", Run.pid.is_not(None)))).all()
         for run in runs:
             if run.id not in live:
                 orphan = stop_orphan(run.run_dir)
@@ -534,6 +621,7 @@ class RunManager:
     def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
         """Cancel every live worker (tests, app shutdown). Call in an app context."""
         self._stopping.set()
+        self._wanted.set()  # the scheduler thread ends
         with self._lock:
             ids = list(self._workers)
         for run_id in ids:

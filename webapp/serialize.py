@@ -11,7 +11,7 @@ from search_core.device_client import backend_of
 from search_core.rundir import RunDirectory
 
 from .extensions import db
-from .models import Device, DeviceLut, EpochMetric, Run, Sample, Training
+from .models import Device, DeviceLut, EpochMetric, Run, Sample, Training, queue_position
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -120,6 +120,7 @@ def run_dict(run: Run, full=False) -> dict:
         "device": run.device.name if run.device is not None else (run.config_data or {}).get("device"),
         "created_at": iso(run.created_at), "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at), "error": public_text(run.error),
+        "queue_position": queue_position(run),
         "best": None if best is None else {
             "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
             "latency_ms": best.latency_ms, "objective": best.objective, "ops": best.ops_data},

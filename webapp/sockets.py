@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 # worker events that change what a run looks like in the runs list
-_STATUS_EVENTS = ("launched", "started", "finished", "failed", "exited")
+_STATUS_EVENTS = ("queued", "launched", "started", "finished", "failed", "exited")
 _PROGRESS_FIELDS = ("phase", "epoch", "epochs", "step", "steps", "loss", "accuracy",
                     "expected_latency_ms", "fraction", "eta_s", "device_wait")
 

@@ -231,6 +231,13 @@
 
   const PHASES = {warmup: "Warm-up", search: "Search"};
 
+  /** Where a queued run stands: "Queued: next", "Queued: 2 ahead". */
+  function queueText(run) {
+    const position = run.queue_position;
+    if (!isNum(position)) return "Queued";
+    return "Queued: " + (position === 1 ? "next to start" : (position - 1) + " ahead");
+  }
+
   /** The searchable ops, the column order of the probability heatmap. */
   const OPS = ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", "zero"];
   const BLOCKS_PER_STAGE = 4; // search_core/space.py: five stages of four blocks
@@ -389,7 +396,7 @@
     root, el, $, $$, flash, clearFlash, api, apiUrl, ApiError, download,
     fmt: {pct, ms, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
-    parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
+    queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
     PLOT_CONFIG, PLOT_FONT, RUN_COLORS, scatterLayout,
   };
 })();

@@ -17,7 +17,8 @@
   function progressCell(run) {
     const epochs = run.epochs;
     if (run.status === "queued" || !NAS.isNum(epochs)) {
-      return el("span", {class: "muted"}, run.status === "queued" ? "waiting" : fmt.DASH);
+      return el("span", {class: "muted", "data-testid": "run-queue"},
+                run.status === "queued" ? NAS.queueText(run) : fmt.DASH);
     }
     let done;
     if (run.status === "finished") done = epochs;

@@ -76,7 +76,7 @@ export function renderProgress() {
   $id("progress-percent").textContent = (100 * fraction).toFixed(fraction > 0 && fraction < 0.1 ? 1 : 0) + "%";
 
   const phaseNode = $id("progress-phase");
-  if (run.status === "queued") phaseNode.textContent = "Waiting for the worker";
+  if (run.status === "queued") phaseNode.textContent = NAS.queueText(run);
   else if (run.status === "finished") phaseNode.textContent = "Done";
   else if (!phase && run.status === "running") phaseNode.textContent = "Starting\u2026";
   else if (!ACTIVE.includes(run.status)) phaseNode.textContent = NAS.STATUS_LABELS[run.status] || run.status;

@@ -1,0 +1,64 @@
+"""The run queue: at most MAX_RUNS searches run at once, the others wait as `queued`, first in
+line first; a queued run can be cancelled or deleted; a restarted dashboard goes on with its queue.
+Real workers on the dashboard's local agent."""
+import time
+
+from processes import dashboard_app, socket_client
+from test_webapp_api import TINY, received, wait_for
+
+DASHBOARD_CONFIG = {"MAX_RUNS": 1}
+
+
+def bearer_client(app):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+    return client
+
+
+def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
+    sio = socket_client(app)
+    ids = [client.post("/api/runs", json=dict(TINY, name="q{}".format(i))).get_json()["id"]
+           for i in range(4)]
+    for run_id in ids:
+        assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
+    runs = [client.get("/api/runs/{}".format(i)).get_json() for i in ids]
+    assert [r["queue_position"] for r in runs[1:]] == [1, 2, 3]  # the first may have started
+    cancelled = client.post("/api/runs/{}/cancel".format(ids[2])).get_json()
+    assert cancelled["status"] == "cancelled" and cancelled["queue_position"] is None
+    assert client.delete("/api/runs/{}".format(ids[3])).status_code == 204
+    assert client.get("/api/runs/{}".format(ids[1])).get_json()["queue_position"] in (1, None)
+
+    running_at_once = 0
+    deadline = time.time() + 240
+    while True:
+        statuses = [client.get("/api/runs/{}".format(i)).get_json()["status"] for i in ids[:2]]
+        running_at_once = max(running_at_once, statuses.count("running"))
+        if all(s not in ("queued", "running") for s in statuses):
+            break
+        assert time.time() < deadline, statuses
+        time.sleep(0.1)
+    assert statuses == ["finished", "finished"] and running_at_once == 1
+    first, second = (client.get("/api/runs/{}".format(i)).get_json() for i in ids[:2])
+    assert second["started_at"] >= first["finished_at"]  # in order, one at a time
+    assert client.get("/api/runs/{}".format(ids[2])).get_json()["started_at"] is None  # never ran
+
+    pushed = [p["run"] for _, p in received(sio, "run_status") if p["run_id"] == ids[1]]
+    queued = [r["queue_position"] for r in pushed if r["status"] == "queued"]
+    assert queued and queued[-1] == 1  # it heard itself move up the line
+    assert [r["status"] for r in pushed][-1] == "finished"
+    sio.disconnect()
+
+
+def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path):
+    with dashboard_app(tmp_path, MAX_RUNS=1) as app:
+        client = bearer_client(app)
+        long = client.post("/api/runs", json=dict(TINY, name="long", epochs=300,
+                                                   warmup_epochs=300)).get_json()["id"]
+        waiting = client.post("/api/runs", json=dict(TINY, name="waiting")).get_json()["id"]
+        wait_for(client, long, ("running",))
+        assert client.get("/api/runs/{}".format(waiting)).get_json()["queue_position"] == 1
+    # the dashboard stopped: its running search with it; the queued one waits in the database
+    with dashboard_app(tmp_path, MAX_RUNS=1) as app:
+        client = bearer_client(app)
+        assert client.get("/api/runs/{}".format(long)).get_json()["status"] == "cancelled"
+        assert wait_for(client, waiting, ("finished", "failed"))["status"] == "finished"
