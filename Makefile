@@ -1,5 +1,5 @@
 # Quick start:  make run   (set up, then the dashboard on http://127.0.0.1:5000 with the local device)
-#               make test  (set up, then run the whole test suite, browser tests included)
+#               make test  (set up, then run the whole test suite, browser and PostgreSQL tests included)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser run search test bench
+.PHONY: setup browser postgres run search test bench
 
 setup: $(VENV)/.installed
 
@@ -23,13 +23,18 @@ browser:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's PostgreSQL, which the database tests start a throw-away server of (tests/processes.py)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
 run: setup
 	$(PY) -m webapp
 
 search: setup
 	$(PY) -m search_core search --out $(RUN_DIR)
 
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest
 
 bench: setup

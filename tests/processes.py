@@ -1,9 +1,13 @@
-"""Real processes for the tests: a nano_agent, and the dashboard server (`python -m webapp`), each
-on 127.0.0.1 on a free port; and the dashboard app built in the test process."""
+"""Real processes for the tests: a nano_agent, the dashboard server (`python -m webapp`) and a
+PostgreSQL server, each on 127.0.0.1 on a free port; and the dashboard app built in the test
+process."""
+import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -158,3 +162,56 @@ class Dashboard:
             self.proc.terminate()
             self.proc.wait(30)
         self.log.close()
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster (Debian's `postgresql`: initdb, pg_ctl) in a temporary
+    directory, on 127.0.0.1 at a free port, trusting local connections; `database()` makes a new
+    empty database and returns its SQLAlchemy URL. As root it runs as the `postgres` user, since
+    PostgreSQL refuses to run as root."""
+
+    def __init__(self):
+        bin_dir = self._bin_dir()
+        self.user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        self.dir = tempfile.mkdtemp(prefix="edge-nas-pg-")
+        if self.user:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.pg_ctl = os.path.join(bin_dir, "pg_ctl")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self._run(os.path.join(bin_dir, "initdb"), "-D", self.data, "-U", "edge", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+        options = "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
+                  "-c full_page_writes=off".format(self.port, self.dir)
+        self._run(self.pg_ctl, "-D", self.data, "-o", options, "-l",
+                  os.path.join(self.dir, "server.log"), "-w", "start")
+        self.count = 0
+
+    @staticmethod
+    def _bin_dir():
+        found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob(
+            "/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None)
+        assert found, "the PostgreSQL tests need Debian's postgresql: apt-get install postgresql"
+        return os.path.dirname(os.path.realpath(found))
+
+    def _run(self, *cmd):
+        subprocess.run(self.user + list(cmd), check=True, cwd=self.dir, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=120)
+
+    def url(self, name="postgres"):
+        return "postgresql+psycopg://edge@127.0.0.1:{}/{}".format(self.port, name)
+
+    def database(self):
+        import sqlalchemy as sa
+        self.count += 1
+        name = "nas{}".format(self.count)
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE DATABASE {}".format(name))
+        engine.dispose()
+        return self.url(name)
+
+    def stop(self):
+        subprocess.run(self.user + [self.pg_ctl, "-D", self.data, "-m", "immediate", "stop"],
+                       cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -19,6 +19,7 @@ from webapp.pareto import pareto_front
 from webapp.runner import Worker
 from processes import hold_run_directory, socket_client
 
+DATABASES = ("sqlite", "postgresql")
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
         "resolution": 32}
@@ -498,7 +499,43 @@ def test_active_runs_without_worker_are_interrupted_on_start(app):
         db.session.commit()
         run_id = run.id
     other = create_app({"DATA_DIR": app.config["DATA_DIR"], "TESTING": True, "LOCAL_AGENT": False,
-                        "DEVICE_CHECK_INTERVAL_S": 0})
+                        "DEVICE_CHECK_INTERVAL_S": 0,
+                        "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
     with other.app_context():
         assert db.session.get(Run, run_id).status == "interrupted"
         db.session.remove()
+
+
+def test_two_runs_and_the_web_server_write_at_once_and_lose_nothing(app, client):
+    """Two workers' events are stored while the web server registers devices and reads: every
+    sample and epoch of both runs is in the database, as in their run directories, and every
+    device that was registered is there."""
+    ids = [client.post("/api/runs", json=dict(TINY, name="together {}".format(i),
+                                               samples_per_epoch=4)).get_json()["id"]
+           for i in range(2)]
+    names, both_running = [], False
+    deadline = time.time() + 240
+    while True:
+        runs = [client.get("/api/runs/{}".format(i)).get_json() for i in ids]
+        both_running = both_running or all(r["status"] == "running" for r in runs)
+        if all(r["status"] not in ("queued", "running") for r in runs):
+            break
+        assert time.time() < deadline, runs
+        name = "writer {}".format(len(names))
+        r = client.post("/api/devices", json={"name": name, "host": "127.0.0.1", "port": 9,
+                                              "token": "t"})
+        assert r.status_code == 201, r.get_json()
+        names.append(name)
+        for run_id in ids:
+            assert client.get("/api/runs/{}/samples".format(run_id)).status_code == 200
+    assert [r["status"] for r in runs] == ["finished", "finished"] and both_running and names
+    for run in runs:
+        stored = client.get("/api/runs/{}/samples".format(run["id"])).get_json()
+        written = read_jsonl(os.path.join(on_server(app, run["run_dir"]), "samples.jsonl"))
+        assert [(s["epoch"], s["kind"], s["arch_hash"], s["accuracy"]) for s in stored] == \
+            [(s["epoch"], s["kind"], s["arch_hash"], s["accuracy"]) for s in written]
+        assert [m["epoch"] for m in client.get("/api/runs/{}/metrics".format(run["id"])).get_json()] == [0, 1]
+    devices = {d["name"]: d["id"] for d in client.get("/api/devices").get_json()}
+    assert set(names) <= set(devices)
+    for name in names:
+        assert client.delete("/api/devices/{}".format(devices[name])).status_code == 204

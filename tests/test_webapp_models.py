@@ -1,4 +1,5 @@
-"""The dashboard's database: app factory upgrade, migrations vs models, SQLite settings, constraints."""
+"""The dashboard's database: app factory upgrade, migrations vs models, SQLite settings, constraints;
+on SQLite and on a real PostgreSQL server."""
 import json
 
 import flask_migrate
@@ -12,14 +13,19 @@ from webapp import MIGRATIONS_DIR, create_app
 from webapp.extensions import db
 from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample
 
-TABLES = {"devices", "runs", "samples", "epoch_metrics", "latency_cache"}
+TABLES = {"devices", "runs", "samples", "epoch_metrics", "latency_cache", "trainings"}
 HASH = "ab" * 32
+DATABASES = ("sqlite", "postgresql")
 
 
 @pytest.fixture
-def app(tmp_path):
-    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True, "LOCAL_AGENT": False,
-                      "DEVICE_CHECK_INTERVAL_S": 0})
+def app(tmp_path, request, database):
+    """An app on a new empty database of each kind: its factory upgrades it to the head."""
+    config = {"DATA_DIR": str(tmp_path / "data"), "TESTING": True, "LOCAL_AGENT": False,
+              "DEVICE_CHECK_INTERVAL_S": 0}
+    if database == "postgresql":
+        config["SQLALCHEMY_DATABASE_URI"] = request.getfixturevalue("postgres").database()
+    app = create_app(config)
     with app.app_context():
         yield app
         db.session.remove()
@@ -34,9 +40,12 @@ def table_names():
     return set(sa.inspect(db.engine).get_table_names())
 
 
-def test_factory_upgrades_empty_database_to_head(app, tmp_path):
-    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'data' / 'dashboard.db'}"
-    assert (tmp_path / "data" / "dashboard.db").exists()
+def test_factory_upgrades_empty_database_to_head(app, tmp_path, database):
+    if database == "sqlite":
+        assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'data' / 'dashboard.db'}"
+        assert (tmp_path / "data" / "dashboard.db").exists()
+    else:
+        assert db.engine.dialect.name == "postgresql"
     assert TABLES <= table_names()
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
@@ -57,12 +66,12 @@ def test_upgrade_and_downgrade_keep_stored_rows(app):
     the stored latency (a median until 0003) is copied into the new median column."""
     flask_migrate.downgrade(revision="0001")
     with db.engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO runs (id, name, status, config, created_at) "
-                             "VALUES (7, 'kept', 'finished', '{}', '2026-01-01 00:00:00')")
-        conn.exec_driver_sql(
+        conn.execute(sa.text("INSERT INTO runs (id, name, status, config, created_at) "
+                             "VALUES (7, 'kept', 'finished', '{}', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
             "INSERT INTO samples (run_id, epoch, kind, arch_hash, arch_json, accuracy, latency_ms, "
-            "feasible, created_at) VALUES (7, 0, 'argmax', '{}', '{{}}', 0.9, 1.5, 1, "
-            "'2026-01-01 00:00:00')".format(HASH))
+            "feasible, created_at) VALUES (7, 0, 'argmax', :hash, '{}', 0.9, 1.5, :yes, "
+            "'2026-01-01 00:00:00')"), {"hash": HASH, "yes": True})
     flask_migrate.upgrade()
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT name, progress FROM runs").all() == [("kept", None)]
@@ -81,10 +90,10 @@ def test_a_devices_table_moves_to_device_luts_and_back(app):
            "space": {"resolution": 64, "width_mult": 0.75, "num_classes": 5, "in_channels": 3}}
     flask_migrate.downgrade(revision="0003")
     with db.engine.begin() as conn:
-        conn.exec_driver_sql(
+        conn.execute(sa.text(
             "INSERT INTO devices (id, name, kind, status, token, info, lut, lut_profiled_at, "
-            "created_at) VALUES (3, 'nano', 'agent', 'online', 't', '{}', ?, "
-            "'2026-02-01 00:00:00', '2026-01-01 00:00:00')", (json.dumps(lut),))
+            "created_at) VALUES (3, 'nano', 'agent', 'online', 't', '{}', :lut, "
+            "'2026-02-01 00:00:00', '2026-01-01 00:00:00')"), {"lut": json.dumps(lut)})
     flask_migrate.upgrade()
     with db.engine.connect() as conn:
         rows = conn.exec_driver_sql(
@@ -105,7 +114,9 @@ def test_models_match_latest_revision(app):
     assert diff == []
 
 
-def test_sqlite_pragmas(app):
+def test_sqlite_pragmas(app, database):
+    if database != "sqlite":
+        pytest.skip("SQLite's own settings")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -17,7 +17,7 @@ def parser():
                    help="run directories, the local agent's files and the default SQLite "
                         "database (default ./data)")
     p.add_argument("--database-url",
-                   help="SQLAlchemy URL, e.g. postgresql://user@host/nas (default: an SQLite "
+                   help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/nas (default: an SQLite "
                         "file in --data-dir)")
     p.add_argument("--async-mode", choices=("threading", "eventlet"), default="threading",
                    help="Socket.IO server mode (default threading; eventlet's maintainers "
