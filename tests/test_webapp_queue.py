@@ -7,6 +7,7 @@ from processes import dashboard_app, socket_client
 from test_webapp_api import TINY, received, wait_for
 
 DASHBOARD_CONFIG = {"MAX_RUNS": 1}
+DATABASES = ("sqlite", "postgresql")
 
 
 def bearer_client(app):
@@ -49,8 +50,11 @@ def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
     sio.disconnect()
 
 
-def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path):
-    with dashboard_app(tmp_path, MAX_RUNS=1) as app:
+def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, database):
+    config = {"MAX_RUNS": 1}
+    if database == "postgresql":  # a database of its own: the module's app must not see it
+        config["SQLALCHEMY_DATABASE_URI"] = request.getfixturevalue("postgres").database()
+    with dashboard_app(tmp_path, **config) as app:
         client = bearer_client(app)
         long = client.post("/api/runs", json=dict(TINY, name="long", epochs=300,
                                                    warmup_epochs=300)).get_json()["id"]
@@ -58,7 +62,7 @@ def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path):
         wait_for(client, long, ("running",))
         assert client.get("/api/runs/{}".format(waiting)).get_json()["queue_position"] == 1
     # the dashboard stopped: its running search with it; the queued one waits in the database
-    with dashboard_app(tmp_path, MAX_RUNS=1) as app:
+    with dashboard_app(tmp_path, **config) as app:
         client = bearer_client(app)
         assert client.get("/api/runs/{}".format(long)).get_json()["status"] == "cancelled"
         assert wait_for(client, waiting, ("finished", "failed"))["status"] == "finished"
