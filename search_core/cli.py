@@ -92,7 +92,10 @@ def _search_arguments(p):
     p.add_argument("--independent-weights", action="store_true",
                    help="give every op its own weights (ProxylessNAS) instead of sharing them")
     p.add_argument("--device", default=d.device,
-                   help="where latency is measured: local, or a device agent's host:port")
+                   help="where latency is measured: local, a device agent's host:port, or a pool "
+                        "of identical agents as host:port,host:port,...")
+    p.add_argument("--device-group", help="the pool's name: its measurements and lookup table "
+                                          "are kept as group:<name> (default: the address list)")
     _token_argument(p)
     _backend_argument(p)
     p.add_argument("--measure-runs", type=int, default=d.measure_runs)
@@ -137,7 +140,7 @@ def _config(args):
         latency_weight=args.latency_weight, constraint=args.constraint,
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
-        device=args.device, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
+        device=args.device, device_group=args.device_group, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,
         threads=args.threads, train_device=args.train_device, limit=args.limit).validate()

@@ -73,6 +73,9 @@ class SearchConfig:
     # how the device runs the network: PyTorch, or exported to ONNX in onnxruntime (as deployed);
     # the lookup table, its calibration and the cached measurements are the backend's own
     backend: str = "pytorch"
+    # the name of the pool when `device` lists several identical agents ("host:port,host:port"):
+    # their measuring identity is group:<name> (None: the list itself)
+    device_group: Optional[str] = None
     measure_warmup: int = 5
     measure_runs: int = 20
     measure_threads: int = 1

@@ -15,6 +15,7 @@ from nano_agent.config import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
 
 from .device_client import AgentDevice, DeviceLost, LatencyError, backend_suffix, parse_address
+from .pool import DevicePool
 
 
 class LocalDevice:
@@ -62,6 +63,12 @@ class PatientDevice:
     def measure(self, arch, input_shape=None):
         return self._patiently(self.source.measure, arch, input_shape)
 
+    def measure_many(self, archs):
+        """At once where the source can (a device pool), else one after another."""
+        if hasattr(self.source, "measure_many"):
+            return self._patiently(self.source.measure_many, archs)
+        return [self.measure(arch) for arch in archs]
+
     def profile(self, space, progress=None):
         return self._patiently(self.source.profile, space, progress)
 
@@ -95,16 +102,21 @@ class PatientDevice:
             return result
 
 
-def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorch"):
-    """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads), or a
-    device agent as "host:port", "host" (port 8765) or "agent:host:port", authenticated with
-    `token` (default: $NANO_AGENT_TOKEN). The agent measures with its own thread setting.
-    `backend`: "pytorch", or "onnxruntime" (the model exported to ONNX, as it will be deployed)."""
+def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorch", group=None):
+    """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads), a
+    device agent as "host:port", "host" (port 8765) or "agent:host:port", or a pool of identical
+    agents as those addresses separated by commas (named `group`, default `spec`: see pool.py);
+    agents authenticate with `token` (default: $NANO_AGENT_TOKEN) and measure with their own
+    thread setting. `backend`: "pytorch", or "onnxruntime" (the model exported to ONNX, as it will
+    be deployed)."""
     if spec == "local":
         return LocalDevice(threads, warmup, runs, backend)
-    host, port = parse_address(spec)
     token = token or os.environ.get(TOKEN_ENV)
     if not token:
         raise LatencyError("device {!r} is a device agent: give its token (--device-token or "
                            "${})".format(spec, TOKEN_ENV))
-    return AgentDevice(host, port, token, warmup, runs, backend)
+    addresses = [a.strip() for a in spec.split(",")]
+    agents = [AgentDevice(*parse_address(a), token, warmup, runs, backend) for a in addresses]
+    if len(agents) == 1:
+        return agents[0]
+    return DevicePool(agents, addresses, group or spec, backend)

@@ -60,6 +60,7 @@ class Measurer:
         self.source = source
         self.cache = cache if cache is not None else LatencyCache()
         self.hits = self.misses = 0
+        self._fresh = set()  # keys measure_many measured that measure has not returned yet
 
     def key(self, arch, input_shape=None):
         """The cache key of `arch` on this source (at its own input shape by default)."""
@@ -69,6 +70,10 @@ class Measurer:
         shape = tuple(input_shape or arch.input_shape)
         key = self.key(arch, shape)
         stats = self.cache.get(key)
+        if stats is not None and key in self._fresh:  # measured just now, for this call
+            self._fresh.discard(key)
+            self.misses += 1
+            return dict(stats, cached=False)
         if stats is not None:
             self.hits += 1
             return dict(stats, cached=True)
@@ -76,6 +81,23 @@ class Measurer:
         stats = self.source.measure(arch, shape)
         self.cache.put(key, stats)
         return dict(stats, cached=False)
+
+    def prefetch(self, archs):
+        """Measure the architectures not cached yet at once where the source can (a device
+        pool: `measure_many`), else one after another; `measure` then returns each (counted, and
+        marked not cached, as if it had measured it itself)."""
+        keys = {}
+        for arch in archs:
+            key = self.key(arch)
+            if self.cache.get(key) is None:
+                keys.setdefault(key, arch)
+        for key, stats in zip(keys, self._measure_all(list(keys.values()))):
+            self.cache.put(key, stats)
+            self._fresh.add(key)
+
+    def _measure_all(self, archs):
+        measure_many = getattr(self.source, "measure_many", None)
+        return measure_many(archs) if measure_many else [self.source.measure(a) for a in archs]
 
     def measure_rounds(self, archs, rounds=3, seed=0):
         """Stats of each architecture: from the cache, or else the fastest of `rounds` measurements
@@ -88,8 +110,7 @@ class Measurer:
         order = [i for i, stats in enumerate(results) if stats is None]
         generator = random.Random(seed)
         for _ in range(rounds):
-            for i in order:
-                stats = self.source.measure(archs[i])
+            for i, stats in zip(order, self._measure_all([archs[i] for i in order])):
                 if results[i] is None or latency_ms(stats) < latency_ms(results[i]):
                     results[i] = stats
             generator.shuffle(order)

@@ -86,7 +86,8 @@ class Search:
         self.data_generator = torch.Generator().manual_seed(c.seed)
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
         source = PatientDevice(open_device(c.device, c.measure_threads, c.measure_warmup,
-                                           c.measure_runs, backend=c.backend),
+                                           c.measure_runs, backend=c.backend,
+                                           group=c.device_group),
                                c.device_wait_s, self._device_wait)
         self.measurer = Measurer(source, LatencyCache(self.files.path(LATENCY_CACHE)))
         self.lut = self._lut()
@@ -266,23 +267,23 @@ class Search:
         drift = self._drift()
         for _ in range(self.config.samples_per_epoch):
             paths.append(("sampled", self._draw(drift)))
-        seen, samples = set(), []
+        unique = []
         for kind, path in paths:
-            if path in seen:
-                continue
-            seen.add(path)
+            if all(path != seen for _, seen in unique):
+                unique.append((kind, path))
+        paths = unique
+        reference = tuple(self.space.choices(self.space.mobilenet_v2()))
+        # measured at once where the device is a pool; each evaluation then reads the cache
+        self.measurer.prefetch([self.net.architecture(p) for _, p in paths + [("", reference)]])
+        samples = []
+        for kind, path in paths:
             sample = self._evaluate(epoch, kind, path)
             self.files.append_sample(sample)
             self.events.emit("sample", **sample)
             samples.append(sample)
-        self._reference(epoch)
+        self.events.emit("reference", name="mobilenetv2",
+                         **self._evaluate(epoch, "reference", reference))
         return samples
-
-    def _reference(self, epoch):
-        """MobileNetV2 at the run's setting, a member of the space, evaluated like a sample (the
-        shared weights, the device) as the reference point the user knows; never a candidate."""
-        path = tuple(self.space.choices(self.space.mobilenet_v2()))
-        self.events.emit("reference", name="mobilenetv2", **self._evaluate(epoch, "reference", path))
 
     def _drift(self):
         """The median measured / predicted latency of the run's last DRIFT_SAMPLES samples."""

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 # settings the dashboard decides: where to measure comes from device_id, where to write from the run
-_SERVER_SETTINGS = ("device", "measure_threads")
+_SERVER_SETTINGS = ("device", "device_group", "measure_threads")
 # what a device profile may set: the space's setting, with the run form's defaults
 PROFILE_LIMITS = {"resolution": (int, limits.RESOLUTION), "width_mult": (float, limits.WIDTH_MULT),
                   "num_classes": (int, limits.NUM_CLASSES), "in_channels": (int, limits.IN_CHANNELS)}
