@@ -148,10 +148,34 @@ def test_register_a_device(dashboard, server, page, tmp_path):
         expect(card.get_by_test_id("device-lut-fit")).to_contain_text("measured = ")
         expect(card.get_by_test_id("device-lut-fit")).to_contain_text("error median")
         expect(card).to_have_attribute("data-status", "online")
+
+        # a group: devices of two tokens are refused, then two of one token measure as a pool
+        form.get_by_test_id("device-name").fill("nano2")
+        form.get_by_test_id("device-host").fill("127.0.0.1")
+        form.get_by_test_id("device-port").fill(str(agent.port))
+        form.get_by_test_id("device-token").fill(TOKEN)
+        page.get_by_test_id("register-device").click()
+        groups = page.get_by_test_id("groups")
+        expect(groups.get_by_test_id("group-device")).to_have_count(3)
+        groups.get_by_test_id("group-name").fill("nanos")
+        for name in ("nano-bench", "nano1"):
+            groups.get_by_label(name).check()
+        groups.get_by_test_id("create-group").click()
+        expect(groups.get_by_test_id("group-error")).to_contain_text("share one token")
+        groups.get_by_label("nano-bench").uncheck()
+        groups.get_by_label("nano2").check()
+        groups.get_by_test_id("create-group").click()
+        expect(groups.get_by_test_id("group-row")).to_contain_text("nanos \u00b7 nano1, nano2")
+        expect(groups.get_by_test_id("group-device")).to_have_count(1)  # grouped devices leave the list
+        page.goto(server + "/runs/new")
+        expect(page.get_by_test_id("input-device_id")).to_contain_text("group nanos \u2014 2 devices")
+        page.goto(server + "/devices")
+        page.get_by_test_id("delete-group").click()
+        expect(page.get_by_test_id("group-row")).to_have_count(0)
     finally:
         agent.stop()
     names = [d["name"] for d in dashboard.http.get(server + "/api/devices", timeout=5).json()]
-    assert names == ["local", "nano-bench", "nano1"]
+    assert names == ["local", "nano-bench", "nano1", "nano2"]
 
 
 def test_start_watch_retrain_and_download(dashboard, server, page, tmp_path):

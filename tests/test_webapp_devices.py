@@ -193,3 +193,56 @@ def test_bad_requests(client):
     assert r.status_code == 400 and "resolution" in r.get_json()["errors"]
     r = client.post("/api/devices/{}/profile".format(device["id"]), json={"width_mult": "wide"})
     assert r.status_code == 400 and "width_mult" in r.get_json()["errors"]
+
+
+def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_path):
+    """Two agents with one token form a group; a run measures on it, one agent is killed once
+    the run measures, and the run finishes on the other with every sample stored."""
+    agents = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        agents.append(Agent(tmp_path / str(i), timeout=AGENT_TIMEOUT))
+    try:
+        ids = [client.post("/api/devices", json={"name": "pool{}".format(i), "host": "127.0.0.1",
+                                                 "port": a.port, "token": TOKEN}).get_json()["id"]
+               for i, a in enumerate(agents)]
+        other = client.post("/api/devices", json={"name": "other-token", "host": "127.0.0.1",
+                                                  "port": agents[0].port, "token": "x"}).get_json()
+        local = local_device(client)
+        for body, field, message in (
+                ({"name": "nanos", "device_ids": ids[:1]}, "device_ids", "two or more"),
+                ({"name": "nanos", "device_ids": [ids[0], local["id"]]}, "device_ids", "local device"),
+                ({"name": "nanos", "device_ids": [ids[0], other["id"]]}, "device_ids", "one token"),
+                ({"name": "", "device_ids": ids}, "name", "required")):
+            r = client.post("/api/groups", json=body)
+            assert r.status_code == 400 and message in r.get_json()["errors"][field], r.get_json()
+        group = client.post("/api/groups", json={"name": "nanos", "device_ids": ids}).get_json()
+        assert group["device_ids"] == ids and client.get("/api/groups").get_json() == [group]
+        r = client.post("/api/groups", json={"name": "again", "device_ids": ids})
+        assert "in group nanos already" in r.get_json()["errors"]["device_ids"]
+        assert client.post("/api/runs", json=dict(TINY_RUN, name="x", group_id=group["id"],
+                                                  device_id=ids[0])).status_code == 400
+
+        r = client.post("/api/runs", json=dict(TINY_RUN, name="on the pool", group_id=group["id"],
+                                               samples_per_epoch=3))
+        assert r.status_code == 201, r.get_json()
+        run = r.get_json()
+        assert run["device"] == "group nanos" and run["config"]["device_group"] == "nanos"
+        deadline = time.time() + 120
+        while client.get("/api/runs/{}".format(run["id"])).get_json()["phase"] is None:
+            assert time.time() < deadline, "the run did not start"
+            time.sleep(0.1)
+        agents[0].stop()  # mid-run: the other agent measures the rest
+        assert client.delete("/api/groups/{}".format(group["id"])).status_code == 409
+        done = finished(client, run["id"])
+        stored = client.get("/api/runs/{}/samples".format(run["id"])).get_json()
+        with open(os.path.join(app.config["DATA_DIR"], done["run_dir"], "samples.jsonl")) as f:
+            assert len(stored) == len(f.readlines()) == done["samples"] > 0
+        with open(os.path.join(app.config["DATA_DIR"], done["run_dir"], "lut.json")) as f:
+            assert json.load(f)["device_id"] == "group:nanos"  # one identity for the pool
+    finally:
+        for agent in agents:
+            agent.stop()
+    assert client.delete("/api/groups/{}".format(group["id"])).status_code == 204
+    assert all(client.get("/api/devices/{}".format(i)).get_json()["group_id"] is None for i in ids)
+    assert client.get("/api/runs/{}".format(run["id"])).get_json()["device"] == "pool0"

@@ -26,10 +26,10 @@ from search_core.rundir import RunDirectory
 from .devices import DeviceError
 from .extensions import db
 from .ids import MAX_ID, is_id
-from .models import (RUN_ACTIVE_STATUSES, Device, DeviceLut, EpochMetric, Run, Sample, Training,
-                     stored_front)
-from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, metric_dict, public_path,
-                        resumable, run_dict, sample_dict, training_dict, under)
+from .models import (RUN_ACTIVE_STATUSES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
+                     Training, stored_front)
+from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, group_dict, metric_dict,
+                        public_path, resumable, run_dict, sample_dict, training_dict, under)
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +119,23 @@ def _name_error(name, limit=255):
     return _text_error(name, "a name is required", limit)
 
 
-def validate_settings(body: dict) -> tuple[str, int | None, dict]:
-    """``(name, device_id, full config dict)`` of a new-run request, or ApiError(400) naming every
-    field that is wrong (search_core.config checks each setting by its declared type and limit)."""
+def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
+    """``(name, device_id, group_id, full config dict)`` of a new-run request, or ApiError(400)
+    naming every field that is wrong (search_core.config checks each setting by its declared type
+    and limit)."""
     errors = {}
     name = body.get("name")
     message = _name_error(name)
     if message:
         errors["name"] = message
-    device_id = body.get("device_id")
+    device_id, group_id = body.get("device_id"), body.get("group_id")
     if device_id is not None and not is_id(device_id):
         errors["device_id"] = "must be the id of a registered device"
-    settings = {k: v for k, v in body.items() if k not in ("name", "device_id")}
+    if group_id is not None and not is_id(group_id):
+        errors["group_id"] = "must be the id of a device group"
+    elif group_id is not None and device_id is not None:
+        errors["group_id"] = "a run measures on a device or on a group: give one of them"
+    settings = {k: v for k, v in body.items() if k not in ("name", "device_id", "group_id")}
     for key in _SERVER_SETTINGS:
         if key in settings:
             errors[key] = "set by the dashboard: choose the device with device_id"
@@ -142,7 +147,7 @@ def validate_settings(body: dict) -> tuple[str, int | None, dict]:
             errors["data_dir"] = message
     if errors:
         raise ApiError(400, errors=errors)
-    return name.strip(), device_id, SearchConfig(**settings).to_dict()
+    return name.strip(), device_id, group_id, SearchConfig(**settings).to_dict()
 
 
 def _dataset_directory(name: str):
@@ -179,6 +184,13 @@ def _device_address(device: Device) -> str:
         raise ApiError(409, "device {} cannot be used: {}".format(device.name, e)) from None
 
 
+def _run_group(group_id) -> DeviceGroup:
+    group = db.session.get(DeviceGroup, group_id)
+    if group is None or not group.devices:
+        raise ApiError(400, errors={"group_id": "no device group {} with devices".format(group_id)})
+    return group
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 @bp.get("/defaults")
@@ -203,15 +215,22 @@ def list_runs():
 
 @bp.post("/runs")
 def create_run():
-    name, device_id, config = validate_settings(_json_body())
-    device = _run_device(device_id)
-    config["device"] = _device_address(device)
+    name, device_id, group_id, config = validate_settings(_json_body())
+    group = _run_group(group_id) if group_id is not None else None
+    if group is not None:  # a pool: its members' addresses, one identity (search_core/pool.py)
+        device = group.devices[0]  # the member that keeps the group's lookup tables
+        config["device"] = ",".join(_device_address(d) for d in group.devices)
+        config["device_group"] = group.name
+    else:
+        device = _run_device(device_id)
+        config["device"] = _device_address(device)
     if device.kind == "local" and config["threads"] is None:
         # leave the local agent its cores, and share the rest between the runs that may run at
         # once: torch processes on the same cores slow each other down
         spare = (os.cpu_count() or 1) - current_app.config["LOCAL_AGENT_THREADS"]
         config["threads"] = max(1, spare // current_app.config["MAX_RUNS"])
-    run = Run(name=name, status="queued", device_id=device.id)
+    run = Run(name=name, status="queued", device_id=device.id,
+              group_id=group.id if group is not None else None)
     run.config_data = config
     db.session.add(run)
     db.session.flush()
@@ -264,8 +283,8 @@ def resume_run(run_id):
     if holder is not None:  # e.g. an orphan that did not stop: never two writers
         raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(
             holder, run_id))
-    if run.device is not None:  # refuse now what would fail in the queue
-        _device_address(run.device)
+    for device in run.group.devices if run.group is not None else [run.device] if run.device else []:
+        _device_address(device)  # refuse now what would fail in the queue
     current_app.extensions["runs"].submit(run)  # resumed on its device's address at its turn
     return jsonify(run_dict(run, full=True))
 
@@ -557,3 +576,74 @@ def delete_device(device_id):
     db.session.delete(device)  # its runs keep their samples; their device_id becomes NULL
     db.session.commit()
     return "", 204
+
+
+# --- device groups -------------------------------------------------------------------------------
+
+def validate_group(body) -> dict:
+    """A new group's name and its devices (registered agents in no other group, sharing one token:
+    the pool authenticates with one), or ApiError(400) per field."""
+    errors = {key: "unknown field" for key in sorted(set(body) - {"name", "device_ids"})}
+    message = _name_error(body.get("name"), 64)
+    if message:
+        errors["name"] = message
+    elif db.session.scalar(sa.select(DeviceGroup.id).where(DeviceGroup.name == body["name"].strip())):
+        errors["name"] = "a group with this name exists"
+    ids = body.get("device_ids")
+    devices = []
+    if not isinstance(ids, list) or len(ids) < 2 or not all(is_id(i) for i in ids) \
+            or len(set(ids)) != len(ids):
+        errors["device_ids"] = "give the ids of two or more registered devices"
+    else:
+        devices = [db.session.get(Device, i) for i in ids]
+        problem = next(filter(None, map(_member_problem, devices, ids)), None)
+        if problem is None and len({d.token for d in devices}) > 1:
+            problem = "the devices of a group share one token (start their agents with the same --token)"
+        if problem:
+            errors["device_ids"] = problem
+    if errors:
+        raise ApiError(400, errors=errors)
+    return {"name": body["name"].strip(), "devices": devices}
+
+
+def _member_problem(device, device_id):
+    """Why `device` cannot join a new group, or None."""
+    if device is None:
+        return "no device {}".format(device_id)
+    if device.kind == "local":
+        return "{} is the local device: a group is of device agents".format(device.name)
+    if device.group is not None:
+        return "{} is in group {} already".format(device.name, device.group.name)
+    return None
+
+
+@bp.get("/groups")
+def list_groups():
+    groups = db.session.scalars(sa.select(DeviceGroup).order_by(DeviceGroup.id)).all()
+    return jsonify([group_dict(g) for g in groups])
+
+
+@bp.post("/groups")
+def create_group():
+    values = validate_group(_json_body())
+    group = DeviceGroup(name=values["name"], devices=values["devices"])
+    db.session.add(group)
+    db.session.commit()
+    return jsonify(group_dict(group)), 201
+
+
+@bp.delete("/groups/<id:group_id>")
+def delete_group(group_id):
+    group = db.session.get(DeviceGroup, group_id)
+    if group is None:
+        raise ApiError(404, "no device group {}".format(group_id))
+    active = db.session.scalar(sa.select(Run.id).where(
+        Run.group_id == group_id, Run.status.in_(RUN_ACTIVE_STATUSES)))
+    if active is not None:
+        raise ApiError(409, "run {} measures on group {}: cancel it first".format(active, group.name))
+    for device in group.devices:
+        device.group = None
+    db.session.delete(group)
+    db.session.commit()
+    return "", 204
+

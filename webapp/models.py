@@ -48,6 +48,21 @@ class json_property:
         setattr(obj, self.column, None if value is None else json.dumps(value, separators=(",", ":")))
 
 
+class DeviceGroup(db.Model):
+    """Identical device agents that measure as one pool (search_core/pool.py): a run on the group
+    sends each measurement to whichever member is idle, and their measurements are one device's
+    (the identity group:<name>)."""
+
+    __tablename__ = "device_groups"
+    __table_args__ = (sa.UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    devices: Mapped[list["Device"]] = relationship(back_populates="group", order_by="Device.id")
+
+
 class Device(db.Model):
     __tablename__ = "devices"
     __table_args__ = (
@@ -68,8 +83,11 @@ class Device(db.Model):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     checked_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
     error: Mapped[Optional[str]] = mapped_column(sa.Text)  # why the last check failed
+    group_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("device_groups.id", ondelete="SET NULL"))
 
     info_data = json_property("info")
+    group: Mapped[Optional[DeviceGroup]] = relationship(back_populates="devices")
 
     runs: Mapped[list["Run"]] = relationship(back_populates="device", passive_deletes=True)
     luts: Mapped[list["DeviceLut"]] = relationship(
@@ -155,6 +173,9 @@ class Run(db.Model):
     reference: Mapped[Optional[str]] = mapped_column(sa.Text)
     # when it last joined the queue of runs waiting for a slot (created, or resumed)
     queued_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+    # the pool it measures on (its device_id is then the member that holds its lookup tables)
+    group_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("device_groups.id", ondelete="SET NULL"))
 
     config_data = json_property("config")
     space_data = json_property("space")
@@ -162,6 +183,7 @@ class Run(db.Model):
     reference_data = json_property("reference")
 
     device: Mapped[Optional[Device]] = relationship(back_populates="runs")
+    group: Mapped[Optional[DeviceGroup]] = relationship()
     samples: Mapped[list["Sample"]] = relationship(
         back_populates="run",
         foreign_keys="Sample.run_id",

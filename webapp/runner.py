@@ -220,9 +220,11 @@ class RunManager:
         resume when its directory already holds one. A run that cannot start fails, saying why."""
         try:
             address, token = None, None
-            if run.device is not None:
-                address = self.app.extensions["devices"].address(run.device)
-                token = run.device.token
+            devices = run.group.devices if run.group is not None else [run.device] if run.device else []
+            if devices:  # a group's members are a pool: their addresses, one token
+                registry = self.app.extensions["devices"]
+                address = ",".join(registry.address(device) for device in devices)
+                token = devices[0].token
             if RunDirectory(run.run_dir).exists(CONFIG):
                 self.resume(run, device=address, token=token)
             else:

@@ -11,7 +11,8 @@ from search_core.device_client import backend_of
 from search_core.rundir import RunDirectory
 
 from .extensions import db
-from .models import Device, DeviceLut, EpochMetric, Run, Sample, Training, queue_position
+from .models import (Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample, Training,
+                     queue_position)
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -112,12 +113,18 @@ def _public_config(config: dict | None) -> dict | None:
     return dict(config, data_dir=public_path(config["data_dir"], dataset_roots()))
 
 
+def _device_label(run: Run) -> str | None:
+    if run.group is not None:
+        return "group " + run.group.name
+    return run.device.name if run.device is not None else (run.config_data or {}).get("device")
+
+
 def run_dict(run: Run, full=False) -> dict:
     best = run.best_sample
     d = {
         "id": run.id, "name": run.name, "status": run.status, "epoch": run.epoch,
         "epochs": run.epochs, "phase": run.phase, "device_id": run.device_id,
-        "device": run.device.name if run.device is not None else (run.config_data or {}).get("device"),
+        "group_id": run.group_id, "device": _device_label(run),
         "created_at": iso(run.created_at), "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at), "error": public_text(run.error),
         "queue_position": queue_position(run),
@@ -151,5 +158,10 @@ def device_dict(device: Device, activity: str | None = None) -> dict:
         "id": device.id, "name": device.name, "kind": device.kind, "host": device.host,
         "port": device.port, "status": activity or device.status, "info": device.info_data or {},
         "error": device.error, "checked_at": iso(device.checked_at), "created_at": iso(device.created_at),
-        "luts": [device_lut_dict(lut) for lut in device.luts],
+        "luts": [device_lut_dict(lut) for lut in device.luts], "group_id": device.group_id,
     }
+
+
+def group_dict(group: DeviceGroup) -> dict:
+    return {"id": group.id, "name": group.name, "device_ids": [d.id for d in group.devices],
+            "created_at": iso(group.created_at)}

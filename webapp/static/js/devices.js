@@ -180,7 +180,60 @@
       return;
     }
     list.replaceChildren(...sorted.map(card));
+    renderGroups();
   }
+
+  // --- groups ------------------------------------------------------------------------------------
+
+  const groups = new Map(); // id -> group
+  const groupForm = document.getElementById("group-form");
+
+  function renderGroups() {
+    const name = (id) => (devices.get(id) || {name: "#" + id}).name;
+    document.getElementById("groups-list").replaceChildren(...Array.from(groups.values()).map((g) => {
+      const remove = el("button", {type: "button", class: "btn btn-sm btn-ghost", "data-testid": "delete-group"}, "Delete");
+      remove.addEventListener("click", async () => {
+        remove.disabled = true;
+        try { await api("/groups/" + g.id, {method: "DELETE"}); await loadGroups(); load(true); }
+        catch (e) { remove.disabled = false; }
+      });
+      return el("li", {class: "lut-row", "data-testid": "group-row", dataset: {groupId: g.id}},
+        el("div", {}, el("strong", {}, g.name), el("span", {class: "muted"}, " \u00b7 " + g.device_ids.map(name).join(", "))),
+        el("div", {class: "inline small"}, remove));
+    }));
+    const free = Array.from(devices.values()).filter((d) => d.kind !== "local" && d.group_id === null).sort(order);
+    const checked = new Set(Array.from(groupForm.querySelectorAll("input[type=checkbox]:checked")).map((c) => Number(c.value)));
+    document.getElementById("group-devices").replaceChildren(...(free.length ? free.map((d) => el("label", {},
+      el("input", {type: "checkbox", value: d.id, checked: checked.has(d.id), "data-testid": "group-device"}), " " + d.name))
+      : [el("span", {class: "muted"}, "Register two or more device agents to group them.")]));
+  }
+
+  async function loadGroups() {
+    const data = await api("/groups", {quiet: true});
+    groups.clear();
+    for (const g of data || []) groups.set(g.id, g);
+    renderGroups();
+  }
+
+  groupForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = document.getElementById("group-error");
+    error.hidden = true;
+    const body = {name: groupForm.elements.name.value.trim(),
+                  device_ids: Array.from(groupForm.querySelectorAll("input[type=checkbox]:checked")).map((c) => Number(c.value))};
+    try {
+      const group = await api("/groups", {method: "POST", body});
+      groupForm.reset();
+      await loadGroups();
+      await load(true);
+      NAS.flash("Group " + group.name + " created.", "success", 3000);
+    } catch (e) {
+      if (e.errors) {
+        error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
+        error.hidden = false;
+      }
+    }
+  });
 
   // --- actions -----------------------------------------------------------------------------------
 
@@ -303,7 +356,7 @@
     profileLimits = (defaults.profile && defaults.profile.limits) || {};
     profileDefaults = (defaults.profile && defaults.profile.defaults) || {};
     if (loaded) renderAll();
-  }).catch(() => {}).finally(() => load(false));
+  }).catch(() => {}).finally(() => { load(false); loadGroups().catch(() => {}); });
   // without the socket: poll while a device is busy; refresh "last checked" times now and then
   setInterval(() => {
     if (document.hidden || !loaded) return;

@@ -76,7 +76,7 @@
     updateDataDir();
   }
 
-  function applyDevices(devices) {
+  function applyDevices(devices, groups) {
     const select = input("device_id");
     if (!Array.isArray(devices) || !devices.length) {
       select.replaceChildren(el("option", {value: ""}, "local (this server)"));
@@ -88,7 +88,8 @@
       const label = d.name + " \u2014 " + where + " \u00b7 " + (NAS.STATUS_LABELS[d.status] || d.status);
       return el("option", {value: d.id, selected: local ? d.id === local.id : false,
                            dataset: {status: d.status, kind: d.kind}}, label);
-    }));
+    }), ...(Array.isArray(groups) ? groups : []).map((g) => el("option", {value: "group:" + g.id},
+      "group " + g.name + " \u2014 " + g.device_ids.length + " devices measuring as one pool")));
   }
 
   /** {body, errors}: the request body from the form, and client-side errors. */
@@ -100,7 +101,8 @@
     body.name = name;
 
     const device = input("device_id").value;
-    if (device !== "") body.device_id = Number(device);
+    if (device.startsWith("group:")) body.group_id = Number(device.slice("group:".length));
+    else if (device !== "") body.device_id = Number(device);
     body.dataset = input("dataset").value;
     body.strategy = input("strategy").value;
     if (NEEDS_DATA_DIR.includes(body.dataset)) {
@@ -167,9 +169,10 @@
   });
 
   submit.disabled = true;
-  Promise.allSettled([api("/defaults"), api("/devices")]).then(([defaults, devices]) => {
+  Promise.allSettled([api("/defaults"), api("/devices"), api("/groups")]).then(([defaults, devices, groups]) => {
     applyDefaults(defaults.status === "fulfilled" ? defaults.value : null);
-    applyDevices(devices.status === "fulfilled" ? devices.value : null);
+    applyDevices(devices.status === "fulfilled" ? devices.value : null,
+                 groups.status === "fulfilled" ? groups.value : null);
     submit.disabled = false;
     form.setAttribute("data-ready", "true"); // not form.dataset: the form has a field named "dataset"
     input("name").focus();
