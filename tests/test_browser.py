@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import threading
+import time
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -278,6 +279,11 @@ def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page)
             "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
     ids = [dashboard.http.post(server + "/api/runs", json=dict(tiny, name="queued {}".format(i)),
                                timeout=30).json()["id"] for i in range(3)]
+    first = "{}/api/runs/{}".format(server, ids[0])
+    deadline = time.time() + 60
+    while dashboard.http.get(first, timeout=5).json()["status"] == "queued":  # the scheduler's turn
+        assert time.time() < deadline
+        time.sleep(0.1)
     page.goto(server + "/")
     rows = {i: page.locator('[data-testid="run-row"][data-run-id="{}"]'.format(i)) for i in ids}
     expect(rows[ids[2]]).to_have_attribute("data-status", "queued")

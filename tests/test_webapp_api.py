@@ -528,7 +528,8 @@ def test_two_runs_and_the_web_server_write_at_once_and_lose_nothing(app, client)
         names.append(name)
         for run_id in ids:
             assert client.get("/api/runs/{}/samples".format(run_id)).status_code == 200
-    assert [r["status"] for r in runs] == ["finished", "finished"] and both_running and names
+    assert [r["status"] for r in runs] == ["finished", "finished"], [r["error"] for r in runs]
+    assert both_running and names
     for run in runs:
         stored = client.get("/api/runs/{}/samples".format(run["id"])).get_json()
         written = read_jsonl(os.path.join(on_server(app, run["run_dir"]), "samples.jsonl"))
