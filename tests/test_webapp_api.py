@@ -12,12 +12,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
 from webapp.runner import Worker
-from processes import hold_run_directory, socket_client
+from processes import dashboard_app, hold_run_directory, socket_client
 
 DATABASES = ("sqlite", "postgresql")
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
@@ -498,12 +497,11 @@ def test_active_runs_without_worker_are_interrupted_on_start(app):
         db.session.add(run)
         db.session.commit()
         run_id = run.id
-    other = create_app({"DATA_DIR": app.config["DATA_DIR"], "TESTING": True, "LOCAL_AGENT": False,
-                        "DEVICE_CHECK_INTERVAL_S": 0,
-                        "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
-    with other.app_context():
-        assert db.session.get(Run, run_id).status == "interrupted"
-        db.session.remove()
+    # the next start, shut down again at once: two dashboards must not share one queue
+    with dashboard_app(app.config["DATA_DIR"], LOCAL_AGENT=False,
+                       SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"]) as other:
+        with other.app_context():
+            assert db.session.get(Run, run_id).status == "interrupted"
 
 
 def test_two_runs_and_the_web_server_write_at_once_and_lose_nothing(app, client):
