@@ -217,7 +217,14 @@ class RunManager:
 
     def _start_queued(self, run: Run):
         """Launch the worker of a queued run on its device's current address: a search, or a
-        resume when its directory already holds one. A run that cannot start fails, saying why."""
+        resume when its directory already holds one. A run that cannot start fails, saying why.
+        The run is claimed first (queued -> running in one UPDATE): a run is started once, even
+        by two dashboards on one database."""
+        claimed = db.session.execute(sa.update(Run).where(
+            Run.id == run.id, Run.status == "queued").values(status="running")).rowcount
+        db.session.commit()
+        if not claimed:
+            return
         try:
             address, token = None, None
             devices = run.group.devices if run.group is not None else [run.device] if run.device else []
