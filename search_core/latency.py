@@ -75,6 +75,11 @@ class PatientDevice:
     def info(self):
         return self._patiently(self.source.info)
 
+    def pool_stats(self):
+        """A device pool's queue and members (pool.DevicePool.snapshot), None for one device."""
+        snapshot = getattr(self.source, "snapshot", None)
+        return snapshot() if snapshot else None
+
     def close(self):
         close = getattr(self.source, "close", None)
         if close:

@@ -22,11 +22,12 @@ class Member:
         self.source, self.address = source, address
         self.measured = self.lost = 0
         self.busy_s = 0.0
+        self.busy = False
         self.resting_until = 0.0
 
     def stats(self):
         return {"address": self.address, "measured": self.measured, "lost": self.lost,
-                "busy_s": round(self.busy_s, 3)}
+                "busy_s": round(self.busy_s, 3), "busy": self.busy}
 
 
 class DevicePool:
@@ -41,7 +42,8 @@ class DevicePool:
         self.device_id = "group:{}{}".format(name, backend_suffix(backend))
         self.rest_s, self.clock = rest_s, clock
         self._idle = list(self.members)
-        self._changed = threading.Condition()  # guards _idle and the members' figures
+        self._waiting = 0  # calls waiting for an idle member: the pool's queue
+        self._changed = threading.Condition()  # guards _idle, _waiting and the members' figures
         self._executor = ThreadPoolExecutor(max_workers=len(self.members),
                                             thread_name_prefix="pool")
 
@@ -60,9 +62,14 @@ class DevicePool:
         return {"device_id": self.device_id, "members": self.stats()}
 
     def stats(self):
-        """Per member: its address, measurements, losses and busy seconds."""
+        """Per member: its address, measurements, losses, busy seconds and whether it measures."""
         with self._changed:
             return [m.stats() for m in self.members]
+
+    def snapshot(self):
+        """The pool's queue (`pending`: measurements waiting for an idle member) and `members`."""
+        with self._changed:
+            return {"pending": self._waiting, "members": [m.stats() for m in self.members]}
 
     def close(self):
         self._executor.shutdown(wait=False)
@@ -94,19 +101,25 @@ class DevicePool:
         """The first idle member not tried yet, preferring those not resting (waiting while the
         ones wanted are busy); None when every member has been tried."""
         with self._changed:
-            while True:
-                untried = [m for m in self.members if id(m) not in tried]
-                if not untried:
-                    return None
-                awake = [m for m in untried if m.resting_until <= self.clock()]
-                idle = [m for m in self._idle if m in (awake or untried)]
-                if idle:
-                    self._idle.remove(idle[0])
-                    return idle[0]
-                self._changed.wait(0.5)
+            self._waiting += 1
+            try:
+                while True:
+                    untried = [m for m in self.members if id(m) not in tried]
+                    if not untried:
+                        return None
+                    awake = [m for m in untried if m.resting_until <= self.clock()]
+                    idle = [m for m in self._idle if m in (awake or untried)]
+                    if idle:
+                        self._idle.remove(idle[0])
+                        idle[0].busy = True
+                        return idle[0]
+                    self._changed.wait(0.5)
+            finally:
+                self._waiting -= 1
 
     def _give_back(self, member, started, lost):
         with self._changed:
+            member.busy = False
             member.busy_s += self.clock() - started
             if lost:
                 member.lost += 1

@@ -123,6 +123,7 @@ class Search:
                 source.device_id))
             lut = profile_and_calibrate(source, self.space, self.measurer,
                                         self.config.calibration_archs, self.config.seed)
+            self._pool_event()
         self.events.emit("message", text="{} lookup table: measured = {a:.3f} x table + {b:.3f} ms, "
                          "median error {median_abs_error:.1%} on {archs} architectures".format(
                              "Using the device's stored" if stored else "Calibrated",
@@ -275,6 +276,7 @@ class Search:
         reference = tuple(self.space.choices(self.space.mobilenet_v2()))
         # measured at once where the device is a pool; each evaluation then reads the cache
         self.measurer.prefetch([self.net.architecture(p) for _, p in paths + [("", reference)]])
+        self._pool_event()
         samples = []
         for kind, path in paths:
             sample = self._evaluate(epoch, kind, path)
@@ -284,6 +286,12 @@ class Search:
         self.events.emit("reference", name="mobilenetv2",
                          **self._evaluate(epoch, "reference", reference))
         return samples
+
+    def _pool_event(self):
+        """Where the device is a pool: what each member has measured (the dashboard shows it)."""
+        stats = self.measurer.source.pool_stats()
+        if stats is not None:
+            self.events.emit("pool", **stats)
 
     def _drift(self):
         """The median measured / predicted latency of the run's last DRIFT_SAMPLES samples."""

@@ -240,6 +240,9 @@ def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_pa
             assert len(stored) == len(f.readlines()) == done["samples"] > 0
         with open(os.path.join(app.config["DATA_DIR"], done["run_dir"], "lut.json")) as f:
             assert json.load(f)["device_id"] == "group:nanos"  # one identity for the pool
+        killed, alive = (client.get("/api/devices/{}".format(i)).get_json()["pool"] for i in ids)
+        assert killed["run_id"] == alive["run_id"] == run["id"]  # the Devices page shows them
+        assert alive["measured"] > 0 and alive["lost"] == 0 and alive["pending"] == 0
     finally:
         for agent in agents:
             agent.stop()

@@ -119,6 +119,7 @@ class DeviceRegistry:
         self._local_ready = threading.Event()
         self._local_lock = threading.Lock()
         self._activity: dict[int, str] = {}  # device id -> 'checking' / 'profiling'
+        self._pool: dict[int, dict] = {}  # device id -> its latest figures as a pool member
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -193,7 +194,18 @@ class DeviceRegistry:
             return self._activity.get(device_id)
 
     def as_dict(self, device: Device) -> dict:
-        return device_dict(device, self.activity(device.id))
+        return dict(device_dict(device, self.activity(device.id)), pool=self.pool_figures(device.id))
+
+    def set_pool_figures(self, device: Device, figures: dict):
+        """What a run's pool says of this member (its run, measurements, losses, busy seconds,
+        the pool's queue), shown on the Devices page until the dashboard restarts."""
+        with self._lock:
+            self._pool[device.id] = figures
+        self._emit(device)
+
+    def pool_figures(self, device_id: int) -> dict | None:
+        with self._lock:
+            return self._pool.get(device_id)
 
     def _set_activity(self, device: Device, activity: str | None):
         with self._lock:

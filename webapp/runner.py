@@ -441,6 +441,21 @@ class RunManager:
         run.progress_data = progress
         event.update({k: v for k, v in progress.items() if k not in ("event", "time")})
 
+    def _on_pool(self, run, event, worker):
+        """A pool's figures: each member's measurements, losses and busy seconds, and the queue,
+        kept by the device registry for the Devices page (by the member's address)."""
+        if run.group is None or not isinstance(event.get("members"), list):
+            return _NOT_STORED
+        registry = self.app.extensions["devices"]
+        by_address = {"{}:{}".format(d.host, d.port): d for d in run.group.devices}
+        for member in event["members"]:
+            device = by_address.get(member.get("address")) if isinstance(member, dict) else None
+            if device is not None:
+                registry.set_pool_figures(device, dict(member, run_id=run.id,
+                                                       pending=event.get("pending"),
+                                                       time=event.get("time")))
+        return _NOT_STORED
+
     def _on_message(self, run, event, worker):
         run.message = str(event.get("text"))[:2000]
 
@@ -486,7 +501,7 @@ class RunManager:
 
     _HANDLERS = {"started": _on_started, "progress": _on_progress, "message": _on_message,
                  "device_wait": _on_device_wait, "heartbeat": _on_heartbeat,
-                 "reference": _on_reference,
+                 "reference": _on_reference, "pool": _on_pool,
                  "lut": _on_lut, "sample": _on_sample, "epoch": _on_epoch,
                  "finished": _on_finished, "failed": _on_failed}
 

@@ -108,6 +108,17 @@
       class: "input-sm", "data-testid": testid}));
   }
 
+  /** What the device measured as a member of a group's pool in the latest run on it. */
+  function poolLine(d) {
+    const p = d.pool;
+    if (!p) return null;
+    const perMinute = p.busy_s > 0 ? fmt.num(60 * p.measured / p.busy_s, 0) + " per busy minute" : null;
+    return el("p", {class: "small", "data-testid": "device-pool"},
+      "In run " + p.run_id + "'s pool: " + p.measured + " measured" + (p.lost ? ", lost " + p.lost + "\u00d7" : "")
+      + (perMinute ? ", " + perMinute : "") + " \u00b7 " + (p.busy ? "measuring" : "idle")
+      + (NAS.isNum(p.pending) ? " \u00b7 " + p.pending + " waiting in the group's queue" : ""));
+  }
+
   function card(d) {
     const busy = BUSY.includes(d.status);
     const profileOpts = el("details", {class: "profile-options"},
@@ -145,6 +156,7 @@
       d.error ? el("p", {class: "device-error", "data-testid": "device-error", role: "note"}, d.error) : null,
       el("p", {class: "small muted", "data-testid": "device-checked"},
          "Last checked: " + (d.checked_at ? fmt.ago(d.checked_at) : "never")),
+      poolLine(d),
       profileOpts,
       actions);
   }
