@@ -26,6 +26,22 @@ AGENT_TIMEOUT = 2.0  # the agent's idle / frame timeout in these tests
 FAST = dict(backoff=(0.05, 0.1), connect_timeout=5.0, timeout=60.0)
 
 
+def tiny_search(out, device, *extra):
+    """The command of a tiny headless search (JSON lines on stdout) measuring on the agent(s) at
+    `device` with the tests' token; `extra` arguments come last (a repeated option wins)."""
+    return [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
+            "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
+            "--measure-runs", "3", "--measure-warmup", "1", "--device", device,
+            "--device-token", TOKEN, "--events", "jsonl", *extra]
+
+
+def without_token_env():
+    """This process's environment without the agent token: the command line gives it."""
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    return env
+
+
 class Agent:
     def __init__(self, tmp_path, timeout=AGENT_TIMEOUT, port=0):
         self.log_path = str(tmp_path / "agent-{}.log".format(id(self)))

@@ -21,7 +21,8 @@ from search_core.lut import Lut
 from search_core.measurements import Measurer
 from nano_agent.space import SearchSpace
 
-from processes import AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent, free_port
+from processes import (AGENT_TIMEOUT, FAST, ROOT, TOKEN, Agent, free_port, tiny_search,
+                       without_token_env)
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
@@ -104,14 +105,9 @@ def test_a_search_measures_through_the_agents_onnxruntime_backend(agent, tmp_pat
     onnxruntime's own profiler in the agent, every sample is measured there, and the cache keeps
     them under the backend's own device id."""
     out = tmp_path / "run"
-    env = dict(os.environ)
-    env.pop(TOKEN_ENV, None)
     done = subprocess.run(
-        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
-         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
-         "--measure-runs", "3", "--measure-warmup", "1", "--backend", "onnxruntime",
-         "--device", "127.0.0.1:{}".format(agent.port), "--device-token", TOKEN, "--events", "jsonl"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+        tiny_search(out, "127.0.0.1:{}".format(agent.port), "--backend", "onnxruntime"),
+        cwd=ROOT, capture_output=True, text=True, env=without_token_env(), timeout=300)
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 0 and events[-1]["event"] == "finished", events[-3:]
     lut = next(e["lut"] for e in events if e["event"] == "lut")
@@ -501,14 +497,9 @@ def test_a_search_waits_for_its_lost_device_and_finishes(tmp_path):
     port = free_port()
     first = Agent(tmp_path, port=port)
     out = tmp_path / "run"
-    env = dict(os.environ)
-    env.pop(TOKEN_ENV, None)
     search = subprocess.Popen(
-        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
-         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
-         "--measure-runs", "3", "--measure-warmup", "1",
-         "--device", "127.0.0.1:{}".format(port), "--device-token", TOKEN, "--events", "jsonl"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        tiny_search(out, "127.0.0.1:{}".format(port)), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, env=without_token_env())
     second, events = None, []
     try:
         for line in search.stdout:

@@ -1,19 +1,16 @@
 """A pool of identical devices as one latency source: real agent processes, measurements spread
 over the idle ones, a lost one handing its measurement to the others, a search that outlives one."""
 import json
-import os
 import random
 import subprocess
-import sys
 
 import pytest
 
-from nano_agent.config import TOKEN_ENV
 from nano_agent.space import SearchSpace
 from search_core.device_client import DeviceLost
 from search_core.latency import open_device
 from search_core.pool import DevicePool
-from processes import ROOT, TOKEN, Agent
+from processes import ROOT, TOKEN, Agent, tiny_search, without_token_env
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
@@ -59,15 +56,10 @@ def test_a_search_on_a_pool_finishes_when_one_agent_is_killed(agents, tmp_path):
     """Two agents in one pool; one is killed once the search has started: its pending
     measurement goes to the other, and every sample is there at the end."""
     out = tmp_path / "run"
-    env = dict(os.environ)
-    env.pop(TOKEN_ENV, None)
+    device = ",".join("127.0.0.1:{}".format(a.port) for a in agents)
     search = subprocess.Popen(
-        [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
-         "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "3", "--threads", "1",
-         "--measure-runs", "3", "--measure-warmup", "1", "--device-group", "nanos",
-         "--device", ",".join("127.0.0.1:{}".format(a.port) for a in agents),
-         "--device-token", TOKEN, "--events", "jsonl"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        tiny_search(out, device, "--samples-per-epoch", "3", "--device-group", "nanos"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=without_token_env())
     events = []
     try:
         for line in search.stdout:
