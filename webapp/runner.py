@@ -33,7 +33,7 @@ from search_core.measurements import LatencyCache
 from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 
 from .config import REPO_ROOT
-from .devices import DeviceError
+from .devices import AGENT_START_TIMEOUT_S, DeviceError
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs, utcnow
@@ -645,7 +645,9 @@ class RunManager:
     def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
         """Cancel every live worker (tests, app shutdown). Call in an app context."""
         self._stopping.set()
-        self._wanted.set()  # the scheduler thread ends
+        self._wanted.set()  # the scheduler thread ends, after the worker it may be starting
+        if self._scheduler is not None:
+            self._scheduler.join(AGENT_START_TIMEOUT_S)  # a start may wait that long
         with self._lock:
             ids = list(self._workers)
         for run_id in ids:
