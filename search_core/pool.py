@@ -87,15 +87,16 @@ class DevicePool:
             if member is None:
                 raise DeviceLost("every device of the pool failed: {}".format(last_error))
             tried.add(id(member))
-            started = self.clock()
+            started, outcome = self.clock(), "refused"
             try:
                 result = call(member.source)
+                outcome = "measured"
+                return result
             except DeviceLost as e:
                 last_error = "{}: {}".format(member.address, e)
-                self._give_back(member, started, lost=True)
-                continue
-            self._give_back(member, started, lost=False)
-            return result
+                outcome = "lost"
+            finally:  # whatever happened (a refusal too), the member is idle again
+                self._give_back(member, started, outcome)
 
     def _take(self, tried):
         """The first idle member not tried yet, preferring those not resting (waiting while the
@@ -117,14 +118,15 @@ class DevicePool:
             finally:
                 self._waiting -= 1
 
-    def _give_back(self, member, started, lost):
+    def _give_back(self, member, started, outcome):
+        """`outcome`: "measured", "lost" (it rests) or "refused" (a bad request: it stays)."""
         with self._changed:
             member.busy = False
             member.busy_s += self.clock() - started
-            if lost:
+            if outcome == "lost":
                 member.lost += 1
                 member.resting_until = self.clock() + self.rest_s
-            else:
+            elif outcome == "measured":
                 member.measured += 1
             self._idle.append(member)
             self._changed.notify_all()

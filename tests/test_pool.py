@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from nano_agent.space import SearchSpace
-from search_core.device_client import DeviceLost
+from search_core.device_client import DeviceLost, LatencyError
 from search_core.latency import open_device
 from search_core.pool import DevicePool
 from processes import ROOT, TOKEN, Agent, tiny_search, without_token_env
@@ -77,3 +77,32 @@ def test_a_search_on_a_pool_finishes_when_one_agent_is_killed(agents, tmp_path):
     assert not any(e["event"] == "device_wait" for e in events)  # the other agent served on
     cache = [json.loads(line) for line in (out / "latency_cache.jsonl").read_text().splitlines()]
     assert cache and all(e["key"].startswith("group:nanos|") for e in cache)
+
+
+class Refusing:
+    """A member that refuses a request (as an agent does a bad one), then measures."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def measure(self, arch, input_shape=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise LatencyError("measurement failed: out of memory")
+        return {"min_ms": 1.0}
+
+
+def test_a_refused_request_leaves_the_member_in_the_pool():
+    """A refusal is the request's fault, not the device's: it reaches the caller, and the member
+    is idle again for the next measurement (it would otherwise be lost to the pool for good)."""
+    member = Refusing()
+    pool = DevicePool([member], ["a:1"], "one")
+    try:
+        with pytest.raises(LatencyError, match="out of memory"):
+            pool.measure(None)
+        assert pool.measure(None) == {"min_ms": 1.0}
+        assert pool.snapshot() == {"pending": 0, "members": [
+            {"address": "a:1", "measured": 1, "lost": 0, "busy_s": pytest.approx(0, abs=1),
+             "busy": False}]}
+    finally:
+        pool.close()
