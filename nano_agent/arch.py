@@ -11,6 +11,7 @@ import json
 from collections import namedtuple
 
 from . import limits
+from .protocol import strict_loads
 
 FORMAT = "edge-nas.architecture"
 VERSION = 1
@@ -114,7 +115,7 @@ class Architecture(_ArchFields):
     @classmethod
     def from_json(cls, text):
         try:
-            d = json.loads(text, parse_constant=_not_json)
+            d = strict_loads(text)
         except RecursionError:
             raise ArchitectureError("architecture JSON is nested too deeply")
         except ValueError as e:
@@ -133,10 +134,6 @@ class Architecture(_ArchFields):
     def save(self, path):
         with open(path, "w") as f:
             f.write(self.to_json(indent=2) + "\n")
-
-
-def _not_json(name):
-    raise ValueError("{} is not a JSON value".format(name))
 
 
 def as_architecture(arch):

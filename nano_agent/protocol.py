@@ -104,6 +104,12 @@ def recv_frame(sock, timeout=None, limit=MAX_FRAME):
     return _read_exact(sock, length, deadline, True) if length else b""
 
 
+def strict_loads(text):
+    """json.loads for what arrives from outside: NaN and Infinity, which are not JSON, raise
+    ValueError like any other bad JSON (so does too deep a nesting, as RecursionError)."""
+    return json.loads(text, parse_constant=_not_json)
+
+
 def _not_json(name):
     raise ValueError("{} is not a JSON value".format(name))
 
@@ -112,7 +118,7 @@ def decode(payload):
     """The JSON object in a payload; BadJson if it is not UTF-8 JSON (NaN and Infinity are not,
     and nesting deeper than the parser goes is refused) or not an object."""
     try:
-        message = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
+        message = strict_loads(payload.decode("utf-8"))
     except RecursionError:
         raise BadJson("message is nested too deeply")
     except (UnicodeDecodeError, ValueError) as e:
