@@ -130,43 +130,29 @@ def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu
     Returns the timing summary plus build_ms, params, macs, and memory: measured peak on CUDA, the
     analytical estimate (params + peak activations) elsewhere, with `memory_source` saying which.
     """
+    arch = as_architecture(arch)
+    start = time.perf_counter()
+    model = build_model(arch)
+    build_ms = (time.perf_counter() - start) * 1000.0
+    shape = tuple(input_shape) if input_shape else arch.input_shape
+    cost = complexity(arch)
+    result = {"memory_bytes": cost.memory_bytes, "memory_source": "estimated"}
     if backend == "onnxruntime":
-        return _measure_onnx(arch, input_shape, warmup, runs, threads)
-    arch = as_architecture(arch)
-    device = torch.device(device)
-    start = time.perf_counter()
-    model = build_model(arch)
-    build_ms = (time.perf_counter() - start) * 1000.0
-    shape = tuple(input_shape) if input_shape else arch.input_shape
-    cost = complexity(arch)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    result = summarize(time_module(model, shape, warmup, runs, device, threads))
-    if device.type == "cuda":
-        result["memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
-        result["memory_source"] = "measured"
+        times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads)
+        result["device"] = "onnxruntime:" + provider
     else:
-        result["memory_bytes"] = cost.memory_bytes
-        result["memory_source"] = "estimated"
+        device = torch.device(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = time_module(model, shape, warmup, runs, device, threads)
+        result["device"] = str(device)
+        if device.type == "cuda":
+            result.update(memory_bytes=int(torch.cuda.max_memory_allocated(device)),
+                          memory_source="measured")
+    result.update(summarize(times))
     result.update({"build_ms": build_ms, "params": cost.params, "macs": cost.macs,
                    "input_shape": list(shape), "warmup": warmup, "threads": threads,
-                   "device": str(device), "backend": "pytorch"})
-    return result
-
-
-def _measure_onnx(arch, input_shape, warmup, runs, threads):
-    arch = as_architecture(arch)
-    shape = tuple(input_shape) if input_shape else arch.input_shape
-    start = time.perf_counter()
-    model = build_model(arch)
-    build_ms = (time.perf_counter() - start) * 1000.0
-    cost = complexity(arch)
-    times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads)
-    result = summarize(times)
-    result.update({"build_ms": build_ms, "params": cost.params, "macs": cost.macs,
-                   "memory_bytes": cost.memory_bytes, "memory_source": "estimated",
-                   "input_shape": list(shape), "warmup": warmup, "threads": threads,
-                   "device": "onnxruntime:" + provider, "backend": "onnxruntime"})
+                   "backend": backend})
     return result
 
 
