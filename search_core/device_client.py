@@ -123,8 +123,7 @@ class DeviceClient:
             hello = P.recv_message(sock, self.connect_timeout)
             if hello.get("ok") is False:
                 err = hello.get("error") or {}
-                raise (DeviceLost if err.get("code") == P.BUSY else LatencyError)("device agent at {} refused the connection: {}: {}".format(
-                    self.address, err.get("code"), err.get("message")))
+                raise self._refusal(err)
             if hello.get("type") != "hello":
                 raise LatencyError("{} is not a device agent (first message {!r})".format(
                     self.address, hello.get("type")))
@@ -150,10 +149,14 @@ class DeviceClient:
                 raise LatencyError("device agent at {} refused the token: check the token the "
                                    "agent printed on start (or its config file)".format(
                                        self.address))
-            raise (DeviceLost if err.get("code") == P.BUSY else LatencyError)(
-                "device agent at {} refused the connection: {}: {}".format(
-                    self.address, err.get("code"), err.get("message")))
+            raise self._refusal(err)
         return reply
+
+    def _refusal(self, err):
+        """The error for an agent's refusal: `busy` may pass (DeviceLost), the rest will not."""
+        kind = DeviceLost if err.get("code") == P.BUSY else LatencyError
+        return kind("device agent at {} refused the connection: {}: {}".format(
+            self.address, err.get("code"), err.get("message")))
 
     def _stale(self):
         """True if the agent has closed this (idle) connection: readable with EOF or an error."""
