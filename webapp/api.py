@@ -283,7 +283,7 @@ def resume_run(run_id):
     if holder is not None:  # e.g. an orphan that did not stop: never two writers
         raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(
             holder, run_id))
-    for device in run.group.devices if run.group is not None else [run.device] if run.device else []:
+    for device in run.measuring_devices:
         _device_address(device)  # refuse now what would fail in the queue
     current_app.extensions["runs"].submit(run)  # resumed on its device's address at its turn
     return jsonify(run_dict(run, full=True))

@@ -20,7 +20,7 @@ DEVICE_STATUSES = ("unknown", "online", "offline")
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 RUN_ACTIVE_STATUSES = ("queued", "running")
 SAMPLE_KINDS = ("argmax", "sampled")
-TRAINING_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+TRAINING_STATUSES = RUN_STATUSES  # a retraining's worker lives as a search's does
 PHASES = ("warmup", "search")
 
 
@@ -205,6 +205,13 @@ class Run(db.Model):
     @property
     def active(self) -> bool:
         return self.status in RUN_ACTIVE_STATUSES
+
+    @property
+    def measuring_devices(self) -> list:
+        """Where the run measures: its group's members (a pool), else its device, else none."""
+        if self.group is not None:
+            return list(self.group.devices)
+        return [self.device] if self.device is not None else []
 
     def __repr__(self):
         return f"<Run {self.id} {self.name!r} {self.status}>"

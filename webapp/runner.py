@@ -227,7 +227,7 @@ class RunManager:
             return
         try:
             address, token = None, None
-            devices = run.group.devices if run.group is not None else [run.device] if run.device else []
+            devices = run.measuring_devices
             if devices:  # a group's members are a pool: their addresses, one token
                 registry = self.app.extensions["devices"]
                 address = ",".join(registry.address(device) for device in devices)

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from .extensions import db
-from .models import Training, utcnow
+from .models import RUN_ACTIVE_STATUSES, Training, utcnow
 from .runner import TERMINATE_GRACE_S, WORKER_LOG, spawn
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class TrainingManager:
         with self._lock:
             live = set(self._workers)
         stale = db.session.scalars(db.select(Training).where(
-            Training.status.in_(("queued", "running")))).all()
+            Training.status.in_(RUN_ACTIVE_STATUSES))).all()
         for training in stale:
             if training.id not in live:
                 training.status = "interrupted"
