@@ -26,8 +26,8 @@ from search_core.rundir import RunDirectory
 from .devices import DeviceError
 from .extensions import db
 from .ids import MAX_ID, is_id
-from .models import (RUN_ACTIVE_STATUSES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
-                     Training, stored_front)
+from .models import (RUN_ACTIVE_STATUSES, TRAINING_FILES, Device, DeviceGroup, DeviceLut,
+                     EpochMetric, Run, Sample, Training, stored_front)
 from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, group_dict, metric_dict,
                         public_path, resumable, run_dict, sample_dict, training_dict, under)
 
@@ -437,7 +437,8 @@ def cancel_training(training_id):
     return jsonify(training_dict(get_training(training_id)))
 
 
-@bp.get("/trainings/<id:training_id>/<any('weights.pt', 'model.onnx'):name>")
+@bp.get("/trainings/<id:training_id>/<any({}):name>".format(
+    ", ".join(repr(name) for name in TRAINING_FILES)))
 def training_file(training_id, name):
     """The trained state_dict (load it with torch.load(..., weights_only=True)) or its ONNX."""
     training = get_training(training_id)

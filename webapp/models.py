@@ -21,6 +21,9 @@ RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interru
 RUN_ACTIVE_STATUSES = ("queued", "running")
 SAMPLE_KINDS = ("argmax", "sampled")
 TRAINING_STATUSES = RUN_STATUSES  # a retraining's worker lives as a search's does
+# what a finished retraining leaves in its directory: the trained state_dict and its ONNX export
+WEIGHTS_FILE, ONNX_FILE = "weights.pt", "model.onnx"
+TRAINING_FILES = (WEIGHTS_FILE, ONNX_FILE)
 PHASES = ("warmup", "search")
 
 

@@ -11,8 +11,8 @@ from search_core.device_client import backend_of
 from search_core.rundir import RunDirectory
 
 from .extensions import db
-from .models import (Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample, Training,
-                     queue_position)
+from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
+                     Training, queue_position)
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -65,7 +65,7 @@ def training_dict(training: Training) -> dict:
     d = {name: getattr(training, name) for name in TRAINING_FIELDS}
     d.update(error=public_text(training.error), created_at=iso(training.created_at),
              finished_at=iso(training.finished_at),
-             files=[name for name in ("weights.pt", "model.onnx")
+             files=[name for name in TRAINING_FILES
                     if training.status == "finished" and training.directory
                     and os.path.exists(os.path.join(training.directory, name))])
     return d

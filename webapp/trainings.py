@@ -16,12 +16,12 @@ import sys
 import threading
 
 from .extensions import db
-from .models import RUN_ACTIVE_STATUSES, Training, utcnow
+from .models import ONNX_FILE, RUN_ACTIVE_STATUSES, WEIGHTS_FILE, Training, utcnow
 from .runner import TERMINATE_GRACE_S, WORKER_LOG, spawn
 
 log = logging.getLogger(__name__)
 
-ARCH_FILE, WEIGHTS_FILE, ONNX_FILE = "arch.json", "weights.pt", "model.onnx"
+ARCH_FILE = "arch.json"
 
 
 def train_command(training: Training, config: dict):
