@@ -19,7 +19,7 @@ from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGH
                      STRATEGIES, TRAIN_DEVICES, ConfigError, Recipe, SearchConfig)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
-from .events import ConsoleEvents, JsonLinesEvents
+from .events import HEARTBEAT_S, ConsoleEvents, JsonLinesEvents
 from .export import WeightsMismatch, export_model, export_onnx
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
@@ -144,9 +144,6 @@ def _config(args):
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,
         threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
-
-
-HEARTBEAT_S = 10.0  # a worker's stream is never silent for longer (docs/events.md)
 
 
 def _events(args):

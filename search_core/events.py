@@ -4,11 +4,15 @@ Every event is a flat JSON object with `event` (its type) and `time` (Unix secon
 their fields are documented in docs/events.md. The dashboard consumes the JSON-lines stream.
 """
 import json
+import os
+import signal
 import sys
 import threading
 import time
 
 from tqdm import tqdm
+
+HEARTBEAT_S = 10.0  # a worker's JSON-lines stream is never silent for longer (docs/events.md)
 
 
 class Events:
@@ -53,7 +57,10 @@ class JsonLinesEvents(Events):
             if time.monotonic() - self._last >= every_s:
                 try:
                     self.emit("heartbeat")
-                except (OSError, ValueError):  # nobody reads the stream any more
+                except (OSError, ValueError):
+                    # nobody reads the stream any more (its follower died with its node or its
+                    # dashboard): a worker whose results reach no one stops, freeing its run
+                    os.kill(os.getpid(), signal.SIGTERM)
                     return
 
     def close(self):

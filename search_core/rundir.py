@@ -7,13 +7,14 @@
     latency_cache.jsonl  the measurements (search_core.measurements.LatencyCache)
     checkpoint.pt        after every epoch, to resume
     best_arch.json, summary.json   at the end
-    worker.lock          held (flock) by the worker that runs the search, and holds its pid
+    worker.lock          held (flock) by the worker that runs the search: its pid and host
 
 No torch import at module level: the dashboard reads run directories in its web process.
 """
 import fcntl
 import json
 import os
+import socket
 
 from .config import ConfigError, SearchConfig
 
@@ -36,10 +37,12 @@ class DiskFull(Exception):
     """Too little free space left for the next checkpoint: stop cleanly, while the last one is whole."""
 
 
-def _pid_in(fd):
+def _holder_in(fd):
+    """(pid, host) written by the worker holding the lock; (None, None) before it wrote them."""
     os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 32).decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+    words = os.read(fd, 300).decode("utf-8", "replace").split()
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    return pid, (words[1] if len(words) > 1 else None)
 
 
 class RunDirectory:
@@ -65,16 +68,23 @@ class RunDirectory:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _pid_in(fd)
+            pid, host = _holder_in(fd)
             os.close(fd)
-            raise RunDirectoryBusy("another worker (pid {}) is running on {}: stop it first".format(
-                pid, self.root))
+            raise RunDirectoryBusy("another worker (pid {} on {}) is running on {}: stop it "
+                                   "first".format(pid, host or "this host", self.root))
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
+        # the host too: on storage that several machines share, a pid means nothing elsewhere
+        os.write(fd, "{} {}".format(os.getpid(), socket.gethostname()).encode("utf-8"))
         self._lock_fd = fd  # open for the process's life
 
     def worker_pid(self):
         """The pid of the worker holding the directory (0 if it wrote none yet); None if none does."""
+        holder = self.worker()
+        return None if holder is None else holder[0] or 0
+
+    def worker(self):
+        """(pid, host) of the worker holding the directory (either None before it wrote them);
+        None if none holds it."""
         try:
             fd = os.open(self.path(WORKER_LOCK), os.O_RDONLY)
         except FileNotFoundError:
@@ -83,7 +93,7 @@ class RunDirectory:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return _pid_in(fd) or 0
+                return _holder_in(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,12 +249,14 @@ def test_a_second_worker_on_a_run_directory_is_refused(tiny_run):
     holder = hold_run_directory(out)
     try:
         assert files.worker_pid() == holder.pid
+        assert files.worker() == (holder.pid, socket.gethostname())
         before = (out / "samples.jsonl").read_text()
         result = cli("resume", str(out), "--events", "jsonl")
         assert result.returncode == 2
         failed = events_of(result.stdout)[-1]
         assert failed["event"] == "failed" and failed["type"] == "RunDirectoryBusy"
-        assert "another worker (pid {})".format(holder.pid) in failed["error"]
+        assert "another worker (pid {} on {})".format(holder.pid, socket.gethostname()) \
+            in failed["error"]
         assert (out / "samples.jsonl").read_text() == before
     finally:
         holder.kill()

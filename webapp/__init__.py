@@ -1,7 +1,7 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
 Pages (pages.py) and the JSON API (api.py) are blueprints behind auth.py's token, Origin and Host
-checks; runs are worker subprocesses followed by runner.py; devices and the built-in local agent
+checks; runs are workers (subprocesses, or Ray actors: executors.py) followed by runner.py; devices and the built-in local agent
 live in devices.py; Socket.IO pushes in sockets.py.
 """
 import os
@@ -72,6 +72,7 @@ def create_app(config=None):
 
     from .api import bp as api_bp
     from .devices import DeviceRegistry
+    from .executors import make_executor
     from .pages import bp as pages_bp
     from .runner import RunManager
     from .sockets import RunPublisher, emit_device, emit_training
@@ -84,9 +85,11 @@ def create_app(config=None):
     socketio.init_app(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"])
     publisher = RunPublisher()
     app.extensions["publisher"] = publisher
-    runs = RunManager(app, on_event=publisher)
+    executor = make_executor(app.config)
+    app.extensions["executor"] = executor
+    runs = RunManager(app, executor, on_event=publisher)
     app.extensions["runs"] = runs
-    trainings = TrainingManager(app, on_event=emit_training)
+    trainings = TrainingManager(app, executor, on_event=emit_training)
     app.extensions["trainings"] = trainings
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices
@@ -123,3 +126,4 @@ def shutdown(app):
         app.extensions["runs"].shutdown()
         app.extensions["trainings"].shutdown()
     app.extensions["devices"].shutdown()
+    app.extensions["executor"].close()

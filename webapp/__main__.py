@@ -5,6 +5,7 @@ import signal
 import sys
 
 from .auth import LOOPBACK_HOSTS
+from .executors import EXECUTORS
 
 
 def parser():
@@ -33,6 +34,13 @@ def parser():
     p.add_argument("--max-runs", type=int,
                    help="searches that run at once; later ones wait in a queue (default: one per "
                         "4 cores beside the local agent's, at least 1)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where searches and retrainings run: 'local' subprocesses (default), or "
+                        "'ray' actors on a Ray cluster (run directories on storage every node "
+                        "mounts at the same path)")
+    p.add_argument("--ray-address",
+                   help="the Ray cluster's head, e.g. 10.0.0.5:6379 (default with --executor ray: "
+                        "a Ray started inside the dashboard on this machine)")
     p.add_argument("--no-auth", action="store_true",
                    help="no token: anyone who reaches the port controls the dashboard. Allowed "
                         "only with a loopback --host")
@@ -69,6 +77,8 @@ def main(argv=None):
         parser().error("--port must be from 1 to 65535")
     if args.max_runs is not None and not 0 < args.max_runs <= 1000:
         parser().error("--max-runs must be from 1 to 1000")
+    if args.ray_address and args.executor != "ray":
+        parser().error("--ray-address needs --executor ray")
     if args.no_auth and args.host not in LOOPBACK_HOSTS:
         parser().error("--no-auth is refused with --host {}: without the token anyone on the "
                        "network controls the dashboard (use 127.0.0.1, or keep the token)".format(
@@ -91,6 +101,7 @@ def main(argv=None):
         config["SQLALCHEMY_DATABASE_URI"] = args.database_url
     if args.max_runs:
         config["MAX_RUNS"] = args.max_runs
+    config.update(EXECUTOR=args.executor, RAY_ADDRESS=args.ray_address)
     try:
         app = create_app(config)
     except Exception as e:  # noqa: BLE001  e.g. an unreachable database: say so, no traceback

@@ -52,6 +52,12 @@ class Config:
     # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: one per 4
     # cores the local agent leaves, at least one (a search on 2 cores already uses them all)
     MAX_RUNS = None
+    # where workers run (webapp/executors.py): "local" subprocesses, or "ray" actors on the Ray
+    # cluster at RAY_ADDRESS (None: a Ray started inside this process)
+    EXECUTOR = "local"
+    RAY_ADDRESS = None
+    # seconds a Ray worker may wait for a node with the CPUs and GPU it asks for before its run fails
+    RAY_START_TIMEOUT_S = 120.0
 
 
 def default_max_runs(cpu_count, agent_threads):

@@ -179,11 +179,16 @@ class Run(db.Model):
     # the pool it measures on (its device_id is then the member that holds its lookup tables)
     group_id: Mapped[Optional[int]] = mapped_column(
         sa.Integer, sa.ForeignKey("device_groups.id", ondelete="SET NULL"))
+    # where its worker runs, when a cluster runs it (host and Ray node)
+    node: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    # JSON: the automatic resumes after a lost worker since it was last queued ({time, node, error})
+    retries: Mapped[Optional[str]] = mapped_column(sa.Text)
 
     config_data = json_property("config")
     space_data = json_property("space")
     progress_data = json_property("progress")
     reference_data = json_property("reference")
+    retries_data = json_property("retries")
 
     device: Mapped[Optional[Device]] = relationship(back_populates="runs")
     group: Mapped[Optional[DeviceGroup]] = relationship()

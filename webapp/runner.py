@@ -1,17 +1,19 @@
-"""Search workers as subprocesses: queue, launch, follow their JSON-lines event stream, store it,
-cancel.
+"""Search workers: queue, launch (through the app's executor), follow their JSON-lines event
+stream, store it, cancel, resume after a lost worker.
 
 At most MAX_RUNS workers run at once: a new or resumed run waits as ``queued``, first in line
 first, and one scheduler thread starts the next whenever a worker exits (``submit``, ``kick``).
 The queue is the database's: a dashboard that restarts goes on with it.
 
 The web process does I/O only (see ARCHITECTURE.md, "Why the search runs in its own process"):
-``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process, and
-one background thread per run reads its standard output line by line and applies each event
-(docs/events.md) to the database inside an app context. ``on_event(run_id, event, stored)``, if
-given, is called after each event is stored, with the row it stored (a Sample for ``sample``, an
-EpochMetric for ``epoch``); the Socket.IO layer hooks in there. The device's token reaches the worker
-through its environment (NANO_AGENT_TOKEN), never through a file in the run directory.
+``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process (a
+subprocess, or on a Ray node: webapp/executors.py), and one background thread per run reads its
+standard output line by line and applies each event (docs/events.md) to the database inside an
+app context. ``on_event(run_id, event, stored)``, if given, is called after each event is stored,
+with the row it stored (a Sample for ``sample``, an EpochMetric for ``epoch``); the Socket.IO layer
+hooks in there. The device's token reaches the worker through its environment (NANO_AGENT_TOKEN),
+never through a file in the run directory. A run whose worker was lost with its Ray node resumes
+from its checkpoint by itself, first in line, at most MAX_RETRIES times.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,13 +30,12 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from nano_agent.config import TOKEN_ENV
 from search_core.best import better
 from search_core.measurements import LatencyCache
 from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 
-from .config import REPO_ROOT
 from .devices import AGENT_START_TIMEOUT_S, DeviceError
+from .executors import LOST_AFTER_S, worker_resources
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs, utcnow
@@ -46,7 +48,7 @@ PROGRESS_COMMIT_S = 0.5
 TERMINATE_GRACE_S = 5.0
 
 SETTINGS_FILE = "requested_settings.json"
-WORKER_NICENESS = 10
+MAX_RETRIES = 3  # a run whose worker was lost (its Ray node died) resumes by itself this often
 _NOT_STORED = object()  # a handler's answer for an event passed on without a commit
 
 
@@ -63,7 +65,7 @@ def resume_command(run_dir: str, device: str | None = None):
 
 @dataclass
 class Worker:
-    process: subprocess.Popen
+    process: subprocess.Popen  # or an executor's process-like handle (webapp/executors.py)
     thread: threading.Thread | None = None
     cancel_requested: bool = False
     error: str | None = None  # the worker's own 'failed' message, even if storing it failed
@@ -83,51 +85,41 @@ _LATENCY_COLUMNS = {"median_ms": "latency_median_ms", "mean_ms": "latency_mean_m
                     "min_ms": "latency_min_ms"}
 
 
-def _lower_priority(pid: int):
-    """Training is batch work: the web server and the device agent's measurements go first."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICENESS)
-    except (AttributeError, OSError):  # not on this platform, or the worker has already exited
-        pass
-
-
-def spawn(cmd, log_path: str, token: str | None = None) -> subprocess.Popen:
-    """Start a worker (a search or a training) at low priority: JSON lines on its stdout, its
-    stderr appended to ``log_path``, the device agent's ``token`` in its environment only."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(TOKEN_ENV, None)
-    if token:
-        env[TOKEN_ENV] = token
-    with open(log_path, "ab") as stderr:
-        process = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=stderr, env=env, text=True, encoding="utf-8", errors="replace")
-    _lower_priority(process.pid)
-    return process
-
-
 def stop_orphan(run_dir: str | None, grace_s: float = TERMINATE_GRACE_S) -> int | None:
     """Stop a worker that still holds ``run_dir`` although no process of this dashboard follows
-    it (an earlier dashboard process died): its events went to a pipe nobody reads, and a resumed
-    run would be a second writer. Returns its pid, or None if none held the directory."""
+    it (an earlier dashboard process died, or the Ray node that ran it was lost): its events go
+    to a pipe nobody reads, and a resumed run would be a second writer. A worker on another host
+    cannot be signalled from here: it stops by itself at its next heartbeat (nobody reads it), so
+    that is waited for. Returns its pid, or None if none held the directory."""
     if not run_dir:
         return None
     files = RunDirectory(run_dir)
-    pid = files.worker_pid()
-    if not pid:  # None: no worker; 0: one that has not written its pid yet, nothing to signal
+    holder = files.worker()
+    if holder is None or not holder[0]:  # no worker, or one that has not written its pid yet
         return None
+    pid, host = holder
+    if host not in (None, socket.gethostname()):
+        if not _released(files, grace_s + LOST_AFTER_S):
+            log.error("worker %s on %s still holds %s", pid, host, run_dir)
+        return pid
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return pid
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if files.worker_pid() is None:
-                return pid
-            time.sleep(0.1)
+        if _released(files, wait_s):
+            return pid
     log.error("worker %s on %s did not stop", pid, run_dir)
     return pid
+
+
+def _released(files: RunDirectory, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while files.worker_pid() is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _better(sample: Sample, best: Sample | None) -> bool:
@@ -156,8 +148,9 @@ def _progress_estimate(event: dict, worker: Worker | None) -> dict:
 class RunManager:
     """Owns the worker processes of one app (``app.extensions["runs"]``)."""
 
-    def __init__(self, app, on_event=None):
+    def __init__(self, app, executor, on_event=None):
         self.app = app
+        self.executor = executor
         self.on_event = on_event
         self._lock = threading.Lock()
         self._workers: dict[int, Worker] = {}
@@ -173,7 +166,8 @@ class RunManager:
         an app context."""
         run.status = "queued"
         run.queued_at = utcnow()
-        run.error = run.finished_at = run.pid = run.progress = run.message = None
+        run.error = run.finished_at = run.pid = run.progress = run.message = run.node = None
+        run.retries = None  # the automatic resumes of this start
         db.session.commit()
         self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
         self.kick()
@@ -208,7 +202,8 @@ class RunManager:
         while True:
             with self._lock:
                 free = self.app.config["MAX_RUNS"] - len(self._workers)
-            queue = queued_runs()
+                busy = set(self._workers)  # a run requeued by its follower, which still winds up
+            queue = [run for run in queued_runs() if run.id not in busy]
             if free <= 0 or not queue or self._stopping.is_set():
                 break
             self._start_queued(queue[0])
@@ -270,11 +265,15 @@ class RunManager:
         with self._lock:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
-            os.makedirs(run.run_dir, exist_ok=True)
-            process = spawn(cmd, os.path.join(run.run_dir, WORKER_LOG), token)
-            worker = Worker(process)
+        os.makedirs(run.run_dir, exist_ok=True)
+        # outside the lock: a Ray worker's launch waits for a node that can take it
+        process = self.executor.launch(cmd, os.path.join(run.run_dir, WORKER_LOG), token,
+                                       worker_resources(run.config_data))
+        worker = Worker(process)
+        with self._lock:
             self._workers[run.id] = worker
         run.pid = process.pid
+        run.node = getattr(process, "node", None)  # where a cluster runs it
         run.status = "running"  # its worker starts; the phase comes with its 'started' event
         run.phase = None
         run.error = None
@@ -570,6 +569,8 @@ class RunManager:
                 run.status = "cancelled"
                 run.error = None
                 run.finished_at = run.finished_at or utcnow()
+        elif getattr(worker.process, "lost", None) and run.status in RUN_ACTIVE_STATUSES:
+            self._after_lost_worker(run, worker.process.lost)
         elif run.status in RUN_ACTIVE_STATUSES:  # no final event stored: none came, or it failed
             run.status = "failed"
             run.error = worker.error or "the worker exited with code {} without finishing (see " \
@@ -578,6 +579,24 @@ class RunManager:
         db.session.commit()
         self._publish(run_id, {"event": "exited", "time": round(time.time(), 3),
                                "returncode": returncode, "status": run.status})
+
+    def _after_lost_worker(self, run: Run, lost: str):
+        """Its worker's node died, or stopped answering: the run resumes from its last checkpoint,
+        first in line, at most MAX_RETRIES times, each retry recorded on the run."""
+        stop_orphan(run.run_dir)  # never two writers: the old worker may still be ending
+        retries = run.retries_data or []
+        where = run.node or "its node"
+        if len(retries) >= MAX_RETRIES:
+            run.status = "failed"
+            run.error = "its worker was lost {} times, the last on {} ({}); resume it when the " \
+                "cluster is whole again".format(len(retries) + 1, where, lost)
+            run.finished_at = utcnow()
+            return
+        run.retries_data = retries + [{"time": utcnow().isoformat(), "node": run.node,
+                                       "error": lost}]
+        run.status = "queued"  # its queued_at is kept: first in line
+        run.message = "Its worker on {} was lost ({}): resuming from the last checkpoint (retry " \
+            "{} of {}).".format(where, lost, len(retries) + 1, MAX_RETRIES)
 
     # --- control ---------------------------------------------------------------------------------
 

@@ -127,7 +127,8 @@ def run_dict(run: Run, full=False) -> dict:
         "group_id": run.group_id, "device": _device_label(run),
         "created_at": iso(run.created_at), "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at), "error": public_text(run.error),
-        "queue_position": queue_position(run),
+        "queue_position": queue_position(run), "node": run.node,
+        "retries": run.retries_data or [],
         "best": None if best is None else {
             "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
             "latency_ms": best.latency_ms, "objective": best.objective, "ops": best.ops_data},

@@ -17,7 +17,8 @@ import threading
 
 from .extensions import db
 from .models import ONNX_FILE, RUN_ACTIVE_STATUSES, WEIGHTS_FILE, Training, utcnow
-from .runner import TERMINATE_GRACE_S, WORKER_LOG, spawn
+from .executors import worker_resources
+from .runner import TERMINATE_GRACE_S, WORKER_LOG
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def train_command(training: Training, config: dict):
 class TrainingManager:
     """Owns the training workers of one app (``app.extensions["trainings"]``)."""
 
-    def __init__(self, app, on_event=None):
+    def __init__(self, app, executor, on_event=None):
         self.app = app
+        self.executor = executor
         self.on_event = on_event
         self._lock = threading.Lock()
         self._workers: dict[int, subprocess.Popen] = {}
@@ -58,8 +60,10 @@ class TrainingManager:
         os.makedirs(training.directory, exist_ok=True)
         with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
             f.write(training.arch_json)
-        process = spawn(train_command(training, training.run.config_data),
-                        os.path.join(training.directory, WORKER_LOG))
+        config = training.run.config_data
+        process = self.executor.launch(train_command(training, config),
+                                       os.path.join(training.directory, WORKER_LOG),
+                                       resources=worker_resources(config))
         with self._lock:
             self._workers[training.id] = process
         training.pid = process.pid
@@ -81,7 +85,7 @@ class TrainingManager:
                 db.session.rollback()
             returncode = process.wait()
             try:
-                self._on_exit(training_id, returncode)
+                self._on_exit(training_id, returncode, getattr(process, "lost", None))
             finally:
                 with self._lock:
                     self._workers.pop(training_id, None)
@@ -124,12 +128,15 @@ class TrainingManager:
         training.finished_at = training.finished_at or utcnow()
         training.pid = None
 
-    def _on_exit(self, training_id: int, returncode: int):
+    def _on_exit(self, training_id: int, returncode: int, lost: str | None = None):
         training = db.session.get(Training, training_id)
         if training is None:
             return
         training.pid = None
-        if training.active:
+        if training.active and lost:
+            self._end(training, "failed", "its worker's node was lost ({}): start it again".format(
+                lost))
+        elif training.active:
             self._end(training, "failed", "the worker exited with code {} without finishing (see "
                       "{})".format(returncode, WORKER_LOG))
         db.session.commit()

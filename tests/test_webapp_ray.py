@@ -1,0 +1,155 @@
+"""The Ray executor against a real Ray cluster on this machine: a head and two worker nodes, each
+with processes of its own (ray.cluster_utils.Cluster, what Ray tests itself with). A run on Ray
+ends with the same files and rows as a local run; a run whose worker node is killed, or whose
+worker dies, resumes from its checkpoint on its own, at most three times."""
+import os
+import time
+from datetime import datetime
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from processes import dashboard_app
+from search_core.rundir import RunDirectory
+from test_webapp_api import TINY, read_jsonl, wait_for
+from webapp.executors import LOST_AFTER_S
+from webapp.runner import MAX_RETRIES
+
+SEARCH = dict(TINY, seed=3)
+LONGER = dict(SEARCH, epochs=5, warmup_epochs=2)  # epochs enough to be killed in the middle
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The head takes no work (0 CPUs): every worker runs on one of the two worker nodes."""
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_app(cluster, tmp_path_factory):
+    with dashboard_app(tmp_path_factory.mktemp("ray-dashboard"), EXECUTOR="ray",
+                       RAY_ADDRESS=cluster.address, MAX_RUNS=1) as app:
+        yield app
+
+
+def bearer_client(app):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+    return client
+
+
+def node_of(cluster, run):
+    """The worker node that runs ``run`` (its node id as the run shows it)."""
+    nodes = [n for n in cluster.worker_nodes if n.node_id[:12] in (run["node"] or "")]
+    assert len(nodes) == 1, (run["node"], [n.node_id for n in cluster.worker_nodes])
+    return nodes[0]
+
+
+def stored(client, run_id):
+    """What the database holds of a run: its samples (epoch, kind, hash) and its epochs."""
+    samples = client.get("/api/runs/{}/samples".format(run_id)).get_json()
+    metrics = client.get("/api/runs/{}/metrics".format(run_id)).get_json()
+    return ([(s["epoch"], s["kind"], s["arch_hash"]) for s in samples],
+            [(m["epoch"], m["phase"]) for m in metrics])
+
+
+def on_disk(app, run):
+    run_dir = os.path.join(app.config["DATA_DIR"], run["run_dir"])
+    samples = [(s["epoch"], s["kind"], s["arch_hash"])
+               for s in read_jsonl(os.path.join(run_dir, "samples.jsonl"))]
+    return sorted(os.listdir(run_dir)), samples
+
+
+def run_to_the_end(client, settings, timeout=240):
+    run_id = client.post("/api/runs", json=settings).get_json()["id"]
+    return wait_for(client, run_id, ("finished", "failed", "cancelled"), timeout)
+
+
+def test_a_run_on_ray_ends_with_the_files_and_rows_of_a_local_run(cluster, ray_app, tmp_path):
+    with dashboard_app(tmp_path, MAX_RUNS=1) as local_app:
+        local_client = bearer_client(local_app)
+        local = run_to_the_end(local_client, dict(SEARCH, name="local"))
+        local = local_client.get("/api/runs/{}".format(local["id"])).get_json()
+        local_rows, local_files = stored(local_client, local["id"]), on_disk(local_app, local)
+    client = bearer_client(ray_app)
+    remote = run_to_the_end(client, dict(SEARCH, name="on ray"))
+    remote = client.get("/api/runs/{}".format(remote["id"])).get_json()
+
+    assert local["status"] == remote["status"] == "finished", remote["error"]
+    assert local["node"] is None and node_of(cluster, remote) is not None
+    assert remote["retries"] == [] and remote["best"] is not None
+    files, samples = on_disk(ray_app, remote)
+    assert files == local_files[0]  # the same files, written on the Ray node
+    rows, metrics = stored(client, remote["id"])
+    assert sorted(rows) == sorted(samples)  # the database holds what the worker wrote
+    # the same shape of run: its epochs, and its samples per epoch and kind
+    assert metrics == local_rows[1]
+    assert sorted(r[:2] for r in rows) == sorted(r[:2] for r in local_rows[0])
+
+
+def wait_for_epoch(client, run_id, epoch, timeout=120):
+    """Until the run has finished ``epoch`` (its checkpoint is on disk)."""
+    deadline = time.time() + timeout
+    while True:
+        run = client.get("/api/runs/{}".format(run_id)).get_json()
+        metrics = client.get("/api/runs/{}/metrics".format(run_id)).get_json()
+        if len(metrics) > epoch:
+            return run
+        assert run["status"] in ("queued", "running") and time.time() < deadline, run
+        time.sleep(0.2)
+
+
+def test_a_run_whose_worker_node_is_killed_resumes_on_another(cluster, ray_app):
+    client = bearer_client(ray_app)
+    run_id = client.post("/api/runs", json=dict(LONGER, name="node killed")).get_json()["id"]
+    run = wait_for_epoch(client, run_id, 1)
+    victim = node_of(cluster, run)
+    killed_at = time.time()
+    cluster.remove_node(victim, allow_graceful=False)  # its raylet and workers, SIGKILL
+    try:
+        run = wait_for(client, run_id, ("finished", "failed", "cancelled"), 240)
+        assert run["status"] == "finished", run["error"]
+        (retry,) = run["retries"]
+        assert victim.node_id[:12] in retry["node"] and "Actor" in retry["error"]
+        noticed_s = datetime.fromisoformat(retry["time"]).timestamp() - killed_at
+        assert noticed_s < LOST_AFTER_S, noticed_s  # within two heartbeats
+        assert node_of(cluster, run) is not victim  # resumed on the node that is left
+
+        rows, metrics = stored(client, run_id)
+        files, samples = on_disk(ray_app, run)
+        assert sorted(rows) == sorted(samples) and len(set(rows)) == len(rows)
+        assert [m[0] for m in metrics] == list(range(LONGER["epochs"]))  # no epoch lost
+        assert {r[0] for r in rows} == set(range(LONGER["warmup_epochs"], LONGER["epochs"]))
+    finally:
+        cluster.add_node(num_cpus=1)  # two worker nodes again
+        cluster.wait_for_nodes()
+
+
+def test_a_run_lost_more_than_three_times_fails_saying_so(ray_app):
+    client = bearer_client(ray_app)
+    runs = ray_app.extensions["runs"]
+    run_id = client.post("/api/runs", json=dict(LONGER, name="lost again")).get_json()["id"]
+    killed = []
+    deadline = time.time() + 240
+    while True:
+        run = client.get("/api/runs/{}".format(run_id)).get_json()
+        if run["status"] not in ("queued", "running"):
+            break
+        worker = runs._workers.get(run_id)
+        if worker is not None and worker.process.pid not in killed and run["phase"]:
+            killed.append(worker.process.pid)  # its worker trains: kill its actor's process
+            ray.kill(worker.process.actor, no_restart=True)
+        assert time.time() < deadline, run
+        time.sleep(0.1)
+    assert len(killed) == MAX_RETRIES + 1
+    assert run["status"] == "failed" and len(run["retries"]) == MAX_RETRIES
+    assert "lost {} times".format(MAX_RETRIES + 1) in run["error"]
+    run_dir = os.path.join(ray_app.config["DATA_DIR"], run["run_dir"])
+    assert RunDirectory(run_dir).worker() is None  # no worker of it is left behind
