@@ -1,4 +1,5 @@
-"""Measurement throughput of a device pool with 1, 2 and 3 agents, and what the pool costs.
+"""Measurement throughput of a device pool with 1, 2 and 3 agents, what the pool costs, and how
+long a run on the Ray executor takes to come back after its worker node is killed.
 
 Real agent processes on loopback (1 torch thread each) measure tiny architectures of the digits
 setting (32x32x1, width 0.5; 1 warm-up and 3 timed runs each), so that the agents, not the
@@ -7,10 +8,18 @@ Every count measures the same `--archs` random members, fresh (no cache), throug
 `DevicePool.measure_many`; the pool's own cost per measurement is the time through a pool of one
 agent minus the time through that agent's client directly, alternated over `--rounds` rounds.
 
-    .venv/bin/python bench/scale_out.py [--archs 60] [--rounds 6] [--max-agents 3]
+Ray: a real cluster on this machine (a head without CPUs and two worker nodes of 1 CPU, each its
+own processes) runs a dashboard's search (the digits setting, 1 thread); after each of
+`--ray-kills` finished epochs the node that runs it is killed (SIGKILL to its raylet and workers)
+and a fresh node joins. Per kill: `noticed_s` (the retry recorded on the run), `placed_s` (the
+resumed worker runs on the other node), `training_s` (its first progress event stored) and
+`next_epoch_s` (the next finished epoch stored), all from the kill.
+
+    .venv/bin/python bench/scale_out.py [--archs 60] [--rounds 6] [--max-agents 3] [--ray-kills 3]
 
 Ends with one JSON line: `per_minute` (measurements per minute per agent count), `speedup` over
-one agent, `pool_overhead_ms` (per measurement, median over the rounds) and the members' shares.
+one agent, `pool_overhead_ms` (per measurement, median over the rounds), the members' shares, and
+`ray_recovery` (the figures above per kill, and their medians).
 """
 import argparse
 import json
@@ -28,6 +37,7 @@ sys.path.insert(0, ROOT)
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core.device_client import AgentDevice  # noqa: E402
 from search_core.pool import DevicePool  # noqa: E402
+from webapp.runner import MAX_RETRIES  # noqa: E402
 
 TOKEN = "bench-token"
 SPACE = SearchSpace(0.5, 32, 10, 1)
@@ -59,13 +69,7 @@ def timed(call):
     return time.perf_counter() - started
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--archs", type=int, default=60)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--max-agents", type=int, default=3)
-    args = p.parse_args()
-    started = time.time()
+def pool_figures(args):
     with tempfile.TemporaryDirectory() as tmp:
         agents = []
         for i in range(args.max_agents):
@@ -105,12 +109,91 @@ def main():
             for proc, _ in agents:
                 proc.terminate()
                 proc.wait(10)
-    print(json.dumps({
-        "archs": args.archs, "cpu_count": os.cpu_count(), "per_minute": per_minute,
-        "speedup": {n: round(v / per_minute[1], 2) for n, v in per_minute.items()},
-        "shares": shares, "pool_overhead_ms": round(statistics.median(overheads), 3),
-        "pool_overhead_rounds_ms": [round(x, 3) for x in overheads],
-        "wall_s": round(time.time() - started, 1)}))
+    return {"archs": args.archs, "per_minute": per_minute,
+            "speedup": {n: round(v / per_minute[1], 2) for n, v in per_minute.items()},
+            "shares": shares, "pool_overhead_ms": round(statistics.median(overheads), 3),
+            "pool_overhead_rounds_ms": [round(x, 3) for x in overheads]}
+
+
+RAY_RUN = {"name": "killed", "epochs": 8, "warmup_epochs": 1, "limit": 64, "batch_size": 32,
+           "samples_per_epoch": 2, "measure_runs": 3, "measure_warmup": 1, "threads": 1,
+           "calibration_archs": 3, "resolution": 32}
+
+
+def ray_recovery(kills):
+    """Kill the node of a running search `kills` times; the times until it is back, per kill."""
+    from ray.cluster_utils import Cluster
+
+    from webapp import create_app, shutdown
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    figures = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            app = create_app({"DATA_DIR": tmp, "EXECUTOR": "ray", "RAY_ADDRESS": cluster.address,
+                              "MAX_RUNS": 1, "DEVICE_CHECK_INTERVAL_S": 0})
+            try:
+                client = app.test_client()
+                client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+                run_id = client.post("/api/runs", json=RAY_RUN).get_json()["id"]
+                for kill in range(kills):
+                    figures.append(_kill_and_time(client, cluster, run_id, 2 * kill + 1))
+                    print("kill {}: {}".format(kill + 1, figures[-1]), flush=True)
+            finally:
+                shutdown(app)
+    finally:
+        cluster.shutdown()
+    keys = ("noticed_s", "placed_s", "training_s", "next_epoch_s")
+    return {"kills": figures,
+            "median": {k: round(statistics.median(f[k] for f in figures), 2) for k in keys}}
+
+
+def _kill_and_time(client, cluster, run_id, epoch):
+    """After `epoch` finished epochs, kill the run's node; seconds until each sign of recovery."""
+    def state():
+        run = client.get("/api/runs/{}".format(run_id)).get_json()
+        assert run["status"] in ("queued", "running"), run
+        return run, len(client.get("/api/runs/{}/metrics".format(run_id)).get_json())
+
+    run, done = state()
+    while done < epoch or not run["node"]:
+        time.sleep(0.05)
+        run, done = state()
+    victim = next(n for n in cluster.worker_nodes if n.node_id[:12] in run["node"])
+    killed = time.time()
+    cluster.remove_node(victim, allow_graceful=False)
+    cluster.add_node(num_cpus=1)  # the cluster is whole again, as an autoscaler would make it
+    times, retries = {}, len(run["retries"])
+    while "next_epoch_s" not in times:
+        run, now_done = state()
+        signs = {"noticed_s": len(run["retries"]) > retries,
+                 "placed_s": run["status"] == "running" and run["node"]
+                 and victim.node_id[:12] not in run["node"],
+                 "training_s": bool(run["phase"]) and "placed_s" in times,
+                 "next_epoch_s": now_done > done}
+        for key, seen in signs.items():
+            if seen and key not in times:
+                times[key] = round(time.time() - killed, 2)
+        time.sleep(0.05)
+    return times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--archs", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--max-agents", type=int, default=3)
+    p.add_argument("--ray-kills", type=int, default=3, help="0: no Ray part")
+    args = p.parse_args()
+    started = time.time()
+    figures = {"cpu_count": os.cpu_count()}
+    figures.update(pool_figures(args))
+    if args.ray_kills:
+        figures["ray_recovery"] = ray_recovery(min(args.ray_kills, MAX_RETRIES))
+    figures["wall_s"] = round(time.time() - started, 1)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

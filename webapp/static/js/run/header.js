@@ -13,6 +13,9 @@ export function renderHeader() {
   document.title = run.name + " \u00b7 edge-nas";
   NAS.setBadge($id("run-status"), run.status);
   $id("run-device").textContent = run.device || fmt.DASH;
+  $id("run-node-item").hidden = !run.node;
+  $id("run-node").textContent = run.node || "";
+  renderRetries(run.retries || []);
   const times = [];
   times.push("created " + fmt.datetime(run.created_at));
   if (run.started_at) {
@@ -39,6 +42,16 @@ export function renderHeader() {
   } else {
     error.hidden = true;
   }
+}
+
+// a cluster worker lost with its node: the run resumed by itself (runner.py, MAX_RETRIES)
+function renderRetries(retries) {
+  const node = $id("run-retries");
+  node.hidden = retries.length === 0;
+  if (node.hidden) return;
+  node.textContent = "resumed " + retries.length + (retries.length === 1 ? " time" : " times")
+    + " after a lost worker";
+  node.title = retries.map((r) => fmt.datetime(r.time) + ": " + (r.node || "?") + ": " + r.error).join("\n");
 }
 
 // progress ---------------------------------------------------------------------------------------
