@@ -1,7 +1,8 @@
 """The Ray executor against a real Ray cluster on this machine: a head and two worker nodes, each
 with processes of its own (ray.cluster_utils.Cluster, what Ray tests itself with). A run on Ray
-ends with the same files and rows as a local run; a run whose worker node is killed, or whose
-worker dies, resumes from its checkpoint on its own, at most three times."""
+ends with the same files and rows as a local run, and its best architecture retrains there; a run
+whose worker node is killed, or whose worker dies, resumes from its checkpoint by itself, at most
+three times."""
 import os
 import time
 from datetime import datetime
@@ -45,10 +46,10 @@ def bearer_client(app):
     return client
 
 
-def node_of(cluster, run):
-    """The worker node that runs ``run`` (its node id as the run shows it)."""
-    nodes = [n for n in cluster.worker_nodes if n.node_id[:12] in (run["node"] or "")]
-    assert len(nodes) == 1, (run["node"], [n.node_id for n in cluster.worker_nodes])
+def node_of(cluster, worker):
+    """The worker node that runs a run's or a retraining's worker (its node id as they show it)."""
+    nodes = [n for n in cluster.worker_nodes if n.node_id[:12] in (worker["node"] or "")]
+    assert len(nodes) == 1, (worker["node"], [n.node_id for n in cluster.worker_nodes])
     return nodes[0]
 
 
@@ -92,6 +93,25 @@ def test_a_run_on_ray_ends_with_the_files_and_rows_of_a_local_run(cluster, ray_a
     # the same shape of run: its epochs, and its samples per epoch and kind
     assert metrics == local_rows[1]
     assert sorted(r[:2] for r in rows) == sorted(r[:2] for r in local_rows[0])
+
+    # its best architecture retrained on a Ray node too: weights and ONNX come back
+    r = client.post("/api/runs/{}/trainings".format(remote["id"]), json={"sample_id": remote["best"]["id"], "epochs": 1})
+    assert r.status_code == 201, r.get_json()
+    training = wait_for_training(client, remote["id"], r.get_json()["id"])
+    assert training["status"] == "finished", training["error"]
+    assert node_of(cluster, training) and training["files"] == ["weights.pt", "model.onnx"]
+    assert client.get("/api/trainings/{}/model.onnx".format(training["id"])).status_code == 200
+
+
+def wait_for_training(client, run_id, training_id, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        trainings = client.get("/api/runs/{}/trainings".format(run_id)).get_json()
+        training = next(t for t in trainings if t["id"] == training_id)
+        if training["status"] not in ("queued", "running"):
+            return training
+        assert time.time() < deadline, training
+        time.sleep(0.2)
 
 
 def wait_for_epoch(client, run_id, epoch, timeout=120):

@@ -299,6 +299,7 @@ class Training(db.Model):
     train_time_s: Mapped[Optional[float]] = mapped_column(sa.Float)
     directory: Mapped[Optional[str]] = mapped_column(sa.String(1024))
     pid: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    node: Mapped[Optional[str]] = mapped_column(sa.String(255))  # where a cluster runs it
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))

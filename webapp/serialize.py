@@ -58,7 +58,7 @@ def public_reference(reference: dict | None) -> dict | None:
 
 
 TRAINING_FIELDS = ("id", "run_id", "sample_id", "arch_hash", "label", "status", "epochs", "seed",
-                   "epoch", "loss", "val_accuracy", "test_accuracy", "train_time_s")
+                   "epoch", "loss", "val_accuracy", "test_accuracy", "train_time_s", "node")
 
 
 def training_dict(training: Training) -> dict:

@@ -67,6 +67,7 @@ class TrainingManager:
         with self._lock:
             self._workers[training.id] = process
         training.pid = process.pid
+        training.node = getattr(process, "node", None)
         db.session.commit()
         self._publish(training)
         thread = threading.Thread(target=self._follow, args=(training.id, process),
