@@ -266,9 +266,19 @@ class RunManager:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
         os.makedirs(run.run_dir, exist_ok=True)
-        # outside the lock: a Ray worker's launch waits for a node that can take it
+        resources = worker_resources(run.config_data)
+        if self.executor.name == "ray":  # a node with room for it may take a while to free up
+            self._say(run, "Waiting for a Ray node with {} CPU(s){} free.".format(
+                resources["num_cpus"], " and a GPU" if resources["num_gpus"] else ""))
         process = self.executor.launch(cmd, os.path.join(run.run_dir, WORKER_LOG), token,
-                                       worker_resources(run.config_data))
+                                       resources)
+        db.session.refresh(run)
+        if run.status == "cancelled":  # while its worker was being placed
+            process.kill()
+            for _ in process.stdout:  # to its end: a Ray worker's node is then released
+                pass
+            process.wait()
+            return
         worker = Worker(process)
         with self._lock:
             self._workers[run.id] = worker
@@ -319,6 +329,11 @@ class RunManager:
         except sa.exc.OperationalError:
             db.session.rollback()
         self._publish(run_id, {"event": "message", "time": round(time.time(), 3), "text": text})
+
+    def _say(self, run: Run, text: str):
+        run.message = text
+        db.session.commit()
+        self._publish(run.id, {"event": "message", "time": round(time.time(), 3), "text": text})
 
     def _publish(self, run_id, event, stored=None):
         if self.on_event is None:
