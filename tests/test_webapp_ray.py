@@ -4,6 +4,8 @@ ends with the same files and rows as a local run, and its best architecture retr
 whose worker node is killed, or whose worker dies, resumes from its checkpoint by itself, at most
 three times."""
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 
@@ -11,7 +13,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from processes import dashboard_app
+from processes import ROOT, dashboard_app, free_port
 from search_core.rundir import RunDirectory
 from test_webapp_api import TINY, read_jsonl, wait_for
 from webapp.executors import LOST_AFTER_S
@@ -173,3 +175,15 @@ def test_a_run_lost_more_than_three_times_fails_saying_so(ray_app):
     assert "lost {} times".format(MAX_RETRIES + 1) in run["error"]
     run_dir = os.path.join(ray_app.config["DATA_DIR"], run["run_dir"])
     assert RunDirectory(run_dir).worker() is None  # no worker of it is left behind
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:{port}"], "no Ray head answers at 127.0.0.1:"),
+])
+def test_the_dashboard_refuses_a_ray_setting_it_cannot_use(tmp_path, args, error):
+    args = [a.format(port=free_port()) for a in args]
+    result = subprocess.run([sys.executable, "-m", "webapp", "--data-dir", str(tmp_path),
+                             "--no-local-agent"] + args,
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and error in result.stderr, result.stderr

@@ -199,6 +199,8 @@ class RayExecutor:
         self.start_timeout_s = start_timeout_s
         self._own = not ray.is_initialized()
         if self._own:
+            if address:
+                _check_reachable(address)
             ray.init(address=address, log_to_driver=False, include_dashboard=False,
                      configure_logging=False)
         # the worker's stream is read concurrently with signals to it
@@ -211,6 +213,18 @@ class RayExecutor:
     def close(self):
         if self._own:
             self._ray.shutdown()
+
+
+def _check_reachable(address):
+    """A head that does not answer fails the start at once (ray.init itself keeps retrying for
+    minutes). Only host:port addresses; others ('auto', 'ray://...') are Ray's to resolve."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise RuntimeError("no Ray head answers at {} ({})".format(address, e)) from None
 
 
 def make_executor(config) -> LocalExecutor | RayExecutor:
