@@ -187,6 +187,15 @@ def test_the_event_stream_beats_when_nothing_else_happens():
     assert lines[quiet - 1]["event"] == "message"
 
 
+def test_a_worker_whose_stream_nobody_reads_stops_at_its_next_heartbeat():
+    """Its follower died (its Ray node, or its dashboard): it must not run on, holding its run."""
+    code = ("import time; from search_core.events import JsonLinesEvents; "
+            "events = JsonLinesEvents(heartbeat_s=0.2); time.sleep(60)")
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
+    worker.stdout.close()  # nobody reads it
+    assert worker.wait(timeout=30) == -signal.SIGTERM
+
+
 def test_the_split_seed_draws_the_split_and_the_seed_does_otherwise(monkeypatch, tmp_path):
     from search_core import data
 

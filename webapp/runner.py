@@ -268,7 +268,7 @@ class RunManager:
         os.makedirs(run.run_dir, exist_ok=True)
         resources = worker_resources(run.config_data)
         if self.executor.name == "ray":  # a node with room for it may take a while to free up
-            self._say(run, "Waiting for a Ray node with {} CPU(s){} free.".format(
+            self._say(run.id, "Waiting for a Ray node with {} CPU(s){} free.".format(
                 resources["num_cpus"], " and a GPU" if resources["num_gpus"] else ""))
         process = self.executor.launch(cmd, os.path.join(run.run_dir, WORKER_LOG), token,
                                        resources)
@@ -322,18 +322,17 @@ class RunManager:
             "10 s: it may be frozen. Cancel the run and resume it.".format(worker.process.pid,
                                                                           silent_s))
         try:
-            run = db.session.get(Run, run_id)
-            if run is not None:
-                run.message = text
-                db.session.commit()
+            self._say(run_id, text)
         except sa.exc.OperationalError:
             db.session.rollback()
-        self._publish(run_id, {"event": "message", "time": round(time.time(), 3), "text": text})
 
-    def _say(self, run: Run, text: str):
-        run.message = text
-        db.session.commit()
-        self._publish(run.id, {"event": "message", "time": round(time.time(), 3), "text": text})
+    def _say(self, run_id: int, text: str | None):
+        """The run's message (None: none), stored and pushed."""
+        run = db.session.get(Run, run_id)
+        if run is not None:
+            run.message = text
+            db.session.commit()
+        self._publish(run_id, {"event": "message", "time": round(time.time(), 3), "text": text})
 
     def _publish(self, run_id, event, stored=None):
         if self.on_event is None:
