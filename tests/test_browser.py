@@ -113,7 +113,8 @@ def test_a_form_on_another_origin_changes_nothing(dashboard, page, tmp_path):
 
 
 def test_register_a_device(dashboard, server, page, tmp_path):
-    agent = Agent(tmp_path, timeout=10)
+    (tmp_path / "second").mkdir()
+    agent, second = Agent(tmp_path, timeout=10), Agent(tmp_path / "second", timeout=10)
     try:
         page.goto(server + "/devices")
         form = page.get_by_test_id("device-form")
@@ -153,7 +154,7 @@ def test_register_a_device(dashboard, server, page, tmp_path):
         # a group: devices of two tokens are refused, then two of one token measure as a pool
         form.get_by_test_id("device-name").fill("nano2")
         form.get_by_test_id("device-host").fill("127.0.0.1")
-        form.get_by_test_id("device-port").fill(str(agent.port))
+        form.get_by_test_id("device-port").fill(str(second.port))
         form.get_by_test_id("device-token").fill(TOKEN)
         page.get_by_test_id("register-device").click()
         groups = page.get_by_test_id("groups")
@@ -171,10 +172,26 @@ def test_register_a_device(dashboard, server, page, tmp_path):
         page.goto(server + "/runs/new")
         expect(page.get_by_test_id("input-device_id")).to_contain_text("group nanos \u2014 2 devices")
         page.goto(server + "/devices")
+        # a run on the group: each member's card shows, live, what it measured in the pool
+        group = dashboard.http.get(server + "/api/groups", timeout=5).json()[0]
+        run = dashboard.http.post(server + "/api/runs", json={
+            "name": "on the pool", "group_id": group["id"], "epochs": 2, "warmup_epochs": 1,
+            "limit": 64, "samples_per_epoch": 2, "calibration_archs": 3, "measure_runs": 3,
+            "measure_warmup": 1}, timeout=30).json()
+        for name in ("nano1", "nano2"):
+            pool = page.locator('[data-testid="device-card"]', has_text=name).get_by_test_id("device-pool")
+            expect(pool).to_contain_text("In run {}'s pool: ".format(run["id"]), timeout=TIMEOUT_MS)
+            expect(pool).to_contain_text(re.compile(r"[1-9]\d* measured"), timeout=TIMEOUT_MS)
+        deadline = time.time() + 120
+        while dashboard.http.get("{}/api/runs/{}".format(server, run["id"]), timeout=5).json()[
+                "status"] in ("queued", "running"):
+            assert time.time() < deadline
+            time.sleep(0.2)
         page.get_by_test_id("delete-group").click()
         expect(page.get_by_test_id("group-row")).to_have_count(0)
     finally:
         agent.stop()
+        second.stop()
     names = [d["name"] for d in dashboard.http.get(server + "/api/devices", timeout=5).json()]
     assert names == ["local", "nano-bench", "nano1", "nano2"]
 

@@ -208,11 +208,14 @@ def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_pa
                for i, a in enumerate(agents)]
         other = client.post("/api/devices", json={"name": "other-token", "host": "127.0.0.1",
                                                   "port": agents[0].port, "token": "x"}).get_json()
+        twin = client.post("/api/devices", json={"name": "pool0-again", "host": "127.0.0.1",
+                                                 "port": agents[0].port, "token": TOKEN}).get_json()
         local = local_device(client)
         for body, field, message in (
                 ({"name": "nanos", "device_ids": ids[:1]}, "device_ids", "two or more"),
                 ({"name": "nanos", "device_ids": [ids[0], local["id"]]}, "device_ids", "local device"),
                 ({"name": "nanos", "device_ids": [ids[0], other["id"]]}, "device_ids", "one token"),
+                ({"name": "nanos", "device_ids": [ids[0], twin["id"]]}, "device_ids", "one agent"),
                 ({"name": "", "device_ids": ids}, "name", "required")):
             r = client.post("/api/groups", json=body)
             assert r.status_code == 400 and message in r.get_json()["errors"][field], r.get_json()

@@ -600,6 +600,8 @@ def validate_group(body) -> dict:
         problem = next(filter(None, map(_member_problem, devices, ids)), None)
         if problem is None and len({d.token for d in devices}) > 1:
             problem = "the devices of a group share one token (start their agents with the same --token)"
+        if problem is None:
+            problem = _same_agent_twice(devices)
         if problem:
             errors["device_ids"] = problem
     if errors:
@@ -615,6 +617,18 @@ def _member_problem(device, device_id):
         return "{} is the local device: a group is of device agents".format(device.name)
     if device.group is not None:
         return "{} is in group {} already".format(device.name, device.group.name)
+    return None
+
+
+def _same_agent_twice(devices):
+    """Two registrations of one agent are one device: a pool of them would measure one at a time."""
+    seen = {}
+    for device in devices:
+        address = (device.host, device.port)
+        if address in seen:
+            return "{} and {} are one agent ({}:{}): a group's devices are different agents".format(
+                seen[address].name, device.name, device.host, device.port)
+        seen[address] = device
     return None
 
 
