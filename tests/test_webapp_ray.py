@@ -187,3 +187,12 @@ def test_the_dashboard_refuses_a_ray_setting_it_cannot_use(tmp_path, args, error
                              "--no-local-agent"] + args,
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and error in result.stderr, result.stderr
+
+
+def test_a_worker_that_cannot_start_on_its_node_says_why(ray_app, tmp_path):
+    """A node that lacks the run directory (storage not shared): the error names the cause."""
+    executor = ray_app.extensions["executor"]
+    missing = str(tmp_path / "not-mounted" / "worker.log")
+    with pytest.raises(RuntimeError, match="could not start on the Ray node: FileNotFoundError.*"
+                                           "not-mounted.*mounts at the same path"):
+        executor.launch([sys.executable, "-c", "print()"], missing, None, {"num_cpus": 1})

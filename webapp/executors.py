@@ -132,6 +132,10 @@ class RayWorker:
             self._release()
             raise RuntimeError("no Ray node could take the worker within {:.0f} s: the cluster "
                                "lacks the CPUs or GPU it asks for".format(start_timeout_s)) from None
+        except ray.exceptions.RayActorError as e:  # e.g. the run directory is not on that node
+            raise RuntimeError("its worker could not start on the Ray node: {} (are run "
+                               "directories on storage that every node mounts at the same "
+                               "path?)".format(_last_line(e))) from None
         self.pid, self.host, self.node_id = where["pid"], where["host"], where["node_id"]
         self.stdout = self._lines()
 
@@ -146,8 +150,7 @@ class RayWorker:
                 lines, returncode = self._ray.get(self.actor.read.remote(READ_WAIT_S),
                                                   timeout=READ_WAIT_S + LOST_AFTER_S)
             except (errors.RayActorError, errors.GetTimeoutError) as e:
-                self._end(None, lost="{}: {}".format(type(e).__name__, str(e).splitlines()[0]
-                                                     if str(e) else "no answer"))
+                self._end(None, lost="{}: {}".format(type(e).__name__, _first_line(e)))
                 return
             yield from lines
             if returncode is not None:
@@ -186,6 +189,15 @@ class RayWorker:
 
     def kill(self):
         self._signal(signal.SIGKILL)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or ["no answer"])[0]
+
+
+def _last_line(error):
+    """A Ray error's last line: the exception that its traceback ends with."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1]
 
 
 class RayExecutor:
