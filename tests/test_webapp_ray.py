@@ -21,6 +21,7 @@ from webapp.runner import MAX_RETRIES
 
 SEARCH = dict(TINY, seed=3)
 LONGER = dict(SEARCH, epochs=5, warmup_epochs=2)  # epochs enough to be killed in the middle
+START_TIMEOUT_S = 5.0  # how long a worker waits for a node with room
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def ray_app(cluster, tmp_path_factory):
     with dashboard_app(tmp_path_factory.mktemp("ray-dashboard"), EXECUTOR="ray",
-                       RAY_ADDRESS=cluster.address, MAX_RUNS=1) as app:
+                       RAY_ADDRESS=cluster.address, MAX_RUNS=1,
+                       RAY_START_TIMEOUT_S=START_TIMEOUT_S) as app:
         yield app
 
 
@@ -187,6 +189,25 @@ def test_the_dashboard_refuses_a_ray_setting_it_cannot_use(tmp_path, args, error
                              "--no-local-agent"] + args,
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and error in result.stderr, result.stderr
+
+
+def test_a_run_no_node_can_take_waits_says_so_and_fails_or_stays_cancelled(ray_app):
+    """Each worker node has 1 CPU: a run of 2 threads waits for a node, then fails saying why;
+    one cancelled while it waits stays cancelled."""
+    client = bearer_client(ray_app)
+    ids = [client.post("/api/runs", json=dict(SEARCH, name=name, threads=2)).get_json()["id"]
+           for name in ("cancelled while waiting", "too big")]
+    deadline = time.time() + 30
+    while "Waiting for a Ray node with 2 CPU(s) free" not in (
+            client.get("/api/runs/{}".format(ids[0])).get_json()["message"] or ""):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert client.post("/api/runs/{}/cancel".format(ids[0])).get_json()["status"] == "cancelled"
+    failed = wait_for(client, ids[1], ("finished", "failed", "cancelled"), 60)
+    assert failed["status"] == "failed" and "no Ray node could take the worker within 5 s" \
+        in failed["error"], failed
+    cancelled = client.get("/api/runs/{}".format(ids[0])).get_json()
+    assert cancelled["status"] == "cancelled" and cancelled["error"] is None
 
 
 def test_a_worker_that_cannot_start_on_its_node_says_why(ray_app, tmp_path):

@@ -234,9 +234,12 @@ class RunManager:
                     run.config_data = dict(run.config_data, device=address)
                 self.start(run, token)
         except Exception as e:  # noqa: BLE001  a run that cannot start must not block the queue
-            if not isinstance(e, (DeviceError, OSError)):
+            if not isinstance(e, (DeviceError, OSError, RuntimeError)):
                 log.exception("run %s: starting its worker failed", run.id)
             db.session.rollback()
+            db.session.refresh(run)
+            if run.status == "cancelled":  # while it waited for a node: that says it all
+                return
             run.status = "failed"
             run.error = "could not start: {}".format(e)
             run.finished_at = utcnow()

@@ -54,43 +54,57 @@ class TrainingManager:
         self._threads: dict[int, threading.Thread] = {}
 
     def start(self, training: Training):
-        """Launch the worker of a stored training (its run's directory and settings). Call in an
-        app context."""
+        """Start the worker of a stored training (its run's directory and settings) from a thread
+        of its own: a Ray executor may wait for a node with room. Call in an app context."""
         training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
         os.makedirs(training.directory, exist_ok=True)
         with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
             f.write(training.arch_json)
-        config = training.run.config_data
-        process = self.executor.launch(train_command(training, config),
-                                       os.path.join(training.directory, WORKER_LOG),
-                                       resources=worker_resources(config))
-        with self._lock:
-            self._workers[training.id] = process
-        training.pid = process.pid
-        training.node = getattr(process, "node", None)
         db.session.commit()
-        self._publish(training)
-        thread = threading.Thread(target=self._follow, args=(training.id, process),
-                                  name="training-{}".format(training.id), daemon=True)
+        config = training.run.config_data
+        thread = threading.Thread(
+            target=self._run, name="training-{}".format(training.id), daemon=True,
+            args=(training.id, train_command(training, config),
+                  os.path.join(training.directory, WORKER_LOG), worker_resources(config)))
         with self._lock:
             self._threads[training.id] = thread
         thread.start()
 
-    def _follow(self, training_id: int, process: subprocess.Popen):
+    def _run(self, training_id: int, cmd, log_path: str, resources: dict):
         with self.app.app_context():
             try:
-                for line in process.stdout:
-                    self._apply_line(training_id, line)
-            except Exception:  # noqa: BLE001  a broken store must not leave it 'running'
-                log.exception("training %s: reading the worker's events failed", training_id)
-                db.session.rollback()
-            returncode = process.wait()
-            try:
-                self._on_exit(training_id, returncode, getattr(process, "lost", None))
-            finally:
-                with self._lock:
-                    self._workers.pop(training_id, None)
-                    self._cancelled.discard(training_id)
+                process = self.executor.launch(cmd, log_path, resources=resources)
+            except Exception as e:  # noqa: BLE001  e.g. no Ray node could take it
+                log.warning("training %s: its worker did not start: %s", training_id, e)
+                self._stored_end(training_id, "failed", "could not start: {}".format(e))
+                return
+            with self._lock:
+                self._workers[training_id] = process
+                cancelled = training_id in self._cancelled
+            if cancelled:  # while its worker was being placed
+                process.kill()
+            training = db.session.get(Training, training_id)
+            if training is not None and not cancelled:
+                training.pid = process.pid
+                training.node = getattr(process, "node", None)
+                db.session.commit()
+                self._publish(training)
+            self._follow(training_id, process)
+
+    def _follow(self, training_id: int, process: subprocess.Popen):
+        try:
+            for line in process.stdout:
+                self._apply_line(training_id, line)
+        except Exception:  # noqa: BLE001  a broken store must not leave it 'running'
+            log.exception("training %s: reading the worker's events failed", training_id)
+            db.session.rollback()
+        returncode = process.wait()
+        try:
+            self._on_exit(training_id, returncode, getattr(process, "lost", None))
+        finally:
+            with self._lock:
+                self._workers.pop(training_id, None)
+                self._cancelled.discard(training_id)
 
     def _apply_line(self, training_id: int, line: str):
         try:
@@ -120,6 +134,13 @@ class TrainingManager:
             return
         db.session.commit()
         self._publish(training)
+
+    def _stored_end(self, training_id: int, status: str, error: str | None):
+        training = db.session.get(Training, training_id)
+        if training is not None:
+            self._end(training, status, error)
+            db.session.commit()
+            self._publish(training)
 
     def _end(self, training: Training, status: str, error: str | None):
         with self._lock:
@@ -155,7 +176,7 @@ class TrainingManager:
         with self._lock:
             process = self._workers.get(training_id)
             thread = self._threads.get(training_id)
-            if process is not None:
+            if thread is not None and thread.is_alive():  # its worker, or one being placed
                 self._cancelled.add(training_id)
         if process is not None:
             process.terminate()
@@ -198,6 +219,6 @@ class TrainingManager:
 
     def shutdown(self, grace_s: float = TERMINATE_GRACE_S):
         with self._lock:
-            ids = list(self._workers)
+            ids = [i for i, thread in self._threads.items() if thread.is_alive()]
         for training_id in ids:
             self.cancel(training_id, grace_s)
