@@ -12,7 +12,7 @@ from alembic import command
 from flask import Flask, jsonify, render_template, request
 
 from . import auth, models  # noqa: F401  (models registers the tables on db.metadata)
-from .config import Config, default_max_runs, sqlite_uri
+from .config import Config, sqlite_uri
 from .extensions import db, migrate, socketio
 from .ids import IdConverter
 
@@ -51,9 +51,6 @@ def create_app(config=None):
     if config:
         app.config.update(config)
     app.config["DATA_DIR"] = os.path.abspath(app.config["DATA_DIR"])
-    if app.config["MAX_RUNS"] is None:
-        app.config["MAX_RUNS"] = default_max_runs(os.cpu_count() or 1,
-                                                  app.config["LOCAL_AGENT_THREADS"])
     os.makedirs(app.config["DATA_DIR"], exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = sqlite_uri(app.config["DATA_DIR"])
@@ -87,6 +84,8 @@ def create_app(config=None):
     app.extensions["publisher"] = publisher
     executor = make_executor(app.config)
     app.extensions["executor"] = executor
+    if app.config["MAX_RUNS"] is None:
+        app.config["MAX_RUNS"] = executor.default_max_runs(app.config["LOCAL_AGENT_THREADS"])
     runs = RunManager(app, executor, on_event=publisher)
     app.extensions["runs"] = runs
     trainings = TrainingManager(app, executor, on_event=emit_training)

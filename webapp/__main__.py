@@ -33,7 +33,7 @@ def parser():
                         "several; default: <data-dir>/datasets)")
     p.add_argument("--max-runs", type=int,
                    help="searches that run at once; later ones wait in a queue (default: one per "
-                        "4 cores beside the local agent's, at least 1)")
+                        "4 cores beside the local agent's, at least 1; on Ray the cluster's CPUs)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="where searches and retrainings run: 'local' subprocesses (default), or "
                         "'ray' actors on a Ray cluster (run directories on storage every node "

@@ -49,16 +49,14 @@ class Config:
     # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
     # that the worker may be frozen
     WORKER_SILENCE_S = 60
-    # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: one per 4
-    # cores the local agent leaves, at least one (a search on 2 cores already uses them all)
+    # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: the
+    # executor's default (webapp/executors.py): locally one per 4 cores the local agent leaves, at
+    # least one (a search on 2 cores already uses them all); on Ray the cluster's CPUs
     MAX_RUNS = None
     # where workers run (webapp/executors.py): "local" subprocesses, or "ray" actors on the Ray
     # cluster at RAY_ADDRESS (None: a Ray started inside this process)
     EXECUTOR = "local"
     RAY_ADDRESS = None
-    # seconds a Ray worker may wait for a node with the CPUs and GPU it asks for before its run fails
+    # seconds a Ray worker may wait to be placed once the queue saw room for it (others' work may
+    # take that room first) before its run fails
     RAY_START_TIMEOUT_S = 120.0
-
-
-def default_max_runs(cpu_count, agent_threads):
-    return max(1, (cpu_count - agent_threads) // 4)

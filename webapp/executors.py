@@ -64,11 +64,27 @@ def worker_resources(config: dict) -> dict:
             "num_gpus": 1 if config.get("train_device") == "cuda" else 0}
 
 
+def _describe(resources: dict) -> str:
+    gpus = resources.get("num_gpus") or 0
+    return "{:g} CPU(s){}".format(resources.get("num_cpus", 1),
+                                  " and {:g} GPU(s)".format(gpus) if gpus else "")
+
+
 class LocalExecutor:
     name = "local"
 
     def launch(self, cmd, log_path, token=None, resources=None):
         return spawn(cmd, log_path, token)
+
+    def waiting_for(self, resources):
+        """Why a worker asking ``resources`` must wait before it starts, or None: never here (the
+        queue's MAX_RUNS shares this machine)."""
+        return None
+
+    def default_max_runs(self, agent_threads: int) -> int:
+        """One search per 4 cores that the local agent leaves, at least one: a search on 2 cores
+        already uses them all."""
+        return max(1, ((os.cpu_count() or 1) - agent_threads) // 4)
 
     def close(self):
         pass
@@ -191,6 +207,13 @@ class RayWorker:
         self._signal(signal.SIGKILL)
 
 
+_RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU"}  # a request's name -> Ray's resource name
+
+
+def _within(resources: dict, available: dict) -> bool:
+    return all(available.get(_RAY_NAMES[k], 0) >= v for k, v in resources.items())
+
+
 def _first_line(error):
     return (str(error).strip().splitlines() or ["no answer"])[0]
 
@@ -219,8 +242,34 @@ class RayExecutor:
         self._actor_class = ray.remote(max_restarts=0, max_concurrency=4)(NodeWorker)
 
     def launch(self, cmd, log_path, token=None, resources=None):
-        actor = self._actor_class.options(**(resources or {})).remote(cmd, log_path, token)
+        resources = resources or {}
+        unfit = self._unfit(resources)
+        if unfit:
+            raise RuntimeError(unfit)
+        actor = self._actor_class.options(**resources).remote(cmd, log_path, token)
         return RayWorker(self._ray, actor, self.start_timeout_s)
+
+    def waiting_for(self, resources):
+        """Why a worker asking ``resources`` must wait (the cluster has no room for it now), or
+        None: so that queued runs wait in the queue, not in Ray's placement with a deadline. One
+        that no node could ever take does not wait: its launch says why."""
+        if self._unfit(resources) or _within(resources, self._ray.available_resources()):
+            return None
+        return "Waiting for a Ray node with {} free.".format(_describe(resources))
+
+    def _unfit(self, resources):
+        """Why no live node of the cluster could ever take ``resources``, or None."""
+        nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
+        if any(_within(resources, node) for node in nodes):
+            return None
+        largest = {k: max([node.get(name, 0) for node in nodes] or [0])
+                   for k, name in _RAY_NAMES.items()}
+        return "no Ray node has {} (the largest has {})".format(_describe(resources),
+                                                                _describe(largest))
+
+    def default_max_runs(self, agent_threads: int) -> int:
+        """The cluster's CPUs: every worker asks one at least, and waits in the queue for room."""
+        return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
 
     def close(self):
         if self._own:

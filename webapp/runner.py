@@ -49,6 +49,7 @@ TERMINATE_GRACE_S = 5.0
 
 SETTINGS_FILE = "requested_settings.json"
 MAX_RETRIES = 3  # a run whose worker was lost (its Ray node died) resumes by itself this often
+ROOM_CHECK_S = 2.0  # how often the first in line looks again for room on a cluster
 _NOT_STORED = object()  # a handler's answer for an event passed on without a commit
 
 
@@ -183,22 +184,26 @@ class RunManager:
 
     def _schedule_forever(self):
         with self.app.app_context():
+            waiting_for_room = False
             while not self._stopping.is_set():
-                self._wanted.wait()
+                # the cluster's room frees up without a kick of ours (other users' work ends)
+                self._wanted.wait(ROOM_CHECK_S if waiting_for_room else None)
                 self._wanted.clear()
                 if self._stopping.is_set():
                     return
                 try:
-                    self._schedule()
+                    waiting_for_room = self._schedule()
                 except Exception:  # noqa: BLE001  the next kick tries again
                     log.exception("starting queued runs failed")
                     db.session.rollback()
                 finally:
                     db.session.remove()  # a fresh session next time: rows others changed
 
-    def _schedule(self):
-        """Start queued runs, first in line first, while fewer than MAX_RUNS workers run; then
-        tell every run still queued where it stands."""
+    def _schedule(self) -> bool:
+        """Start queued runs, first in line first, while fewer than MAX_RUNS workers run and the
+        executor has room for the next; then tell every run still queued where it stands.
+        Returns whether the first in line waits for room."""
+        waiting = None
         while True:
             with self._lock:
                 free = self.app.config["MAX_RUNS"] - len(self._workers)
@@ -206,9 +211,15 @@ class RunManager:
             queue = [run for run in queued_runs() if run.id not in busy]
             if free <= 0 or not queue or self._stopping.is_set():
                 break
+            waiting = self.executor.waiting_for(worker_resources(queue[0].config_data))
+            if waiting:
+                if queue[0].message != waiting:
+                    self._say(queue[0].id, waiting)
+                break
             self._start_queued(queue[0])
         for run in queued_runs():
             self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
+        return bool(waiting)
 
     def _start_queued(self, run: Run):
         """Launch the worker of a queued run on its device's current address: a search, or a
@@ -269,12 +280,8 @@ class RunManager:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
         os.makedirs(run.run_dir, exist_ok=True)
-        resources = worker_resources(run.config_data)
-        if self.executor.name == "ray":  # a node with room for it may take a while to free up
-            self._say(run.id, "Waiting for a Ray node with {} CPU(s){} free.".format(
-                resources["num_cpus"], " and a GPU" if resources["num_gpus"] else ""))
         process = self.executor.launch(cmd, os.path.join(run.run_dir, WORKER_LOG), token,
-                                       resources)
+                                       worker_resources(run.config_data))
         db.session.refresh(run)
         if run.status == "cancelled":  # while its worker was being placed
             process.kill()
