@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 
@@ -318,3 +319,64 @@ def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page)
     assert [r["status"] for r in runs] == ["finished"] * 3
     for before, after in zip(runs, runs[1:]):
         assert after["started_at"] >= before["finished_at"]  # one at a time, in order
+
+
+def _descendants(pid):
+    """The pids of every process below ``pid``."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/{}/stat".format(entry)) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _ray_actor_of(dashboard):
+    """The process of the Ray actor that runs the dashboard's worker (its title: ray::NodeWorker)."""
+    for pid in _descendants(dashboard.proc.pid):
+        try:
+            with open("/proc/{}/cmdline".format(pid), "rb") as f:
+                if f.read().startswith(b"ray::NodeWorker"):
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_a_run_on_the_embedded_ray_shows_its_node_and_resumes_when_its_worker_dies(visitor, tmp_path):
+    """`python -m webapp --executor ray` with no cluster: a Ray inside the dashboard runs the
+    search. Its page shows where; the worker's actor killed, the run resumes by itself, live."""
+    ray_dashboard = Dashboard(tmp_path, args=["--executor", "ray"])
+    try:
+        visitor.goto("{}/?token={}".format(ray_dashboard.url, ray_dashboard.token))
+        run = ray_dashboard.http.post(ray_dashboard.url + "/api/runs", json={
+            "name": "on ray", "epochs": 6, "warmup_epochs": 3, "limit": 256, "samples_per_epoch": 1,
+            "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}, timeout=30).json()
+        url = "{}/api/runs/{}".format(ray_dashboard.url, run["id"])
+        visitor.goto("{}/runs/{}".format(ray_dashboard.url, run["id"]))
+        expect(visitor.get_by_test_id("run-node")).to_contain_text("(Ray node ", timeout=TIMEOUT_MS)
+        expect(visitor.get_by_test_id("run-retries")).to_be_hidden()
+        deadline = time.time() + 120
+        while not ray_dashboard.http.get(url + "/metrics", timeout=5).json():  # a checkpoint
+            assert time.time() < deadline
+            time.sleep(0.05)
+        actor = _ray_actor_of(ray_dashboard)
+        assert actor is not None
+        os.kill(actor, signal.SIGKILL)
+        expect(visitor.get_by_test_id("run-retries")).to_have_text(
+            "resumed 1 time after a lost worker", timeout=TIMEOUT_MS)
+        expect(visitor.get_by_test_id("run-status")).to_have_attribute(
+            "data-status", "finished", timeout=TIMEOUT_MS)
+        (retry,) = ray_dashboard.http.get(url, timeout=5).json()["retries"]
+        assert "ActorDiedError" in retry["error"] or "ActorUnavailableError" in retry["error"]
+    finally:
+        ray_dashboard.stop()
+    assert _ray_actor_of(ray_dashboard) is None
