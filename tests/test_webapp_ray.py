@@ -2,7 +2,8 @@
 with processes of its own (ray.cluster_utils.Cluster, what Ray tests itself with). A run on Ray
 ends with the same files and rows as a local run, and its best architecture retrains there; a run
 whose worker node is killed, or whose worker dies, resumes from its checkpoint by itself, at most
-three times."""
+three times; runs beyond the cluster's room wait in the queue, and settings it cannot use are
+refused, saying why."""
 import os
 import subprocess
 import sys

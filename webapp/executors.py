@@ -71,8 +71,6 @@ def _describe(resources: dict) -> str:
 
 
 class LocalExecutor:
-    name = "local"
-
     def launch(self, cmd, log_path, token=None, resources=None):
         return spawn(cmd, log_path, token)
 
@@ -226,7 +224,6 @@ def _last_line(error):
 class RayExecutor:
     """Workers as Ray actors: on the cluster at ``address``, or on a Ray started inside this
     process (``ray.init()``) when there is none."""
-    name = "ray"
 
     def __init__(self, address=None, start_timeout_s=120.0):
         import ray  # only this executor needs it
