@@ -17,6 +17,7 @@ from ray.cluster_utils import Cluster
 from processes import ROOT, dashboard_app, free_port
 from search_core.rundir import RunDirectory
 from test_webapp_api import TINY, read_jsonl, wait_for
+from test_webapp_queue import bearer_client
 from webapp.executors import LOST_AFTER_S
 from webapp.runner import MAX_RETRIES
 
@@ -41,12 +42,6 @@ def ray_app(cluster, tmp_path_factory):
     with dashboard_app(tmp_path_factory.mktemp("ray-dashboard"), EXECUTOR="ray",
                        RAY_ADDRESS=cluster.address, MAX_RUNS=1) as app:
         yield app
-
-
-def bearer_client(app):
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
-    return client
 
 
 def node_of(cluster, worker):
