@@ -125,6 +125,8 @@ def ray_recovery(kills):
     from ray.cluster_utils import Cluster
 
     from webapp import create_app, shutdown
+    from webapp.executors import RAY_USAGE_STATS
+    os.environ[RAY_USAGE_STATS] = "0"  # nothing leaves this machine
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(2):
         cluster.add_node(num_cpus=1)

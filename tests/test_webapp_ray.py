@@ -18,7 +18,7 @@ from processes import ROOT, dashboard_app, free_port
 from search_core.rundir import RunDirectory
 from test_webapp_api import TINY, read_jsonl, wait_for
 from test_webapp_queue import bearer_client
-from webapp.executors import LOST_AFTER_S
+from webapp.executors import LOST_AFTER_S, RAY_USAGE_STATS
 from webapp.runner import MAX_RETRIES
 
 SEARCH = dict(TINY, seed=3)
@@ -28,6 +28,7 @@ LONGER = dict(SEARCH, epochs=5, warmup_epochs=2)  # epochs enough to be killed i
 @pytest.fixture(scope="module")
 def cluster():
     """The head takes no work (0 CPUs): every worker runs on one of the two worker nodes."""
+    os.environ[RAY_USAGE_STATS] = "0"  # nothing leaves this machine
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(2):

@@ -33,6 +33,7 @@ EXECUTORS = ("local", "ray")
 WORKER_NICENESS = 10
 LOST_AFTER_S = 2 * HEARTBEAT_S  # a worker's stream is never silent for longer than one heartbeat
 READ_WAIT_S = 1.0  # the longest a read of a Ray worker's lines waits for the next one
+RAY_USAGE_STATS = "RAY_USAGE_STATS_ENABLED"  # Ray sends usage statistics to its makers unless 0
 
 
 def _lower_priority(pid: int):
@@ -233,6 +234,7 @@ class RayExecutor:
         if self._own:
             if address:
                 _check_reachable(address)
+            os.environ.setdefault(RAY_USAGE_STATS, "0")  # a Ray of ours reports to no one
             ray.init(address=address, log_to_driver=False, include_dashboard=False,
                      configure_logging=False)
         # the worker's stream is read concurrently with signals to it
