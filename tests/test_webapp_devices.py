@@ -223,6 +223,12 @@ def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_pa
         assert group["device_ids"] == ids and client.get("/api/groups").get_json() == [group]
         r = client.post("/api/groups", json={"name": "again", "device_ids": ids})
         assert "in group nanos already" in r.get_json()["errors"]["device_ids"]
+        r = client.post("/api/groups", json={"name": " nanos ", "device_ids": [other["id"], twin["id"]]})
+        assert r.get_json()["errors"]["name"] == "a group with this name exists"
+        r = client.post("/api/devices", json={"name": "pool0", "host": "127.0.0.1", "port": 1,
+                                               "token": TOKEN})
+        assert r.status_code == 400 and r.get_json()["errors"] == {
+            "name": "a device with this name exists"}
         assert client.post("/api/runs", json=dict(TINY_RUN, name="x", group_id=group["id"],
                                                   device_id=ids[0])).status_code == 400
 

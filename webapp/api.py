@@ -119,6 +119,16 @@ def _name_error(name, limit=255):
     return _text_error(name, "a name is required", limit)
 
 
+def _new_name_error(name, limit, column, kind):
+    """Why ``name`` cannot name a new ``kind`` whose names are ``column``: missing, too long, or
+    taken; None if it can."""
+    message = _name_error(name, limit)
+    if message is None and db.session.scalar(
+            sa.select(column).where(column == name.strip())) is not None:
+        message = "a {} with this name exists".format(kind)
+    return message
+
+
 def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
     """``(name, device_id, group_id, full config dict)`` of a new-run request, or ApiError(400)
     naming every field that is wrong (search_core.config checks each setting by its declared type
@@ -455,11 +465,9 @@ def training_file(training_id, name):
 def validate_device(body) -> dict:
     """The fields of a device registration, or ApiError(400) with a message per field."""
     errors = {}
-    message = _name_error(body.get("name"), 128)
+    message = _new_name_error(body.get("name"), 128, Device.name, "device")
     if message:
         errors["name"] = message
-    elif db.session.scalar(sa.select(Device.id).where(Device.name == body["name"].strip())):
-        errors["name"] = "a device with this name exists"
     host = body.get("host")
     message = _text_error(host, "a host name or IP address is required")
     if message:
@@ -585,11 +593,9 @@ def validate_group(body) -> dict:
     """A new group's name and its devices (registered agents in no other group, sharing one token:
     the pool authenticates with one), or ApiError(400) per field."""
     errors = {key: "unknown field" for key in sorted(set(body) - {"name", "device_ids"})}
-    message = _name_error(body.get("name"), 64)
+    message = _new_name_error(body.get("name"), 64, DeviceGroup.name, "group")
     if message:
         errors["name"] = message
-    elif db.session.scalar(sa.select(DeviceGroup.id).where(DeviceGroup.name == body["name"].strip())):
-        errors["name"] = "a group with this name exists"
     ids = body.get("device_ids")
     devices = []
     if not isinstance(ids, list) or len(ids) < 2 or not all(is_id(i) for i in ids) \
