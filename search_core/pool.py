@@ -63,8 +63,7 @@ class DevicePool:
 
     def stats(self):
         """Per member: its address, measurements, losses, busy seconds and whether it measures."""
-        with self._changed:
-            return [m.stats() for m in self.members]
+        return self.snapshot()["members"]
 
     def snapshot(self):
         """The pool's queue (`pending`: measurements waiting for an idle member) and `members`."""
