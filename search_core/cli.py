@@ -109,7 +109,14 @@ def _search_arguments(p):
                         "space than this (default %(default)g)")
     p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     p.add_argument("--train-device", choices=TRAIN_DEVICES, default=d.train_device)
+    _fast_path_argument(p)
     p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
+
+
+def _fast_path_argument(p):
+    p.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                   help="train with the eager reference instead of the fast path (the same "
+                        "arithmetic, several times slower; for comparison)")
 
 
 def _token_argument(p):
@@ -143,7 +150,8 @@ def _config(args):
         device=args.device, device_group=args.device_group, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,
-        threads=args.threads, train_device=args.train_device, limit=args.limit).validate()
+        threads=args.threads, train_device=args.train_device, fast_path=args.fast_path,
+        limit=args.limit).validate()
 
 
 def _events(args):
@@ -269,7 +277,7 @@ def cmd_train(args, events):
     events.emit("training_started", arch_hash=arch.hash, dataset=dataset.name, epochs=recipe.epochs,
                 seed=args.seed, split_seed=split_seed)
     result = train_architecture(
-        arch, dataset, recipe, seed=args.seed, device=args.train_device,
+        arch, dataset, recipe, seed=args.seed, device=args.train_device, fast=args.fast_path,
         progress=args.events != "jsonl",
         on_epoch=lambda done, epochs, loss: events.emit("training_epoch", epoch=done,
                                                         epochs=epochs, loss=loss))
@@ -373,6 +381,7 @@ def parser():
                         "fix it to compare architectures or seeds on the same test images")
     p.add_argument("--threads", type=int)
     p.add_argument("--train-device", choices=TRAIN_DEVICES, default="cpu")
+    _fast_path_argument(p)
     p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--save", help="write the trained weights (state_dict) here")
     p.add_argument("--onnx", help="write the trained model as ONNX here (as `export` does)")

@@ -26,7 +26,7 @@ from .objectives import CostModel, objective
 from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDirectory
 from .strategies import GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
-from .train import accuracy, lr_factor, parameter_groups
+from .train import accuracy, clip_gradients, lr_factor, sgd
 
 
 # With an absolute latency target, the architectures sampled after each epoch are drawn from the
@@ -74,12 +74,11 @@ class Search:
                                          limit=c.limit)
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
-        self.net = Supernet(self.space, c.shared_weights).to(self.device)
+        self.net = Supernet(self.space, c.shared_weights, c.fast_path).to(self.device)
         self.weights = self.net.weight_parameters()
         self.largest_path = self.net.largest_path()
-        self.weight_optimizer = torch.optim.SGD(
-            parameter_groups(self.weights, c.weight_decay), lr=c.lr, momentum=c.momentum,
-            nesterov=True)
+        self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, c.fast_path, c.momentum,
+                                    every_step=False)
         # ProxylessNAS: Adam without momentum for the logits
         self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
                                                betas=(0.0, 0.999), eps=1e-8)
@@ -204,7 +203,7 @@ class Search:
             loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
             self.weight_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.weights, RECIPE.clip_norm)
+            clip_gradients(self.weights, RECIPE.clip_norm, c.fast_path)
             self.weight_optimizer.step()
             total_loss += loss.item() * len(y)
             total_correct += float((out.argmax(1) == y).sum())

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from nano_agent.builder import InvertedResidual, build_model
 
-from . import data
+from . import data, fastpath
 from .config import Recipe
 
 
@@ -63,10 +63,26 @@ def parameter_groups(parameters, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def sgd(parameters, lr, weight_decay, fast, momentum=0.9, every_step=True):
+    """The weight optimizer: SGD with Nesterov momentum. On the fast path, fused into one kernel
+    (0.4x the time of the per-tensor loop over a child's 150 parameters) where every parameter gets
+    a gradient every step; a supernet's paths leave some without one, which the fused kernel
+    cannot skip, so there it runs one multi-tensor kernel per step."""
+    return torch.optim.SGD(parameter_groups(parameters, weight_decay), lr=lr, momentum=momentum,
+                           nesterov=momentum > 0, fused=(fast and every_step) or None,
+                           foreach=(fast and not every_step) or None)
+
+
+def clip_gradients(parameters, max_norm, fast):
+    """Clip the gradients' joint norm; on the fast path with one multi-tensor kernel per step."""
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=fast or None)
+
+
 def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", progress=True,
-                       on_epoch=None):
-    """Train `arch` from scratch on `dataset` with `recipe`; returns accuracies and timing.
-    `on_epoch(done, epochs, loss)` hears the end of each epoch (its last batch's loss)."""
+                       on_epoch=None, fast=True):
+    """Train `arch` from scratch on `dataset` with `recipe`; returns accuracies and timing, and the
+    trained model (builder modules, the default layout). `on_epoch(done, epochs, loss)` hears the
+    end of each epoch (its last batch's loss). `fast`: the fast path (fastpath.py), else eager."""
     check_fits(arch, dataset)
     batch_size = min(recipe.batch_size, len(dataset.train))  # a tiny split still trains
     epochs = recipe.epochs
@@ -76,8 +92,9 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
     model = build_model(arch).to(device)
     start_as_identity(m.conv[-1] for m in model.modules()
                       if isinstance(m, InvertedResidual) and m.use_res_connect)
-    optimizer = torch.optim.SGD(parameter_groups(model.parameters(), recipe.weight_decay), lr=recipe.lr,
-                                momentum=0.9, nesterov=True)
+    if fast:
+        fastpath.accelerate(model)
+    optimizer = sgd(model.parameters(), recipe.lr, recipe.weight_decay, fast)
     per_epoch = max(1, len(dataset.train) // batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step / per_epoch, epochs, per_epoch, recipe.warmup_epochs))
@@ -91,7 +108,7 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
             loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
+            clip_gradients(model.parameters(), recipe.clip_norm, fast)
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss="{:.3f}".format(loss.item()))
@@ -101,4 +118,4 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
     return {"val_accuracy": accuracy(model, dataset.val, dataset, device),
             "test_accuracy": accuracy(model, dataset.test, dataset, device),
             "epochs": epochs, "recipe": recipe.to_dict(), "train_time_s": time.time() - started,
-            "model": model}
+            "model": fastpath.plain(model)}

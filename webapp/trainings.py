@@ -26,7 +26,8 @@ ARCH_FILE = "arch.json"
 
 
 def train_command(training: Training, config: dict):
-    """The worker command: the run's dataset, split and threads, the training's epochs and seed."""
+    """The worker command: the run's dataset, split, threads and fast path, the training's epochs
+    and seed."""
     directory = training.directory
     cmd = [sys.executable, "-m", "search_core", "train", os.path.join(directory, ARCH_FILE),
            "--dataset", config["dataset"], "--epochs", str(training.epochs),
@@ -38,6 +39,8 @@ def train_command(training: Training, config: dict):
     for flag, key in (("--data-dir", "data_dir"), ("--limit", "limit"), ("--threads", "threads")):
         if config.get(key) is not None:
             cmd += [flag, str(config[key])]
+    if config.get("fast_path") is False:  # the run trained on the eager reference: so does this
+        cmd.append("--no-fast-path")
     return cmd
 
 
