@@ -120,7 +120,7 @@ def kendall(run_dir, space, dataset, recipe, seed, count, seeds=1):
     the space, the pairs, and the tau between the first two training seeds (None for one)."""
     files = RunDirectory(run_dir)
     config = files.read_config()
-    net = Supernet(space, config.shared_weights)
+    net = Supernet(space, config.shared_weights, config.fast_path)
     net.load_state_dict(files.load_checkpoint("cpu")["supernet"])
     calibration = [x for x, _ in itertools.islice(data.iterate_batches(
         dataset.train, dataset, config.batch_size), config.calibration_batches)]

@@ -15,7 +15,7 @@ batch 64, SGD with Nesterov momentum 0.9, weight decay 4e-5, label smoothing 0.1
   step over the same supernet (`darts_activation_memory_ratio`).
 
     .venv/bin/python bench/supernet_overhead.py [--width 0.5] [--resolution 32] [--batch-size 64]
-        [--steps 20] [--paths 5] [--threads N] [--independent]
+        [--steps 20] [--paths 5] [--threads N] [--independent] [--eager]
 
 A readable table first; the last line of output is one line of JSON with every figure.
 """
@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nano_agent.builder import build_model  # noqa: E402
 from nano_agent.space import SearchSpace  # noqa: E402
+from search_core import fastpath  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
 
 try:
@@ -220,6 +221,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batch and paths")
     p.add_argument("--independent", action="store_true",
                    help="a supernet whose ops have their own weights (default: shared weights)")
+    p.add_argument("--eager", action="store_true",
+                   help="both on the eager reference (default: both on the fast path, as trained)")
     p.add_argument("--no-darts", action="store_true", help="skip the DARTS-style contrast")
     args = p.parse_args(argv)
     if args.steps < 1 or args.paths < 1 or args.batch_size < 1:
@@ -235,7 +238,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     space = SearchSpace(width_mult=args.width, resolution=args.resolution, num_classes=NUM_CLASSES,
                         in_channels=IN_CHANNELS)
-    net = Supernet(space, shared_weights=not args.independent)
+    net = Supernet(space, shared_weights=not args.independent, fast=not args.eager)
     net.train()
     super_step = WeightStep(None, net.weight_parameters())  # forward: set per path
 
@@ -263,6 +266,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         super_step.forward = lambda inp, path=path: net(inp, path)
         child = build_model(net.architecture(path))
+        if not args.eager:
+            fastpath.accelerate(child)
         child.train()
         child_step = WeightStep(child, child.parameters())
         super_s, child_s, paired = interleaved_medians(super_step, child_step, x, y, WARMUP_STEPS,

@@ -70,7 +70,7 @@ class DepthwiseConv2d(nn.Conv2d):
         return depthwise_conv(x, self.weight, self.stride[0])
 
 
-def _fast_class(conv):
+def fast_class(conv):
     """The fast module class that computes `conv` exactly, or None."""
     if conv.bias is not None or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
         return None
@@ -89,7 +89,7 @@ def accelerate(model):
     depthwise convolutions become the fast modules, sharing their parameters; channels_last."""
     for module in model.modules():
         if type(module) is nn.Conv2d:  # not a subclass: those may compute something else
-            fast = _fast_class(module)
+            fast = fast_class(module)
             if fast is not None:
                 module.__class__ = fast  # same attributes and parameters, another forward
     # the first convolution's output follows its weight's layout: the input needs no conversion

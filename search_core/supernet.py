@@ -22,14 +22,21 @@ from . import fastpath
 from .train import start_as_identity
 
 
+def _first(tensor, count, dim=0):
+    """The first `count` entries of `tensor` along `dim`; the tensor itself when that is all of
+    it (a slice's backward scatters into a zero tensor even when it covers everything)."""
+    return tensor if tensor.shape[dim] == count else tensor.narrow(dim, 0, count)
+
+
 def _batch_norm(x, bn, channels):
     """nn.BatchNorm2d's forward on the first `channels` channels of `bn` (updates those statistics)."""
     factor = 0.0
     if bn.training:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return F.batch_norm(x, bn.running_mean[:channels], bn.running_var[:channels],
-                        bn.weight[:channels], bn.bias[:channels], bn.training, factor, bn.eps)
+    return F.batch_norm(x, _first(bn.running_mean, channels), _first(bn.running_var, channels),
+                        _first(bn.weight, channels), _first(bn.bias, channels), bn.training,
+                        factor, bn.eps)
 
 
 class SearchableBlock(nn.Module):
@@ -72,10 +79,10 @@ class SharedMBConv(SearchableBlock):
     def __init__(self, search_block, convs=fastpath.FAST):
         super(SharedMBConv, self).__init__(search_block)
         self.convs = convs
-        convs = [op for op in self.ops if not op.is_zero]
-        self.max_kernel = max(op.kernel for op in convs)
+        conv_ops = [op for op in self.ops if not op.is_zero]
+        self.max_kernel = max(op.kernel for op in conv_ops)
         self.in_channels = search_block.in_channels
-        hidden = search_block.in_channels * max(op.expand for op in convs)
+        hidden = search_block.in_channels * max(op.expand for op in conv_ops)
         self.expand_conv = nn.Conv2d(search_block.in_channels, hidden, 1, bias=False)
         self.expand_bn = nn.BatchNorm2d(hidden)
         self.depthwise_conv = nn.Conv2d(hidden, hidden, self.max_kernel, search_block.stride,
@@ -92,18 +99,20 @@ class SharedMBConv(SearchableBlock):
         """The op's part of the shared weights: hidden channels, expand, depthwise, project."""
         hidden = self.in_channels * op.expand
         start = (self.max_kernel - op.kernel) // 2
-        end = start + op.kernel
-        return (hidden, self.expand_conv.weight[:hidden],
-                self.depthwise_conv.weight[:hidden, :, start:end, start:end],
-                self.project_conv.weight[:, :hidden])
+        depthwise = _first(self.depthwise_conv.weight, hidden)
+        if op.kernel < self.max_kernel:
+            depthwise = depthwise[:, :, start:start + op.kernel, start:start + op.kernel]
+        return (hidden, _first(self.expand_conv.weight, hidden), depthwise,
+                _first(self.project_conv.weight, hidden, dim=1))
 
     def branch(self, x, op):
         if op.is_zero:
             return None
         hidden, expand, depthwise, project = self._cut(op)
-        h = F.relu6(_batch_norm(self.convs.pointwise(x, expand), self.expand_bn, hidden))
+        h = self.convs.pointwise(x, expand)
+        h = F.relu6(_batch_norm(h, self.expand_bn, hidden), inplace=True)
         h = self.convs.depthwise(h, depthwise, self.stride)
-        h = F.relu6(_batch_norm(h, self.depthwise_bn, hidden))
+        h = F.relu6(_batch_norm(h, self.depthwise_bn, hidden), inplace=True)
         return _batch_norm(self.convs.pointwise(h, project), self.project_bn,
                            self.project_bn.num_features)
 

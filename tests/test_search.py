@@ -397,3 +397,14 @@ def test_search_takes_its_settings_from_a_file(tmp_path):
     path.write_text(json.dumps({"epochs": 2, "colour": "red"}))
     bad = cli("search", "--config", str(path), "--out", str(tmp_path / "other"))
     assert bad.returncode == 2 and "unknown setting(s): colour" in bad.stderr
+
+
+def test_the_fast_path_is_the_default_and_can_be_turned_off():
+    from search_core import cli as search_cli
+    parse = search_cli.parser().parse_args
+    assert search_cli._config(parse(["search", "--out", "r"])).fast_path is True
+    assert search_cli._config(parse(["search", "--out", "r", "--no-fast-path"])).fast_path is False
+    assert SearchConfig().fast_path is True
+    assert SearchConfig.from_dict({"fast_path": False}).fast_path is False
+    assert parse(["train", "a.json"]).fast_path is True
+    assert parse(["train", "a.json", "--no-fast-path"]).fast_path is False

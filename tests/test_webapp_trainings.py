@@ -3,6 +3,7 @@ Socket.IO; the trained weights and their ONNX export downloaded and run."""
 import io
 import json
 import time
+from types import SimpleNamespace
 
 import numpy
 import onnxruntime
@@ -13,6 +14,7 @@ from nano_agent.arch import Architecture
 from nano_agent.builder import build_model
 from webapp.extensions import db
 from webapp.models import Run, Training
+from webapp.trainings import train_command
 from processes import socket_client
 from test_webapp_api import TINY, received, wait_for
 
@@ -147,3 +149,11 @@ def test_trainings_left_running_by_a_dead_dashboard_are_interrupted(app):
         app.extensions["trainings"].mark_interrupted()
         db.session.refresh(stale)
         assert stale.status == "interrupted" and stale.pid is None and "restarted" in stale.error
+
+
+def test_a_retraining_trains_on_the_path_its_run_trained_on():
+    training = SimpleNamespace(directory="/runs/1/trainings/1", epochs=3, seed=0)
+    fast = train_command(training, {"dataset": "digits", "seed": 0})
+    eager = train_command(training, {"dataset": "digits", "seed": 0, "fast_path": False})
+    assert "--no-fast-path" not in fast
+    assert eager == fast + ["--no-fast-path"]
