@@ -14,8 +14,7 @@ Where a MobileNet training step spends its time on a CPU (bench/training_speed.p
 `accelerate(model)` converts a network made of builder modules (nano_agent/builder.py) in place:
 channels_last, and its 1x1 and depthwise convolutions turned into modules that compute them so,
 with the same parameters (same names, same shapes: state_dicts load either way); `plain(model)`
-turns it back. The supernet's
-blocks call `FAST.pointwise` and `FAST.depthwise` on their cut weights. `EAGER` is the reference:
+turns it back. The supernet's blocks call `FAST.pointwise` and `FAST.depthwise` on their cut weights. `EAGER` is the reference:
 plain `F.conv2d`, for the setting that turns the fast path off and for the test that the two agree.
 """
 from collections import namedtuple
