@@ -12,6 +12,8 @@ import time
 
 from tqdm import tqdm
 
+from .best import describe
+
 HEARTBEAT_S = 10.0  # a worker's JSON-lines stream is never silent for longer (docs/events.md)
 
 
@@ -140,6 +142,7 @@ def _summary(e):
         "  shared-weight val accuracy {:.2%}, latency {:.3f} ms (predicted {:.3f} ms), "
         "objective {:.4f}".format(b["accuracy"], b["latency_ms"], b["predicted_latency_ms"],
                                   b["objective"]),
+        "  why: {}".format(describe(e.get("why")) or "no search epoch ran: the final argmax"),
         "  {:.3f} M params, {:.1f} M FLOPs (multiply-adds), {:.2f} MiB inference memory".format(
             b["params"] / 1e6, b["macs"] / 1e6, b["memory_mb"]),
         "  {} samples, {} latency measurements ({} from cache), wall time {:.0f} s".format(

@@ -17,7 +17,7 @@ from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
 from . import data
-from .best import best_sample
+from .best import best_sample, explain
 from .config import ConfigError, Recipe
 from .latency import PatientDevice, open_device
 from .lut import Lut, profile_and_calibrate
@@ -364,11 +364,14 @@ class Search:
     def _finish(self, wall_time):
         samples = self.files.samples()
         final = self.net.derive()  # derived afresh from the final logits
-        best = best_sample(samples)
+        best = best_sample(samples, self.config.constraint)
+        why = explain(samples, best, len(self.dataset.val), self.config.constraint)
         if best is None:  # no search epoch ran (warm-up only): evaluate the final argmax
             best = self._evaluate(self.config.epochs - 1, "argmax", self.net.argmax_path())
         Architecture.from_dict(best["arch"]).save(self.files.path(BEST_ARCH))
-        summary = {"best": best, "final_argmax": {"arch_hash": final.hash, "ops": final.ops},
+        summary = {"best": best,
+                   "why": why,
+                   "final_argmax": {"arch_hash": final.hash, "ops": final.ops},
                    "samples": len(samples), "measurements": self.measurer.misses,
                    "cache_hits": self.measurer.hits, "wall_time_s": wall_time,
                    "best_arch_path": os.path.abspath(self.files.path(BEST_ARCH)),

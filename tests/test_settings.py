@@ -1,39 +1,76 @@
 """The search's settings and its pick: the rules the search, the API and the dashboard share."""
 import pytest
 
-from search_core.best import best_sample, better
+from search_core.best import best_sample, better, explain
 from search_core.config import DEFAULT_WEIGHTS, ConfigError, SearchConfig
 
 
-def sample(objective, feasible, uses_budget=None):
-    s = {"objective": objective, "feasible": feasible}
+def sample(accuracy, feasible, uses_budget=None, objective=None, arch_hash=None):
+    s = {"accuracy": accuracy, "objective": accuracy if objective is None else objective,
+         "feasible": feasible, "arch_hash": arch_hash or "h{}".format(accuracy)}
     if uses_budget is not None:
         s["uses_budget"] = uses_budget
     return s
 
 
-def test_the_pick_meets_every_target_and_has_the_highest_objective():
+def test_the_pick_is_the_most_accurate_sample_that_meets_every_target():
     samples = [sample(0.70, True), sample(0.95, False), sample(0.80, True), sample(0.75, True)]
-    assert best_sample(samples) is samples[2]  # not the infeasible one, whatever its objective
+    assert best_sample(samples) is samples[2]  # not the infeasible one, whatever its accuracy
     tie = sample(0.80, True)
     assert best_sample(samples + [tie]) is tie  # the later sample: its supernet trained longer
     assert best_sample([]) is None
 
 
+def test_the_budget_penalty_does_not_choose_the_pick():
+    """A run picked 52.9% at 0.93 T beside 83.3% at 0.85 T: the absolute objective's penalty
+    for unused budget (w |v/T - 1|) outweighed 30 points of accuracy."""
+    close_to_t = sample(0.529, True, uses_budget=True, objective=0.529 - 0.5 * 0.07)
+    more_accurate = sample(0.833, True, uses_budget=True, objective=0.833 - 0.5 * 0.15 - 0.3)
+    assert best_sample([more_accurate, close_to_t]) is more_accurate
+    assert best_sample([close_to_t, more_accurate]) is more_accurate
+
+
+def test_the_soft_form_ranks_by_its_objective():
+    """MnasNet's soft form trades accuracy for speed everywhere, by the user's w."""
+    slow = sample(0.90, True, objective=0.80)
+    fast = sample(0.85, True, objective=0.84)
+    assert best_sample([slow, fast], "soft") is fast
+    assert best_sample([slow, fast], "absolute") is slow and best_sample([slow, fast], "hard") is slow
+
+
 def test_while_no_sample_meets_the_targets_the_objective_decides():
-    infeasible = [sample(0.5, False), sample(0.7, False), sample(None, False)]
-    assert best_sample(infeasible) is infeasible[1]
-    assert better(sample(0.1, True), infeasible[1])  # the first feasible one takes over
+    """The objective weighs the miss: not the most accurate network far over T."""
+    infeasible = [sample(0.5, False), sample(0.9, False, objective=0.4), sample(0.7, False),
+                  sample(None, False, objective=None)]
+    assert best_sample(infeasible) is infeasible[2]
+    assert better(sample(0.1, True), infeasible[2])  # the first feasible one takes over
 
 
 def test_a_sample_that_uses_the_budget_beats_a_faster_one():
-    """Within [0.85 T, T] first, whatever the objective; a sample from before the field counts as
+    """Within [0.85 T, T] first, whatever the accuracy; a sample from before the field counts as
     using it."""
     under = sample(0.90, True, uses_budget=False)
     at_t = sample(0.70, True, uses_budget=True)
     assert best_sample([at_t, under]) is at_t and best_sample([under, at_t]) is at_t
-    assert best_sample([at_t, sample(0.75, True)])["objective"] == 0.75  # no field: as before
+    assert best_sample([at_t, sample(0.75, True)])["accuracy"] == 0.75  # no field: as before
     assert better(sample(0.1, True, uses_budget=False), sample(0.9, False, uses_budget=True))
+
+
+def test_the_explanation_counts_the_candidates_and_names_the_runners_up_within_noise():
+    pick = sample(0.90, True, True, arch_hash="a")
+    close = sample(0.89, True, True, arch_hash="b")  # 1 point: within the noise of 500 images
+    far = sample(0.80, True, True, arch_hash="c")
+    fast = sample(0.95, True, False, arch_hash="d")  # under 0.85 T: not in the pick's group
+    over = sample(0.99, False, True, arch_hash="e")
+    again = sample(0.70, True, True, arch_hash="c")  # c evaluated again later: counted once
+    why = explain([close, far, fast, over, again, pick], pick, val_size=500)
+    assert (why["architectures"], why["feasible"], why["in_band"]) == (5, 4, 3)
+    assert why["ranked_by"] == "accuracy" and why["pick_in_band"]
+    assert why["noise"] == pytest.approx(1.96 * (2 * 0.9 * 0.1 / 500) ** 0.5)
+    assert [(r["arch_hash"], r["within_noise"]) for r in why["runners_up"]] == [("b", True), ("c", False)]
+    assert why["runners_up"][1]["accuracy"] == 0.70  # c as last seen
+    assert explain([pick], pick)["noise"] is None  # no validation size: no claim
+    assert explain([], None) is None
 
 
 def test_only_the_absolute_form_asks_to_use_the_budget():
