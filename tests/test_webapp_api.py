@@ -102,6 +102,15 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
     assert [p["arch_hash"] for p in front] == [file_samples[i]["arch_hash"] for i, _, _ in expected]
     assert {"id", "latency_ms", "accuracy", "arch_hash"} <= set(front[0])
 
+    # why the best is the pick: the search's explanation, recomputed from the stored samples
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary_why = json.load(f)["why"]
+    why = finished_run["why"]
+    assert why["val_size"] > 0 and why["architectures"] == len({s["arch_hash"] for s in file_samples})
+    assert {k: v for k, v in why.items() if k != "runners_up"} == \
+        {k: v for k, v in summary_why.items() if k != "runners_up"}
+    assert [r["arch_hash"] for r in why["runners_up"]] == [r["arch_hash"] for r in summary_why["runners_up"]]
+
     r = client.get("/api/runs/{}/best.json".format(run_id))
     assert r.status_code == 200
     assert "best_arch_{}.json".format(run_id) in r.headers["Content-Disposition"]
@@ -380,18 +389,23 @@ def test_garbage_lines_do_not_stop_the_reader(app):
         db.session.commit()
 
 
-@pytest.mark.parametrize("feasible, uses_budget, expected", [
-    ((True, True, False, True), (True,) * 4, "d"), ((False, False, False, False), (True,) * 4, "c"),
-    ((True, True, False, True), (True, True, True, False), "b")])
-def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, uses_budget, expected):
+@pytest.mark.parametrize("constraint, feasible, uses_budget, expected", [
+    ("absolute", (True, True, False, True), (True,) * 4, "b"),
+    ("soft", (True, True, False, True), (True,) * 4, "d"),
+    ("absolute", (False, False, False, False), (True,) * 4, "c"),
+    ("absolute", (True, True, False, True), (True, False, True, True), "d")])
+def test_best_so_far_follows_the_search_rule(app, client, finished_run, constraint, feasible,
+                                             uses_budget, expected):
     """While a run goes on, its best is the search's pick so far (search_core.best: a sample that
-    meets the targets first, then one that uses the budget, then the highest objective), so that
-    the best architecture can be downloaded before the end."""
+    meets the targets first, then one that uses the budget, then the most accurate; the highest
+    objective with the soft form or while none is feasible), so that the best architecture can be
+    downloaded before the end; the run says why it is the pick."""
     run, _ = finished_run
     arch = read_jsonl(os.path.join(on_server(app, run["run_dir"]), "samples.jsonl"))[0]["arch"]
     runs = app.extensions["runs"]
     with app.app_context():
-        synthetic = Run(name="best so far", status="running", config="{}")
+        synthetic = Run(name="best so far", status="running",
+                        config=json.dumps({"constraint": constraint}), val_size=400)
         db.session.add(synthetic)
         db.session.commit()
         for name, accuracy, objective, meets, uses in zip(
@@ -401,7 +415,17 @@ def test_best_so_far_follows_the_search_rule(app, finished_run, feasible, uses_b
                 "arch_hash": name * 64, "ops": [], "accuracy": accuracy, "latency_ms": 1.0,
                 "objective": objective, "feasible": meets, "uses_budget": uses}))
         db.session.expire_all()
-        assert db.session.get(Run, synthetic.id).best_sample.arch_hash == expected * 64
+        synthetic = db.session.get(Run, synthetic.id)
+        assert synthetic.best_sample.arch_hash == expected * 64
+        run_id = synthetic.id
+        synthetic.status = "cancelled"
+        db.session.commit()
+    why = client.get("/api/runs/{}".format(run_id)).get_json()["why"]
+    assert why["architectures"] == 4 and why["feasible"] == sum(feasible)
+    assert why["val_size"] == 400 and why["noise"] > 0
+    if expected == "b":  # a and d met the target too: d is 10 points behind, beyond the noise
+        assert [(r["arch_hash"][0], r["within_noise"]) for r in why["runners_up"]] == \
+            [("d", False), ("a", False)]
 
 
 def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client, tmp_path):

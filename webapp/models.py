@@ -183,6 +183,8 @@ class Run(db.Model):
     node: Mapped[Optional[str]] = mapped_column(sa.String(255))
     # JSON: the automatic resumes after a lost worker since it was last queued ({time, node, error})
     retries: Mapped[Optional[str]] = mapped_column(sa.Text)
+    # images in the validation split (the `started` event): the noise of the pick's accuracy
+    val_size: Mapped[Optional[int]] = mapped_column(sa.Integer)
 
     config_data = json_property("config")
     space_data = json_property("space")

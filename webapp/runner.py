@@ -39,7 +39,7 @@ from .executors import LOST_AFTER_S, worker_resources
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs, utcnow
-from .serialize import reference_dict
+from .serialize import pick_fields, reference_dict
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,9 @@ def _released(files: RunDirectory, wait_s: float) -> bool:
     return True
 
 
-def _better(sample: Sample, best: Sample | None) -> bool:
+def _better(sample: Sample, best: Sample | None, constraint: str | None) -> bool:
     """Does ``sample`` beat the run's best so far? The search's own rule (search_core.best)."""
-    def fields(s):
-        return None if s is None else {"objective": s.objective, "feasible": s.feasible,
-                                       "uses_budget": s.uses_budget}
-    return better(fields(sample), fields(best))
+    return better(pick_fields(sample), pick_fields(best), constraint or "absolute")
 
 
 def _progress_estimate(event: dict, worker: Worker | None) -> dict:
@@ -427,6 +424,8 @@ class RunManager:
             run.config_data = event["config"]  # with the resolved target latency
         if isinstance(event.get("space"), dict):
             run.space_data = event["space"].get("blocks")
+        if isinstance(event.get("val_size"), int):
+            run.val_size = event["val_size"]
         if worker is not None:
             worker.started_clock = time.monotonic()
             worker.start_fraction = start_epoch / run.epochs if run.epochs else 0.0
@@ -489,7 +488,8 @@ class RunManager:
 
     def _on_sample(self, run, event, worker):
         stored = self._store_sample(run.id, event)
-        if stored is not None and _better(stored, run.best_sample):
+        if stored is not None and _better(stored, run.best_sample,
+                                          (run.config_data or {}).get("constraint")):
             db.session.flush()
             run.best_sample_id = stored.id  # the best so far; the worker's final word at the end
         return stored

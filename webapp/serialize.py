@@ -7,6 +7,7 @@ from datetime import timezone
 import sqlalchemy as sa
 from flask import current_app
 
+from search_core.best import explain
 from search_core.device_client import backend_of
 from search_core.rundir import RunDirectory
 
@@ -119,6 +120,27 @@ def _device_label(run: Run) -> str | None:
     return run.device.name if run.device is not None else (run.config_data or {}).get("device")
 
 
+def pick_fields(sample: Sample | None) -> dict | None:
+    """What the pick's rule (search_core.best) reads of a stored sample."""
+    if sample is None:
+        return None
+    return {"id": sample.id, "arch_hash": sample.arch_hash, "accuracy": sample.accuracy,
+            "latency_ms": sample.latency_ms, "objective": sample.objective,
+            "feasible": sample.feasible, "uses_budget": sample.uses_budget}
+
+
+def pick_explanation(run: Run) -> dict | None:
+    """Why the run's best is the pick: search_core.best.explain over its stored samples."""
+    if run.best_sample is None:
+        return None
+    columns = (Sample.id, Sample.arch_hash, Sample.accuracy, Sample.latency_ms, Sample.objective,
+               Sample.feasible, Sample.uses_budget)
+    rows = db.session.execute(sa.select(*columns).where(Sample.run_id == run.id).order_by(Sample.id))
+    samples = [row._asdict() for row in rows]
+    return explain(samples, pick_fields(run.best_sample), run.val_size,
+                   (run.config_data or {}).get("constraint") or "absolute")
+
+
 def run_dict(run: Run, full=False) -> dict:
     best = run.best_sample
     d = {
@@ -139,7 +161,8 @@ def run_dict(run: Run, full=False) -> dict:
                  run_dir=public_path(run.run_dir, [os.path.realpath(current_app.config["DATA_DIR"])]),
                  resumable=resumable(run),
                  samples=count, space_blocks=run.space_data, progress=run.progress_data,
-                 message=public_text(run.message), reference=public_reference(run.reference_data))
+                 message=public_text(run.message), reference=public_reference(run.reference_data),
+                 why=pick_explanation(run))
     return d
 
 

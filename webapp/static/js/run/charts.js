@@ -72,7 +72,7 @@ export function renderScatter() {
   ];
   if (best && hasPoint(best)) {
     traces.push({
-      type: "scatter", mode: "markers", name: best.provisional ? "best so far (objective)" : "best (objective)",
+      type: "scatter", mode: "markers", name: best.provisional ? "best so far (most accurate within T)" : "best (most accurate within T)",
       x: [best.latency_ms], y: [100 * best.accuracy], customdata: [customdata(best)], hovertemplate: HOVER,
       marker: {symbol: "star", size: 18, color: "#facc15", line: {width: 1.5, color: "#854d0e"}},
     });

@@ -29,6 +29,45 @@ function budgetStat(best, stat) {
   return node;
 }
 
+/** Why the pick is the pick (the server's search_core.best.explain): how many architectures met
+ * the targets, and how close the runners-up are against the validation set's sampling noise. */
+function renderWhy(best) {
+  const node = $id("best-why");
+  const why = state.run && state.run.why;
+  node.hidden = !best || !why;
+  if (node.hidden) { node.replaceChildren(); return; }
+  const parts = [el("span", {}, whyRule(why) + ".")];
+  const close = why.runners_up.filter((r) => r.within_noise);
+  for (const r of why.runners_up.slice(0, 1)) {
+    parts.push(" Next best: " + sampleName(r) + ", " + fmt.pct(r.accuracy) + " at " + fmt.ms(r.latency_ms)
+      + " (" + fmt.num(-100 * r.margin, 2) + " points).");
+  }
+  if (NAS.isNum(why.noise)) {
+    parts.push(" Two accuracies measured on " + why.val_size + " validation images differ by up to ±"
+      + fmt.num(100 * why.noise, 2) + " points by chance: ");
+    parts.push(close.length
+      ? el("span", {class: "is-close", "data-testid": "best-close"},
+        close.map(sampleName).join(", ") + (close.length > 1 ? " are" : " is") + " as good within that noise.")
+      : el("span", {"data-testid": "best-close"}, "no runner-up is that close."));
+  }
+  node.replaceChildren(...parts);
+}
+
+function whyRule(why) {
+  if (!why.pick_feasible) return "No architecture met every target yet: this one misses them by the least";
+  if (why.ranked_by === "objective") return "The best objective (soft form) of the " + why.feasible + " architectures that met every target";
+  if (why.pick_in_band && why.in_band < why.feasible) {
+    return "The most accurate of the " + why.in_band + " architectures within [0.85 T, T] ("
+      + why.feasible + " of " + why.architectures + " met every target)";
+  }
+  return "The most accurate of the " + why.feasible + " of " + why.architectures + " architectures that met every target";
+}
+
+function sampleName(r) {
+  const s = state.samples.get(r.id) || {};
+  return "#" + (NAS.isNum(s.number) ? s.number : r.id);
+}
+
 export function renderBest() {
   const container = $id("best-arch");
   const statsNode = $id("best-stats");
@@ -42,8 +81,10 @@ export function renderBest() {
     container.dataset.provisional = "";
     title.textContent = "Best architecture";
     statsNode.replaceChildren();
+    renderWhy(null);
     return;
   }
+  renderWhy(best);
   container.dataset.sampleId = String(best.id);
   container.dataset.provisional = best.provisional ? "true" : "false";
   title.textContent = best.provisional ? "Best architecture so far" : "Best architecture";
@@ -125,7 +166,7 @@ const COLUMNS = [
   {key: "ops", label: "Ops", sortable: false, fmt: (s) => NAS.opsCompact(s.ops), cls: "mono ops"},
   {key: "download", label: "", sortable: false},
 ];
-const sort = {key: "objective", dir: "desc"};
+const sort = {key: "accuracy", dir: "desc"};
 
 function feasibility(s) {
   if (s.feasible === false) return "no";
@@ -167,7 +208,7 @@ export function renderTable() {
   else if (view === "pareto") rows = state.front.slice();
   else {
     const n = Number(view) || 20;
-    rows = all.slice().sort((a, b) => compare(b, a, "objective") || a.id - b.id).slice(0, n);
+    rows = all.slice().sort((a, b) => compare(b, a, "accuracy") || a.id - b.id).slice(0, n);
   }
   const sign = sort.dir === "asc" ? 1 : -1;
   rows.sort((a, b) => {
