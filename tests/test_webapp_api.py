@@ -217,6 +217,33 @@ def test_runs_at_a_small_and_a_large_resolution(client, database, resolution):
         == resolution
 
 
+def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_left(app, client,
+                                                                                   database):
+    """Search epochs (steps with architecture steps, then the samples' evaluation) cost several
+    warm-up epochs: an estimate at the warm-up's pace was a third of the truth."""
+    if database != "sqlite":
+        pytest.skip("the estimate does not depend on the database: checked once, on SQLite")
+    sio = socket_client(app)
+    settings = dict(TINY, name="eta", epochs=5, warmup_epochs=2, limit=384, samples_per_epoch=3,
+                    measure_runs=20, measure_warmup=5)
+    r = client.post("/api/runs", json=settings)
+    assert r.status_code == 201, r.get_json()
+    run_id = r.get_json()["id"]
+    assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
+    assert wait_for(client, run_id, ("finished", "failed"), timeout=300)["status"] == "finished"
+    assert app.extensions["runs"].wait(run_id, 30)
+    events, deadline = [], time.time() + 10
+    while not any(name == "run_status" and p["run"]["status"] == "finished" for name, p in events):
+        assert time.time() < deadline, "no finished status pushed"
+        events += received(sio)
+        time.sleep(0.05)
+    sio.disconnect()
+    end = next(p["time"] for name, p in events if name == "run_status" and p["run"]["status"] == "finished")
+    start = next(p for name, p in events if name == "run_progress" and p["phase"] == "search")
+    left = end - start["time"]
+    assert abs(start["eta_s"] - left) <= 0.3 * left, (start["eta_s"], left)
+
+
 def test_defaults(client):
     d = client.get("/api/defaults").get_json()
     assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]

@@ -35,6 +35,7 @@ from search_core.measurements import LatencyCache
 from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 
 from .devices import AGENT_START_TIMEOUT_S, DeviceError
+from .eta import Pace
 from .executors import LOST_AFTER_S, worker_resources
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
@@ -73,8 +74,7 @@ class Worker:
     last_line: float = field(default_factory=time.monotonic)  # when the worker last said anything
     silent: bool = False  # its run says that it has been silent for too long
     last_progress_commit: float = 0.0
-    started_clock: float | None = None  # time.monotonic() of the 'started' event
-    start_fraction: float = 0.0  # the part of the run done before this process (resume)
+    pace: Pace | None = None  # the measured pace of each phase, from the 'started' event on
 
 
 _SAMPLE_COLUMNS = {
@@ -129,18 +129,24 @@ def _better(sample: Sample, best: Sample | None, constraint: str | None) -> bool
 
 
 def _progress_estimate(event: dict, worker: Worker | None) -> dict:
-    """How much of the whole run is done, and the seconds left at this process's pace so far."""
+    """How much of the whole run is done, and the seconds left at each phase's measured pace."""
     try:
         epochs = int(event["epochs"])
         fraction = (int(event["epoch"]) + int(event["step"]) / int(event["steps"])) / epochs
+        eta = worker.pace.progress(event) if worker is not None and worker.pace else None
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return {"fraction": None, "eta_s": None}
-    fraction = min(max(fraction, 0.0), 1.0)
-    eta = None
-    if worker is not None and worker.started_clock is not None and fraction > worker.start_fraction:
-        elapsed = time.monotonic() - worker.started_clock
-        eta = round(elapsed * (1.0 - fraction) / (fraction - worker.start_fraction), 1)
-    return {"fraction": round(fraction, 4), "eta_s": eta}
+    return {"fraction": round(min(max(fraction, 0.0), 1.0), 4), "eta_s": eta}
+
+
+def _pace(run: Run, started: dict) -> Pace | None:
+    """A pace for a worker that started, seeded with the epochs its run already did (resume)."""
+    done = db.session.execute(sa.select(EpochMetric.phase, EpochMetric.duration_s).where(
+        EpochMetric.run_id == run.id).order_by(EpochMetric.epoch)).all()
+    try:
+        return Pace(started, [tuple(row) for row in done])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class RunManager:
@@ -427,8 +433,7 @@ class RunManager:
         if isinstance(event.get("val_size"), int):
             run.val_size = event["val_size"]
         if worker is not None:
-            worker.started_clock = time.monotonic()
-            worker.start_fraction = start_epoch / run.epochs if run.epochs else 0.0
+            worker.pace = _pace(run, event)
 
     def _on_progress(self, run, event, worker):
         """Stored at most every PROGRESS_COMMIT_S, always passed on with ``fraction`` (of the
@@ -495,6 +500,11 @@ class RunManager:
         return stored
 
     def _on_epoch(self, run, event, worker):
+        if worker is not None and worker.pace is not None:
+            try:
+                worker.pace.epoch(event)
+            except (KeyError, TypeError, ValueError):
+                pass  # a malformed event: the estimate goes on without it
         stored = self._store_epoch(run.id, event)
         run.epoch = event.get("epoch", run.epoch)
         run.phase = event.get("phase", run.phase)
