@@ -19,7 +19,7 @@ from torch import nn
 from nano_agent.builder import ConvBNReLU, InvertedResidual, build_model, init_weights
 
 from . import fastpath
-from .train import start_as_identity
+from .train import recalibrate_batch_norm, start_as_identity
 
 
 def _first(tensor, count, dim=0):
@@ -251,19 +251,6 @@ class Supernet(nn.Module):
         return model
 
     def recalibrate_batch_norm(self, path, batches):
-        """Reset the BN statistics and re-estimate them for `path` (cumulative average over batches):
-        shared BN statistics are a mixture over paths, wrong for any single one."""
-        saved = {}
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                saved[m] = m.momentum
-                m.reset_running_stats()
-                m.momentum = None
-        was_training = self.training
-        self.train()
-        with torch.no_grad():
-            for x in batches:
-                self(x, path)
-        for m, momentum in saved.items():
-            m.momentum = momentum
-        self.train(was_training)
+        """Re-estimate the BN statistics for `path`: shared BN statistics are a mixture over
+        paths, wrong for any single one."""
+        recalibrate_batch_norm(self, batches, lambda x: self(x, path))

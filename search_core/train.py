@@ -46,6 +46,25 @@ def start_as_identity(residual_batch_norms):
         torch.nn.init.zeros_(bn.weight)
 
 
+def recalibrate_batch_norm(model, batches, forward=None):
+    """Reset the BN statistics of `model` and estimate them again as a cumulative average over
+    `batches`, the weights fixed (`forward(x)`: how to run it, by default `model(x)`)."""
+    saved = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            saved[m] = m.momentum
+            m.reset_running_stats()
+            m.momentum = None
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            (forward or model)(x)
+    for m, momentum in saved.items():
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def lr_factor(done, epochs, steps_per_epoch, warmup_epochs=1.0):
     """The learning rate's multiplier after `done` epochs (a fraction): a linear ramp over the
     first `warmup_epochs`, reaching 1 at their last step (the full rate at once diverges), then a
@@ -114,6 +133,10 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
         bar.set_postfix(loss="{:.3f}".format(loss.item()))
         if on_epoch:
             on_epoch(epoch + 1, epochs, loss.item())
+    # the running statistics trail weights that moved fast: after a short training they give
+    # chance accuracy (3 epochs on digits: 10% with them, 89% with the batches' own statistics)
+    recalibrate_batch_norm(model, (x for x, _ in data.iterate_batches(
+        dataset.train, dataset, batch_size, device=device)))
     model.eval()
     return {"val_accuracy": accuracy(model, dataset.val, dataset, device),
             "test_accuracy": accuracy(model, dataset.test, dataset, device),
