@@ -67,9 +67,10 @@ def _search_arguments(p):
     p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
     p.add_argument("--constraint", choices=CONSTRAINT_FORMS, default=d.constraint,
-                   help="how the targets count: absolute (default: ACC + w |LAT/T - 1|, the pick "
-                        "uses the budget), soft (MnasNet's ACC x (LAT/T)^w: faster is always "
-                        "better) or hard (no reward below T)")
+                   help="how the targets steer the search: absolute (default: ACC + w |LAT/T - 1|, "
+                        "the search uses the budget), soft (MnasNet's ACC x (LAT/T)^w: faster is "
+                        "always better) or hard (no reward below T). The pick is the most accurate "
+                        "sample within the targets, among those within [0.85 T, T] where any is")
     p.add_argument("--hard-constraint", dest="constraint", action="store_const", const="hard",
                    help="the same as --constraint hard")
     p.add_argument("--loss-form", choices=LOSS_FORMS, default=d.loss_form,
