@@ -40,18 +40,21 @@
 
   // --- flash messages ----------------------------------------------------------------------------
 
-  /** Show a message in the flash area. kind: "error" | "success" | "info". timeout_ms 0 = stays. */
-  function flash(message, kind = "error", timeoutMs) {
+  /**
+   * Show a message in the flash area. kind: "error" | "success" | "info". timeout_ms 0 = stays.
+   * key: a later message with the same key replaces this one (a progress notice and its outcome).
+   */
+  function flash(message, kind = "error", timeoutMs, key) {
     const area = document.getElementById("flash");
     if (!area) { console.warn(message); return null; }
     const item = el("div", {class: "flash flash-" + kind, role: kind === "error" ? "alert" : "status",
-                            "data-testid": "flash-" + kind},
+                            "data-testid": "flash-" + kind, dataset: key ? {key} : null},
       el("span", {class: "flash-text"}, message),
       el("button", {type: "button", class: "flash-close", "aria-label": "Dismiss",
                     onclick: () => item.remove()}, "\u00d7"));
     // the same message twice in a row (e.g. a poll failing every 5 s): refresh it, don't stack
     for (const old of area.querySelectorAll(".flash")) {
-      if (old.querySelector(".flash-text").textContent === message) old.remove();
+      if (old.querySelector(".flash-text").textContent === message || (key && old.dataset.key === key)) old.remove();
     }
     area.append(item);
     const timeout = timeoutMs === undefined ? (kind === "error" ? 0 : 5000) : timeoutMs;
@@ -62,6 +65,32 @@
   function clearFlash() {
     const area = document.getElementById("flash");
     if (area) area.replaceChildren();
+  }
+
+  /**
+   * A button whose action cannot be undone asks first: its first click turns it into `prompt`
+   * ("Click again to delete"), a second click within 4 s calls `onConfirm`; Escape, leaving the
+   * button or the 4 s running out dismiss it. Returns reset(), for when the button stops applying.
+   */
+  function confirmClick(button, prompt, onConfirm) {
+    const label = button.textContent;
+    let timer = null;
+    function reset() {
+      clearTimeout(timer);
+      button.classList.remove("is-confirming");
+      button.dataset.confirm = "";
+      button.textContent = label;
+    }
+    button.addEventListener("click", () => {
+      if (button.dataset.confirm === "1") { reset(); onConfirm(); return; }
+      button.dataset.confirm = "1";
+      button.classList.add("is-confirming");
+      button.textContent = prompt;
+      timer = setTimeout(reset, 4000);
+    });
+    button.addEventListener("keydown", (e) => { if (e.key === "Escape") reset(); });
+    button.addEventListener("blur", reset);
+    return reset;
   }
 
   // --- JSON API ----------------------------------------------------------------------------------
@@ -147,9 +176,21 @@
 
   /** 1.5432 -> "1.54 ms"; 123.4 -> "123 ms" */
   function ms(value) {
-    if (!isNum(value)) return DASH;
-    const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
-    return value.toFixed(digits) + " ms";
+    return isNum(value) ? value.toFixed(msDigits(value)) + " ms" : DASH;
+  }
+
+  const msDigits = (value) => (Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2);
+
+  /**
+   * A latency shown beside its target T: with the digits it takes to tell them apart when they
+   * round alike (4.8904 vs 4.89: "4.8904 ms"), so that a sample over T never reads as T.
+   */
+  function msVersus(value, target) {
+    if (!isNum(value) || !isNum(target)) return ms(value);
+    for (let digits = msDigits(value); digits <= msDigits(value) + 3; digits += 1) {
+      if (value.toFixed(digits) !== target.toFixed(digits)) return value.toFixed(digits) + " ms";
+    }
+    return ms(value);
   }
 
   /** A count in millions: 1234567 -> "1.23 M" */
@@ -393,8 +434,8 @@
   }
 
   window.NAS = {
-    root, el, $, $$, flash, clearFlash, api, apiUrl, ApiError, download,
-    fmt: {pct, ms, params, macs, mb, num, duration, datetime, ago, millions, DASH},
+    root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, download,
+    fmt: {pct, ms, msVersus, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
     queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
     PLOT_CONFIG, PLOT_FONT, RUN_COLORS, scatterLayout,

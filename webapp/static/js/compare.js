@@ -26,10 +26,20 @@
 
   let clickBound = false;
 
+  // target lines are traces, not shapes, so that the legend names each one's run; they are drawn
+  // on a hidden axis of 0..1 to span the plot's height whatever the zoom
+  const TARGET_AXIS = {overlaying: "y", range: [0, 1], fixedrange: true, visible: false};
+
+  function targetTrace(e, target) {
+    return {type: "scatter", mode: "lines", yaxis: "y2", legendgroup: String(e.id),
+            name: "target " + fmt.ms(target) + " of " + label(e), x: [target, target], y: [0, 1],
+            hovertemplate: "%{fullData.name}<extra></extra>",
+            line: {color: e.color, width: 1, dash: "dash"}};
+  }
+
   function renderPlot() {
     const node = document.getElementById("compare-plot");
     const traces = [];
-    const shapes = [];
     let points = 0;
     for (const e of entries) {
       if (!e.run) continue;
@@ -42,22 +52,22 @@
       }
       const front = e.front.filter(hasPoint);
       points += front.length;
-      traces.push({type: "scatter", mode: "lines+markers", name: label(e), legendgroup: String(e.id),
-                   x: front.map((s) => s.latency_ms), y: front.map((s) => 100 * s.accuracy),
+      // a run without samples keeps its legend entry (Plotly lists no empty trace): one null point
+      traces.push({type: "scatter", mode: "lines+markers", legendgroup: String(e.id),
+                   name: label(e) + (front.length ? "" : " (no samples)"),
+                   x: front.length ? front.map((s) => s.latency_ms) : [null],
+                   y: front.length ? front.map((s) => 100 * s.accuracy) : [null],
                    customdata: front.map((s) => customdata(e, s)), hovertemplate: HOVER,
                    line: {shape: "hv", color: e.color, width: 2},
                    marker: {color: e.color, size: 8, line: {width: 1, color: "#ffffff"}}});
       const target = (e.run.config || {}).target_latency_ms;
-      if (NAS.isNum(target)) {
-        shapes.push({type: "line", xref: "x", yref: "paper", x0: target, x1: target, y0: 0, y1: 1,
-                     line: {color: e.color, width: 1, dash: "dash"}});
-      }
+      if (NAS.isNum(target)) traces.push(targetTrace(e, target));
     }
     node.dataset.traces = String(entries.filter((e) => e.run).length);
     node.dataset.points = String(points);
     document.getElementById("compare-plot-empty").hidden = points > 0 || !entries.some((e) => e.run);
     if (!hasPlotly) return;
-    const layout = NAS.scatterLayout({shapes, uirevision: "compare"});
+    const layout = NAS.scatterLayout({uirevision: "compare", yaxis2: TARGET_AXIS});
     Plotly.react(node, traces, layout, NAS.PLOT_CONFIG);
     if (!clickBound) {
       clickBound = true;

@@ -215,7 +215,7 @@
     }));
     const free = Array.from(devices.values()).filter((d) => d.kind !== "local" && d.group_id === null).sort(order);
     const checked = new Set(Array.from(groupForm.querySelectorAll("input[type=checkbox]:checked")).map((c) => Number(c.value)));
-    document.getElementById("group-devices").replaceChildren(...(free.length ? free.map((d) => el("label", {},
+    document.getElementById("group-devices").replaceChildren(...(free.length ? free.map((d) => el("label", {class: "check"},
       el("input", {type: "checkbox", value: d.id, checked: checked.has(d.id), "data-testid": "group-device"}), " " + d.name))
       : [el("span", {class: "muted"}, "Register two or more device agents to group them.")]));
   }
@@ -227,12 +227,19 @@
     renderGroups();
   }
 
+  // errors beside what they are about, in words (the API's field is device_ids)
+  const groupErrors = NAS.fieldErrors(groupForm, document.getElementById("group-form-errors"),
+    (key) => groupForm.querySelector('.field[data-field="' + key + '"]'));
+
   groupForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const error = document.getElementById("group-error");
-    error.hidden = true;
+    groupErrors.clear();
     const body = {name: groupForm.elements.name.value.trim(),
                   device_ids: Array.from(groupForm.querySelectorAll("input[type=checkbox]:checked")).map((c) => Number(c.value))};
+    const errors = {};
+    if (!body.name) errors.name = "a name is required";
+    if (body.device_ids.length < 2) errors.device_ids = "Choose two or more devices.";
+    if (Object.keys(errors).length) { groupErrors.show(errors); return; }
     try {
       const group = await api("/groups", {method: "POST", body});
       groupForm.reset();
@@ -240,10 +247,7 @@
       await load(true);
       NAS.flash("Group " + group.name + " created.", "success", 3000);
     } catch (e) {
-      if (e.errors) {
-        error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
-        error.hidden = false;
-      }
+      if (e.errors) groupErrors.show(e.errors);
     }
   });
 

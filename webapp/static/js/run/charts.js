@@ -18,13 +18,66 @@ function hoverOps(ops) {
 function customdata(s) {
   return [s.id, hoverOps(s.ops), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb),
           NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH, s.kind || fmt.DASH, fmt.num(s.objective, 4),
-          fmt.ms(s.predicted_latency_ms), s.feasible === false ? " \u00b7 infeasible" : ""];
+          fmt.ms(s.predicted_latency_ms), s.feasible === false ? " \u00b7 infeasible" : "",
+          fmt.msVersus(s.latency_ms, config().target_latency_ms)];
 }
 
 const HOVER = "<b>sample #%{customdata[0]}</b> \u00b7 epoch %{customdata[5]} \u00b7 %{customdata[6]}%{customdata[9]}<br>"
-  + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{x:.2f} ms</b> (predicted %{customdata[8]})<br>"
+  + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{customdata[10]}</b> (predicted %{customdata[8]})<br>"
   + "params %{customdata[2]} \u00b7 MACs %{customdata[3]} \u00b7 memory %{customdata[4]}<br>"
   + "objective %{customdata[7]}<br><span style=\"font-family:monospace\">%{customdata[1]}</span><extra></extra>";
+
+// one trace per kind of marker, so that the legend explains each (feasibility is the sample's own
+// `feasible`, decided by the search from the measured latency)
+const SAMPLE_MARKERS = [
+  {name: "sampled", symbol: "circle", size: 8, test: (s) => s.feasible !== false && s.kind !== "argmax"},
+  {name: "argmax of the distribution", symbol: "diamond", size: 10, test: (s) => s.feasible !== false && s.kind === "argmax"},
+  {name: "over a target (infeasible)", symbol: "x", size: 8, test: (s) => s.feasible === false},
+];
+
+function sampleTraces(samples) {
+  const lastEpoch = samples.reduce((m, s) => Math.max(m, NAS.isNum(s.epoch) ? s.epoch + 1 : 0), 1);
+  const traces = [];
+  for (const m of SAMPLE_MARKERS) {
+    const group = samples.filter(m.test);
+    if (!group.length) continue;
+    traces.push({
+      type: "scatter", mode: "markers", name: m.name,
+      x: group.map((s) => s.latency_ms), y: group.map((s) => 100 * s.accuracy),
+      customdata: group.map(customdata), hovertemplate: HOVER,
+      marker: {
+        symbol: m.symbol, size: m.size,
+        color: group.map((s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : 0)),
+        colorscale: [[0, "#c7d2fe"], [0.5, "#6366f1"], [1, "#1e1b4b"]],
+        cmin: 1, cmax: Math.max(2, lastEpoch), opacity: 0.8,
+        line: {width: 0.5, color: "#ffffff"},
+        showscale: !traces.length, // one epoch colour bar, for all of them
+        colorbar: {title: {text: "epoch", side: "right"}, thickness: 10, len: 0.6, outlinewidth: 0,
+                   tickfont: {size: 10}},
+      },
+    });
+  }
+  return traces;
+}
+
+/**
+ * The accuracies (%) the y axis shows: the samples' span, widened by half of it (2 points at
+ * least). A retrained or reference point beyond it (a net retrained to 10 %) is drawn at its edge,
+ * its value in its hover, so that one outlier cannot squeeze the samples into a line.
+ */
+function sampleBand(samples) {
+  if (!samples.length) return [0, 100];
+  const ys = samples.map((s) => 100 * s.accuracy);
+  const low = Math.min(...ys), high = Math.max(...ys);
+  const pad = Math.max(2, (high - low) / 2);
+  return [Math.max(0, low - pad), Math.min(100, high + pad)];
+}
+
+/** y within the band, and the hover's note when it had to be moved there. */
+function clip(band, y) {
+  const shown = Math.min(band[1], Math.max(band[0], y));
+  return {y: shown, note: shown === y ? "" : " (off the axis: drawn at its edge)"};
+}
 
 let scatterReady = false;
 
@@ -45,31 +98,15 @@ export function renderScatter() {
   if (!hasPlotly) return;
 
   const best = bestSample();
-  const lastEpoch = samples.reduce((m, s) => Math.max(m, NAS.isNum(s.epoch) ? s.epoch + 1 : 0), 1);
-  const traces = [
-    {
-      type: "scatter", mode: "markers", name: "samples",
-      x: samples.map((s) => s.latency_ms), y: samples.map((s) => 100 * s.accuracy),
-      customdata: samples.map(customdata), hovertemplate: HOVER,
-      marker: {
-        size: samples.map((s) => (s.kind === "argmax" ? 10 : 8)),
-        symbol: samples.map((s) => (s.feasible === false ? "x" : s.kind === "argmax" ? "diamond" : "circle")),
-        color: samples.map((s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : 0)),
-        colorscale: [[0, "#c7d2fe"], [0.5, "#6366f1"], [1, "#1e1b4b"]],
-        cmin: 1, cmax: Math.max(2, lastEpoch), opacity: 0.8,
-        line: {width: 0.5, color: "#ffffff"},
-        colorbar: {title: {text: "epoch", side: "right"}, thickness: 10, len: 0.6, outlinewidth: 0,
-                   tickfont: {size: 10}},
-      },
-    },
-    {
-      type: "scatter", mode: "lines+markers", name: "Pareto front",
-      x: front.map((s) => s.latency_ms), y: front.map((s) => 100 * s.accuracy),
-      customdata: front.map(customdata), hovertemplate: HOVER,
-      line: {shape: "hv", color: "#ea580c", width: 2},
-      marker: {size: 9, color: "#ea580c", line: {width: 1.5, color: "#ffffff"}},
-    },
-  ];
+  const band = sampleBand(samples);
+  const traces = sampleTraces(samples);
+  traces.push({
+    type: "scatter", mode: "lines+markers", name: "Pareto front",
+    x: front.map((s) => s.latency_ms), y: front.map((s) => 100 * s.accuracy),
+    customdata: front.map(customdata), hovertemplate: HOVER,
+    line: {shape: "hv", color: "#ea580c", width: 2},
+    marker: {size: 9, color: "#ea580c", line: {width: 1.5, color: "#ffffff"}},
+  });
   if (best && hasPoint(best)) {
     traces.push({
       type: "scatter", mode: "markers", name: best.provisional ? "best so far (most accurate within T)" : "best (most accurate within T)",
@@ -80,22 +117,22 @@ export function renderScatter() {
   const reference = state.reference;
   node.dataset.reference = reference && hasPoint(reference) ? reference.name : "";
   if (reference && hasPoint(reference)) {
-    traces.push({
-      type: "scatter", mode: "markers+text", name: "MobileNetV2 (reference)",
-      x: [reference.latency_ms], y: [100 * reference.accuracy], text: ["MobileNetV2"],
-      textposition: "top center", textfont: {size: 11, color: "#0f766e"},
-      hovertemplate: "MobileNetV2, the same shared weights and device<br>%{x:.3f} ms, %{y:.1f}%<extra></extra>",
+    const {y, note} = clip(band, 100 * reference.accuracy);
+    traces.push({  // named in the legend, not labelled on the plot: a label would cover the best
+      type: "scatter", mode: "markers", name: "MobileNetV2 (reference)",
+      x: [reference.latency_ms], y: [y], customdata: [[fmt.pct(reference.accuracy, 1) + note]],
+      hovertemplate: "MobileNetV2, the same shared weights and device<br>%{x:.3f} ms, %{customdata[0]}<extra></extra>",
       marker: {symbol: "square", size: 11, color: "#14b8a6", line: {width: 1.5, color: "#0f766e"}},
     });
   }
-  const trained = retrainedPoints();
+  const trained = retrainedPoints().map((p) => Object.assign(p, clip(band, 100 * p.accuracy)));
   node.dataset.retrained = String(trained.length);
   if (trained.length) {
     traces.push({
       type: "scatter", mode: "markers", name: "retrained (test accuracy)",
-      x: trained.map((p) => p.latency_ms), y: trained.map((p) => 100 * p.accuracy),
-      customdata: trained.map((p) => p.label),
-      hovertemplate: "<b>%{customdata}</b> retrained from scratch<br>test accuracy <b>%{y:.2f}%</b> \u00b7 latency %{x:.2f} ms<extra></extra>",
+      x: trained.map((p) => p.latency_ms), y: trained.map((p) => p.y),
+      customdata: trained.map((p) => [p.label, fmt.pct(p.accuracy) + p.note]),
+      hovertemplate: "<b>%{customdata[0]}</b> retrained from scratch<br>test accuracy <b>%{customdata[1]}</b> \u00b7 latency %{x:.2f} ms<extra></extra>",
       marker: {symbol: "triangle-up", size: 12, color: "#16a34a", line: {width: 1.5, color: "#14532d"}},
     });
   }

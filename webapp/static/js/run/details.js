@@ -18,16 +18,26 @@ function opBox(op, index) {
                     dataset: {op: op || "", block: index + 1}, "data-testid": "op-box"}, label);
 }
 
-/** Where the pick lands against the latency target T: the share of the budget it uses. */
+/**
+ * Where the pick lands against the latency target T: the share of the budget it uses. Over T is
+ * the search's call (the sample's `feasible`, from the measured latency), never a comparison here
+ * that rounding could contradict.
+ */
 function budgetStat(best, stat) {
   const target = config().target_latency_ms;
   if (!NAS.isNum(target) || !NAS.isNum(best.latency_ms)) return null;
-  const node = stat("budget used", fmt.pct(best.latency_ms / target, 0) + " of " + fmt.ms(target), "best-budget");
-  node.classList.toggle("is-over", best.latency_ms > target);
-  node.title = best.latency_ms > target ? "No sample met the latency target yet: the pick is over it"
+  const over = best.feasible === false && best.latency_ms > target;
+  let share = fmt.pct(best.latency_ms / target, 0);
+  if (over && share === "100%") share = "over 100%";
+  const node = stat("budget used", share + " of " + fmt.ms(target), "best-budget");
+  node.classList.toggle("is-over", over);
+  node.title = over ? "No sample met every target yet: the pick is over T"
     : "The pick's measured latency over the target T";
   return node;
 }
+
+/** A sample's latency, with the digits it takes not to read as T when it is on the other side. */
+const latencyText = (s) => fmt.msVersus(s.latency_ms, config().target_latency_ms);
 
 /** Why the pick is the pick (the server's search_core.best.explain): how many architectures met
  * the targets, and how close the runners-up are against the validation set's sampling noise. */
@@ -106,7 +116,7 @@ export function renderBest() {
     el("span", {class: "stat-label"}, label), el("span", {class: "stat-value", "data-testid": testid, id: testid}, value));
   statsNode.replaceChildren(...[
     stat("accuracy", fmt.pct(best.accuracy), "best-accuracy"),
-    stat("latency", fmt.ms(best.latency_ms), "best-latency"),
+    stat("latency", latencyText(best), "best-latency"),
     budgetStat(best, stat),
     stat("objective", fmt.num(best.objective, 4), "best-objective"),
     stat("params", fmt.params(best.params), "best-params"),
@@ -150,7 +160,7 @@ const COLUMNS = [
   {key: "epoch", label: "Epoch", num: true, fmt: (s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH)},
   {key: "kind", label: "Kind", fmt: (s) => s.kind || fmt.DASH},
   {key: "accuracy", label: "Accuracy", num: true, fmt: (s) => fmt.pct(s.accuracy)},
-  {key: "latency_ms", label: "Latency", num: true, fmt: (s) => fmt.ms(s.latency_ms),
+  {key: "latency_ms", label: "Latency", num: true, fmt: latencyText,
    title: (s) => (NAS.isNum(s.latency_std_ms) ? "fastest run; median " + fmt.ms(s.latency_median_ms)
      + ", mean " + fmt.ms(s.latency_mean_ms) + " \u00b1 " + fmt.ms(s.latency_std_ms)
      + ", p90 " + fmt.ms(s.latency_p90_ms) : null)},

@@ -1,6 +1,6 @@
 /* The run view's head: name, status and times, the progress bar, and the buttons that cancel,
  * resume, download and delete the run. */
-import {runId, state, $id, isActive, runUrl, config, mark, setRun} from "./state.js";
+import {RUN_NOTICE, runId, state, $id, isActive, runUrl, config, mark, setRun} from "./state.js";
 
 const {el, api, fmt, ACTIVE, PHASES} = NAS;
 
@@ -26,6 +26,7 @@ export function renderHeader() {
   $id("run-times").textContent = times.join(" \u00b7 ");
 
   $id("cancel-run").disabled = !isActive();
+  if (!isActive()) resetCancel();
   $id("resume-run").disabled = !run.resumable;
   $id("download-best").disabled = !run.best;
   const count = Math.max(state.samples.size, NAS.isNum(run.samples) ? run.samples : 0);
@@ -126,18 +127,24 @@ export function renderProgress() {
 
 // --- buttons -----------------------------------------------------------------------------------
 
-async function action(button, path, label) {
+/** POST the run's action; its progress notice stays until the outcome's notice replaces it. */
+async function action(button, path, progress) {
   button.disabled = true;
+  const notice = NAS.flash(progress, "info", 0, RUN_NOTICE);
   try {
     const run = await api("/runs/" + runId + path, {method: "POST"});
     if (run) setRun(run, {announce: true});
-    NAS.flash(label, "info", 3000);
   } catch (e) {
     mark("header"); // re-enable per the state
+  } finally {
+    if (notice) notice.remove(); // no outcome to show (an error is flashed by api())
   }
 }
 
-$id("cancel-run").addEventListener("click", (e) => action(e.currentTarget, "/cancel", "Cancelling the run\u2026"));
+// cancel and delete cannot be undone: both ask first (a second click confirms, no blocking dialog)
+const cancel = $id("cancel-run");
+const resetCancel = NAS.confirmClick(cancel, "Click again to cancel",
+  () => action(cancel, "/cancel", "Cancelling the run\u2026"));
 $id("resume-run").addEventListener("click", (e) => {
   state.progress = null;
   action(e.currentTarget, "/resume", "Resuming the run\u2026");
@@ -145,24 +152,8 @@ $id("resume-run").addEventListener("click", (e) => {
 $id("download-best").addEventListener("click", () => NAS.download(runUrl("/best.json")));
 $id("download-csv").addEventListener("click", () => NAS.download(runUrl("/samples.csv")));
 
-// delete: a second click within 4 s confirms (no blocking dialog)
 const del = $id("delete-run");
-let deleteTimer = null;
-function resetDelete() {
-  clearTimeout(deleteTimer);
-  del.classList.remove("is-confirming");
-  del.dataset.confirm = "";
-  del.textContent = "Delete";
-}
-del.addEventListener("click", async () => {
-  if (del.dataset.confirm !== "1") {
-    del.dataset.confirm = "1";
-    del.classList.add("is-confirming");
-    del.textContent = "Click again to delete";
-    deleteTimer = setTimeout(resetDelete, 4000);
-    return;
-  }
-  resetDelete();
+const resetDelete = NAS.confirmClick(del, "Click again to delete", async () => {
   del.disabled = true;
   try {
     await api("/runs/" + runId, {method: "DELETE"});

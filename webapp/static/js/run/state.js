@@ -6,6 +6,7 @@ const page = document.getElementById("run-page");
 export const runId = Number(page.dataset.runId);
 export const hasPlotly = typeof window.Plotly === "object" && window.Plotly !== null;
 export const POLL_MS = 5000;
+export const RUN_NOTICE = "run-status"; // the key of the run's status notices: one at a time
 
 export const state = {
   run: null,
@@ -109,16 +110,19 @@ export function isNewer(incoming, current) {
 
 function announceStatus(run) {
   const best = run.best;
+  const say = (text, kind, timeoutMs) => NAS.flash(text, kind, timeoutMs, RUN_NOTICE);
   if (run.status === "finished") {
-    NAS.flash("Search finished" + (best ? ": best " + fmt.pct(best.accuracy) + " at " + fmt.ms(best.latency_ms) : "."), "success");
+    say("Search finished" + (best ? ": best " + fmt.pct(best.accuracy) + " at " + fmt.ms(best.latency_ms) : "."), "success");
   } else if (run.status === "failed") {
-    NAS.flash("The run failed" + (run.error ? ": " + run.error : "."));
+    say("The run failed" + (run.error ? ": " + run.error : "."));
   } else if (run.status === "cancelled") {
-    NAS.flash("The run was cancelled.", "info");
+    say("The run was cancelled.", "info");
   } else if (run.status === "interrupted") {
-    NAS.flash("The run was interrupted" + (run.resumable ? "; it can be resumed." : "."), "info");
+    say("The run was interrupted" + (run.resumable ? "; it can be resumed." : "."), "info");
   } else if (run.status === "running") {
-    NAS.flash("The run started.", "info", 3000);
+    say("The run started.", "info", 3000);
+  } else if (run.status === "queued") {
+    say("The run is queued.", "info", 3000);
   }
 }
 
