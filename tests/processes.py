@@ -151,10 +151,10 @@ class Dashboard:
         deadline = time.time() + timeout
         while True:
             try:
-                if not self.http.headers.get("Authorization"):
+                if not self.http.headers.get("Authorization") and self.token:  # not half-written
                     self.http.headers["Authorization"] = "Bearer " + self.token
                 devices = self.http.get(self.url + "/api/devices", timeout=2).json()
-                if devices and devices[0]["status"] == "online":
+                if isinstance(devices, list) and devices and devices[0]["status"] == "online":
                     return
             except (requests.ConnectionError, FileNotFoundError):  # not listening, no token yet
                 pass

@@ -1,8 +1,10 @@
 """What a newcomer tripped over in the dashboard, in a real headless Chromium against a real server
 (`python -m webapp`): notices that covered the run's buttons, a scatter legend that explained one
 marker of four, a sample shown at its target yet marked over it, a cancel without confirmation, the
-API's field name in the group form, unlabelled target lines on the compare page, and a y axis
-stretched by one retrained outlier.
+API's field name in the group form, unlabelled target lines on the compare page, a y axis
+stretched by one retrained outlier, a run cancelled in the queue that could not be queued again,
+a resume's late answer shown over the newer status, sample numbers counted across runs, and a
+short retraining offered without a word.
 
 Finished runs are written straight into the dashboard's database (the fastest real path: the pages
 read them through the API as they read a search's); the cancel tests start a real run.
@@ -251,3 +253,62 @@ def test_every_target_line_of_the_compare_page_names_its_run(dashboard, engine, 
         return (plot.layout.shapes || []).filter((s) => s.x0 === s.x1 && !named.includes(s.x0)).length;
     }""")
     assert unnamed == 0
+
+
+# 11, 7, 10 -----------------------------------------------------------------------------------------
+
+TINY_RUN = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
+            "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3}
+
+
+def test_a_run_cancelled_in_the_queue_resumes_and_its_page_follows_the_newest_status(dashboard,
+                                                                                    engine, page):
+    """Resume is offered to a run cancelled before it began (11); the resume's answer ("queued")
+    reached the page after the socket had said "running" and stood for seconds (7); the best's
+    number counts within its run, not across runs (10)."""
+    insert_run(engine, "earlier", [dict(accuracy=0.5, latency_ms=1.0)] * 30)  # ids beyond a run's count
+    api = dashboard.url + "/api/runs"
+    long = start_long_run(dashboard, page)  # holds the only slot: the next run waits in the queue
+    run = dashboard.http.post(api, json=dict(TINY_RUN, name="queued"), timeout=30).json()
+    assert dashboard.http.post("{}/{}/cancel".format(api, run["id"]), timeout=30).json()["status"] == "cancelled"
+    assert dashboard.http.post(long + "/cancel", timeout=30).status_code == 200
+
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    held = []
+    page.route("**/api/runs/{}/resume".format(run["id"]),
+               lambda route: held.append((route, route.fetch())))  # answered below, late
+    page.goto("{}/runs/{}".format(dashboard.url, run["id"]))
+    resume = page.get_by_test_id("resume-run")
+    expect(resume).to_be_enabled()
+    resume.click()
+    status = page.get_by_test_id("run-status")
+    expect(status).to_have_attribute("data-status", "finished", timeout=120_000)  # told by the socket
+    route, answer = held[0]
+    assert answer.json()["status"] == "queued"
+    route.fulfill(response=answer)  # the old answer arrives last
+    expect(resume).not_to_have_attribute("aria-busy", "true")  # the answer was handled ...
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert status.get_attribute("data-status") == "finished"  # ... and drawn: it changed nothing
+
+    finished = dashboard.http.get("{}/{}".format(api, run["id"]), timeout=5).json()
+    best = finished["best"]
+    assert best["number"] <= finished["samples"] < best["id"]
+    expect(page.get_by_test_id("best-sample")).to_contain_text("#{} ".format(best["number"]))
+    assert not errors
+
+
+# 3 ------------------------------------------------------------------------------------------------
+
+def test_a_short_retraining_is_said_to_be_a_quick_check(dashboard, engine, page):
+    """3 epochs gave chance accuracy without a word (the BN statistics are re-estimated now, see
+    test_search.py, and the form says what a short retraining is worth)."""
+    run_id, _ = insert_run(engine, "to retrain", [dict(accuracy=0.9, latency_ms=4.0)], best=0)
+    open_run(page, dashboard, run_id)
+    epochs, hint = page.get_by_test_id("retrain-epochs"), page.get_by_test_id("retrain-hint")
+    expect(hint).to_be_hidden()
+    epochs.fill("3")
+    expect(hint).to_be_visible()
+    expect(hint).to_contain_text("quick check")
+    epochs.fill("60")
+    expect(hint).to_be_hidden()

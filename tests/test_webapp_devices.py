@@ -113,8 +113,13 @@ def test_register_check_profile_delete(app, client, agent):
     assert lut["calibration"] == fit and lut["device_id"] == table["device_key"]
 
     # a run on the profiled device, with that setting, uses the table instead of profiling again
-    r = client.post("/api/runs", json=dict(TINY_RUN, name="on nano1", device_id=device["id"]))
+    # its worker trains here with the threads a run on the local device gets (not all cores)
+    unset = {k: v for k, v in TINY_RUN.items() if k != "threads"}
+    r = client.post("/api/runs", json=dict(unset, name="on nano1", device_id=device["id"]))
     assert r.status_code == 201, r.get_json()
+    threads = r.get_json()["config"]["threads"]
+    spare = (os.cpu_count() or 1) - app.config["LOCAL_AGENT_THREADS"]
+    assert threads == max(1, spare // app.config["MAX_RUNS"])
     run = finished(client, r.get_json()["id"])
     with open(os.path.join(app.config["DATA_DIR"], run["run_dir"], "lut.json")) as f:
         assert json.load(f) == lut  # its timings and fit alike: nothing was profiled

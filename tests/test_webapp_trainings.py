@@ -53,7 +53,7 @@ def test_retraining_the_best_sample_gives_weights_and_an_onnx_that_runs(app, cli
     assert sio.emit("subscribe", {"run_id": RUN["id"]}, callback=True) == {"ok": True}
     best = RUN["best"]
     training = retrain(client, sample_id=best["id"], epochs=2, seed=3)
-    assert training["status"] == "queued" and training["label"] == "sample #{}".format(best["id"])
+    assert training["status"] == "queued" and training["label"] == "sample #{}".format(best["number"])
     done = wait_training(client, training["id"], ("finished", "failed"))
     assert done["status"] == "finished", done
     assert 0 <= done["test_accuracy"] <= 1 and done["epoch"] == 2 and done["seed"] == 3

@@ -1,11 +1,14 @@
 """python -m webapp: the dashboard server, with the built-in local device."""
 import argparse
+import logging
 import os
 import signal
 import sys
 
 from .auth import LOOPBACK_HOSTS
 from .executors import EXECUTORS
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def parser():
@@ -44,7 +47,17 @@ def parser():
     p.add_argument("--no-auth", action="store_true",
                    help="no token: anyone who reaches the port controls the dashboard. Allowed "
                         "only with a loopback --host")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                   help="what the server logs: 'info' adds a line per HTTP request; 'warning' "
+                        "(default) only problems")
     return p
+
+
+def _configure_logging(level):
+    """The app's logs and werkzeug's request lines at ``level``: a page polling the API would
+    otherwise bury the login URL under hundreds of '200' lines."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(level.upper())
 
 
 def _names(text):
@@ -55,19 +68,17 @@ def _names(text):
 
 
 def _announce(app, args):
-    """Where the dashboard is, and how to log in (the token itself only when it is new)."""
+    """Where the dashboard is, and the login URL with its token, at every start: the first
+    start's output may be long gone."""
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = "http://{}:{}/".format("[{}]".format(shown) if ":" in shown else shown, args.port)
     print("edge-nas dashboard on {} (data in {})".format(url, app.config["DATA_DIR"]), flush=True)
-    auth = app.extensions["auth"]
     if args.no_auth:
         print("WARNING: --no-auth: every program on this machine can start, cancel and delete "
               "runs and devices", flush=True)
-    elif auth["token_created"]:
-        print("log in with this URL (the token is kept in {}):\n    {}?token={}".format(
-            auth["token_path"], url, app.config["TOKEN"]), flush=True)
     else:
-        print("log in with the token in {}".format(auth["token_path"]), flush=True)
+        print("Log in: {}?token={}  (the token is kept in {})".format(
+            url, app.config["TOKEN"], app.extensions["auth"]["token_path"]), flush=True)
 
 
 def main(argv=None):
@@ -89,6 +100,7 @@ def main(argv=None):
                 "sys.argv[0] = 'python -m webapp'; runpy.run_module('webapp', run_name='__main__')")
         os.execv(sys.executable, [sys.executable, "-c", code] + list(argv))
 
+    _configure_logging(args.log_level)
     from . import create_app, shutdown
     from .extensions import socketio
 
@@ -110,7 +122,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     _announce(app, args)
     try:
-        socketio.run(app, host=args.host, port=args.port, use_reloader=False, log_output=False,
+        socketio.run(app, host=args.host, port=args.port, use_reloader=False,
+                     log_output=args.log_level in ("debug", "info"),  # eventlet's request lines
                      allow_unsafe_werkzeug=True)
     finally:
         shutdown(app)

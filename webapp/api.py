@@ -29,7 +29,8 @@ from .ids import MAX_ID, is_id
 from .models import (RUN_ACTIVE_STATUSES, TRAINING_FILES, Device, DeviceGroup, DeviceLut,
                      EpochMetric, Run, Sample, Training, stored_front)
 from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, group_dict, metric_dict,
-                        public_path, resumable, run_dict, sample_dict, training_dict, under)
+                        public_path, resumable, run_dict, sample_dict, sample_number,
+                        sample_numbers, training_dict, under)
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,22 @@ def _new_name_error(name, limit, column, kind):
     return message
 
 
+def default_run_name(config: dict) -> str:
+    """The name of a run asked for without one: what it searches, e.g. 'digits, 2.5 ms'."""
+    target, memory = config.get("target_latency_ms"), config.get("target_memory_mb")
+    parts = [config["dataset"], "{:g} ms".format(target) if target else "automatic T"]
+    return ", ".join(parts + (["{:g} MB".format(memory)] if memory else []))
+
+
 def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
     """``(name, device_id, group_id, full config dict)`` of a new-run request, or ApiError(400)
     naming every field that is wrong (search_core.config checks each setting by its declared type
-    and limit)."""
+    and limit). A run without a name (missing, null or blank) is named after its settings."""
     errors = {}
     name = body.get("name")
-    message = _name_error(name)
+    if isinstance(name, str) and not name.strip():
+        name = None
+    message = None if name is None else _name_error(name)
     if message:
         errors["name"] = message
     device_id, group_id = body.get("device_id"), body.get("group_id")
@@ -157,7 +167,8 @@ def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
             errors["data_dir"] = message
     if errors:
         raise ApiError(400, errors=errors)
-    return name.strip(), device_id, group_id, SearchConfig(**settings).to_dict()
+    config = SearchConfig(**settings).to_dict()
+    return name.strip() if name else default_run_name(config), device_id, group_id, config
 
 
 def _dataset_directory(name: str):
@@ -234,10 +245,12 @@ def create_run():
     else:
         device = _run_device(device_id)
         config["device"] = _device_address(device)
-    if device.kind == "local" and config["threads"] is None:
-        # leave the local agent its cores, and share the rest between the runs that may run at
-        # once: torch processes on the same cores slow each other down
-        spare = (os.cpu_count() or 1) - current_app.config["LOCAL_AGENT_THREADS"]
+    if config["threads"] is None:
+        # whatever device measures, the worker trains here: leave the local agent its cores, and
+        # share the rest between the runs that may run at once (torch processes on the same
+        # cores slow each other down)
+        agent = current_app.config["LOCAL_AGENT_THREADS"] if current_app.config["LOCAL_AGENT"] else 0
+        spare = (os.cpu_count() or 1) - agent
         config["threads"] = max(1, spare // current_app.config["MAX_RUNS"])
     run = Run(name=name, status="queued", device_id=device.id,
               group_id=group.id if group is not None else None)
@@ -316,7 +329,8 @@ def list_samples(run_id):
         after = int(after) if after.isdigit() and len(after) < 20 else None
         if after is None or after > MAX_ID:
             raise ApiError(400, errors={"after": "must be a sample id (an integer)"})
-    return jsonify([sample_dict(s) for s in _samples(run_id, after)])
+    numbers = sample_numbers(run_id)
+    return jsonify([sample_dict(s, numbers[s.id]) for s in _samples(run_id, after)])
 
 
 @bp.get("/runs/<id:run_id>/metrics")
@@ -332,7 +346,8 @@ def pareto(run_id):
     get_run(run_id)
     ids = [point[0] for point in stored_front(run_id)]  # only the front's rows are loaded whole
     rows = {s.id: s for s in db.session.scalars(sa.select(Sample).where(Sample.id.in_(ids)))} if ids else {}
-    return jsonify([sample_dict(rows[i]) for i in ids])
+    numbers = sample_numbers(run_id)
+    return jsonify([sample_dict(rows[i], numbers[i]) for i in ids])
 
 
 def _arch_download(arch: dict, filename: str) -> Response:
@@ -400,7 +415,7 @@ def validate_training(run: Run, body: dict) -> dict:
             errors["sample_id"] = "run {} has no sample {}".format(run.id, body["sample_id"])
         else:
             values.update(sample=sample, arch=sample.arch, arch_hash=sample.arch_hash,
-                          label="sample #{}".format(sample.id))
+                          label="sample #{}".format(sample_number(sample)))
     else:
         errors["sample_id"] = 'give a sample of the run ("sample_id") or "reference": true'
     if errors:
@@ -455,7 +470,9 @@ def training_file(training_id, name):
     path = os.path.join(training.directory or "", name)
     if training.status != "finished" or not os.path.isfile(path):
         raise ApiError(404, "training {} has no {} ({})".format(training_id, name, training.status))
-    stem = "{}_{}".format(training.label.replace("#", "").replace(" ", "_"), training.arch_hash[:12])
+    # one sample may be retrained several times: each training's files get names of their own
+    stem = "{}_{}_training{}_{}epochs".format(training.label.replace("#", "").replace(" ", "_"),
+                                             training.arch_hash[:12], training.id, training.epochs)
     return send_file(path, as_attachment=True, download_name="{}_{}".format(stem, name),
                      mimetype="application/octet-stream")
 

@@ -9,7 +9,7 @@ from flask import current_app
 
 from search_core.best import explain
 from search_core.device_client import backend_of
-from search_core.rundir import RunDirectory
+from search_core.rundir import CONFIG, RunDirectory
 
 from .extensions import db
 from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
@@ -35,8 +35,23 @@ def iso(value):
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
-def sample_dict(sample: Sample) -> dict:
+def sample_numbers(run_id: int) -> dict[int, int]:
+    """Each sample's number within its run (1, 2, ... in the order the run made them): ids count
+    across all runs, so a 25-sample run's best may be id 132 but is at most number 25."""
+    ids = db.session.scalars(sa.select(Sample.id).where(Sample.run_id == run_id).order_by(Sample.id))
+    return {sample_id: number for number, sample_id in enumerate(ids, 1)}
+
+
+def sample_number(sample: Sample) -> int:
+    """One sample's number within its run (see sample_numbers)."""
+    return db.session.scalar(sa.select(sa.func.count(Sample.id)).where(
+        Sample.run_id == sample.run_id, Sample.id <= sample.id))
+
+
+def sample_dict(sample: Sample, number: int | None = None) -> dict:
+    """``number``: the sample's number within its run, if the caller knows it already."""
     d = {name: getattr(sample, name) for name in SAMPLE_FIELDS}
+    d["number"] = sample_number(sample) if number is None else number
     d["ops"] = sample.ops_data
     d["created_at"] = iso(sample.created_at)
     return d
@@ -73,7 +88,12 @@ def training_dict(training: Training) -> dict:
 
 
 def resumable(run: Run) -> bool:
-    return run.status in RESUMABLE and bool(run.run_dir) and RunDirectory(run.run_dir).resumable
+    """Can the run be queued again: from its checkpoint, or afresh when its worker never began
+    (cancelled while queued, or it could not start): there is nothing to lose."""
+    if run.status not in RESUMABLE or not run.run_dir:
+        return False
+    files = RunDirectory(run.run_dir)
+    return files.resumable or not files.exists(CONFIG)
 
 
 def dataset_roots() -> list[str]:
@@ -152,8 +172,9 @@ def run_dict(run: Run, full=False) -> dict:
         "queue_position": queue_position(run), "node": run.node,
         "retries": run.retries_data or [],
         "best": None if best is None else {
-            "id": best.id, "arch_hash": best.arch_hash, "accuracy": best.accuracy,
-            "latency_ms": best.latency_ms, "objective": best.objective, "ops": best.ops_data},
+            "id": best.id, "number": sample_number(best), "arch_hash": best.arch_hash,
+            "accuracy": best.accuracy, "latency_ms": best.latency_ms, "objective": best.objective,
+            "ops": best.ops_data},
     }
     if full:
         count = db.session.scalar(sa.select(sa.func.count(Sample.id)).where(Sample.run_id == run.id))

@@ -97,8 +97,7 @@
     const body = {};
     const errors = {};
     const name = input("name").value.trim();
-    if (!name) errors.name = "a name is required";
-    body.name = name;
+    if (name) body.name = name; // blank: the server names the run after its settings
 
     const device = input("device_id").value;
     if (device.startsWith("group:")) body.group_id = Number(device.slice("group:".length));

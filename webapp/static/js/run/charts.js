@@ -1,7 +1,7 @@
 /* The run view's Plotly charts: the accuracy-vs-latency scatter with its Pareto front and best
  * architecture, the training curves, and the op probabilities of every block as a heatmap. */
-import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sortedSamples, state}
-  from "./state.js";
+import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sampleLabel, sortedSamples,
+  state} from "./state.js";
 import {retrained} from "./trainings.js";
 
 const {fmt, ACTIVE, OPS, BLOCKS_PER_STAGE} = NAS;
@@ -19,10 +19,10 @@ function customdata(s) {
   return [s.id, hoverOps(s.ops), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb),
           NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH, s.kind || fmt.DASH, fmt.num(s.objective, 4),
           fmt.ms(s.predicted_latency_ms), s.feasible === false ? " \u00b7 infeasible" : "",
-          fmt.msVersus(s.latency_ms, config().target_latency_ms)];
+          fmt.msVersus(s.latency_ms, config().target_latency_ms), sampleLabel(s)];  // [0]: the id a click downloads
 }
 
-const HOVER = "<b>sample #%{customdata[0]}</b> \u00b7 epoch %{customdata[5]} \u00b7 %{customdata[6]}%{customdata[9]}<br>"
+const HOVER = "<b>sample %{customdata[11]}</b> \u00b7 epoch %{customdata[5]} \u00b7 %{customdata[6]}%{customdata[9]}<br>"
   + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{customdata[10]}</b> (predicted %{customdata[8]})<br>"
   + "params %{customdata[2]} \u00b7 MACs %{customdata[3]} \u00b7 memory %{customdata[4]}<br>"
   + "objective %{customdata[7]}<br><span style=\"font-family:monospace\">%{customdata[1]}</span><extra></extra>";
@@ -157,7 +157,7 @@ export function renderScatter() {
       const id = point && point.customdata && point.customdata[0];
       if (NAS.isNum(id)) {
         NAS.download(archUrl(id));
-        NAS.flash("Downloading the architecture of sample #" + id, "info", 3000);
+        NAS.flash("Downloading the architecture of sample " + sampleLabel(id), "info", 3000);
       }
     });
   }

@@ -1,6 +1,6 @@
 /* The run view's details: the best architecture drawn as a row of blocks, the run's settings, and
  * the sortable samples table. */
-import {state, $id, archUrl, config, sortedSamples, bestSample, mark} from "./state.js";
+import {state, $id, archUrl, config, sortedSamples, bestSample, mark, sampleLabel} from "./state.js";
 import {pickSample, retrained} from "./trainings.js";
 
 const {el, fmt, ACTIVE, BLOCKS_PER_STAGE} = NAS;
@@ -49,7 +49,7 @@ function renderWhy(best) {
   const parts = [el("span", {}, whyRule(why) + ".")];
   const close = why.runners_up.filter((r) => r.within_noise);
   for (const r of why.runners_up.slice(0, 1)) {
-    parts.push(" Next best: " + sampleName(r) + ", " + fmt.pct(r.accuracy) + " at " + fmt.ms(r.latency_ms)
+    parts.push(" Next best: " + sampleLabel(r) + ", " + fmt.pct(r.accuracy) + " at " + fmt.ms(r.latency_ms)
       + " (" + fmt.num(-100 * r.margin, 2) + " points).");
   }
   if (NAS.isNum(why.noise)) {
@@ -57,7 +57,7 @@ function renderWhy(best) {
       + fmt.num(100 * why.noise, 2) + " points by chance: ");
     parts.push(close.length
       ? el("span", {class: "is-close", "data-testid": "best-close"},
-        close.map(sampleName).join(", ") + (close.length > 1 ? " are" : " is") + " as good within that noise.")
+        close.map(sampleLabel).join(", ") + (close.length > 1 ? " are" : " is") + " as good within that noise.")
       : el("span", {"data-testid": "best-close"}, "no runner-up is that close."));
   }
   node.replaceChildren(...parts);
@@ -73,10 +73,6 @@ function whyRule(why) {
   return "The most accurate of the " + why.feasible + " of " + why.architectures + " architectures that met every target";
 }
 
-function sampleName(r) {
-  const s = state.samples.get(r.id) || {};
-  return "#" + (NAS.isNum(s.number) ? s.number : r.id);
-}
 
 export function renderBest() {
   const container = $id("best-arch");
@@ -122,7 +118,7 @@ export function renderBest() {
     stat("params", fmt.params(best.params), "best-params"),
     stat("MACs", fmt.macs(best.macs), "best-macs"),
     stat("memory", fmt.mb(best.memory_mb), "best-memory"),
-    stat("sample", "#" + best.id + (NAS.isNum(best.epoch) ? " \u00b7 epoch " + (best.epoch + 1) : ""), "best-sample"),
+    stat("sample", sampleLabel(best) + (NAS.isNum(best.epoch) ? " \u00b7 epoch " + (best.epoch + 1) : ""), "best-sample"),
   ].filter(Boolean));
 }
 
@@ -156,7 +152,7 @@ export function renderConfig() {
 // samples table ----------------------------------------------------------------------------------
 
 const COLUMNS = [
-  {key: "id", label: "#", num: true, fmt: (s) => "#" + s.id, cls: "col-id"},
+  {key: "id", label: "#", num: true, fmt: (s) => sampleLabel(s), cls: "col-id"},
   {key: "epoch", label: "Epoch", num: true, fmt: (s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH)},
   {key: "kind", label: "Kind", fmt: (s) => s.kind || fmt.DASH},
   {key: "accuracy", label: "Accuracy", num: true, fmt: (s) => fmt.pct(s.accuracy)},
@@ -239,10 +235,10 @@ export function renderTable() {
       COLUMNS.map((c) => {
         if (c.key === "download") {
           const retrain = el("button", {type: "button", class: "btn-link", "data-testid": "sample-retrain",
-            title: "Retrain sample #" + s.id + " from scratch on the run's data"}, "retrain");
+            title: "Retrain sample " + sampleLabel(s) + " from scratch on the run's data"}, "retrain");
           retrain.addEventListener("click", () => pickSample(s.id));
           return el("td", {class: "col-actions"}, el("a", {href: archUrl(s.id), download: "", class: "link-download",
-            "data-testid": "sample-download", title: "Download the architecture JSON of sample #" + s.id}, "arch.json"),
+            "data-testid": "sample-download", title: "Download the architecture JSON of sample " + sampleLabel(s)}, "arch.json"),
             " \u00b7 ", retrain);
         }
         const td = el("td", {class: [c.num ? "num" : "", c.cls || ""].join(" ").trim() || null,

@@ -130,14 +130,20 @@ export function renderProgress() {
 /** POST the run's action; its progress notice stays until the outcome's notice replaces it. */
 async function action(button, path, progress) {
   button.disabled = true;
+  button.setAttribute("aria-busy", "true");
   const notice = NAS.flash(progress, "info", 0, RUN_NOTICE);
+  const seen = state.statusEvents;
   try {
     const run = await api("/runs/" + runId + path, {method: "POST"});
-    if (run) setRun(run, {announce: true});
+    // the socket may have told a newer status while the answer travelled: a resumed run's
+    // "queued" must not come back over its "running"
+    if (run && state.statusEvents === seen) setRun(run, {announce: true});
   } catch (e) {
-    mark("header"); // re-enable per the state
+    // an error is flashed by api()
   } finally {
-    if (notice) notice.remove(); // no outcome to show (an error is flashed by api())
+    button.removeAttribute("aria-busy");
+    if (notice) notice.remove(); // no outcome to show
+    mark("header"); // the buttons per the state
   }
 }
 

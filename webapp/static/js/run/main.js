@@ -62,6 +62,7 @@ const HANDLERS = {
   },
   run_status(data) {
     if (!data.run) return;
+    state.statusEvents += 1;
     const wasActive = isActive();
     setRun(data.run, {announce: true});
     if (wasActive && !isActive()) resync(); // the final samples and metrics

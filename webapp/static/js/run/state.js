@@ -23,6 +23,7 @@ export const state = {
   reference: null, // MobileNetV2 evaluated like a sample: the reference point in the scatter
   trainings: new Map(), // id -> retraining of one of the run's architectures
   retrainPick: null, // the sample the user chose to retrain from the samples table
+  statusEvents: 0, // run_status events seen: a button's answer older than one is not applied
 };
 
 // --- helpers -----------------------------------------------------------------------------------
@@ -33,6 +34,13 @@ export const runUrl = (suffix) => NAS.apiUrl("/runs/" + runId + (suffix || ""));
 export const archUrl = (sampleId) => runUrl("/samples/" + sampleId + "/arch.json");
 export const config = () => (state.run && state.run.config) || {};
 export const hasPoint = (s) => NAS.isNum(s.latency_ms) && NAS.isNum(s.accuracy);
+/** "#3": a sample's number within its run (ids count across all runs); by id, its stored copy's. */
+export function sampleLabel(sampleOrId) {
+  const id = typeof sampleOrId === "object" ? sampleOrId.id : sampleOrId;
+  const known = state.samples.get(id);
+  const number = (known && known.number) || (typeof sampleOrId === "object" && sampleOrId.number);
+  return "#" + (NAS.isNum(number) ? number : id);
+}
 
 /** The server's front as samples, latency ascending (ids whose sample is not here yet wait). */
 export function frontSamples() {

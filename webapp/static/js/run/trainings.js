@@ -1,7 +1,7 @@
 /* The run view's retrained models: the form that retrains an architecture of the run (the best, the
  * MobileNetV2 reference, or a sample picked in the samples table) from scratch, and the table of
  * trainings with their live progress, test accuracy and downloads (weights, ONNX). */
-import {$id, bestSample, config, mark, runId, state} from "./state.js";
+import {$id, bestSample, config, mark, runId, sampleLabel, state} from "./state.js";
 
 const {el, api, fmt, ACTIVE} = NAS;
 
@@ -36,9 +36,9 @@ export function pickSample(id) {
 function choices() {
   const options = [];
   const best = bestSample();
-  if (best) options.push(["sample:" + best.id, "best: sample #" + best.id]);
+  if (best) options.push(["sample:" + best.id, "best: sample " + sampleLabel(best)]);
   if (NAS.isNum(state.retrainPick) && (!best || best.id !== state.retrainPick)) {
-    options.push(["sample:" + state.retrainPick, "sample #" + state.retrainPick]);
+    options.push(["sample:" + state.retrainPick, "sample " + sampleLabel(state.retrainPick)]);
   }
   if (state.reference && state.reference.arch_hash) options.push(["reference", "MobileNetV2 (reference)"]);
   return options;
@@ -115,7 +115,7 @@ $id("retrain-form").addEventListener("submit", async (event) => {
   submit.disabled = true;
   try {
     addTrainings([await api("/runs/" + runId + "/trainings", {method: "POST", body})]);
-    NAS.flash("Retraining " + (choice === "reference" ? "MobileNetV2" : "sample #" + body.sample_id)
+    NAS.flash("Retraining " + (choice === "reference" ? "MobileNetV2" : "sample " + sampleLabel(body.sample_id))
               + (NAS.isNum(body.epochs) ? " for " + body.epochs + " epochs." : "."), "info", 3000);
   } catch (e) {
     if (e.errors) {
@@ -125,4 +125,11 @@ $id("retrain-form").addEventListener("submit", async (event) => {
   } finally {
     submit.disabled = !choices().length;
   }
+});
+
+// a short retraining is a smoke test, not the network's accuracy: say so while the number is typed
+const SHORT_EPOCHS = 10;
+$id("retrain-epochs").addEventListener("input", (e) => {
+  const epochs = Number(e.currentTarget.value);
+  $id("retrain-hint").hidden = !(e.currentTarget.value !== "" && epochs < SHORT_EPOCHS);
 });
