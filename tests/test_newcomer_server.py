@@ -1,5 +1,5 @@
 """What a newcomer tripped over, on the server side: a run needs no name; samples are numbered
-within their run; each retraining's downloads have names of their own; a run cancelled while
+within their run; a lab's --run-defaults start its runs; each retraining's downloads have names of their own; a run cancelled while
 queued can be queued again; every start of `python -m webapp` prints the login URL, without a
 line per request; the README's usage line lists every option."""
 import os
@@ -155,3 +155,27 @@ def test_the_readme_usage_line_lists_every_option():
     missing = [o for o in options if "[" + o not in usage]
     assert not missing, usage
     assert "`build_model`" in readme and "nano_agent/builder.py" in readme
+
+
+def test_the_labs_run_defaults_start_every_run_and_a_bad_file_is_refused(app, client, tmp_path,
+                                                                          capsys):
+    """--run-defaults: what the form shows and what a run asked for without a setting gets."""
+    app.config["RUN_DEFAULTS"] = {"epochs": 7, "warmup_epochs": 3, "seed": 5}
+    try:
+        assert client.get("/api/defaults").get_json()["settings"]["epochs"] == 7
+        with held_queue(app):
+            r = client.post("/api/runs", json={"epochs": 9, "threads": 1})
+            assert r.status_code == 201, r.get_json()
+            config = r.get_json()["config"]
+            assert (config["epochs"], config["warmup_epochs"], config["seed"]) == (9, 3, 5)
+            assert client.post("/api/runs/{}/cancel".format(r.get_json()["id"])).status_code == 200
+    finally:
+        app.config["RUN_DEFAULTS"] = {}
+    for content, message in (('{"epochs": 0}', "epochs"), ("[1]", "JSON object"),
+                             ('{"epoch": 3}', "unknown setting"), ("{", "")):
+        path = tmp_path / "defaults.json"
+        path.write_text(content)
+        with pytest.raises(SystemExit):
+            parser().parse_args(["--run-defaults", str(path)])
+        error = capsys.readouterr().err
+        assert "--run-defaults: {}: ".format(path) in error and message in error, error

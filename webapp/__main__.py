@@ -1,5 +1,6 @@
 """python -m webapp: the dashboard server, with the built-in local device."""
 import argparse
+import json
 import logging
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 
 from .auth import LOOPBACK_HOSTS
 from .executors import EXECUTORS
+from .config import SERVER_SETTINGS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -47,6 +49,10 @@ def parser():
     p.add_argument("--no-auth", action="store_true",
                    help="no token: anyone who reaches the port controls the dashboard. Allowed "
                         "only with a loopback --host")
+    p.add_argument("--run-defaults", metavar="FILE", type=_run_defaults, default={},
+                   help="a JSON object of search settings that new runs start from instead of the "
+                        "built-in defaults (the form shows them), e.g. {\"dataset\": \"shapes\", "
+                        "\"epochs\": 60} or another run's config.json (its device is left out)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                    help="what the server logs: 'info' adds a line per HTTP request; 'warning' "
                         "(default) only problems")
@@ -58,6 +64,17 @@ def _configure_logging(level):
     otherwise bury the login URL under hundreds of '200' lines."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(level.upper())
+
+
+def _run_defaults(path):
+    """The settings in ``path``, checked like a run's; the dashboard's own (the device) dropped."""
+    from search_core.config import ConfigError, SearchConfig
+    try:
+        with open(path) as f:
+            settings = SearchConfig.from_dict(json.load(f)).validate().to_dict()
+    except (OSError, ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError("{}: {}".format(path, e))
+    return {k: v for k, v in settings.items() if k not in SERVER_SETTINGS}
 
 
 def _names(text):
@@ -107,6 +124,7 @@ def main(argv=None):
     config = {"DATA_DIR": args.data_dir, "SOCKETIO_ASYNC_MODE": args.async_mode,
               "LOCAL_AGENT": not args.no_local_agent, "AUTH": not args.no_auth,
               "ALLOWED_HOSTS": args.allowed_hosts, "DATASET_ROOTS": tuple(args.dataset_root),
+              "RUN_DEFAULTS": args.run_defaults,
               # dashboards on one host but different ports must not overwrite each other's cookie
               "SESSION_COOKIE_NAME": "edge-nas-{}".format(args.port)}
     if args.database_url:

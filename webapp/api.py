@@ -23,6 +23,7 @@ from nano_agent.space import SearchSpace
 from search_core.config import CHOICES, Recipe, SearchConfig, is_text, limits_dict, setting_errors
 from search_core.rundir import RunDirectory
 
+from .config import SERVER_SETTINGS
 from .devices import DeviceError
 from .extensions import db
 from .ids import MAX_ID, is_id
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 # settings the dashboard decides: where to measure comes from device_id, where to write from the run
-_SERVER_SETTINGS = ("device", "device_group", "measure_threads")
 # what a device profile may set: the space's setting, with the run form's defaults
 PROFILE_LIMITS = {"resolution": (int, limits.RESOLUTION), "width_mult": (float, limits.WIDTH_MULT),
                   "num_classes": (int, limits.NUM_CLASSES), "in_channels": (int, limits.IN_CHANNELS)}
@@ -155,8 +155,9 @@ def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
         errors["group_id"] = "must be the id of a device group"
     elif group_id is not None and device_id is not None:
         errors["group_id"] = "a run measures on a device or on a group: give one of them"
-    settings = {k: v for k, v in body.items() if k not in ("name", "device_id", "group_id")}
-    for key in _SERVER_SETTINGS:
+    given = {k: v for k, v in body.items() if k not in ("name", "device_id", "group_id")}
+    settings = dict(current_app.config["RUN_DEFAULTS"], **given)
+    for key in SERVER_SETTINGS:
         if key in settings:
             errors[key] = "set by the dashboard: choose the device with device_id"
             del settings[key]
@@ -217,7 +218,7 @@ def _run_group(group_id) -> DeviceGroup:
 @bp.get("/defaults")
 def defaults():
     """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
-    return jsonify(settings=SearchConfig().to_dict(), datasets=list(CHOICES["dataset"]),
+    return jsonify(settings=SearchConfig(**current_app.config["RUN_DEFAULTS"]).to_dict(), datasets=list(CHOICES["dataset"]),
                    strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
                    backends=list(CHOICES["backend"]),
                    limits=limits_dict(),

@@ -8,6 +8,9 @@ import os
 # where workers run from (`python -m search_core ...`, `python -m nano_agent ...`)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# search settings the dashboard sets itself, from the device a run measures on
+SERVER_SETTINGS = ("device", "device_group", "measure_threads")
+
 
 def sqlite_uri(data_dir):
     """The default database: an SQLite file in the data directory."""
@@ -46,6 +49,9 @@ class Config:
     # the only directories a run's data_dir may name (a path relative to one of them); empty:
     # <DATA_DIR>/datasets
     DATASET_ROOTS = ()
+    # search settings a new run starts from instead of the built-in ones (the form's defaults;
+    # python -m webapp --run-defaults FILE): a lab's dataset, target, epochs
+    RUN_DEFAULTS = {}
     # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
     # that the worker may be frozen
     WORKER_SILENCE_S = 60
