@@ -3,14 +3,13 @@ real server (`python -m webapp`) with its local agent: register a device, start 
 form, watch samples appear on the Pareto plot without reloading, download the best architecture;
 log in with the token, and a page on another origin that posts to the dashboard changes nothing.
 
-EDGE_NAS_SCREENSHOT=docs/dashboard.png saves the finished run page there (the README's picture).
+The README's pictures come from tests/test_browser_tour.py.
 """
 import functools
 import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -18,7 +17,7 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from processes import ROOT, TOKEN, Agent, Dashboard, free_port
+from processes import TOKEN, Agent, Dashboard, free_port
 from nano_agent.arch import Architecture
 
 CHROMIUM = "/usr/bin/chromium"
@@ -244,12 +243,6 @@ def test_start_watch_retrain_and_download(dashboard, server, page, tmp_path):
     Architecture.from_dict(best)  # a valid architecture, ready for the device
 
     retrain_and_download_onnx(page, tmp_path, Architecture.from_dict(best))
-
-    target = os.environ.get("EDGE_NAS_SCREENSHOT")
-    if target:
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
-        shutil.copy(tmp_path / "run.png", os.path.join(ROOT, target))
 
 
 def retrain_and_download_onnx(page, tmp_path, best):
