@@ -260,7 +260,7 @@ def test_defaults(client):
     ({"name": "x", "epochs": 2, "warmup_epochs": 3}, "warmup_epochs"),
     ({"name": "x", "target_latency_ms": -1.0}, "target_latency_ms"),
     ({"name": "x", "epochs": "many"}, "epochs"),
-    ({"dataset": "digits"}, "name"),
+    ({"name": 5, "dataset": "digits"}, "name"),  # none is fine (named after its settings), not text is not
     ({"name": "x", "device_id": 424242}, "device_id"),
     ({"name": "x", "device_id": "local"}, "device_id"),
     ({"name": "x", "device": "nano:8765"}, "device"),
