@@ -215,6 +215,17 @@ def _load_digits(resolution):
     return _resize_to_uint8(images, resolution, max_value=16.0), labels, [str(i) for i in range(10)]
 
 
+def held_out_test(dataset, per_class=1000):
+    """A larger test split kept apart from `dataset`'s images (shapes only: it is generated), at
+    the dataset's resolution: benchmarks that compare networks need less sampling error than
+    the dataset's own test split has."""
+    if dataset.name != "shapes":
+        raise DatasetError("only shapes has a held-out test set (it is generated)")
+    images, labels = shapes.held_out(per_class)
+    return Split(_resize_to_uint8(torch.from_numpy(images), dataset.resolution),
+                 torch.from_numpy(labels))
+
+
 def _load_shapes(resolution):
     images, labels, class_names = shapes.load()
     return (_resize_to_uint8(torch.from_numpy(images), resolution), torch.from_numpy(labels),

@@ -27,26 +27,40 @@ _SUPERSAMPLE = 4  # drawn at 4x and reduced: smooth edges at every size
 _SEED = 20261129
 
 
-def cache_path():
+HELD_OUT_SEED = _SEED + 1  # never drawn into the dataset: a test set apart from every split
+
+
+def cache_path(name="shapes"):
     root = os.environ.get("EDGE_NAS_CACHE") or os.path.join("~", ".cache", "edge-nas")
-    return os.path.join(os.path.expanduser(root), "shapes-v{}.npz".format(VERSION))
+    return os.path.join(os.path.expanduser(root), "{}-v{}.npz".format(name, VERSION))
 
 
 def load():
     """(images uint8 (N, 1, SIDE, SIDE), labels int64 (N,), class names), from the cache or made."""
-    path = cache_path()
+    return _cached(cache_path(), generate) + (CLASSES,)
+
+
+def held_out(per_class=1000):
+    """A test set apart from the dataset, from the same generator with another seed: 10,000 images
+    by default, whose sampling error at 90% accuracy is 0.3 points (the dataset's 1,200-image test
+    split: 0.9). (images, labels), cached like the dataset."""
+    return _cached(cache_path("shapes-held-out-{}".format(per_class)),
+                   lambda: generate(per_class, HELD_OUT_SEED))
+
+
+def _cached(path, make):
     if os.path.exists(path):
         try:
             with np.load(path) as data:
-                return data["images"], data["labels"], CLASSES
+                return data["images"], data["labels"]
         except (OSError, ValueError, KeyError):
             pass  # a file cut short by an interrupted first use: make it again
-    images, labels = generate()
+    images, labels = make()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = "{}.{}.tmp.npz".format(path[:-len(".npz")], os.getpid())
     np.savez_compressed(tmp, images=images, labels=labels)
     os.replace(tmp, path)
-    return images, labels, CLASSES
+    return images, labels
 
 
 def generate(per_class=PER_CLASS, seed=_SEED):

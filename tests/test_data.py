@@ -353,3 +353,21 @@ def test_shapes_are_generated_alike_every_time_and_cached(tmp_path, monkeypatch)
     with open(shapes.cache_path(), "wb") as f:  # cut short by an interrupted first use
         f.write(b"PK")
     assert torch.equal(load_dataset("shapes", resolution=32, seed=0).test.images, ds.test.images)
+
+
+def test_shapes_has_a_held_out_test_set_apart_from_every_split(tmp_path, monkeypatch):
+    """For benchmarks: more test images than the dataset's split, none of them in the dataset."""
+    from search_core import shapes
+    from search_core.data import held_out_test
+    ds = load_dataset("shapes", resolution=32, seed=0)
+    dataset_images, _, _ = shapes.load()
+    monkeypatch.setenv("EDGE_NAS_CACHE", str(tmp_path))  # the held-out file's cache
+    test = held_out_test(ds, per_class=20)
+    assert len(test) == 200 and sorted(set(test.labels.tolist())) == list(range(10))
+    assert test.images.shape[1:] == ds.train.images.shape[1:]  # at the dataset's resolution
+    assert os.path.exists(shapes.cache_path("shapes-held-out-20"))
+    assert torch.equal(held_out_test(ds, per_class=20).images, test.images)  # made alike, cached
+    images, _ = shapes.held_out(per_class=20)
+    assert not {image.tobytes() for image in images} & {image.tobytes() for image in dataset_images}
+    with pytest.raises(DatasetError, match="only shapes"):
+        held_out_test(load_dataset("digits"), per_class=20)
