@@ -332,3 +332,19 @@ def test_the_pick_is_the_most_accurate_within_the_target_and_says_why(dashboard,
     expect(why).to_contain_text("most accurate of the 2 architectures within [0.85 T, T]")
     expect(why).to_contain_text("3 of 4 met every target")
     expect(page.get_by_test_id("best-close")).to_contain_text("#1 is as good within that noise")
+
+
+# (hardening) --------------------------------------------------------------------------------------
+
+def test_a_run_name_is_text_on_the_compare_page_never_html(dashboard, engine, page):
+    """Plotly draws tags in its labels: a run named with a link and a styled span became a live
+    link in the legend."""
+    name = '<a href="http://evil.example/">EVIL</a><span style="font-size:40px">big</span>'
+    run_id, _ = insert_run(engine, name, [dict(accuracy=0.6, latency_ms=3.0)], target=5.0, best=0)
+    page.goto("{}/compare?runs={}".format(dashboard.url, run_id))
+    plot = page.get_by_test_id("compare-plot")
+    expect(plot).not_to_have_attribute("data-points", "0")
+    expect(plot.locator(".legendtext").first).to_contain_text('<a href="http://evil.example/">EVIL</a>')
+    assert plot.locator("a").count() == 0  # no link drawn anywhere in the plot
+    assert 'http://evil.example' not in page.evaluate(
+        "Array.from(document.querySelectorAll('#compare-plot [href]')).map((a) => a.getAttribute('href')).join(' ')")

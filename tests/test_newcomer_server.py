@@ -134,8 +134,11 @@ def test_each_retraining_of_a_sample_downloads_under_a_name_of_its_own(app, clie
 def test_every_start_prints_the_login_url_and_no_request_lines(tmp_path):
     request_line = re.compile(r'"GET /api/devices HTTP/1\.1" 200')
     first = Dashboard(tmp_path, args=["--log-level", "info"])  # polled /api/devices until ready
+    first.http.get(first.url + "/api/runs", params={"token": first.token}, timeout=5)
     first.stop()
-    assert request_line.search(first.output())  # info: a line per request
+    assert request_line.search(first.output())  # info: a line per request ...
+    lines = [line for line in first.output().splitlines() if "/api/runs?token=" in line]
+    assert lines and not any(first.token in line for line in lines)  # ... without the token
     second = Dashboard(tmp_path)  # the same data directory: the token exists already
     try:
         output = second.output()

@@ -84,10 +84,29 @@ def test_a_login_url_logs_in_and_leaves_the_token_out_of_the_address(app, anonym
     assert anonymous.get("/api/runs").status_code == 200
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example",
+                                    "/\t/evil.example", "/\n/x", "/ /evil.example"])
 def test_login_never_redirects_to_another_site(app, anonymous, target):
+    response = anonymous.get("/login", query_string={"next": target})
+    assert response.status_code == 200 and 'value="/"' in response.get_data(as_text=True)
     response = anonymous.post("/login", data={"token": app.config["TOKEN"], "next": target})
     assert response.status_code == 302 and response.location == "/"
+    response = anonymous.get("/login", query_string={"next": target})  # already logged in
+    assert response.status_code == 302 and response.location == "/"
+
+
+def test_no_page_can_be_framed_by_another_site(app, anonymous):
+    for path in ("/login", "/api/runs"):
+        response = anonymous.get(path)
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_body_over_a_megabyte_is_refused_unread(app, anonymous):
+    anonymous.post("/login", data={"token": app.config["TOKEN"]})
+    response = anonymous.post("/api/groups", data=b"[" + b"1," * 600_000 + b"1]",
+                              content_type="application/json")
+    assert response.status_code == 413
 
 
 def test_a_new_token_ends_every_session(app, anonymous):

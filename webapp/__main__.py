@@ -3,6 +3,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -11,6 +12,7 @@ from .executors import EXECUTORS
 from .config import SERVER_SETTINGS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
 
 
 def parser():
@@ -63,7 +65,18 @@ def _configure_logging(level):
     """The app's logs and werkzeug's request lines at ``level``: a page polling the API would
     otherwise bury the login URL under hundreds of '200' lines."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(level.upper())
+    requests_log = logging.getLogger("werkzeug")
+    requests_log.setLevel(level.upper())
+    requests_log.addFilter(_hide_tokens)
+
+
+def _hide_tokens(record):
+    """A request line without the token of a login URL or ``?token=`` call: a log is read by
+    more people than the token file."""
+    message = record.getMessage()
+    if "token=" in message:
+        record.msg, record.args = TOKEN_IN_URL.sub(r"\1***", message), ()
+    return True
 
 
 def _run_defaults(path):

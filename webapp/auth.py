@@ -52,6 +52,15 @@ def init_app(app):
                               "token_path": os.path.join(data_dir, TOKEN_FILE)}
     app.register_blueprint(bp)
     app.before_request(_guard)
+    app.after_request(_no_framing)
+
+
+def _no_framing(response):
+    """No page of the dashboard inside another site's frame: a framed page turns two clicks on
+    the other site into a Delete with the user's cookie (clickjacking)."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    return response
 
 
 def _secret(path):
@@ -178,9 +187,11 @@ def _log_in():
 
 
 def _local_path(target) -> str:
-    """`target` if it is a path on this server, else "/": no redirect to another site."""
+    """`target` if it is a path on this server, else "/": no redirect to another site. Browsers
+    drop tabs and line breaks from a URL ("/\t/evil.example" is "//evil.example" to them), and a
+    line break in a header is refused: no whitespace or control character passes."""
     if not isinstance(target, str) or not target.startswith("/") or target.startswith("//") \
-            or "\\" in target:
+            or "\\" in target or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in target):
         return url_for("pages.runs")
     return target
 

@@ -52,6 +52,8 @@ class Config:
     # search settings a new run starts from instead of the built-in ones (the form's defaults;
     # python -m webapp --run-defaults FILE): a lab's dataset, target, epochs
     RUN_DEFAULTS = {}
+    # the largest request body read (bytes): the API's bodies are settings, far smaller
+    MAX_CONTENT_LENGTH = 1024 * 1024
     # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
     # that the worker may be frozen
     WORKER_SILENCE_S = 60

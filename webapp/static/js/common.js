@@ -174,6 +174,11 @@
     return isNum(fraction) ? (fraction * 100).toFixed(digits) + "%" : DASH;
   }
 
+  /** Text that Plotly draws as it is: its labels read tags (<a>, <b>, <span style>) and entities. */
+  function plotText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   /** 1.5432 -> "1.54 ms"; 123.4 -> "123 ms" */
   function ms(value) {
     return isNum(value) ? value.toFixed(msDigits(value)) + " ms" : DASH;
@@ -434,7 +439,7 @@
   }
 
   window.NAS = {
-    root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, download,
+    root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, download, plotText,
     fmt: {pct, ms, msVersus, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
     queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,

@@ -12,16 +12,18 @@
 
   if (!hasPlotly) NAS.flash("The charting library did not load: charts are unavailable.");
 
-  const HOVER = "<b>%{customdata[1]}</b> \u00b7 sample #%{customdata[0]}<br>"
+  const HOVER = "<b>%{customdata[1]}</b> \u00b7 sample #%{customdata[7]}<br>"
     + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{x:.2f} ms</b><br>"
     + "params %{customdata[2]} \u00b7 MACs %{customdata[3]} \u00b7 memory %{customdata[4]}<br>"
     + "<span style=\"font-family:monospace\">%{customdata[5]}</span><extra></extra>";
 
-  const label = (e) => (e.run ? e.run.name : "run") + " #" + e.id;
+  // a run's name is the user's text: Plotly would draw its tags (a link, a styled span) as HTML
+  const label = (e) => NAS.plotText((e.run ? e.run.name : "run") + " #" + e.id);
   const hasPoint = (s) => NAS.isNum(s.latency_ms) && NAS.isNum(s.accuracy);
 
   function customdata(e, s) {
-    return [s.id, label(e), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb), NAS.opsCompact(s.ops), e.id];
+    return [s.id, label(e), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb), NAS.opsCompact(s.ops), e.id,
+            NAS.isNum(s.number) ? s.number : s.id];  // [0], [6]: what a click downloads
   }
 
   let clickBound = false;
