@@ -120,6 +120,29 @@ def test_a_new_token_ends_every_session(app, anonymous):
         app.config["TOKEN"] = old
 
 
+def test_replacing_the_token_file_ends_the_old_token_and_its_sessions_at_once(app, anonymous):
+    """No restart needed (the README: replacing the file ends every session)."""
+    path, old = app.extensions["auth"]["token_path"], app.config["TOKEN"]
+    anonymous.post("/login", data={"token": old})
+    assert anonymous.get("/api/runs").status_code == 200
+    bearer = {"Authorization": "Bearer " + old}
+    try:
+        with open(path, "w") as f:
+            f.write("a-new-token-for-the-lab\n")
+        assert anonymous.get("/api/runs").status_code == 401  # the session made with the old one
+        assert app.test_client().get("/api/runs", headers=bearer).status_code == 401
+        new = {"Authorization": "Bearer a-new-token-for-the-lab"}
+        assert app.test_client().get("/api/runs", headers=new).status_code == 200
+        os.remove(path)  # deleted: a new token at once, as at a restart
+        assert app.test_client().get("/api/runs", headers=new).status_code == 401
+        assert app.config["TOKEN"] not in (old, "a-new-token-for-the-lab")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        with open(path, "w") as f:
+            f.write(old + "\n")
+    assert app.test_client().get("/api/runs", headers=bearer).status_code == 200
+
+
 @pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"},
                                      {"Origin": "http://localhost:5001"},  # same site, other port
                                      {"Origin": "null"},

@@ -35,6 +35,18 @@ def _sqlite_pragmas(busy_timeout_ms):
     return on_connect
 
 
+def _keep_private(path):
+    """The SQLite file (and its -wal and -shm, which SQLite makes with the file's mode) readable
+    by the dashboard's user alone: it holds every registered device's token."""
+    if not path or path == ":memory:":
+        return
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
 def upgrade_database(app, revision="head"):
     """Upgrade the app's database to ``revision`` (raises on failure, unlike flask_migrate.upgrade)."""
     with app.app_context():
@@ -62,6 +74,7 @@ def create_app(config=None):
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
+            _keep_private(engine.url.database)
             sa.event.listen(engine, "connect", _sqlite_pragmas(app.config["SQLITE_BUSY_TIMEOUT_MS"]))
 
     if app.config["AUTO_UPGRADE"]:

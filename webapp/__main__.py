@@ -1,5 +1,6 @@
 """python -m webapp: the dashboard server, with the built-in local device."""
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from .executors import EXECUTORS
 from .config import SERVER_SETTINGS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOCK_FILE = "dashboard.lock"
 TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
 
 
@@ -90,6 +92,25 @@ def _run_defaults(path):
     return {k: v for k, v in settings.items() if k not in SERVER_SETTINGS}
 
 
+def _hold_data_dir(path):
+    """The data directory is one dashboard's: a second one would take over its workers, its local
+    agent and its device rows. An flock, released by the kernel however the process ends."""
+    os.makedirs(path, exist_ok=True)
+    holder = open(os.path.join(path, LOCK_FILE), "a+")
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder.seek(0)
+        sys.exit("webapp: another dashboard (pid {}) uses the data directory {}: stop it, or "
+                 "give this one its own --data-dir".format(holder.read().strip() or "?",
+                                                           os.path.abspath(path)))
+    holder.seek(0)
+    holder.truncate()
+    holder.write(str(os.getpid()))
+    holder.flush()
+    return holder
+
+
 def _names(text):
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
@@ -130,6 +151,7 @@ def main(argv=None):
                 "sys.argv[0] = 'python -m webapp'; runpy.run_module('webapp', run_name='__main__')")
         os.execv(sys.executable, [sys.executable, "-c", code] + list(argv))
 
+    lock = _hold_data_dir(args.data_dir)  # noqa: F841  held while the process lives
     _configure_logging(args.log_level)
     from . import create_app, shutdown
     from .extensions import socketio

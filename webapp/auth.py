@@ -19,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -35,21 +36,25 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _OPEN_ENDPOINTS = ("auth.login", "static")
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 
 def init_app(app):
     """Load (or create) the token and the session key, and guard every request of `app`."""
     data_dir = app.config["DATA_DIR"]
-    created = False
+    token_path = os.path.join(data_dir, TOKEN_FILE)
+    created, followed = False, None
     if app.config.get("TOKEN"):
         app.config["TOKEN"] = str(app.config["TOKEN"])  # WEBAPP_TOKEN=123 arrives as a number
     else:
-        app.config["TOKEN"], created = _secret(os.path.join(data_dir, TOKEN_FILE))
+        app.config["TOKEN"], created = _secret(token_path)
+        followed = _file_state(token_path)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"], _ = _secret(os.path.join(data_dir, SECRET_KEY_FILE))
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
-    app.extensions["auth"] = {"token_created": created,
-                              "token_path": os.path.join(data_dir, TOKEN_FILE)}
+    # followed: the token file's state when last read (None: the token was given, not a file)
+    app.extensions["auth"] = {"token_created": created, "token_path": token_path,
+                              "followed": followed}
     app.register_blueprint(bp)
     app.before_request(_guard)
     app.after_request(_no_framing)
@@ -77,6 +82,31 @@ def _secret(path):
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value, True
+
+
+def _file_state(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _follow_token_file():
+    """A token file replaced or deleted while the server runs takes effect at once, as at a
+    restart: the old token and every session made with it end (a deleted file gets a new token).
+    One stat per request."""
+    auth = current_app.extensions["auth"]
+    if auth["followed"] is None:
+        return
+    state = _file_state(auth["token_path"])
+    if state == auth["followed"]:
+        return
+    try:
+        current_app.config["TOKEN"], _ = _secret(auth["token_path"])
+    except (OSError, RuntimeError) as e:  # e.g. emptied: the token stays until it is readable
+        log.warning("the token file cannot be read, the token stays: %s", e)
+    auth["followed"] = _file_state(auth["token_path"])
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -147,6 +177,7 @@ def _refuse(status, message):
 
 def _guard():
     """Every request: Host, then Origin for state changes, then the token."""
+    _follow_token_file()
     if not host_allowed(request.host, current_app.config["ALLOWED_HOSTS"]):
         return _refuse(403, "this server does not answer to the host name {!r}; start it with "
                             "--allowed-hosts to add a name".format(request.host))
@@ -172,6 +203,7 @@ def _guard():
 
 def check_socket(auth) -> str | None:
     """Why a Socket.IO connection is refused, or None (called by the connect handler)."""
+    _follow_token_file()
     if not host_allowed(request.host, current_app.config["ALLOWED_HOSTS"]):
         return "host not allowed"
     if not current_app.config["AUTH"] or _logged_in():

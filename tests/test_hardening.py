@@ -1,0 +1,46 @@
+"""What a hostile probe found beyond the token checks (test_webapp_auth.py): a second dashboard on
+one data directory took over the first's workers and agent; the database, which holds every
+device's token, was readable by every local user."""
+import os
+import stat
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from processes import ROOT, Dashboard, dashboard_app, free_port
+from webapp.extensions import db
+from webapp.models import Device
+
+
+def test_a_second_dashboard_on_one_data_directory_refuses_to_start(tmp_path):
+    first = Dashboard(tmp_path)
+    try:
+        second = subprocess.run([sys.executable, "-m", "webapp", "--data-dir", str(tmp_path),
+                                 "--port", str(free_port())], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode != 0
+        assert "another dashboard (pid {})".format(first.proc.pid) in second.stderr, second.stderr
+        devices = first.http.get(first.url + "/api/devices", timeout=5).json()
+        assert devices[0]["status"] == "online"  # the first one's local agent was left alone
+    finally:
+        first.stop()
+    restarted = Dashboard(tmp_path)  # the lock went with the process
+    restarted.stop()
+
+
+def test_the_database_is_readable_by_its_owner_alone(tmp_path):
+    path = tmp_path / "dashboard.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)  # made by an earlier version, under a permissive umask
+    with dashboard_app(tmp_path, LOCAL_AGENT=False) as app:
+        with app.app_context():
+            db.session.add(Device(name="nano", kind="agent", host="10.0.0.9", port=8765,
+                                  token="the-nano's-secret"))
+            db.session.commit()
+            assert db.session.scalar(sa.select(sa.func.count(Device.id))) >= 1
+        files = [p for p in (path, tmp_path / "dashboard.db-wal", tmp_path / "dashboard.db-shm")
+                 if p.exists()]
+        assert len(files) == 3  # WAL mode: the log and its index too
+        assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in files), \
+            [(p.name, oct(os.stat(p).st_mode)) for p in files]
