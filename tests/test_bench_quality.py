@@ -12,7 +12,7 @@ from processes import ROOT
 
 def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_quality.py"), "--quick",
-                          "--seeds", "0", "1", "--out", str(tmp_path)],
+                          "--seeds", "0", "1", "--jobs", "2", "--out", str(tmp_path)],
                          cwd=ROOT, check=True, capture_output=True, text=True, timeout=600).stdout
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     rows, figures = lines[:-1], lines[-1]
