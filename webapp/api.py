@@ -34,6 +34,7 @@ from .serialize import (RESUMABLE, SAMPLE_FIELDS, dataset_roots, group_dict, met
                         sample_numbers, training_dict, under)
 
 log = logging.getLogger(__name__)
+MAX_GROUP_SIZE = 256  # devices in one pool: a lab's rack, not the 100,000 ids a probe sent
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -619,8 +620,11 @@ def validate_group(body) -> dict:
     if not isinstance(ids, list) or len(ids) < 2 or not all(is_id(i) for i in ids) \
             or len(set(ids)) != len(ids):
         errors["device_ids"] = "give the ids of two or more registered devices"
-    else:
-        devices = [db.session.get(Device, i) for i in ids]
+    elif len(ids) > MAX_GROUP_SIZE:
+        errors["device_ids"] = "a group has at most {} devices".format(MAX_GROUP_SIZE)
+    else:  # one query for all of them
+        found = {d.id: d for d in db.session.scalars(sa.select(Device).where(Device.id.in_(ids)))}
+        devices = [found.get(i) for i in ids]
         problem = next(filter(None, map(_member_problem, devices, ids)), None)
         if problem is None and len({d.token for d in devices}) > 1:
             problem = "the devices of a group share one token (start their agents with the same --token)"
