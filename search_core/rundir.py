@@ -33,6 +33,30 @@ class RunDirectoryBusy(Exception):
     """Another worker holds the run directory: two would write the same files."""
 
 
+class LockHeld(Exception):
+    """Another process holds the lock; `holder` is its (pid, host), either None if unwritten."""
+
+    def __init__(self, holder):
+        super().__init__("held by pid {} on {}".format(*holder))
+        self.holder = holder
+
+
+def hold_lock(path):
+    """Hold an exclusive flock on `path` for this process's life (the kernel releases it however
+    the process ends), its pid and host written inside; returns the open descriptor, or raises
+    LockHeld. The host too: on storage that several machines share, a pid means nothing elsewhere."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder_in(fd)
+        os.close(fd)
+        raise LockHeld(holder) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, "{} {}".format(os.getpid(), socket.gethostname()).encode("utf-8"))
+    return fd
+
+
 class DiskFull(Exception):
     """Too little free space left for the next checkpoint: stop cleanly, while the last one is whole."""
 
@@ -64,18 +88,12 @@ class RunDirectory:
     def lock_worker(self):
         """Hold the directory for this process (released when it exits, even killed): a second
         worker on it raises RunDirectoryBusy."""
-        fd = os.open(self.path(WORKER_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, host = _holder_in(fd)
-            os.close(fd)
+            self._lock_fd = hold_lock(self.path(WORKER_LOCK))  # open for the process's life
+        except LockHeld as e:
+            pid, host = e.holder
             raise RunDirectoryBusy("another worker (pid {} on {}) is running on {}: stop it "
-                                   "first".format(pid, host or "this host", self.root))
-        os.ftruncate(fd, 0)
-        # the host too: on storage that several machines share, a pid means nothing elsewhere
-        os.write(fd, "{} {}".format(os.getpid(), socket.gethostname()).encode("utf-8"))
-        self._lock_fd = fd  # open for the process's life
+                                   "first".format(pid, host or "this host", self.root)) from None
 
     def worker_pid(self):
         """The pid of the worker holding the directory (0 if it wrote none yet); None if none does."""

@@ -1,12 +1,14 @@
 """python -m webapp: the dashboard server, with the built-in local device."""
 import argparse
-import fcntl
 import json
 import logging
 import os
 import re
 import signal
 import sys
+
+from search_core.config import ConfigError, SearchConfig
+from search_core.rundir import LockHeld, hold_lock
 
 from .auth import LOOPBACK_HOSTS
 from .executors import EXECUTORS
@@ -83,7 +85,6 @@ def _hide_tokens(record):
 
 def _run_defaults(path):
     """The settings in ``path``, checked like a run's; the dashboard's own (the device) dropped."""
-    from search_core.config import ConfigError, SearchConfig
     try:
         with open(path) as f:
             settings = SearchConfig.from_dict(json.load(f)).validate().to_dict()
@@ -94,21 +95,13 @@ def _run_defaults(path):
 
 def _hold_data_dir(path):
     """The data directory is one dashboard's: a second one would take over its workers, its local
-    agent and its device rows. An flock, released by the kernel however the process ends."""
+    agent and its device rows. The lock is a run directory's worker lock (search_core.rundir)."""
     os.makedirs(path, exist_ok=True)
-    holder = open(os.path.join(path, LOCK_FILE), "a+")
     try:
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder.seek(0)
+        return hold_lock(os.path.join(path, LOCK_FILE))
+    except LockHeld as e:
         sys.exit("webapp: another dashboard (pid {}) uses the data directory {}: stop it, or "
-                 "give this one its own --data-dir".format(holder.read().strip() or "?",
-                                                           os.path.abspath(path)))
-    holder.seek(0)
-    holder.truncate()
-    holder.write(str(os.getpid()))
-    holder.flush()
-    return holder
+                 "give this one its own --data-dir".format(e.holder[0] or "?", os.path.abspath(path)))
 
 
 def _names(text):
