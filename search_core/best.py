@@ -55,7 +55,8 @@ def difference_noise(accuracy, val_size):
 def explain(samples, pick, val_size=None, constraint="absolute", runners_up=3):
     """Why `pick` is the pick among `samples` (one per architecture: its latest evaluation):
     how many met every target and how many used the budget, the pick's accuracy margin over the
-    best other architectures in the pick's group, and which of them lie within the sampling noise."""
+    best other architectures in the pick's group, which of them lie within the sampling noise, and
+    the rule in words."""
     if pick is None:
         return None
     latest = {}
@@ -71,27 +72,34 @@ def explain(samples, pick, val_size=None, constraint="absolute", runners_up=3):
         others.append({"id": s.get("id"), "arch_hash": s["arch_hash"], "accuracy": s["accuracy"],
                        "latency_ms": s.get("latency_ms"), "margin": margin,
                        "within_noise": None if noise is None else abs(margin) <= noise})
-    return {"architectures": len(latest),
-            "feasible": sum(1 for s in latest.values() if s["feasible"]),
-            "in_band": sum(1 for s in latest.values() if s["feasible"] and s.get("uses_budget") is not False),
-            "pick_feasible": bool(pick["feasible"]), "pick_in_band": pick.get("uses_budget") is not False,
-            "ranked_by": "accuracy" if pick["feasible"] and constraint != "soft" else "objective",
-            "val_size": val_size, "noise": noise, "runners_up": others}
+    why = {"architectures": len(latest),
+           "feasible": sum(1 for s in latest.values() if s["feasible"]),
+           "in_band": sum(1 for s in latest.values() if s["feasible"] and s.get("uses_budget") is not False),
+           "pick_feasible": bool(pick["feasible"]), "pick_in_band": pick.get("uses_budget") is not False,
+           "ranked_by": "accuracy" if pick["feasible"] and constraint != "soft" else "objective",
+           "val_size": val_size, "noise": noise, "runners_up": others}
+    return dict(why, rule=rule(why))
+
+
+def rule(why):
+    """The rule that made the pick, in words: the one wording of the console and the dashboard."""
+    if not why["pick_feasible"]:
+        return "No architecture met every target: the pick misses them by the least"
+    if why["ranked_by"] == "objective":
+        return "The best objective (soft form) of the {} architectures that met every target".format(
+            why["feasible"])
+    if why["pick_in_band"] and why["in_band"] < why["feasible"]:
+        return "The most accurate of the {} architectures within [0.85 T, T] ({} of {} met every " \
+               "target)".format(why["in_band"], why["feasible"], why["architectures"])
+    return "The most accurate of the {} of {} architectures that met every target".format(
+        why["feasible"], why["architectures"])
 
 
 def describe(why):
     """`explain`'s answer in words, one line (None for none)."""
     if why is None:
         return None
-    if not why["pick_feasible"]:
-        text = "no architecture met every target; the pick misses them by the least"
-    elif why["ranked_by"] == "objective":
-        text = "the best objective of the {} that met every target".format(why["feasible"])
-    elif why["pick_in_band"] and why["in_band"] < why["feasible"]:
-        text = "the most accurate of the {} within [0.85 T, T] ({} met every target)".format(
-            why["in_band"], why["feasible"])
-    else:
-        text = "the most accurate of the {} that met every target".format(why["feasible"])
+    text = why["rule"]
     for other in why["runners_up"][:1]:
         text += "; next best {:.2%} ({:+.2f} points)".format(other["accuracy"], -100 * other["margin"])
         if other["within_noise"] is not None:

@@ -140,21 +140,19 @@ def _device_label(run: Run) -> str | None:
     return run.device.name if run.device is not None else (run.config_data or {}).get("device")
 
 
+# what the pick's rule (search_core.best) reads of a stored sample
+PICK_FIELDS = ("id", "arch_hash", "accuracy", "latency_ms", "objective", "feasible", "uses_budget")
+
+
 def pick_fields(sample: Sample | None) -> dict | None:
-    """What the pick's rule (search_core.best) reads of a stored sample."""
-    if sample is None:
-        return None
-    return {"id": sample.id, "arch_hash": sample.arch_hash, "accuracy": sample.accuracy,
-            "latency_ms": sample.latency_ms, "objective": sample.objective,
-            "feasible": sample.feasible, "uses_budget": sample.uses_budget}
+    return None if sample is None else {name: getattr(sample, name) for name in PICK_FIELDS}
 
 
 def pick_explanation(run: Run) -> dict | None:
     """Why the run's best is the pick: search_core.best.explain over its stored samples."""
     if run.best_sample is None:
         return None
-    columns = (Sample.id, Sample.arch_hash, Sample.accuracy, Sample.latency_ms, Sample.objective,
-               Sample.feasible, Sample.uses_budget)
+    columns = [getattr(Sample, name) for name in PICK_FIELDS]
     rows = db.session.execute(sa.select(*columns).where(Sample.run_id == run.id).order_by(Sample.id))
     samples = [row._asdict() for row in rows]
     return explain(samples, pick_fields(run.best_sample), run.val_size,

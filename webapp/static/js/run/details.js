@@ -46,7 +46,7 @@ function renderWhy(best) {
   const why = state.run && state.run.why;
   node.hidden = !best || !why;
   if (node.hidden) { node.replaceChildren(); return; }
-  const parts = [el("span", {}, whyRule(why) + ".")];
+  const parts = [el("span", {}, why.rule + ".")];
   const close = why.runners_up.filter((r) => r.within_noise);
   for (const r of why.runners_up.slice(0, 1)) {
     parts.push(" Next best: " + sampleLabel(r) + ", " + fmt.pct(r.accuracy) + " at " + fmt.ms(r.latency_ms)
@@ -61,16 +61,6 @@ function renderWhy(best) {
       : el("span", {"data-testid": "best-close"}, "no runner-up is that close."));
   }
   node.replaceChildren(...parts);
-}
-
-function whyRule(why) {
-  if (!why.pick_feasible) return "No architecture met every target yet: this one misses them by the least";
-  if (why.ranked_by === "objective") return "The best objective (soft form) of the " + why.feasible + " architectures that met every target";
-  if (why.pick_in_band && why.in_band < why.feasible) {
-    return "The most accurate of the " + why.in_band + " architectures within [0.85 T, T] ("
-      + why.feasible + " of " + why.architectures + " met every target)";
-  }
-  return "The most accurate of the " + why.feasible + " of " + why.architectures + " architectures that met every target";
 }
 
 
