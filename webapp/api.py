@@ -38,7 +38,6 @@ MAX_GROUP_SIZE = 256  # devices in one pool: a lab's rack, not the 100,000 ids a
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-# settings the dashboard decides: where to measure comes from device_id, where to write from the run
 # what a device profile may set: the space's setting, with the run form's defaults
 PROFILE_LIMITS = {"resolution": (int, limits.RESOLUTION), "width_mult": (float, limits.WIDTH_MULT),
                   "num_classes": (int, limits.NUM_CLASSES), "in_channels": (int, limits.IN_CHANNELS)}
@@ -219,8 +218,8 @@ def _run_group(group_id) -> DeviceGroup:
 @bp.get("/defaults")
 def defaults():
     """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
-    return jsonify(settings=SearchConfig(**current_app.config["RUN_DEFAULTS"]).to_dict(), datasets=list(CHOICES["dataset"]),
-                   strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
+    return jsonify(settings=SearchConfig(**current_app.config["RUN_DEFAULTS"]).to_dict(),
+                   datasets=list(CHOICES["dataset"]), strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
                    backends=list(CHOICES["backend"]),
                    limits=limits_dict(),
                    profile={"defaults": PROFILE_DEFAULTS,

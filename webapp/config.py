@@ -8,7 +8,7 @@ import os
 # where workers run from (`python -m search_core ...`, `python -m nano_agent ...`)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# search settings the dashboard sets itself, from the device a run measures on
+# search settings the dashboard decides: where to measure comes from a run's device_id
 SERVER_SETTINGS = ("device", "device_group", "measure_threads")
 
 
