@@ -16,15 +16,13 @@ import json
 import os
 import multiprocessing
 import shutil
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 from nano_agent.arch import Architecture
-from nano_agent.results import latency_ms
 from search_core.config import SearchConfig
 from search_core.events import Events
-from search_core.latency import LocalDevice
+from search_core.latency import LocalDevice, measure_interleaved
 from search_core.objectives import BUDGET_FLOOR
 from search_core.rundir import BEST_ARCH, LATENCY_CACHE, LUT
 from search_core.search import Search
@@ -76,15 +74,11 @@ def remeasure(picks, measuring, rounds):
     """Each pick's latency over T measured again, as the search measured it (`measuring`: its
     device settings), in interleaved rounds: the median of the rounds. `picks`: (fraction, T,
     architecture dict)."""
-    device = LocalDevice(**measuring)
     archs = [Architecture.from_dict(arch) for _, _, arch in picks]
-    times = [[] for _ in picks]
-    for _ in range(rounds):
-        for i, arch in enumerate(archs):
-            times[i].append(latency_ms(device.measure(arch)))
+    medians = measure_interleaved(LocalDevice(**measuring), archs, rounds)
     ratios = {}
-    for (fraction, target, _), measured in zip(picks, times):
-        ratios.setdefault(fraction, []).append(round(statistics.median(measured) / target, 3))
+    for (fraction, target, _), arch in zip(picks, archs):
+        ratios.setdefault(fraction, []).append(round(medians[arch.hash] / target, 3))
     return ratios
 
 

@@ -58,7 +58,7 @@ from nano_agent.space import SearchSpace
 from search_core import data
 from search_core.data import DatasetError
 from search_core.config import SearchConfig
-from search_core.latency import LocalDevice
+from search_core.latency import LocalDevice, measure_interleaved
 from search_core.lut import Lut, calibration_paths
 from search_core.rundir import BEST_ARCH, LUT, SUMMARY, RunDirectory
 from search_core.supernet import Supernet
@@ -70,6 +70,7 @@ QUICK_SEARCH = {"limit": 256, "epochs": 6, "warmup_epochs": 2, "samples_per_epoc
                 "measure_runs": 5, "calibration_archs": 4}
 WIDTHS = [round(0.1 + 0.05 * i, 2) for i in range(29)]  # 0.1 ... 1.5
 MAX_DRAWS = 100000  # random paths drawn in search of one under T before giving up
+MEASURING = {"threads": 1, "warmup": 5, "runs": 20}  # this machine's CPU, as the search measures
 CONTENDERS = ("pick", "random", "random_half_budget", "mobilenetv2", "shallowest")
 
 
@@ -192,7 +193,7 @@ def evaluate_seed(args, seed):
     torch.set_num_threads(args.threads)
     recipe = Recipe(epochs=2) if args.quick else Recipe()
     short = Recipe(epochs=1 if args.quick else args.random_epochs)
-    device = LocalDevice(threads=1, warmup=5, runs=20)
+    device = LocalDevice(**MEASURING)
     run_dir = os.path.join(args.out, "search-{}".format(seed))
     summary, search_s = run_search(args, seed, run_dir)
     target = summary["target_latency_ms"]
@@ -241,20 +242,15 @@ def remeasure(rows, rounds):
     """Every contender's latency, measured after all training on one device in interleaved
     rounds (each round measures every contender once; the median of the rounds counts), and its
     share of T and feasibility set in its row."""
-    device = LocalDevice(threads=1, warmup=5, runs=20)
-    entries = [(row, name) for row in rows for name in CONTENDERS if row[name] is not None]
-    archs = {}  # one architecture, one figure: random search's best may stand twice
-    for row, name in entries:
-        arch = Architecture.from_dict(row[name]["arch"])
-        archs[arch.hash] = arch
-    timings = {key: [] for key in archs}
-    for _ in range(rounds):
-        for key, arch in archs.items():
-            timings[key].append(latency_ms(device.measure(arch)))
-    for row, name in entries:
-        latency = statistics.median(timings[Architecture.from_dict(row[name]["arch"]).hash])
-        row[name].update(latency_ms=round(latency, 3), over_target=round(latency / row["target_ms"], 3),
-                         feasible=latency <= row["target_ms"])
+    entries = [(row[name], row["target_ms"], Architecture.from_dict(row[name]["arch"]))
+               for row in rows for name in CONTENDERS if row[name] is not None]
+    # one architecture, one figure: random search's best may stand twice
+    medians = measure_interleaved(LocalDevice(**MEASURING),
+                                  [arch for _, _, arch in entries], rounds)
+    for contender, target, arch in entries:
+        latency = medians[arch.hash]
+        contender.update(latency_ms=round(latency, 3), over_target=round(latency / target, 3),
+                         feasible=latency <= target)
 
 
 def main():

@@ -7,12 +7,14 @@ lookup table, see nano_agent.measure.profile_lut) and `info()`.
 """
 import os
 import platform
+import statistics
 import time
 
 import torch
 
 from nano_agent.config import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
+from nano_agent.results import latency_ms
 
 from .device_client import AgentDevice, DeviceLost, LatencyError, backend_suffix, parse_address
 from .pool import DevicePool
@@ -125,3 +127,15 @@ def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorc
     if len(agents) == 1:
         return agents[0]
     return DevicePool(agents, addresses, group or spec, backend)
+
+
+def measure_interleaved(device, archs, rounds):
+    """Each distinct architecture's latency (the fastest timed run), measured in `rounds` rounds
+    that each measure every one once, so that a change in the machine's load falls on all alike:
+    {hash: the median of its rounds}."""
+    distinct = {arch.hash: arch for arch in archs}
+    times = {key: [] for key in distinct}
+    for _ in range(rounds):
+        for key, arch in distinct.items():
+            times[key].append(latency_ms(device.measure(arch)))
+    return {key: statistics.median(values) for key, values in times.items()}
