@@ -17,21 +17,14 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from processes import Dashboard
 from webapp.models import Run, Sample, Training
 
-from test_browser import browser, page, visitor  # noqa: F401 (the shared fixtures)
+from test_browser import browser, dashboard, page, visitor  # noqa: F401 (the shared fixtures)
+from test_webapp_api import TINY
 
 OPS = ["k3_e6"] * 20
 LONG_RUN = {"epochs": 300, "warmup_epochs": 300, "limit": 64, "samples_per_epoch": 1,
             "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
-
-
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory):
-    dashboard = Dashboard(tmp_path_factory.mktemp("newcomer"), args=["--max-runs", "1"])
-    yield dashboard
-    dashboard.stop()
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +250,6 @@ def test_every_target_line_of_the_compare_page_names_its_run(dashboard, engine, 
 
 # 11, 7, 10 -----------------------------------------------------------------------------------------
 
-TINY_RUN = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
-            "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3}
 
 
 def test_a_run_cancelled_in_the_queue_resumes_and_its_page_follows_the_newest_status(dashboard,
@@ -269,7 +260,7 @@ def test_a_run_cancelled_in_the_queue_resumes_and_its_page_follows_the_newest_st
     insert_run(engine, "earlier", [dict(accuracy=0.5, latency_ms=1.0)] * 30)  # ids beyond a run's count
     api = dashboard.url + "/api/runs"
     long = start_long_run(dashboard, page)  # holds the only slot: the next run waits in the queue
-    run = dashboard.http.post(api, json=dict(TINY_RUN, name="queued"), timeout=30).json()
+    run = dashboard.http.post(api, json=dict(TINY, name="queued"), timeout=30).json()
     assert dashboard.http.post("{}/{}/cancel".format(api, run["id"]), timeout=30).json()["status"] == "cancelled"
     assert dashboard.http.post(long + "/cancel", timeout=30).status_code == 200
 
