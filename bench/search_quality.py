@@ -23,7 +23,13 @@ Latency is measured again after all training, every contender of every seed in i
 on this machine's CPU (1 thread), and reported against T; a contender over T counts as
 infeasible and is left out of the differences, never compared silently.
 
-    .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2] [--quick]
+    .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
+                                             [--quick] [--resume] [--train-device cuda]
+
+Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
+short loses only the seeds in flight, and seeds can be added later (latency is always measured
+again, for all, at the end). --train-device cuda trains every contender on the GPU (the search's
+and the bench's latency stay on this machine's CPU).
 
 --quick runs a tiny setting end to end (a smoke test of the bench, not a measurement). Ends with
 one JSON line: `pick_minus_mobilenetv2`, `pick_minus_random`, `pick_minus_random_half_budget`
@@ -80,7 +86,7 @@ def run_search(args, seed, out):
     if os.path.exists(out):
         shutil.rmtree(out)
     settings = SearchConfig(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
-                            threads=args.threads,
+                            threads=args.threads, train_device=args.train_device,
                             target_latency_fraction=args.target_fraction,
                             **(QUICK_SEARCH if args.quick else {})).validate()
     os.makedirs(args.out, exist_ok=True)
@@ -98,7 +104,7 @@ def run_search(args, seed, out):
     return RunDirectory(out).read_json(SUMMARY), times["finished"] - times["started"]
 
 
-def random_search(space, lut, target, dataset, budget_s, recipe, seed):
+def random_search(space, lut, target, dataset, budget_s, recipe, seed, device):
     """Random members predicted under `target`, trained for `recipe` while `budget_s` lasts; one
     that ends past it does not count. Returns the candidates that count, in order, as
     (arch, validation accuracy, seconds from the start to its end)."""
@@ -113,7 +119,7 @@ def random_search(space, lut, target, dataset, budget_s, recipe, seed):
             raise RuntimeError("no random member of {} draws is predicted under {:.3f} ms".format(
                 MAX_DRAWS, target))
         arch = space.architecture(path)
-        val = train_architecture(arch, dataset, recipe, seed, progress=False)["val_accuracy"]
+        val = train_architecture(arch, dataset, recipe, seed, device, progress=False)["val_accuracy"]
         elapsed = time.time() - started
         if elapsed > budget_s:
             return finished
@@ -152,7 +158,7 @@ def shallowest(space):
                                for sb in space.blocks])
 
 
-def kendall(run_dir, space, dataset, recipe, seed, count, seeds=1):
+def kendall(run_dir, space, dataset, recipe, seed, count, seeds, device):
     """Kendall's tau between shared-weight and standalone validation accuracy (the mean over
     `seeds` training seeds) of `count` architectures spread from the fastest to the slowest of
     the space, its p-value, the pairs, and the tau between the means of the seeds' two halves:
@@ -161,17 +167,19 @@ def kendall(run_dir, space, dataset, recipe, seed, count, seeds=1):
     config = files.read_config()
     net = Supernet(space, config.shared_weights, config.fast_path)
     net.load_state_dict(files.load_checkpoint("cpu")["supernet"])
+    net.to(device)
     calibration = [x for x, _ in itertools.islice(data.iterate_batches(
-        dataset.train, dataset, config.batch_size), config.calibration_batches)]
+        dataset.train, dataset, config.batch_size, device=device), config.calibration_batches)]
     shared, standalone = [], []
     for path in calibration_paths(space, count, seed):
         path = tuple(path)
         net.recalibrate_batch_norm(path, calibration)
         net.eval()
-        shared.append(accuracy(lambda x: net(x, path), dataset.val, dataset, "cpu"))
+        shared.append(accuracy(lambda x: net(x, path), dataset.val, dataset, device))
         arch = space.architecture(path)
-        standalone.append([train_architecture(arch, dataset, recipe, seed + k, progress=False)
-                           ["val_accuracy"] for k in range(seeds)])
+        standalone.append([train_architecture(arch, dataset, recipe, seed + k, device,
+                                              progress=False)["val_accuracy"]
+                           for k in range(seeds)])
     means = [statistics.mean(accs) for accs in standalone]
     half = seeds // 2
     between = _tau([statistics.mean(a[:half]) for a in standalone],
@@ -204,7 +212,8 @@ def evaluate_seed(args, seed):
     space = SearchSpace(RunDirectory(run_dir).read_config().width_mult, dataset.resolution,
                         dataset.num_classes, dataset.channels)
     lut = Lut.load(os.path.join(run_dir, LUT), space)
-    candidates = random_search(space, lut, target, dataset, search_s, short, seed)
+    candidates = random_search(space, lut, target, dataset, search_s, short, seed,
+                               args.train_device)
     contenders = {"pick": Architecture.load(os.path.join(run_dir, BEST_ARCH)),
                   "random": best_by(candidates, search_s),
                   "random_half_budget": best_by(candidates, search_s / 2),
@@ -220,13 +229,15 @@ def evaluate_seed(args, seed):
             row[name] = None
             continue
         if arch.hash not in tested:
-            model = train_architecture(arch, dataset, recipe, seed, progress=False)["model"]
-            tested[arch.hash] = accuracy(model, test, dataset, "cpu")
+            model = train_architecture(arch, dataset, recipe, seed, args.train_device,
+                                       progress=False)["model"]
+            tested[arch.hash] = accuracy(model, test, dataset, args.train_device)
         row[name] = {"arch": arch.to_dict(), "test_acc": round(tested[arch.hash], 4)}
     if seed != args.seeds[0]:
         return row, None
     tau, p_value, pairs, between = kendall(run_dir, space, dataset, short, seed,
-                                           4 if args.quick else args.tau_archs, args.tau_seeds)
+                                           4 if args.quick else args.tau_archs, args.tau_seeds,
+                                           args.train_device)
     return row, {"tau": tau, "p": p_value, "pairs": pairs, "between_seeds": between}
 
 
@@ -274,19 +285,34 @@ def main():
                    help="training seeds per architecture of Kendall's tau (the mean is ranked)")
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved rounds of the latency measured after all training")
+    p.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"),
+                   help="where every contender trains (latency is measured on this machine's CPU)")
     p.add_argument("--jobs", type=int, default=1,
                    help="seeds evaluated at once, each on its share of the cores")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-quality"))
     p.add_argument("--quick", action="store_true", help="a tiny setting: checks the bench runs")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the seeds that an earlier run with the same settings finished in "
+                        "--out (each seed's row is kept there as seed-N.json); latency is "
+                        "measured again for all")
     args = p.parse_args()
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     started, rows, ranking = time.time(), {}, {}
+    for seed in args.seeds if args.resume else ():
+        kept = load_row(args, seed)
+        if kept:
+            rows[seed] = kept["row"]
+            if seed == args.seeds[0]:
+                ranking = kept["ranking"]
+    print("seeds kept from an earlier run: {}".format(sorted(rows) or "none"), flush=True)
     # spawn: a forked child of a process that has run torch's thread pool can hang
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {pool.submit(evaluate_seed, args, seed): seed for seed in args.seeds}
+        jobs = {pool.submit(evaluate_seed, args, seed): seed for seed in args.seeds
+                if seed not in rows}
         for job in as_completed(jobs):
             row, seed_ranking = job.result()
             rows[jobs[job]] = row
+            save_row(args, jobs[job], row, seed_ranking)
             if seed_ranking is not None:
                 ranking = seed_ranking
                 print("kendall tau {} (p {}) over {} architectures (shared, standalone); the "
@@ -300,6 +326,39 @@ def main():
         print(json.dumps({k: dict(v, arch=Architecture.from_dict(v["arch"]).hash)
                           if k in CONTENDERS and v else v for k, v in row.items()}), flush=True)
     report(rows, ranking, args, time.time() - started)
+
+
+# a kept row counts for a run with the same settings of these
+ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
+                "tau_seeds", "quick", "train_device")
+
+
+def _row_file(args, seed):
+    return os.path.join(args.out, "seed-{}.json".format(seed))
+
+
+def save_row(args, seed, row, ranking):
+    """A finished seed's row (and the first seed's ranking), before the latency measured at the
+    end: a later run with --resume reuses it."""
+    settings = {k: getattr(args, k) for k in ROW_SETTINGS}
+    with open(_row_file(args, seed), "w") as f:
+        json.dump({"settings": settings, "row": row, "ranking": ranking}, f)
+
+
+def load_row(args, seed):
+    """{row, ranking} of `seed` kept by an earlier run with the same settings, else None (the
+    first seed's only with its ranking)."""
+    try:
+        with open(_row_file(args, seed)) as f:
+            kept = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or \
+            kept.get("settings") != {k: getattr(args, k) for k in ROW_SETTINGS}:
+        return None
+    if seed == args.seeds[0] and not kept.get("ranking"):
+        return None
+    return kept
 
 
 def paired(rows, name, other):

@@ -10,12 +10,16 @@ import sys
 from processes import ROOT
 
 
-def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
+def bench(out_dir, *extra):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_quality.py"), "--quick",
-                          "--seeds", "0", "1", "--jobs", "2", "--out", str(tmp_path)],
+                          "--seeds", "0", "1", "--jobs", "2", "--out", str(out_dir)] + list(extra),
                          cwd=ROOT, check=True, capture_output=True, text=True, timeout=600).stdout
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    rows, figures = lines[:-1], lines[-1]
+    return out, lines[:-1], lines[-1]
+
+
+def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
+    _, rows, figures = bench(tmp_path)
     assert [row["seed"] for row in rows] == [0, 1] and figures["seeds"] == [0, 1]
     for row in rows:
         assert row["test_images"] == figures["test_images"] == 200  # shapes' held-out set, quick size
@@ -37,3 +41,17 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
                                           "shallowest"}
     if figures["kendall_tau"] is not None:  # None where the tiny trainings tie
         assert -1 <= figures["kendall_tau"] <= 1 and 0 <= figures["kendall_tau_p"] <= 1
+
+
+    # a second run with --resume keeps both seeds' rows (no search run again, the same
+    # accuracies and ranking) and measures every contender's latency again
+    summaries = [tmp_path / "search-{}".format(seed) / "summary.json" for seed in (0, 1)]
+    written = [path.stat().st_mtime_ns for path in summaries]
+    out, kept_rows, kept_figures = bench(tmp_path, "--resume")
+    assert "seeds kept from an earlier run: [0, 1]" in out
+    assert [path.stat().st_mtime_ns for path in summaries] == written
+    for row, kept in zip(rows, kept_rows):
+        for name in ("pick", "mobilenetv2", "shallowest"):
+            assert kept[name]["test_acc"] == row[name]["test_acc"]
+            assert kept[name]["feasible"] == (kept[name]["latency_ms"] <= kept["target_ms"])
+    assert kept_figures["kendall_tau"] == figures["kendall_tau"]
