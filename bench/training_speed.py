@@ -139,8 +139,8 @@ def _timed(fn, device):
 
 def op_family(name, shapes):
     """The family an aten op belongs to, for the profile's table."""
-    if name in ("aten::mkldnn_convolution", "aten::convolution_backward",
-                "aten::_convolution", "aten::convolution"):
+    if name in ("aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::_conv_depthwise2d",
+                "aten::convolution_backward", "aten::_convolution", "aten::convolution"):
         weight = shapes[1] if name != "aten::convolution_backward" else shapes[2]
         depthwise = len(weight) == 4 and weight[1] == 1 and weight[0] > 1
         kind = "depthwise conv" if depthwise else "dense conv"

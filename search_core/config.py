@@ -69,8 +69,9 @@ class SearchConfig:
     rl_samples: int = 2
     rl_baseline_decay: float = 0.9
     shared_weights: bool = True
-    # train on the fast path (search_core/fastpath.py: the same arithmetic, a step 2.4x (child)
-    # to 2.8x (supernet) faster here: bench/training_speed.py); off: the eager reference
+    # train on the fast path on a CPU (search_core/fastpath.py: the same arithmetic, a step 2.4x
+    # (child) to 2.8x (supernet) faster here: bench/training_speed.py; a GPU trains eager, which is
+    # faster there); off: the eager reference
     fast_path: bool = True
     device: str = "local"
     # how the device runs the network: PyTorch, or exported to ONNX in onnxruntime (as deployed);

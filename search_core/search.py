@@ -16,7 +16,7 @@ from nano_agent.arch import Architecture
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from . import data
+from . import data, fastpath
 from .best import best_sample, explain
 from .config import ConfigError, Recipe
 from .latency import PatientDevice, open_device
@@ -74,10 +74,11 @@ class Search:
                                          limit=c.limit)
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
-        self.net = Supernet(self.space, c.shared_weights, c.fast_path).to(self.device)
+        self.fast = fastpath.wanted(c.fast_path, self.device)
+        self.net = Supernet(self.space, c.shared_weights, self.fast).to(self.device)
         self.weights = self.net.weight_parameters()
         self.largest_path = self.net.largest_path()
-        self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, c.fast_path, c.momentum,
+        self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, self.fast, c.momentum,
                                     every_step=False)
         # ProxylessNAS: Adam without momentum for the logits
         self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
@@ -203,7 +204,7 @@ class Search:
             loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
             self.weight_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(self.weights, RECIPE.clip_norm, c.fast_path)
+            clip_gradients(self.weights, RECIPE.clip_norm, self.fast)
             self.weight_optimizer.step()
             total_loss += loss.item() * len(y)
             total_correct += float((out.argmax(1) == y).sum())

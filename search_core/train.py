@@ -111,6 +111,7 @@ def train_architecture(arch, dataset, recipe=Recipe(), seed=0, device="cpu", pro
     model = build_model(arch).to(device)
     start_as_identity(m.conv[-1] for m in model.modules()
                       if isinstance(m, InvertedResidual) and m.use_res_connect)
+    fast = fastpath.wanted(fast, device)
     if fast:
         fastpath.accelerate(model)
     optimizer = sgd(model.parameters(), recipe.lr, recipe.weight_decay, fast)

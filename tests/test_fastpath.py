@@ -159,3 +159,11 @@ def test_in_float32_the_fast_child_evaluates_as_the_eager_one():
         fast = fastpath.accelerate(copy.deepcopy(eager))
         with torch.no_grad():
             torch.testing.assert_close(fast(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_fast_path_is_taken_on_a_cpu_only():
+    # on a GPU these networks' steps are launch-bound and the fast path's layout changes cost
+    # more than they save (bench/training_speed.py --device cuda)
+    assert fastpath.wanted(True, "cpu") and fastpath.wanted(True, torch.device("cpu"))
+    assert not fastpath.wanted(True, "cuda") and not fastpath.wanted(True, torch.device("cuda:0"))
+    assert not fastpath.wanted(False, "cpu")
