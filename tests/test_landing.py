@@ -1,6 +1,6 @@
 """The default constraint keeps the search's promise: the pick's measured latency lies in
 [0.85 T, T] for targets at 40%, 60% and 80% of a uniformly random architecture's expected latency,
-for each of three seeds. A tiny setting on digits (bench/search_quality.py measures the full one);
+each with another seed. A tiny setting on digits (bench/search_quality.py measures the full one);
 the searches share one profiled lookup table and their measurements."""
 import shutil
 
@@ -29,8 +29,8 @@ def profiled(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.8])
+# each target with another seed (bench/landing.py crosses them, at the full setting)
+@pytest.mark.parametrize("fraction, seed", [(0.4, 0), (0.6, 1), (0.8, 2)])
 def test_the_pick_lands_on_the_target(profiled, tmp_path, fraction, seed):
     for name in (LUT, LATENCY_CACHE):
         shutil.copy(str(profiled / name), str(tmp_path / name))
