@@ -5,10 +5,13 @@ A source has a `device_id` (names the device in caches), `measure(arch, input_sh
 statistics, see nano_agent.measure.measure_architecture), `profile(space, progress=None)` (the per-op
 lookup table, see nano_agent.measure.profile_lut) and `info()`.
 """
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
@@ -21,20 +24,49 @@ from .pool import DevicePool
 
 
 class LocalDevice:
-    """This machine's CPU, with a fixed thread count (1 by default: the most repeatable figure)."""
+    """This machine's CPU, with a fixed thread count (1 by default: the most repeatable figure).
 
-    def __init__(self, threads=1, warmup=10, runs=30, backend="pytorch"):
+    `isolated`: measure in a process of its own (spawned on first use; `close()` ends it), as a
+    device agent does, for a process that also trains: inside a search's process the same
+    network measured 4 to 10% slower than in a fresh one, so that its picks, measured again
+    afterwards, landed lower under the target than they were chosen at (bench/landing.py)."""
+
+    def __init__(self, threads=1, warmup=10, runs=30, backend="pytorch", isolated=False):
         self.threads, self.warmup, self.runs, self.backend = threads, warmup, runs, backend
+        self.isolated = isolated
+        self._worker = None
         self.device_id = "local:{}:cpu:{}t".format(platform.node() or "host",
                                                    threads) + backend_suffix(backend)
 
     def measure(self, arch, input_shape=None):
-        return measure_architecture(arch, input_shape, self.warmup, self.runs, "cpu", self.threads,
-                                    self.backend)
+        return self._call(measure_architecture, arch, input_shape, self.warmup, self.runs, "cpu",
+                          self.threads, self.backend)
 
     def profile(self, space, progress=None):
-        return profile_lut(space, self.warmup, self.runs, "cpu", self.threads, progress,
-                           backend=self.backend)
+        # a callback cannot cross into an isolated worker: there the table is one step of progress
+        table = self._call(profile_lut, space, self.warmup, self.runs, "cpu", self.threads,
+                           None if self.isolated else progress, backend=self.backend)
+        if progress and self.isolated:
+            progress(1, 1)
+        return table
+
+    def _call(self, function, *args, **kwargs):
+        if not self.isolated:
+            return function(*args, **kwargs)
+        if self._worker is None:
+            # spawn: a forked child of a process that has run torch's thread pool can hang
+            self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._worker.submit(function, *args, **kwargs).result()
+        except BrokenProcessPool:
+            self._worker = None  # the next call starts another
+            raise LatencyError("the process measuring on this machine's CPU died (out of "
+                               "memory?)") from None
+
+    def close(self):
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
 
     def info(self):
         return {"device_id": self.device_id, "hostname": platform.node(),
@@ -109,15 +141,17 @@ class PatientDevice:
             return result
 
 
-def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorch", group=None):
-    """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads), a
+def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorch", group=None,
+                isolated=False):
+    """The latency source named by `spec`: "local" (this machine's CPU, `threads` threads, in a
+    process of its own if `isolated`: see LocalDevice), a
     device agent as "host:port", "host" (port 8765) or "agent:host:port", or a pool of identical
     agents as those addresses separated by commas (named `group`, default `spec`: see pool.py);
     agents authenticate with `token` (default: $NANO_AGENT_TOKEN) and measure with their own
     thread setting. `backend`: "pytorch", or "onnxruntime" (the model exported to ONNX, as it will
     be deployed)."""
     if spec == "local":
-        return LocalDevice(threads, warmup, runs, backend)
+        return LocalDevice(threads, warmup, runs, backend, isolated)
     token = token or os.environ.get(TOKEN_ENV)
     if not token:
         raise LatencyError("device {!r} is a device agent: give its token (--device-token or "

@@ -58,6 +58,7 @@ class Search:
         self.config = config.validate()
         self.files = RunDirectory(run_dir).create()
         self.events = events
+        self.measurer = None  # set up by run()
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -85,9 +86,10 @@ class Search:
                                                betas=(0.0, 0.999), eps=1e-8)
         self.data_generator = torch.Generator().manual_seed(c.seed)
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
+        # this process trains: the local CPU measures in a process of its own, as an agent would
         source = PatientDevice(open_device(c.device, c.measure_threads, c.measure_warmup,
                                            c.measure_runs, backend=c.backend,
-                                           group=c.device_group),
+                                           group=c.device_group, isolated=True),
                                c.device_wait_s, self._device_wait)
         self.measurer = Measurer(source, LatencyCache(self.files.path(LATENCY_CACHE)))
         self.lut = self._lut()
@@ -161,6 +163,13 @@ class Search:
     # --- the run ----------------------------------------------------------------------------------
 
     def run(self):
+        try:
+            return self._run()
+        finally:
+            if self.measurer is not None:
+                self.measurer.source.close()  # a local device's measuring process ends with it
+
+    def _run(self):
         start_time = time.time()
         self._setup()
         start_epoch, wall_before = self._restore()

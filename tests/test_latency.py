@@ -1,6 +1,8 @@
 """Latency sources, the measurement routine, the lookup table and the measurement cache."""
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 
@@ -319,3 +321,25 @@ def test_onnxruntime_layer_times_add_up_to_the_whole_run():
     assert all(ms > 0 for row in rows for ms in row)
     whole, _ = time_onnx(model, arch.input_shape, warmup=2, runs=5)
     assert min(sum(row) for row in rows) < 2 * max(whole)
+
+
+def test_an_isolated_local_device_measures_in_a_process_of_its_own():
+    """As a search's local device: the figures of an in-process one, from a spawned process that
+    a crash does not take the caller down with, and that close() ends."""
+    arch = SPACE.mobilenet_v2()
+    before = set(multiprocessing.active_children())
+    device = LocalDevice(threads=1, warmup=1, runs=3, isolated=True)
+    stats = device.measure(arch)
+    assert set(stats) == set(LocalDevice(threads=1, warmup=1, runs=3).measure(arch))
+    assert stats["params"] > 0 and stats["median_ms"] > 0
+    [worker] = set(multiprocessing.active_children()) - before
+    assert worker.pid != os.getpid()
+    progress = []
+    table = device.profile(SPACE, progress=lambda done, total: progress.append((done, total)))
+    assert len(table["blocks"]) == len(SPACE.blocks) and progress == [(1, 1)]
+    os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(LatencyError, match="died"):
+        device.measure(arch)
+    assert device.measure(arch)["params"] == stats["params"]  # another process took over
+    device.close()
+    assert set(multiprocessing.active_children()) == before

@@ -1,6 +1,7 @@
 """End-to-end: the headless search command, its run directory, its event stream, resume."""
 import io
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -140,8 +141,21 @@ def test_derived_architectures_follow_the_logits(tmp_path):
     config = SearchConfig(epochs=5, warmup_epochs=1, limit=64, batch_size=16, samples_per_epoch=0,
                           arch_lr=0.5, target_latency_ms=0.5, measure_runs=3, measure_warmup=1,
                           threads=1)
-    recorder = Recorder()
+    children = set(multiprocessing.active_children())
+    measuring = []
+
+    class Watcher(Recorder):  # which processes there are while the samples are measured
+        def write(self, event):
+            if event["event"] == "sample":
+                measuring.append(set(multiprocessing.active_children()) - children)
+            super().write(event)
+
+    recorder = Watcher()
     Search(config, str(tmp_path / "run"), recorder).run()
+    # the local device measured in a process of its own (not the training one), which ended
+    # with the run
+    assert measuring and all(len(new) == 1 for new in measuring)
+    assert set(multiprocessing.active_children()) == children
     argmax = {e["epoch"]: e for e in recorder.events if e["event"] == "sample" and e["kind"] == "argmax"}
     epochs = [e for e in recorder.events if e["event"] == "epoch" and e["phase"] == "search"]
     blocks = next(e for e in recorder.events if e["event"] == "started")["space"]["blocks"]
