@@ -5,7 +5,10 @@
      an in-process timing of the same network with CUDA events. The agent's figure includes the
      kernel launches and the synchronisation (what an application waits for), the events' only the
      GPU's span, so a ratio of 1 or a little above is expected, and one far below 1 would mean an
-     unsynchronised timer. Also its measured peak memory and the CV of 5 repeated measurements;
+     unsynchronised timer. Also its measured peak memory and the CV of 5 repeated measurements.
+   On an H200 both batches are bound by launching kernels, not by the GPU (agent 2.96 and 3.00 ms,
+   events 4.17 and 3.83 ms: ratios 0.71 and 0.78, the agent's process launching faster), so
+   there the ratio cannot tell; a GPU-bound batch would;
    - the calibrated lookup table on the GPU: profiled there, fitted on 10 random architectures,
      tested on 20 others (within +-10%, median error, and the measured and predicted ranges).
 2. A short search with `--train-device cuda` (digits, 1 warm-up + 2 search epochs) and a `train`
