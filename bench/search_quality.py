@@ -25,11 +25,14 @@ infeasible and is left out of the differences, never compared silently.
 
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
                                              [--quick] [--resume] [--train-device cuda]
+                                             [--set NAME=VALUE ...]
 
 Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
 short loses only the seeds in flight, and seeds can be added later (latency is always measured
 again, for all, at the end). --train-device cuda trains every contender on the GPU (the search's
-and the bench's latency stay on this machine's CPU).
+and the bench's latency stay on this machine's CPU). --set NAME=VALUE runs the search with a
+setting other than its default (e.g. sandwich=true): a variant measured against the same
+alternatives, before it becomes a default.
 
 --quick runs a tiny setting end to end (a smoke test of the bench, not a measurement). Ends with
 one JSON line: `pick_minus_mobilenetv2`, `pick_minus_random`, `pick_minus_random_half_budget`
@@ -63,7 +66,7 @@ from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 from search_core import data
 from search_core.data import DatasetError
-from search_core.config import SearchConfig
+from search_core.config import ConfigError, SearchConfig
 from search_core.latency import LocalDevice, measure_interleaved
 from search_core.lut import Lut, calibration_paths
 from search_core.rundir import BEST_ARCH, LUT, SUMMARY, RunDirectory
@@ -78,6 +81,9 @@ WIDTHS = [round(0.1 + 0.05 * i, 2) for i in range(29)]  # 0.1 ... 1.5
 MAX_DRAWS = 100000  # random paths drawn in search of one under T before giving up
 MEASURING = {"threads": 1, "warmup": 5, "runs": 20}  # this machine's CPU, as the search measures
 CONTENDERS = ("pick", "random", "random_half_budget", "mobilenetv2", "shallowest")
+# the search settings that the bench's own options set (--set may not)
+OWN_SETTINGS = ("dataset", "seed", "split_seed", "threads", "train_device",
+                "target_latency_fraction")
 
 
 def run_search(args, seed, out):
@@ -85,10 +91,7 @@ def run_search(args, seed, out):
     'started' event (profiling and calibration done) to its 'finished' one."""
     if os.path.exists(out):
         shutil.rmtree(out)
-    settings = SearchConfig(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
-                            threads=args.threads, train_device=args.train_device,
-                            target_latency_fraction=args.target_fraction,
-                            **(QUICK_SEARCH if args.quick else {})).validate()
+    settings = SearchConfig(**search_settings(args, seed)).validate()
     os.makedirs(args.out, exist_ok=True)
     settings_file = out + ".json"
     with open(settings_file, "w") as f:
@@ -102,6 +105,38 @@ def run_search(args, seed, out):
             event = json.loads(line)
             times.setdefault(event["event"], event["time"])
     return RunDirectory(out).read_json(SUMMARY), times["finished"] - times["started"]
+
+
+def search_settings(args, seed):
+    """The search's settings: the defaults, the bench's own, the tiny ones under --quick, then
+    those given with --set."""
+    settings = dict(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
+                    threads=args.threads, train_device=args.train_device,
+                    target_latency_fraction=args.target_fraction)
+    settings.update(QUICK_SEARCH if args.quick else {})
+    settings.update(args.set)
+    return settings
+
+
+def parse_settings(pairs):
+    """--set NAME=VALUE pairs as a dict of search settings (VALUE read as JSON, else as text);
+    ValueError names the first one that is not a setting the bench leaves to its user."""
+    settings = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals:
+            raise ValueError("--set {}: give NAME=VALUE".format(pair))
+        if name in OWN_SETTINGS:
+            raise ValueError("--set {}: the bench sets it (its own options)".format(name))
+        try:
+            settings[name] = json.loads(text)
+        except ValueError:
+            settings[name] = text
+    try:
+        SearchConfig.from_dict(dict(settings))
+    except ConfigError as e:
+        raise ValueError("--set: {}".format(e)) from None
+    return settings
 
 
 def random_search(space, lut, target, dataset, budget_s, recipe, seed, device):
@@ -291,11 +326,18 @@ def main():
                    help="seeds evaluated at once, each on its share of the cores")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-quality"))
     p.add_argument("--quick", action="store_true", help="a tiny setting: checks the bench runs")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a search setting other than the defaults (repeatable), e.g. "
+                        "sandwich=true: the search's variant that the bench measures")
     p.add_argument("--resume", action="store_true",
                    help="reuse the seeds that an earlier run with the same settings finished in "
                         "--out (each seed's row is kept there as seed-N.json); latency is "
                         "measured again for all")
     args = p.parse_args()
+    try:
+        args.set = parse_settings(args.set)
+    except ValueError as e:
+        p.error(str(e))
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     started, rows, ranking = time.time(), {}, {}
     for seed in args.seeds if args.resume else ():
@@ -330,7 +372,7 @@ def main():
 
 # a kept row counts for a run with the same settings of these
 ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
-                "tau_seeds", "quick", "train_device")
+                "tau_seeds", "quick", "train_device", "set")
 
 
 def _row_file(args, seed):

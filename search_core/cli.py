@@ -92,6 +92,9 @@ def _search_arguments(p):
                    help="architectures drawn per epoch besides the argmax")
     p.add_argument("--independent-weights", action="store_true",
                    help="give every op its own weights (ProxylessNAS) instead of sharing them")
+    p.add_argument("--sandwich", action="store_true",
+                   help="warm up by the sandwich rule: the largest, the smallest and a random path "
+                        "each step, distilled from the largest (BigNAS; about 3x the warm-up)")
     p.add_argument("--device", default=d.device,
                    help="where latency is measured: local, a device agent's host:port, or a pool "
                         "of identical agents as host:port,host:port,...")
@@ -148,6 +151,7 @@ def _config(args):
         latency_weight=args.latency_weight, constraint=args.constraint,
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
+        sandwich=args.sandwich,
         device=args.device, device_group=args.device_group, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,

@@ -69,6 +69,10 @@ class SearchConfig:
     rl_samples: int = 2
     rl_baseline_decay: float = 0.9
     shared_weights: bool = True
+    # the warm-up's weight steps by the sandwich rule (BigNAS): the largest path, the smallest and
+    # a uniform one each step, the two others distilled from the largest's predictions (3 paths a
+    # step: about 3x the warm-up's time); off: one path a step, the largest first (search.py)
+    sandwich: bool = False
     # train on the fast path on a CPU (search_core/fastpath.py: the same arithmetic, a step 2.4x
     # (child) to 2.8x (supernet) faster here: bench/training_speed.py; a GPU trains eager, which is
     # faster there); off: the eager reference

@@ -79,6 +79,7 @@ class Search:
         self.net = Supernet(self.space, c.shared_weights, self.fast).to(self.device)
         self.weights = self.net.weight_parameters()
         self.largest_path = self.net.largest_path()
+        self.smallest_path = self.net.smallest_path()
         self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, self.fast, c.momentum,
                                     every_step=False)
         # ProxylessNAS: Adam without momentum for the logits
@@ -208,13 +209,7 @@ class Search:
         for step, (x, y) in enumerate(batches):
             self._set_lr(epoch, step, steps)
             net.train()
-            path = self._weight_path(epoch + step / steps)
-            out = net(x, path)
-            loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
-            self.weight_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(self.weights, RECIPE.clip_norm, self.fast)
-            self.weight_optimizer.step()
+            loss, out = self._weight_step(x, y, epoch + step / steps)
             total_loss += loss.item() * len(y)
             total_correct += float((out.argmax(1) == y).sum())
             total_seen += len(y)
@@ -242,6 +237,26 @@ class Search:
             argmax=None if argmax is None else {k: argmax[k] for k in (
                 "arch_hash", "ops", "accuracy", "latency_ms", "objective")},
             duration_s=time.time() - started, **arch_stats)
+
+    def _weight_step(self, x, y, done):
+        """One step of the supernet's weights after `done` epochs: (its loss, its logits). On one
+        path; in the warm-up with the sandwich rule (BigNAS), on the largest path, the smallest
+        and a uniform one, the two others learning the largest's predictions (in-place
+        distillation), each path's backward before the next one's forward: one path's
+        activations in memory at a time."""
+        c, net = self.config, self.net
+        sandwich = c.sandwich and done < c.warmup_epochs
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        out = net(x, self.largest_path if sandwich else self._weight_path(done))
+        loss = F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
+        loss.backward()
+        if sandwich:
+            teacher = F.softmax(out.detach(), dim=1)
+            for path in (self.smallest_path, net.sample_path(self.path_generator, uniform=True)):
+                F.cross_entropy(net(x, path), teacher).backward()
+        clip_gradients(self.weights, RECIPE.clip_norm, self.fast)
+        self.weight_optimizer.step()
+        return loss, out
 
     def _weight_path(self, done):
         """The path a weight step trains after `done` epochs (a fraction): the largest member in

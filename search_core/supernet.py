@@ -220,6 +220,12 @@ class Supernet(nn.Module):
         return tuple(max(range(len(sb.ops)), key=lambda i: (0, 0) if sb.ops[i].is_zero else
                          (sb.ops[i].kernel, sb.ops[i].expand)) for sb in self.space.blocks)
 
+    def smallest_path(self):
+        """Every block's cheapest op: skipped where it may be, else the smallest kernel at the
+        smallest expansion."""
+        return tuple(min(range(len(sb.ops)), key=lambda i: (0, 0) if sb.ops[i].is_zero else
+                         (sb.ops[i].kernel, sb.ops[i].expand)) for sb in self.space.blocks)
+
     def sample_paths(self, generator, count):
         """`count` paths drawn independently from the live softmax, at once."""
         columns = [torch.multinomial(F.softmax(logits.detach().cpu(), dim=0), count,

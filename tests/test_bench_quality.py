@@ -7,7 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from processes import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from search_quality import parse_settings  # noqa: E402
 
 
 def bench(out_dir, *extra):
@@ -55,3 +60,12 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
             assert kept[name]["test_acc"] == row[name]["test_acc"]
             assert kept[name]["feasible"] == (kept[name]["latency_ms"] <= kept["target_ms"])
     assert kept_figures["kendall_tau"] == figures["kendall_tau"]
+
+
+def test_the_bench_runs_a_variant_of_the_search_given_with_set():
+    assert parse_settings(["sandwich=true", "arch_lr=0.02", "strategy=reinforce"]) == \
+        {"sandwich": True, "arch_lr": 0.02, "strategy": "reinforce"}
+    for wrong, says in ((["seed=3"], "the bench sets it"), (["sandwich"], "NAME=VALUE"),
+                        (["no_such=1"], "unknown setting"), (["epochs=-1"], "epochs")):
+        with pytest.raises(ValueError, match=says):
+            parse_settings(wrong)

@@ -193,6 +193,28 @@ def test_the_warm_up_trains_the_largest_member_first(tmp_path):
     assert moved(second, weights()) - moved(first, second)  # uniform paths now
 
 
+def test_the_sandwich_warm_up_trains_the_largest_the_smallest_and_random_members(tmp_path):
+    """By the sandwich rule every warm-up step trains the largest and the smallest member, and a
+    uniform one: from the first epoch on, the weights of all three move (own weights per op)."""
+    config = SearchConfig(epochs=2, warmup_epochs=2, limit=64, batch_size=16, shared_weights=False,
+                          sandwich=True, calibration_archs=2, measure_runs=3, measure_warmup=1,
+                          threads=1)
+    search = Search(config, str(tmp_path / "run"), Recorder())
+    search._setup()
+    blocks = search.space.blocks
+    net = search.net
+    before = {(b, name): [p.detach().clone() for p in candidate.parameters()]
+              for b, block in enumerate(net.blocks) for name, candidate in block.candidates.items()}
+    search._epoch(0)
+    moved = {key for key, params in before.items()
+             if any(not torch.equal(x, y) for x, y in
+                    zip(params, net.blocks[key[0]].candidates[key[1]].parameters()))}
+    ends = {(b, blocks[b].ops[i].name) for path in (net.largest_path(), net.smallest_path())
+            for b, i in enumerate(path) if not blocks[b].ops[i].is_zero}
+    assert ends <= moved and moved - ends  # both ends, and the uniform members besides
+    search.measurer.source.close()
+
+
 def test_the_event_stream_beats_when_nothing_else_happens():
     stream = io.StringIO()
     events = JsonLinesEvents(stream, heartbeat_s=0.2)

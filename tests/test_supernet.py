@@ -65,6 +65,17 @@ def test_the_largest_path_is_the_costliest_member():
                for _ in range(50))
 
 
+def test_the_smallest_path_is_the_cheapest_member():
+    net = Supernet(SPACE)
+    lut = fake_lut(SPACE)
+    smallest = net.smallest_path()
+    assert all(sb.ops[i].name == ("zero" if any(op.is_zero for op in sb.ops) else "k3_e3")
+               for sb, i in zip(SPACE.blocks, smallest))
+    g = torch.Generator().manual_seed(0)
+    assert all(lut.predict(smallest) <= lut.predict(net.sample_path(g, uniform=True))
+               for _ in range(50))
+
+
 def test_candidates_share_weights():
     """k3 is the centre of the k7 kernel: changing only the centre changes the k3 path's output;
     changing only the k7 border leaves it alone."""
