@@ -16,16 +16,17 @@ from nano_agent.protocol import BACKENDS
 
 DATASETS = ("digits", "shapes", "cifar10", "imagefolder")
 BUNDLED_DATASETS = ("digits", "shapes")  # nothing to download or point at
-STRATEGIES = ("gradient", "reinforce")
+STRATEGIES = ("gradient", "reinforce", "evolution")
 LOSS_FORMS = ("mul", "add")
 CONSTRAINT_FORMS = ("absolute", "soft", "hard")  # objectives.py says what each does
 TRAIN_DEVICES = ("cpu", "cuda")
 # default w per strategy and constraint form: MnasNet's soft -0.07 for the reward; the loss needs a
 # stronger pull, since the cross-entropy's gradient through the binary gates dwarfs that of a 0.07
 # exponent; the absolute form's w is what a miss of the whole target costs (accuracy for the
-# reward, cross-entropy for the loss)
+# reward, cross-entropy for the loss); evolution's w only ranks samples, by the reward's objective
 DEFAULT_WEIGHTS = {"gradient": {"absolute": -0.5, "soft": -0.5, "hard": -0.5},
-                   "reinforce": {"absolute": -0.2, "soft": -0.07, "hard": -0.07}}
+                   "reinforce": {"absolute": -0.2, "soft": -0.07, "hard": -0.07},
+                   "evolution": {"absolute": -0.2, "soft": -0.07, "hard": -0.07}}
 
 
 class ConfigError(ValueError):

@@ -24,7 +24,7 @@ from .lut import Lut, profile_and_calibrate
 from .measurements import LatencyCache, Measurer
 from .objectives import CostModel, objective
 from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDirectory
-from .strategies import GradientStrategy, ReinforceStrategy, entropy
+from .strategies import EvolutionStrategy, GradientStrategy, ReinforceStrategy, entropy
 from .supernet import Supernet
 from .train import accuracy, clip_gradients, lr_factor, sgd
 
@@ -46,6 +46,9 @@ DRIFT_SAMPLES = 20
 # member reached 51% shared-weight validation accuracy after 10 (bench/search_quality.py measures
 # what the whole search gains).
 LARGEST_FIRST = 0.25
+# evolution scores a path on this many validation images (of 1,200 on shapes and digits): a
+# generation scores 12 paths each search epoch; the samples are then scored on all of them
+FITNESS_IMAGES = 512
 # the weight steps follow the retraining recipe where it is not a setting: its learning-rate ramp,
 # its gradient clipping, and no weight decay on batch norm and biases
 RECIPE = Recipe()
@@ -73,6 +76,8 @@ class Search:
         split_seed = c.seed if c.split_seed is None else c.split_seed
         self.dataset = data.load_dataset(c.dataset, c.resolution, split_seed, c.data_dir,
                                          limit=c.limit)
+        val = self.dataset.val
+        self.fitness_split = data.Split(val.images[:FITNESS_IMAGES], val.labels[:FITNESS_IMAGES])
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
         self.fast = fastpath.wanted(c.fast_path, self.device)
@@ -152,6 +157,8 @@ class Search:
         if c.strategy == "gradient":
             return GradientStrategy(self.net, self.costs, self.constraints, self.arch_optimizer,
                                     self.path_generator, c.loss_form)
+        if c.strategy == "evolution":
+            return EvolutionStrategy(self.net, self.path_generator, self._fitness)
         return ReinforceStrategy(self.net, self.metrics_of, self.constraints, self.arch_optimizer,
                                  self.path_generator, c.rl_samples, c.rl_baseline_decay)
 
@@ -202,7 +209,8 @@ class Search:
         batches = data.iterate_batches(
             self.dataset.train, self.dataset, batch_size, shuffle=True,
             generator=self.data_generator, augment=True, drop_last=True, device=self.device)
-        arch_batches = self._arch_batches() if phase == "search" else None
+        arch_batches = self._arch_batches() \
+            if phase == "search" and self.strategy.steps_architecture else None
         total_loss = total_correct = total_seen = 0.0
         arch_stats = {}
         last_emit = 0.0
@@ -287,11 +295,16 @@ class Search:
     # --- samples for the Pareto front ---------------------------------------------------------------
 
     def _sample(self, epoch):
-        """Evaluate the argmax architecture and K drawn ones (distinct) with the shared weights."""
-        paths = [("argmax", self.net.argmax_path())]
+        """Evaluate the argmax architecture and K drawn ones (distinct) with the shared weights;
+        under evolution, the best K + 1 of the epoch's generation."""
         drift = self._drift()
-        for _ in range(self.config.samples_per_epoch):
-            paths.append(("sampled", self._draw(drift)))
+        if self.strategy.name == "evolution":
+            paths = [("sampled", path) for path in self.strategy.generation(
+                self.config.samples_per_epoch + 1, lambda path: self._in_band(path, drift),
+                lambda: self._draw(drift))]
+        else:
+            paths = [("argmax", self.net.argmax_path())]
+            paths += [("sampled", self._draw(drift)) for _ in range(self.config.samples_per_epoch)]
         unique = []
         for kind, path in paths:
             if all(path != seen for _, seen in unique):
@@ -327,26 +340,42 @@ class Search:
         """A path from the distribution; with an absolute latency target, one whose predicted
         latency (times `drift`) lies in TARGET_BAND of it (the nearest of CANDIDATES draws when
         none does)."""
-        target = next((x.target for x in self.constraints
-                       if x.metric == "latency_ms" and x.form == "absolute"), None)
-        if target is None:
+        if self._absolute_target() is None:
             return self.net.sample_path(self.path_generator)
-        low, high = (fraction * target for fraction in TARGET_BAND)
+        return min(self.net.sample_paths(self.path_generator, CANDIDATES),
+                   key=lambda path: self._outside_band(path, drift))
 
-        def outside(path):
-            predicted = drift * self.lut.predict(path)
-            return max(0.0, low - predicted, predicted - high)
+    def _in_band(self, path, drift=1.0):
+        """Whether `path`'s predicted latency (times `drift`) lies in TARGET_BAND of an absolute
+        latency target (any path where there is none)."""
+        return self._absolute_target() is None or self._outside_band(path, drift) == 0.0
 
-        return min(self.net.sample_paths(self.path_generator, CANDIDATES), key=outside)
+    def _outside_band(self, path, drift):
+        low, high = (fraction * self._absolute_target() for fraction in TARGET_BAND)
+        predicted = drift * self.lut.predict(path)
+        return max(0.0, low - predicted, predicted - high)
+
+    def _absolute_target(self):
+        return next((x.target for x in self.constraints
+                     if x.metric == "latency_ms" and x.form == "absolute"), None)
+
+    def _fitness(self, path):
+        """Evolution's score of a path: its shared-weight accuracy on the first FITNESS_IMAGES of
+        the validation split, batch norm recalibrated as for a sample."""
+        self._recalibrate(path)
+        return accuracy(lambda x: self.net(x, path), self.fitness_split, self.dataset, self.device)
+
+    def _recalibrate(self, path):
+        batches = data.iterate_batches(self.dataset.train, self.dataset, self.config.batch_size,
+                                       device=self.device)
+        self.net.recalibrate_batch_norm(
+            path, [x for x, _ in itertools.islice(batches, self.config.calibration_batches)])
+        self.net.eval()
 
     def _evaluate(self, epoch, kind, path):
-        c, net = self.config, self.net
+        net = self.net
         arch = net.architecture(path)
-        batches = data.iterate_batches(self.dataset.train, self.dataset, c.batch_size,
-                                       device=self.device)
-        calibration = [x for x, _ in itertools.islice(batches, c.calibration_batches)]
-        net.recalibrate_batch_norm(path, calibration)
-        net.eval()
+        self._recalibrate(path)
         val_accuracy = accuracy(lambda x: net(x, path), self.dataset.val, self.dataset, self.device)
         metrics = self.metrics_of(arch)
         stats = metrics.pop("stats")

@@ -8,6 +8,11 @@ their probabilities.
 reinforce (MnasNet-style reward, ProxylessNAS's RL variant): sampled architectures are scored by
 accuracy x (LAT/T)^w with their end-to-end measured latency; REINFORCE with a moving-average
 baseline.
+
+evolution (SPOS, Once-for-All): no architecture steps, the logits stay uniform, so the weights train
+on uniform paths throughout; each search epoch evolves a population of paths by one generation
+against the current shared weights (crossover and mutation, children kept only where the
+calibrated table predicts them feasible), and its best are the epoch's samples.
 """
 import math
 
@@ -19,6 +24,7 @@ from .objectives import constrained_loss, objective
 
 class GradientStrategy:
     name = "gradient"
+    steps_architecture = True  # an architecture step after each weight step of the search
 
     def __init__(self, supernet, cost_model, constraints, optimizer, generator, loss_form="mul"):
         self.net, self.costs, self.constraints = supernet, cost_model, constraints
@@ -80,6 +86,7 @@ class GradientStrategy:
 
 class ReinforceStrategy:
     name = "reinforce"
+    steps_architecture = True
 
     def __init__(self, supernet, metrics_of, constraints, optimizer, generator, samples=2,
                  baseline_decay=0.9):
@@ -119,6 +126,62 @@ class ReinforceStrategy:
 
     def load_state_dict(self, state):
         self.baseline = state.get("baseline")
+
+
+class EvolutionStrategy:
+    name = "evolution"
+    steps_architecture = False
+    POPULATION = 6  # survivors per generation
+    CHILDREN = 6  # new paths per generation
+    MUTATION = 0.1  # each block's chance to draw a new op
+    TRIES = 50  # crossovers and mutations per child wanted, before a generation makes do with fewer
+
+    def __init__(self, supernet, generator, fitness):
+        """`fitness(path)`: the path's shared-weight validation accuracy, batch norm recalibrated."""
+        self.net, self.generator, self.fitness = supernet, generator, fitness
+        self.population = []  # the survivors, best first
+
+    def generation(self, count, feasible, draw):
+        """One generation against the current weights: the survivors scored again (the weights
+        moved), children by crossover and mutation among those that `feasible(path)` accepts, the
+        best POPULATION of both kept. Returns the best `count` paths, best first. `draw()` gives
+        a path for a first population."""
+        parents = self.population or [draw() for _ in range(self.POPULATION)]
+        children = []
+        for _ in range(self.CHILDREN * self.TRIES):
+            if len(children) == self.CHILDREN:
+                break
+            first, second = (parents[self._below(len(parents))] for _ in range(2))
+            child = self._mutate(self._crossover(first, second))
+            if child not in parents and child not in children and feasible(child):
+                children.append(child)
+        scored = [(self.fitness(path), index, path)
+                  for index, path in enumerate(dict.fromkeys(parents + children))]
+        scored.sort(key=lambda t: (-t[0], t[1]))  # ties: the elder first
+        self.population = [path for _, _, path in scored[:self.POPULATION]]
+        return [path for _, _, path in scored[:count]]
+
+    def _crossover(self, first, second):
+        return tuple(a if self._below(2) else b for a, b in zip(first, second))
+
+    def _mutate(self, path):
+        return tuple(self._below(len(sb.ops)) if self._chance() < self.MUTATION else op
+                     for sb, op in zip(self.net.space.blocks, path))
+
+    def _below(self, n):
+        return int(torch.randint(n, (1,), generator=self.generator))
+
+    def _chance(self):
+        return float(torch.rand(1, generator=self.generator))
+
+    def step(self, x, y):
+        return {}
+
+    def state_dict(self):
+        return {"population": [list(path) for path in self.population]}
+
+    def load_state_dict(self, state):
+        self.population = [tuple(path) for path in state.get("population", [])]
 
 
 def entropy(probabilities):

@@ -286,6 +286,27 @@ def test_resume_continues_an_interrupted_search(tmp_path):
     assert (out / "best_arch.json").exists()
 
 
+def test_an_evolution_search_samples_its_generations_and_leaves_the_logits_alone(tmp_path):
+    out = tmp_path / "evolution"
+    result = cli("search", "--out", str(out), "--epochs", "3", "--warmup-epochs", "1",
+                 "--strategy", "evolution", "--events", "jsonl", *TINY)
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    epochs = [e for e in events if e["event"] == "epoch" and e["phase"] == "search"]
+    # no architecture steps: the distribution stays uniform, the weights train on uniform paths
+    assert len(epochs) == 2 and all(e["entropy"] == pytest.approx(1.0) for e in epochs)
+    samples = RunDirectory(str(out)).samples()
+    # each search epoch's samples are its generation's best 3 (2 + 1), distinct
+    for epoch in (1, 2):
+        ours = [s for s in samples if s["epoch"] == epoch]
+        assert len(ours) == 3 and len({s["arch_hash"] for s in ours}) == 3
+        assert all(s["kind"] == "sampled" for s in ours)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["arch_hash"] in {s["arch_hash"] for s in samples}
+    population = torch.load(str(out / "checkpoint.pt"), weights_only=True)["strategy"]["population"]
+    assert len(population) == 6  # kept for a resumed run
+
+
 def test_search_refuses_a_directory_that_holds_a_run(tiny_run):
     out, _ = tiny_run
     before = (out / "samples.jsonl").read_text()

@@ -8,7 +8,7 @@ from nano_agent.complexity import complexity
 from search_core.lut import Lut
 from search_core.objectives import Constraint, CostModel, constrained_loss, objective
 from nano_agent.space import SearchSpace
-from search_core.strategies import GradientStrategy, ReinforceStrategy
+from search_core.strategies import EvolutionStrategy, GradientStrategy, ReinforceStrategy
 from search_core.supernet import Supernet
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
@@ -251,3 +251,31 @@ def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
         stats = strategy.step(x, torch.zeros(len(x), dtype=torch.long))
     assert math.isfinite(stats["reward"]) and strategy.state_dict()["baseline"] is not None
     assert costs.expected(net.probabilities())["latency_ms"].item() < 0.9 * start
+
+
+def test_evolution_keeps_its_best_and_only_feasible_children():
+    """A toy fitness (how many blocks take their first op): the best score never falls (the
+    survivors are kept), it rises over generations, and every child is one the table accepts
+    (here: block 0 never takes op 1)."""
+    net = Supernet(SPACE)
+    g = torch.Generator().manual_seed(0)
+    evolution = EvolutionStrategy(net, g, fitness=lambda path: float(sum(op == 0 for op in path)))
+    feasible = lambda path: path[0] != 1  # noqa: E731
+
+    def draw():
+        while True:
+            path = net.sample_path(g, uniform=True)
+            if feasible(path):
+                return path
+
+    best, seen = [], set()
+    for _ in range(15):
+        picked = evolution.generation(3, feasible, draw)
+        assert len(picked) == 3 and len(evolution.population) == EvolutionStrategy.POPULATION
+        assert all(feasible(path) for path in evolution.population)
+        seen.update(evolution.population)
+        best.append(sum(op == 0 for op in picked[0]))
+    assert best == sorted(best) and best[-1] > best[0]
+    restored = EvolutionStrategy(net, g, fitness=None)
+    restored.load_state_dict(evolution.state_dict())
+    assert restored.population == evolution.population
