@@ -37,6 +37,14 @@ def test_subscribe_validates_its_payload(app, payload):
     sio.disconnect()
 
 
+def test_subscribe_and_unsubscribe_without_a_payload_get_an_answer(app):
+    sio = socket_client(app)
+    for event in ("subscribe", "unsubscribe"):
+        reply = sio.emit(event, callback=True)  # no argument at all, not even null
+        assert reply["ok"] is False and "run_id" in reply["error"]
+    sio.disconnect()
+
+
 def test_rooms_keep_runs_apart(app):
     first, second = make_run(app, "first"), make_run(app, "second")
     a, b = socket_client(app), socket_client(app)

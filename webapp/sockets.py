@@ -54,7 +54,7 @@ def connect(auth=None):
 
 
 @socketio.on("subscribe")
-def subscribe(data):
+def subscribe(data=None):  # None: sent without a payload
     run_id = _run_id(data)
     if run_id is None:
         return {"ok": False, "error": 'subscribe needs {"run_id": <a run id, a positive integer>}'}
@@ -65,7 +65,7 @@ def subscribe(data):
 
 
 @socketio.on("unsubscribe")
-def unsubscribe(data):
+def unsubscribe(data=None):
     run_id = _run_id(data)
     if run_id is None:
         return {"ok": False, "error": 'unsubscribe needs {"run_id": <a run id, a positive integer>}'}
