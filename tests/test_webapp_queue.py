@@ -1,9 +1,13 @@
 """The run queue: at most MAX_RUNS searches run at once, the others wait as `queued`, first in
 line first; a queued run can be cancelled or deleted; a restarted dashboard goes on with its queue.
 Real workers on the dashboard's local agent."""
+import threading
 import time
 
+import pytest
+
 from processes import dashboard_app, socket_client
+from webapp import runner
 from test_webapp_api import TINY, received, wait_for
 
 DASHBOARD_CONFIG = {"MAX_RUNS": 1}
@@ -49,6 +53,36 @@ def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
     assert queued and queued[-1] == 1  # it heard itself move up the line
     assert [r["status"] for r in pushed][-1] == "finished"
     sio.disconnect()
+
+
+def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, database,
+                                                                  monkeypatch):
+    """Regression: a cancel that found no worker while the runner was registering one (after its
+    last look at the status) was acknowledged, and the run went on to finish."""
+    if database != "sqlite":
+        pytest.skip("the race is the runner's, whatever the database")
+    created, cancelled, started = threading.Event(), [], []
+
+    class CancelledMeanwhile(runner.Worker):
+        def __init__(self, process):
+            super().__init__(process)
+            started.append(process)
+            created.wait(30)  # the user's cancel lands now: the worker runs, unregistered
+            answer = threading.Thread(target=lambda: cancelled.append(bearer_client(app).post(
+                "/api/runs/{}/cancel".format(run_id)).get_json()))
+            answer.start()
+            answer.join()
+
+    monkeypatch.setattr(runner, "Worker", CancelledMeanwhile)
+    run_id = client.post("/api/runs", json=dict(TINY, name="cancelled at launch")).get_json()["id"]
+    created.set()
+    wait_for(client, run_id, ("cancelled", "finished", "failed"))
+    assert cancelled and cancelled[0]["status"] == "cancelled"
+    [process] = started
+    process.wait(60)  # stopped, not left to run
+    assert app.extensions["runs"].wait(run_id, 60)
+    run = client.get("/api/runs/{}".format(run_id)).get_json()
+    assert run["status"] == "cancelled" and run["best"] is None
 
 
 def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, database):

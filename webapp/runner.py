@@ -158,6 +158,9 @@ class RunManager:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._workers: dict[int, Worker] = {}
+        # runs cancelled while no worker of theirs was registered: one being launched just then
+        # is stopped when it registers, not revived (under _lock, with _workers)
+        self._cancelled: set[int] = set()
         self._stopping = threading.Event()  # set by shutdown: no more retries, no more watching
         self._watchdog = None
         self._wanted = threading.Event()  # the queue may have a run to start
@@ -282,19 +285,25 @@ class RunManager:
         with self._lock:
             if run.id in self._workers:
                 raise RuntimeError("run {} already has a worker".format(run.id))
+            self._cancelled.discard(run.id)  # a cancel of an earlier start (the status says it)
         os.makedirs(run.run_dir, exist_ok=True)
         process = self.executor.launch(cmd, os.path.join(run.run_dir, WORKER_LOG), token,
                                        worker_resources(run.config_data))
         db.session.refresh(run)
-        if run.status == "cancelled":  # while its worker was being placed
+        worker = Worker(process)
+        with self._lock:
+            # cancelled while its worker was being placed or started: cancel() found no worker
+            # to stop (and its commit may come after our refresh), so it is stopped here
+            cancelled = run.status == "cancelled" or run.id in self._cancelled
+            self._cancelled.discard(run.id)
+            if not cancelled:
+                self._workers[run.id] = worker
+        if cancelled:
             process.kill()
             for _ in process.stdout:  # to its end: a Ray worker's node is then released
                 pass
             process.wait()
             return
-        worker = Worker(process)
-        with self._lock:
-            self._workers[run.id] = worker
         run.pid = process.pid
         run.node = getattr(process, "node", None)  # where a cluster runs it
         run.status = "running"  # its worker starts; the phase comes with its 'started' event
@@ -646,6 +655,8 @@ class RunManager:
             worker = self._workers.get(run_id)
             if worker is not None:
                 worker.cancel_requested = True
+            else:  # none yet, or being launched right now: _launch stops it
+                self._cancelled.add(run_id)
         if worker is not None:
             worker.process.terminate()
             try:
