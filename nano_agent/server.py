@@ -19,7 +19,7 @@ import torch
 
 from .arch import ArchitectureError, as_architecture, is_int
 from .complexity import complexity
-from .measure import measure_architecture, profile_lut
+from .measure import measure_architecture, profile_lut, profile_paths
 from .space import SearchSpace
 
 from . import __version__, limits, onnx_backend
@@ -211,13 +211,8 @@ class Agent(object):
         runs = _int_arg(request, "runs", 30, limits.TIMED_RUNS)
         device = self._device_arg(request)
         backend = self._backend_arg(request)
-        cost = complexity(arch)
-        scale = float(shape[0] * shape[2] * shape[3]) / (arch.resolution * arch.resolution)
-        estimate = cost.params * 4 + cost.activation_peak_bytes * scale
-        if estimate > self.max_memory_bytes:
-            raise RequestError(P.BAD_ARCHITECTURE, "estimated inference memory {:.0f} MiB is over "
-                               "this agent's limit of {:.0f} MiB".format(
-                                   estimate / 2 ** 20, self.max_memory_bytes / 2 ** 20))
+        self._check_memory(arch, float(shape[0] * shape[2] * shape[3]) /
+                           (arch.resolution * arch.resolution))
         with self.lock:
             started = time.time()
             try:
@@ -233,6 +228,16 @@ class Agent(object):
         result["arch_hash"] = arch.hash
         result["device_id"] = self.device_id
         return {"type": "measurement", "result": result}
+
+    def _check_memory(self, arch, scale=1.0, which=""):
+        """RequestError where `arch`'s weights and peak activations (times `scale`, for another
+        input size) are estimated over this agent's memory limit; `which` says which network."""
+        cost = complexity(arch)
+        estimate = cost.params * 4 + cost.activation_peak_bytes * scale
+        if estimate > self.max_memory_bytes:
+            raise RequestError(P.BAD_ARCHITECTURE, "estimated inference memory {:.0f} MiB{} is "
+                               "over this agent's limit of {:.0f} MiB".format(
+                                   estimate / 2 ** 20, which, self.max_memory_bytes / 2 ** 20))
 
     def profile(self, request, send_progress=None):
         space_args = request.get("space")
@@ -263,8 +268,11 @@ class Agent(object):
         backend = self._backend_arg(request)
         try:
             space = SearchSpace(width, resolution, num_classes, in_channels, dropout)
-        except ValueError as e:
+            networks = [space.architecture(path) for path in profile_paths(space)]
+        except ValueError as e:  # an ArchitectureError too: a network out of every bound
             raise RequestError(P.BAD_REQUEST, "bad search space: {}".format(e))
+        for arch in networks:  # what profiling builds, checked as measure checks its network
+            self._check_memory(arch, which=" (a network that profiling this space builds)")
         with self.lock:
             started = time.time()
             try:

@@ -263,6 +263,13 @@ def test_bad_architectures_and_arguments_are_refused(agent):
                   {"in_channels": "3"}, {"colour": "blue"}, None):
         reply = _request(agent, {"type": "profile", "space": space, "runs": 1, "warmup": 0})
         assert reply["error"]["code"] == "bad_request", space
+    # profiling builds whole networks of the space: the memory limit holds for them as for measure
+    wide = {"width_mult": 2.5, "resolution": 224, "num_classes": 100000, "in_channels": 3}
+    reply = _request(agent, {"type": "profile", "space": wide, "runs": 1, "warmup": 0})
+    assert reply["error"]["code"] == "bad_architecture"
+    assert "over this agent's limit" in reply["error"]["message"]
+    reply = _request(agent, {"type": "profile", "space": {"width_mult": 4.0}, "runs": 1})
+    assert reply["error"]["code"] == "bad_request"  # its head would be wider than any network's
 
 
 def test_an_idle_connection_closed_by_the_agent_is_reopened(agent):
