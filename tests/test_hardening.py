@@ -67,3 +67,31 @@ def test_a_group_of_a_hundred_thousand_ids_is_refused_at_once(tmp_path):
 def _engine(app):
     with app.app_context():
         return db.engine
+
+
+def test_look_alike_names_and_hosts_that_cannot_resolve_are_refused(tmp_path):
+    """'local' with a zero-width space, in full-width letters or behind a right-to-left override
+    was accepted beside 'local'; a host of 100 CJK characters (over DNS's 63-octet label) was
+    registered and stayed offline forever."""
+    with dashboard_app(tmp_path, LOCAL_AGENT=False) as app:
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+
+        def register(name, host="10.0.0.9"):
+            return client.post("/api/devices", json={"name": name, "host": host, "token": "t"})
+
+        assert register("nano").status_code == 201
+        for look_alike, says in (("nano\u200b", "invisible"), ("\u202eonan", "direction"),
+                                 ("ｎａｎｏ", "exists"), ("  nano ", "exists")):
+            r = register(look_alike)
+            assert r.status_code == 400 and says in r.get_json()["errors"]["name"], look_alike
+        r = register("wide one", "漢" * 100)
+        assert r.status_code == 400 and "63" in r.get_json()["errors"]["host"]
+        for bad in ("-nano", "a..b", "nano one", "x" * 254):
+            assert "host" in register("bad " + bad[:8], bad).get_json()["errors"], bad
+        for good in ("jetson-02.lab", "jetson_03", "fe80::1", "例え.テスト"):
+            assert register("good " + good, good).status_code == 201, good
+        # names are stored in their NFKC form: a full-width name is its plain one
+        assert register("ｊｅｔｓｏｎ").get_json()["name"] == "jetson"
+        r = client.post("/api/runs", json={"name": "run\u2066x", "dataset": "digits"})
+        assert r.status_code == 400 and "invisible" in r.get_json()["errors"]["name"]

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
+import unicodedata
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -117,7 +120,18 @@ def _text_error(value, required, limit=255):
 
 
 def _name_error(name, limit=255):
-    return _text_error(name, "a name is required", limit)
+    """What is wrong with a name, or None: besides `_text_error`'s checks, no Unicode format
+    characters (a zero-width space or a right-to-left override made names look like others)."""
+    message = _text_error(name, "a name is required", limit)
+    if message is None and any(unicodedata.category(c) == "Cf" for c in name):
+        message = "must not contain invisible or direction-changing characters"
+    return message
+
+
+def clean_name(name: str) -> str:
+    """A name as it is stored and compared: NFKC-normalised (full-width and other compatibility
+    forms folded into the plain ones, so that 'ｌｏｃａｌ' is 'local'), without outer spaces."""
+    return unicodedata.normalize("NFKC", name).strip()
 
 
 def _new_name_error(name, limit, column, kind):
@@ -125,9 +139,31 @@ def _new_name_error(name, limit, column, kind):
     taken; None if it can."""
     message = _name_error(name, limit)
     if message is None and db.session.scalar(
-            sa.select(column).where(column == name.strip())) is not None:
+            sa.select(column).where(column == clean_name(name))) is not None:
         message = "a {} with this name exists".format(kind)
     return message
+
+
+# a name's label; "_" too, which names in /etc/hosts and of mDNS may hold
+DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def _host_error(host: str):
+    """None if ``host`` is an IP address or a DNS name that can resolve (labels of 1 to 63 letters,
+    digits, hyphens or underscores, 253 characters in all, an internationalised name in its ASCII
+    form), else why not."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        ascii_name = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return "not a host name or IP address (each part of a name has at most 63 letters)"
+    if len(ascii_name) > 253 or not all(DNS_LABEL.match(label) for label in ascii_name.split(".")):
+        return "not a host name or IP address"
+    return None
 
 
 def default_run_name(config: dict) -> str:
@@ -169,7 +205,7 @@ def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
     if errors:
         raise ApiError(400, errors=errors)
     config = SearchConfig(**settings).to_dict()
-    return name.strip() if name else default_run_name(config), device_id, group_id, config
+    return clean_name(name) if name else default_run_name(config), device_id, group_id, config
 
 
 def _dataset_directory(name: str):
@@ -490,8 +526,10 @@ def validate_device(body) -> dict:
     message = _text_error(host, "a host name or IP address is required")
     if message:
         errors["host"] = message
-    elif any(c.isspace() for c in host.strip()):
-        errors["host"] = "not a host name or IP address"
+    else:
+        message = _host_error(host.strip())
+        if message:
+            errors["host"] = message
     port = body.get("port", DEFAULT_PORT)
     if isinstance(port, str) and port.strip().isdigit() and len(port.strip()) <= 5:
         port = int(port)
@@ -506,7 +544,7 @@ def validate_device(body) -> dict:
         errors[key] = "unknown field"
     if errors:
         raise ApiError(400, errors=errors)
-    return {"name": body["name"].strip(), "host": host.strip(), "port": port,
+    return {"name": clean_name(body["name"]), "host": host.strip(), "port": port,
             "token": token.strip()}
 
 
@@ -633,7 +671,7 @@ def validate_group(body) -> dict:
             errors["device_ids"] = problem
     if errors:
         raise ApiError(400, errors=errors)
-    return {"name": body["name"].strip(), "devices": devices}
+    return {"name": clean_name(body["name"]), "devices": devices}
 
 
 def _member_problem(device, device_id):
