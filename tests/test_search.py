@@ -191,6 +191,7 @@ def test_the_warm_up_trains_the_largest_member_first(tmp_path):
     assert moved(first, second) == {(b, blocks[b].ops[i].name) for b, i in enumerate(largest)}
     search._epoch(1)
     assert moved(second, weights()) - moved(first, second)  # uniform paths now
+    search.measurer.source.close()  # run() would: its local device's measuring process
 
 
 def test_the_sandwich_warm_up_trains_the_largest_the_smallest_and_random_members(tmp_path):
