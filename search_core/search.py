@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nano_agent.arch import Architecture
+from nano_agent.complexity import complexity
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
@@ -158,7 +159,7 @@ class Search:
             return GradientStrategy(self.net, self.costs, self.constraints, self.arch_optimizer,
                                     self.path_generator, c.loss_form)
         if c.strategy == "evolution":
-            return EvolutionStrategy(self.net, self.path_generator, self._fitness)
+            return EvolutionStrategy(self.net, self.path_generator)
         return ReinforceStrategy(self.net, self.metrics_of, self.constraints, self.arch_optimizer,
                                  self.path_generator, c.rl_samples, c.rl_baseline_decay)
 
@@ -300,8 +301,8 @@ class Search:
         drift = self._drift()
         if self.strategy.name == "evolution":
             paths = [("sampled", path) for path in self.strategy.generation(
-                self.config.samples_per_epoch + 1, lambda path: self._in_band(path, drift),
-                lambda: self._draw(drift))]
+                self.config.samples_per_epoch + 1, lambda path: self._fitness(path, drift),
+                lambda path: self._in_band(path, drift), lambda: self._draw(drift))]
         else:
             paths = [("argmax", self.net.argmax_path())]
             paths += [("sampled", self._draw(drift)) for _ in range(self.config.samples_per_epoch)]
@@ -359,11 +360,18 @@ class Search:
         return next((x.target for x in self.constraints
                      if x.metric == "latency_ms" and x.form == "absolute"), None)
 
-    def _fitness(self, path):
-        """Evolution's score of a path: its shared-weight accuracy on the first FITNESS_IMAGES of
-        the validation split, batch norm recalibrated as for a sample."""
+    def _fitness(self, path, drift=1.0):
+        """Evolution's score of a path: the samples' objective of its shared-weight accuracy on the
+        first FITNESS_IMAGES of the validation split (batch norm recalibrated as for a sample),
+        with its latency predicted by the table (times `drift`) and its memory and parameters
+        computed."""
         self._recalibrate(path)
-        return accuracy(lambda x: self.net(x, path), self.fitness_split, self.dataset, self.device)
+        shared = accuracy(lambda x: self.net(x, path), self.fitness_split, self.dataset,
+                          self.device)
+        cost = complexity(self.net.architecture(path))
+        metrics = {"latency_ms": drift * self.lut.predict(path),
+                   "memory_mb": cost.memory_bytes / 2.0 ** 20, "params_m": cost.params / 1e6}
+        return objective(shared, metrics, self.constraints)
 
     def _recalibrate(self, path):
         batches = data.iterate_batches(self.dataset.train, self.dataset, self.config.batch_size,

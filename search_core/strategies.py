@@ -12,7 +12,8 @@ baseline.
 evolution (SPOS, Once-for-All): no architecture steps, the logits stay uniform, so the weights train
 on uniform paths throughout; each search epoch evolves a population of paths by one generation
 against the current shared weights (crossover and mutation, children kept only where the
-calibrated table predicts them feasible), and its best are the epoch's samples.
+calibrated table predicts them feasible, each scored by the samples' objective with the table's
+latency), and its best are the epoch's samples.
 """
 import math
 
@@ -136,16 +137,15 @@ class EvolutionStrategy:
     MUTATION = 0.1  # each block's chance to draw a new op
     TRIES = 50  # crossovers and mutations per child wanted, before a generation makes do with fewer
 
-    def __init__(self, supernet, generator, fitness):
-        """`fitness(path)`: the path's shared-weight validation accuracy, batch norm recalibrated."""
-        self.net, self.generator, self.fitness = supernet, generator, fitness
+    def __init__(self, supernet, generator):
+        self.net, self.generator = supernet, generator
         self.population = []  # the survivors, best first
 
-    def generation(self, count, feasible, draw):
-        """One generation against the current weights: the survivors scored again (the weights
-        moved), children by crossover and mutation among those that `feasible(path)` accepts, the
-        best POPULATION of both kept. Returns the best `count` paths, best first. `draw()` gives
-        a path for a first population."""
+    def generation(self, count, fitness, feasible, draw):
+        """One generation against the current weights: the survivors scored again by
+        `fitness(path)` (the weights moved), children by crossover and mutation among those that
+        `feasible(path)` accepts, the best POPULATION of both kept. Returns the best `count`
+        paths, best first. `draw()` gives a path for a first population."""
         parents = self.population or [draw() for _ in range(self.POPULATION)]
         children = []
         for _ in range(self.CHILDREN * self.TRIES):
@@ -155,7 +155,7 @@ class EvolutionStrategy:
             child = self._mutate(self._crossover(first, second))
             if child not in parents and child not in children and feasible(child):
                 children.append(child)
-        scored = [(self.fitness(path), index, path)
+        scored = [(fitness(path), index, path)
                   for index, path in enumerate(dict.fromkeys(parents + children))]
         scored.sort(key=lambda t: (-t[0], t[1]))  # ties: the elder first
         self.population = [path for _, _, path in scored[:self.POPULATION]]

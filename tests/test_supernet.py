@@ -259,7 +259,8 @@ def test_evolution_keeps_its_best_and_only_feasible_children():
     (here: block 0 never takes op 1)."""
     net = Supernet(SPACE)
     g = torch.Generator().manual_seed(0)
-    evolution = EvolutionStrategy(net, g, fitness=lambda path: float(sum(op == 0 for op in path)))
+    evolution = EvolutionStrategy(net, g)
+    fitness = lambda path: float(sum(op == 0 for op in path))  # noqa: E731
     feasible = lambda path: path[0] != 1  # noqa: E731
 
     def draw():
@@ -270,12 +271,12 @@ def test_evolution_keeps_its_best_and_only_feasible_children():
 
     best, seen = [], set()
     for _ in range(15):
-        picked = evolution.generation(3, feasible, draw)
+        picked = evolution.generation(3, fitness, feasible, draw)
         assert len(picked) == 3 and len(evolution.population) == EvolutionStrategy.POPULATION
         assert all(feasible(path) for path in evolution.population)
         seen.update(evolution.population)
         best.append(sum(op == 0 for op in picked[0]))
     assert best == sorted(best) and best[-1] > best[0]
-    restored = EvolutionStrategy(net, g, fitness=None)
+    restored = EvolutionStrategy(net, g)
     restored.load_state_dict(evolution.state_dict())
     assert restored.population == evolution.population
