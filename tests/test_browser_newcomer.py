@@ -339,3 +339,15 @@ def test_a_run_name_is_text_on_the_compare_page_never_html(dashboard, engine, pa
     assert plot.locator("a").count() == 0  # no link drawn anywhere in the plot
     assert 'http://evil.example' not in page.evaluate(
         "Array.from(document.querySelectorAll('#compare-plot [href]')).map((a) => a.getAttribute('href')).join(' ')")
+
+
+# hardening 10 ------------------------------------------------------------------------------------
+
+def test_a_run_of_more_samples_than_a_page_shows_them_all(dashboard, engine, page):
+    """The samples API answers a page at a time (1,000 as the pages ask): the run page reads every
+    page."""
+    samples = [dict(accuracy=0.5 + 0.3 * i / 2500, latency_ms=3.0 + 0.0007 * i) for i in range(2500)]
+    run_id, _ = insert_run(engine, "many samples", samples, target=5.0, best=2499)
+    open_run(page, dashboard, run_id)
+    page.get_by_test_id("samples-view").select_option("all")
+    expect(page.get_by_test_id("sample-row")).to_have_count(2500)

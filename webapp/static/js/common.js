@@ -156,6 +156,20 @@
     return body;
   }
 
+  const SAMPLES_PAGE = 1000;  // at most the server's page (api.SAMPLES_PAGE)
+
+  /** A run's samples after the sample id afterId (all for 0), fetched a page at a time. */
+  async function runSamples(runId, afterId = 0, options = {}) {
+    const samples = [];
+    for (;;) {
+      const page = await api("/runs/" + runId + "/samples?limit=" + SAMPLES_PAGE +
+                             (afterId ? "&after=" + afterId : ""), options);
+      samples.push(...page);
+      if (page.length < SAMPLES_PAGE) return samples;
+      afterId = page[page.length - 1].id;
+    }
+  }
+
   /** Download a URL (an attachment) without leaving the page. */
   function download(url) {
     const a = el("a", {href: url, download: "", style: {display: "none"}});
@@ -439,7 +453,8 @@
   }
 
   window.NAS = {
-    root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, download, plotText,
+    root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, runSamples, download,
+    plotText,
     fmt: {pct, ms, msVersus, params, macs, mb, num, duration, datetime, ago, millions, DASH},
     isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
     queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,

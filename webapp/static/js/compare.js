@@ -110,7 +110,7 @@
       e.run = run;
       e.front = Array.isArray(front) ? front : [];
       e.error = null;
-      if (showAll.checked) e.samples = await api("/runs/" + e.id + "/samples", {quiet});
+      if (showAll.checked) e.samples = await NAS.runSamples(e.id, 0, {quiet});
     } catch (err) {
       e.error = err.status === 404 ? "No run #" + e.id + "." : err.message;
     }
@@ -151,7 +151,7 @@
   showAll.addEventListener("change", async () => {
     if (showAll.checked) {
       await Promise.all(entries.filter((e) => e.run && !e.samples).map(async (e) => {
-        try { e.samples = await api("/runs/" + e.id + "/samples"); } catch (err) { e.samples = []; }
+        try { e.samples = await NAS.runSamples(e.id); } catch (err) { e.samples = []; }
       }));
     }
     renderPlot();

@@ -81,7 +81,7 @@ function onEvent(name, data) {
 async function fetchParts(afterId, quiet) {
   const [run, samples, metrics, front, trainings] = await Promise.allSettled([
     api("/runs/" + runId, {quiet}),
-    api("/runs/" + runId + "/samples" + (afterId ? "?after=" + afterId : ""), {quiet}),
+    NAS.runSamples(runId, afterId, {quiet}),
     api("/runs/" + runId + "/metrics", {quiet}),
     api("/runs/" + runId + "/pareto", {quiet}),
     api("/runs/" + runId + "/trainings", {quiet}),
