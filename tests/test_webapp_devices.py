@@ -72,6 +72,29 @@ def test_an_agent_left_by_a_killed_dashboard_is_stopped(tmp_path):
         assert second.extensions["devices"].local.alive()
 
 
+def test_a_local_agent_that_died_comes_back_on_its_port(tmp_path):
+    """A running search keeps the address it was given: a local agent that died is started again
+    by the dashboard's device checks, on the same port, where the search's wait for it ends (it
+    came back on a new port, and the search waited on the old one until it failed)."""
+    with dashboard_app(tmp_path, DEVICE_CHECK_INTERVAL_S=0.2) as app:
+        registry = app.extensions["devices"]
+        with app.app_context():
+            address = registry.address(local_row(app))
+        died = registry.local.process
+        died.kill()
+        died.wait()
+        deadline = time.time() + 60
+        while registry.local is None or registry.local.process is died or \
+                registry.local.port is None:  # its port is set once it listens
+            assert time.time() < deadline, "the local agent was not started again"
+            time.sleep(0.1)
+        with app.app_context():
+            assert registry.address(local_row(app)) == address
+            client = registry.client(local_row(app))
+            assert client.ping() > 0  # it answers there
+            client.close()
+
+
 def local_row(app):
     from webapp.models import Device
     return db.session.scalars(db.select(Device).where(Device.kind == "local")).one()

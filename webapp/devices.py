@@ -54,10 +54,11 @@ class LocalAgent:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
 
-    def start(self, timeout: float = AGENT_START_TIMEOUT_S) -> int:
+    def start(self, port: int = 0, timeout: float = AGENT_START_TIMEOUT_S) -> int:
+        """Start the agent on ``port`` (0: a free one); returns the port it listens on."""
         os.makedirs(self.dir, exist_ok=True)
         self._stop_stale()
-        cmd = [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", "0",
+        cmd = [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(self.threads), "--device", "cpu",
                "--config", os.path.join(self.dir, "agent.json"), "--log-level", "WARNING"]
         env = dict(os.environ, **{TOKEN_ENV: self.token})  # not in argv, which `ps` shows
@@ -153,7 +154,7 @@ class DeviceRegistry:
                 self.local = LocalAgent(self.app.config["DATA_DIR"], device.token,
                                         self.app.config["LOCAL_AGENT_THREADS"])
                 try:
-                    device.port = self.local.start()
+                    device.port = self._start_local_agent(device.port)
                 except DeviceError as e:
                     device.status, device.error = "offline", str(e)
                     db.session.commit()
@@ -162,6 +163,19 @@ class DeviceRegistry:
                 db.session.commit()
         self.check(device)
         return device
+
+    def _start_local_agent(self, port: int | None) -> int:
+        """The local agent started again on its last port, where it is free: a running search
+        keeps the address it was given, and finds the agent there again; else on a new one."""
+        if port:
+            try:
+                return self.local.start(port)
+            except DeviceError as e:
+                if self._stop.is_set():  # stopped by shutdown() while it started
+                    raise
+                log.warning("the local agent did not start on its port %s (%s): it starts on "
+                            "another", port, e)
+        return self.local.start()
 
     def _local_row(self) -> Device:
         device = db.session.scalars(sa.select(Device).where(Device.kind == "local")).first()
@@ -281,10 +295,14 @@ class DeviceRegistry:
             self._set_activity(device, None)
 
     def _monitor(self, interval: float):
-        """Check every device now and then, so that the pages show who went offline."""
+        """Check every device now and then, so that the pages show who went offline; a local
+        agent that died is started again (on its port: see _start_local_agent)."""
         while not self._stop.wait(interval):
             with self.app.app_context():
                 try:
+                    local = self.local
+                    if local is not None and not local.alive() and not self._stop.is_set():
+                        self.ensure_local()
                     for device in db.session.scalars(sa.select(Device)).all():
                         if self.activity(device.id) is None and device.port:
                             self.check(device, quiet=True)
