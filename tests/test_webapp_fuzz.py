@@ -14,7 +14,7 @@ from webapp.ids import MAX_ID
 from webapp.models import Run
 
 DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
-EXAMPLES = 300  # derandomized: the same bodies every run
+EXAMPLES = 200  # derandomized: the same bodies every run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 

@@ -274,7 +274,7 @@ class DeviceRegistry:
     def _profile(self, device_id, space, backend):
         with self.app.app_context():
             device = db.session.get(Device, device_id)
-            defaults = SearchConfig()
+            defaults = SearchConfig(**self.app.config["RUN_DEFAULTS"])  # as this dashboard's runs
             source = AgentDevice(device.host, device.port, device.token, defaults.measure_warmup,
                                  defaults.measure_runs, backend, connect_timeout=CHECK_TIMEOUT_S,
                                  timeout=900.0, backoff=(0.5,))
