@@ -32,6 +32,7 @@ FRAME_TOO_LARGE = "frame_too_large"
 MEASURE_FAILED = "measure_failed"
 INTERNAL_ERROR = "internal_error"
 BUSY = "busy"
+IDLE = "idle"  # an authenticated connection that only pings: its place goes back (see server)
 
 
 class FrameError(Exception):

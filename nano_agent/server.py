@@ -32,6 +32,7 @@ log = logging.getLogger("nano_agent")
 # HANDSHAKE_TIMEOUT_S to authenticate; and of the connections authenticating at once, one address
 # may hold half, so a flood from one host leaves room for everybody else.
 MAX_CONNECTIONS = 16  # authenticated connections at once (each is a thread); more get `busy`
+WORK = ("measure", "profile")  # the requests that keep a connection its place (serve)
 MAX_HANDSHAKES = 256  # connections authenticating at once
 MAX_HANDSHAKES_PER_ADDRESS = 128
 HANDSHAKE_TIMEOUT_S = 5.0
@@ -391,6 +392,10 @@ class Handler(socketserver.BaseRequestHandler):
         return True
 
     def serve(self):
+        """Requests until the client leaves, or stays silent for the agent's timeout, or keeps
+        only pinging (or asking for info) for that long: pings would otherwise let one token
+        holder keep every place without measuring anything."""
+        worked = time.monotonic()  # the end of the last measure or profile, or the welcome
         while True:
             payload = P.recv_frame(self.request, self.agent.timeout)
             try:
@@ -400,6 +405,13 @@ class Handler(socketserver.BaseRequestHandler):
                 continue
             request_id = request.get("id")
             kind = request.get("type")
+            if kind not in WORK and time.monotonic() - worked > self.agent.timeout:
+                self.send(P.error(P.IDLE, "no measure or profile for {:g} s: closing, to give the "
+                                          "place back (connect again to go on)".format(
+                                              self.agent.timeout), request_id))
+                log.warning("%s: only %r for %.0f s; closing", self.peer, kind,
+                            time.monotonic() - worked)
+                return
             start = time.perf_counter()
             try:
                 reply = self.dispatch(kind, request, request_id)
@@ -413,6 +425,8 @@ class Handler(socketserver.BaseRequestHandler):
                 reply["ok"] = True
                 if request_id is not None:
                     reply["id"] = request_id
+            if kind in WORK:
+                worked = time.monotonic()
             log.info("%s: %s -> %s in %.1f ms", self.peer, kind,
                      "ok" if reply.get("ok") else reply["error"]["code"],
                      (time.perf_counter() - start) * 1000.0)

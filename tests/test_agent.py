@@ -295,6 +295,24 @@ def test_authenticated_connections_beyond_the_limit_are_refused(agent):
         assert c.ping() > 0
 
 
+def test_a_connection_that_only_pings_gives_its_place_back(agent):
+    """One token holder kept all 16 places by pinging forever; pings now hold a place for the
+    agent's timeout at most, measurements keep it."""
+    with agent.client() as c:
+        started = time.monotonic()
+        with pytest.raises(LatencyError, match="idle"):
+            while time.monotonic() - started < 4 * AGENT_TIMEOUT:
+                c.ping()
+                time.sleep(AGENT_TIMEOUT / 4)
+        assert time.monotonic() - started < 2 * AGENT_TIMEOUT
+    with agent.client() as c:  # one that measures keeps its place between its pings
+        started = time.monotonic()
+        while time.monotonic() - started < 2 * AGENT_TIMEOUT:
+            c.measure(SPACE.mobilenet_v2(), warmup=0, runs=1)
+            c.ping()
+            time.sleep(AGENT_TIMEOUT / 4)
+
+
 def test_connections_that_never_authenticate_hold_no_place(agent):
     from nano_agent.server import MAX_CONNECTIONS
     idle = [agent.raw(authenticate=False)[0] for _ in range(2 * MAX_CONNECTIONS)]
