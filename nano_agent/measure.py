@@ -64,6 +64,16 @@ def steady_allocator():
     mallopt(_M_TRIM_THRESHOLD, 2 ** 30)
 
 
+class Aborted(Exception):
+    """A measurement stopped between two runs because its `abort()` said so (its client left)."""
+
+
+def check_abort(abort):
+    """Raise Aborted if `abort` (a callable, or None) says to stop."""
+    if abort is not None and abort():
+        raise Aborted("the measurement was stopped: its client left")
+
+
 @contextmanager
 def _timing(threads):
     """Inference with a fixed thread count, a steady allocator and the garbage collector paused:
@@ -79,16 +89,19 @@ def _timing(threads):
             gc.enable()
 
 
-def time_module(module, input_shape, warmup=10, runs=30, device="cpu", threads=1):
-    """Per-run wall times (ms) of module(x) for a random x of input_shape."""
+def time_module(module, input_shape, warmup=10, runs=30, device="cpu", threads=1, abort=None):
+    """Per-run wall times (ms) of module(x) for a random x of input_shape; `abort()` is asked
+    before each run (see check_abort)."""
     device = torch.device(device)
     module = module.to(device).eval()
     x = torch.randn(*input_shape, device=device)
     times = []
     with _timing(threads):
         for _ in range(warmup):
+            check_abort(abort)
             module(x)
         for _ in range(runs):
+            check_abort(abort)
             _synchronize(device)
             start = time.perf_counter()
             module(x)
@@ -97,7 +110,7 @@ def time_module(module, input_shape, warmup=10, runs=30, device="cpu", threads=1
     return times
 
 
-def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1):
+def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1, abort=None):
     """Per-run wall times (ms) of each stage of a whole forward pass of a built network: one list
     per timed run, one time per `model.features` layer, then one for pooling and the classifier.
     Each layer runs on its predecessor's output, with the caches the whole network leaves it."""
@@ -108,6 +121,7 @@ def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1)
     times = []
     with _timing(threads):
         for run in range(warmup + runs):
+            check_abort(abort)
             row, y = [], x
             _synchronize(device)
             start = time.perf_counter()
@@ -123,7 +137,7 @@ def time_layers(model, input_shape, warmup=10, runs=30, device="cpu", threads=1)
 
 
 def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu", threads=1,
-                         backend="pytorch"):
+                         backend="pytorch", abort=None):
     """Build `arch` with random weights and measure it end to end, in PyTorch on `device`, or
     exported to ONNX in onnxruntime (`backend`; its best provider, see onnx_backend).
 
@@ -138,13 +152,14 @@ def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu
     cost = complexity(arch)
     result = {"memory_bytes": cost.memory_bytes, "memory_source": "estimated"}
     if backend == "onnxruntime":
-        times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads)
+        times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads,
+                                                 abort=abort)
         result["device"] = "onnxruntime:" + provider
     else:
         device = torch.device(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        times = time_module(model, shape, warmup, runs, device, threads)
+        times = time_module(model, shape, warmup, runs, device, threads, abort)
         result["device"] = str(device)
         if device.type == "cuda":
             result.update(memory_bytes=int(torch.cuda.max_memory_allocated(device)),
@@ -173,7 +188,7 @@ def profile_paths(space, count=PROFILE_ARCHS, seed=0):
 
 
 def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=None,
-                archs=PROFILE_ARCHS, backend="pytorch"):
+                archs=PROFILE_ARCHS, backend="pytorch", abort=None):
     """Time every candidate op of every searchable block, and the fixed layers, inside whole networks
     of the space (`profile_paths`): each layer of a network is timed in place, as it runs on its
     predecessor's output. An op's entry is the fastest of its times over the networks it appears in
@@ -193,12 +208,14 @@ def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=Non
     fixed = dict((name, []) for name in ("stem", "first_block", "last_block", "head"))
     blocks = [dict((op.name, []) for op in sb.ops) for sb in space.blocks]
     for done, path in enumerate(paths, 1):
+        check_abort(abort)
         arch = space.architecture(path)
         if backend == "onnxruntime":
             times = onnx_backend.time_layers_onnx(build_model(arch), arch.input_shape, warmup,
-                                                  runs, threads)
+                                                  runs, threads, abort=abort)
         else:
-            times = time_layers(build_model(arch), arch.input_shape, warmup, runs, device, threads)
+            times = time_layers(build_model(arch), arch.input_shape, warmup, runs, device, threads,
+                                abort)
         fastest = iter([min(column) for column in zip(*times)])
         fixed["stem"].append(next(fastest))
         fixed["first_block"].append(next(fastest))

@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import platform
+import select
 import shutil
 import socket
 import socketserver
@@ -19,7 +20,7 @@ import torch
 
 from .arch import ArchitectureError, as_architecture, is_int
 from .complexity import complexity
-from .measure import measure_architecture, profile_lut, profile_paths
+from .measure import Aborted, measure_architecture, profile_lut, profile_paths
 from .space import SearchSpace
 
 from . import __version__, limits, onnx_backend
@@ -186,7 +187,8 @@ class Agent(object):
             raise RequestError(P.BAD_REQUEST, "CUDA is not available on this device")
         return device
 
-    def measure(self, request):
+    def measure(self, request, abort=None):
+        """`abort()`: asked between timed runs; true stops the measurement (its client left)."""
         if "arch" not in request:
             raise RequestError(P.BAD_REQUEST, "measure needs an 'arch' (architecture JSON object)")
         try:
@@ -218,8 +220,8 @@ class Agent(object):
             started = time.time()
             try:
                 result = measure_architecture(arch, shape, warmup, runs, device, self.threads,
-                                              backend)
-            except (RuntimeError, MemoryError) as e:
+                                              backend, abort)
+            except (RuntimeError, MemoryError, Aborted) as e:
                 raise RequestError(P.MEASURE_FAILED, "measurement failed: {}".format(e))
             finally:
                 if device == "cuda":
@@ -240,7 +242,7 @@ class Agent(object):
                                "over this agent's limit of {:.0f} MiB".format(
                                    estimate / 2 ** 20, which, self.max_memory_bytes / 2 ** 20))
 
-    def profile(self, request, send_progress=None):
+    def profile(self, request, send_progress=None, abort=None):
         space_args = request.get("space")
         if not isinstance(space_args, dict):
             raise RequestError(P.BAD_REQUEST, "profile needs a 'space' object (width_mult, "
@@ -278,8 +280,8 @@ class Agent(object):
             started = time.time()
             try:
                 lut = profile_lut(space, warmup, runs, device, self.threads, send_progress,
-                                  backend=backend)
-            except (RuntimeError, MemoryError) as e:
+                                  backend=backend, abort=abort)
+            except (RuntimeError, MemoryError, Aborted) as e:
                 raise RequestError(P.MEASURE_FAILED, "profiling failed: {}".format(e))
             finally:
                 if device == "cuda":
@@ -327,6 +329,15 @@ class Handler(socketserver.BaseRequestHandler):
             log.warning("%s: %s; closing", self.peer, e)
         except (OSError, ValueError) as e:
             log.warning("%s: connection error: %s", self.peer, e)
+
+    def client_gone(self):
+        """Whether the client has closed its connection: asked between timed runs, so that a
+        client that left does not keep the others waiting for the lock until its runs end."""
+        try:
+            readable, _, _ = select.select([self.request], [], [], 0)
+            return bool(readable) and self.request.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _try_send(self, message):
         try:
@@ -438,7 +449,7 @@ class Handler(socketserver.BaseRequestHandler):
         if kind == "info":
             return {"type": "info", "info": self.agent.info()}
         if kind == "measure":
-            return self.agent.measure(request)
+            return self.agent.measure(request, self.client_gone)
         if kind == "profile":
             progress = None
             if request.get("progress"):
@@ -447,7 +458,7 @@ class Handler(socketserver.BaseRequestHandler):
                     if request_id is not None:
                         message["id"] = request_id
                     self.send(message)
-            return self.agent.profile(request, progress)
+            return self.agent.profile(request, progress, self.client_gone)
         raise RequestError(P.UNKNOWN_REQUEST, "unknown request type {!r} (known: ping, info, "
                                               "measure, profile)".format(kind))
 

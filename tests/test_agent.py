@@ -313,6 +313,28 @@ def test_a_connection_that_only_pings_gives_its_place_back(agent):
             time.sleep(AGENT_TIMEOUT / 4)
 
 
+def test_a_client_that_leaves_mid_measurement_does_not_keep_the_others_waiting(agent):
+    """A measure of 1,000 + 1,000 runs whose client left kept another client's 1-run measure
+    waiting until all its runs were done (188 s at 224 px): the agent now stops between runs once
+    the client is gone. A profile that reports its progress holds the lock from its first
+    network's report on (its next report, to the closed connection, would end it too); side by
+    side: the wait against the time one of its networks takes."""
+    sock, _ = agent.raw(authenticate=True)
+    started = time.monotonic()
+    P.send_message(sock, {"type": "profile", "runs": 500, "warmup": 0, "progress": True,
+                          "space": {"width_mult": 0.5, "resolution": 32, "num_classes": 10,
+                                    "in_channels": 1}})
+    first = P.recv_message(sock, 120)
+    assert first["type"] == "progress" and first["done"] == 1
+    network_s = time.monotonic() - started
+    sock.close()  # gone, its second network under way
+    with agent.client() as c:
+        started = time.monotonic()
+        c.measure(SPACE.mobilenet_v2(), warmup=0, runs=1)
+        waited_s = time.monotonic() - started
+    assert waited_s < network_s / 4, (waited_s, network_s)
+
+
 def test_connections_that_never_authenticate_hold_no_place(agent):
     from nano_agent.server import MAX_CONNECTIONS
     idle = [agent.raw(authenticate=False)[0] for _ in range(2 * MAX_CONNECTIONS)]
