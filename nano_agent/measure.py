@@ -153,7 +153,7 @@ def measure_architecture(arch, input_shape=None, warmup=10, runs=30, device="cpu
     result = {"memory_bytes": cost.memory_bytes, "memory_source": "estimated"}
     if backend == "onnxruntime":
         times, provider = onnx_backend.time_onnx(model, shape, warmup, runs, threads,
-                                                 abort=abort)
+                                                 before_run=lambda: check_abort(abort))
         result["device"] = "onnxruntime:" + provider
     else:
         device = torch.device(device)
@@ -212,7 +212,8 @@ def profile_lut(space, warmup=10, runs=30, device="cpu", threads=1, progress=Non
         arch = space.architecture(path)
         if backend == "onnxruntime":
             times = onnx_backend.time_layers_onnx(build_model(arch), arch.input_shape, warmup,
-                                                  runs, threads, abort=abort)
+                                                  runs, threads,
+                                                  before_run=lambda: check_abort(abort))
         else:
             times = time_layers(build_model(arch), arch.input_shape, warmup, runs, device, threads,
                                 abort)

@@ -108,18 +108,22 @@ def _session(model, input_shape, threads, provider, profile_prefix=None):
     return session, {INPUT: numpy.random.randn(*input_shape).astype(numpy.float32)}
 
 
-def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None, abort=None):
+def _nothing():
+    pass
+
+
+def time_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None,
+              before_run=_nothing):
     """Per-run wall times (ms) of `model` in an onnxruntime session on a random input, and the
-    provider that ran it; `abort()` is asked before each run (measure.check_abort)."""
-    from .measure import check_abort  # measure imports this module
+    provider that ran it. `before_run()` is called before each run (it may raise, to stop)."""
     provider = provider or default_provider()
     session, x = _session(model, input_shape, threads, provider)
     for _ in range(warmup):
-        check_abort(abort)
+        before_run()
         session.run(None, x)
     times = []
     for _ in range(runs):
-        check_abort(abort)
+        before_run()
         start = time.perf_counter()
         session.run(None, x)
         times.append((time.perf_counter() - start) * 1000.0)
@@ -130,13 +134,12 @@ _FEATURE = re.compile(r"^/features/features\.(\d+)/")
 
 
 def time_layers_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider=None,
-                     abort=None):
+                     before_run=_nothing):
     """time_layers (nano_agent.measure) in onnxruntime: per timed run, the time (ms) of each
     `model.features` layer, then of pooling and the classifier, from onnxruntime's own profile of
     whole runs. A node belongs to the layer its exported name says (/features/features.3/...); the
     layout reorders onnxruntime inserts have no such name and count with the node before them;
-    the rest (pooling, the classifier) is the last stage. `abort()`: as in time_onnx."""
-    from .measure import check_abort
+    the rest (pooling, the classifier) is the last stage. `before_run()`: as in time_onnx."""
     provider = provider or default_provider()
     stages = len(model.features) + 1
     directory = tempfile.mkdtemp(prefix="edge-nas-profile-")
@@ -144,7 +147,7 @@ def time_layers_onnx(model, input_shape, warmup=10, runs=30, threads=1, provider
         session, x = _session(model, input_shape, threads, provider,
                               os.path.join(directory, "run"))
         for _ in range(warmup + runs):
-            check_abort(abort)
+            before_run()
             session.run(None, x)
         with open(session.end_profiling()) as f:
             events = json.load(f)
