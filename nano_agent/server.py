@@ -30,12 +30,12 @@ log = logging.getLogger("nano_agent")
 
 # An unauthenticated client must not be able to take the device away from its users: only
 # authenticated connections hold one of the MAX_CONNECTIONS places; a connection has
-# HANDSHAKE_TIMEOUT_S to authenticate; and of the connections authenticating at once, one address
-# may hold half, so a flood from one host leaves room for everybody else.
+# HANDSHAKE_TIMEOUT_S to authenticate; and when the connections authenticating at once are too
+# many, a host with fewer of them takes the place of the busiest host's oldest (HandshakeLimit),
+# so that a flood from any number of hosts leaves room for everybody else.
 MAX_CONNECTIONS = 16  # authenticated connections at once (each is a thread); more get `busy`
 WORK = ("measure", "profile")  # the requests that keep a connection its place (serve)
 MAX_HANDSHAKES = 256  # connections authenticating at once
-MAX_HANDSHAKES_PER_ADDRESS = 128
 HANDSHAKE_TIMEOUT_S = 5.0
 
 
@@ -348,8 +348,8 @@ class Handler(socketserver.BaseRequestHandler):
 
     def handshake(self):
         """Authenticate the client and take one of the places; False: refused (and told why)."""
-        address = self.client_address[0]
-        if not self.server.handshakes.enter(address):
+        host = host_of(self.client_address[0])
+        if not self.server.handshakes.enter(host, self.request):
             log.warning("%s: refused, too many connections authenticating", self.peer)
             self._try_send(P.error(P.BUSY, "too many connections are authenticating; try again"))
             return False
@@ -357,7 +357,7 @@ class Handler(socketserver.BaseRequestHandler):
             if not self.authenticate():
                 return False
         finally:
-            self.server.handshakes.leave(address)
+            self.server.handshakes.leave(host, self.request)
         if not self.server.connections.acquire(False):
             log.warning("%s: refused, already %d connections", self.peer, MAX_CONNECTIONS)
             self.send(P.error(P.BUSY, "the agent already serves {} connections".format(
@@ -463,28 +463,56 @@ class Handler(socketserver.BaseRequestHandler):
                                               "measure, profile)".format(kind))
 
 
-class HandshakeLimit(object):
-    """Connections authenticating at once: at most `total`, and `per_address` from one address."""
+def host_of(address):
+    """Whom a connection counts for: its IPv4 address, or the /64 network of its IPv6 address
+    (every IPv6 host has many addresses)."""
+    if ":" not in address:
+        return address
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address.split("%")[0])
+    except (OSError, ValueError):
+        return address
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":  # an IPv4 client of a dual-stack socket
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8].hex() + "::/64"
 
-    def __init__(self, total, per_address):
-        self.total, self.per_address = total, per_address
-        self.count, self.by_address = 0, {}
+
+class HandshakeLimit(object):
+    """Connections authenticating at once: at most `total`. When all places are taken, a newcomer
+    from a host with fewer of them than the busiest host, less one, takes the place of that
+    host's oldest, whose connection is shut down; so however many connections some hosts open,
+    every other host still gets its turn."""
+
+    def __init__(self, total):
+        self.total = total
+        self.by_host = {}  # host -> its authenticating sockets, oldest first
         self.lock = threading.Lock()
 
-    def enter(self, address):
+    def enter(self, host, sock):
         with self.lock:
-            mine = self.by_address.get(address, 0)
-            if self.count >= self.total or mine >= self.per_address:
-                return False
-            self.count, self.by_address[address] = self.count + 1, mine + 1
+            if sum(len(socks) for socks in self.by_host.values()) >= self.total:
+                busiest = max(self.by_host, key=lambda h: len(self.by_host[h]))
+                if len(self.by_host[busiest]) <= len(self.by_host.get(host, ())) + 1:
+                    return False
+                _shut(self.by_host[busiest].pop(0))
+            self.by_host.setdefault(host, []).append(sock)
             return True
 
-    def leave(self, address):
+    def leave(self, host, sock):
         with self.lock:
-            self.count -= 1
-            self.by_address[address] -= 1
-            if not self.by_address[address]:
-                del self.by_address[address]
+            socks = self.by_host.get(host, [])
+            if sock in socks:  # not if its place was taken
+                socks.remove(sock)
+            if not socks:
+                self.by_host.pop(host, None)
+
+
+def _shut(sock):
+    """End an evicted connection's handshake: its read fails at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
 
 
 class AgentServer(socketserver.ThreadingTCPServer):
@@ -495,7 +523,7 @@ class AgentServer(socketserver.ThreadingTCPServer):
     def __init__(self, address, agent):
         self.agent = agent
         self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.handshakes = HandshakeLimit(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS)
+        self.handshakes = HandshakeLimit(MAX_HANDSHAKES)
         socketserver.ThreadingTCPServer.__init__(self, address, Handler)
 
 

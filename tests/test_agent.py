@@ -357,15 +357,29 @@ def test_an_auth_message_over_the_limit_closes_the_connection(agent):
         assert sock.recv(1) == b""
 
 
-def test_one_address_cannot_take_every_handshake_place(agent):
-    from nano_agent.server import MAX_HANDSHAKES_PER_ADDRESS
-    idle = [agent.raw(authenticate=False)[0] for _ in range(MAX_HANDSHAKES_PER_ADDRESS)]
+def test_hosts_flooding_the_handshakes_leave_every_other_host_its_turn(tmp_path):
+    """Two addresses holding all 256 handshake places (128 each) left a real client 5 welcomes
+    in 18: a host with fewer handshakes under way now takes the place of the busiest host's
+    oldest, and the flooding hosts get no more."""
+    from nano_agent.server import MAX_HANDSHAKES
+    agent = Agent(tmp_path, timeout=60)  # the flood's handshakes outlast the test
+    flood = []
     try:
-        with socket.create_connection(("127.0.0.1", agent.port), 5) as extra:
-            assert P.recv_message(extra, 5)["error"]["code"] == "busy"
+        for i in range(MAX_HANDSHAKES):
+            sock = socket.create_connection(("127.0.0.1", agent.port), 5,
+                                            source_address=("127.0.0.{}".format(2 + i % 2), 0))
+            flood.append(sock)
+            assert P.recv_message(sock, 5)["type"] == "hello"
+        with socket.create_connection(("127.0.0.1", agent.port), 5,
+                                      source_address=("127.0.0.2", 0)) as more:
+            assert P.recv_message(more, 5)["error"]["code"] == "busy"
+        for _ in range(5):  # from 127.0.0.1, one after another
+            with agent.client() as c:
+                assert c.ping() > 0
     finally:
-        for sock in idle:
+        for sock in flood:
             sock.close()
+        agent.stop()
 
 
 def test_the_agent_keeps_serving_through_a_flood(agent):
