@@ -109,6 +109,28 @@ def test_a_body_over_a_megabyte_is_refused_unread(app, anonymous):
     assert response.status_code == 413
 
 
+def test_log_out_ends_the_session_for_every_copy_of_its_cookie(app, tmp_path):
+    """A copied cookie still worked after Log out (the session lived in the cookie alone): the
+    server now keeps the sessions Log out ended, across a restart too."""
+    browser, copy = app.test_client(), app.test_client()
+    response = browser.post("/login", data={"token": app.config["TOKEN"]})
+    cookie = response.headers["Set-Cookie"].split(";")[0].split("=", 1)
+    copy.set_cookie(cookie[0], cookie[1])
+    assert copy.get("/api/runs").status_code == 200  # the copy works while the session lasts
+    other = app.test_client()
+    other.post("/login", data={"token": app.config["TOKEN"]})
+    browser.post("/logout", headers={"Origin": "http://localhost"})
+    assert copy.get("/api/runs").status_code == 401
+    assert other.get("/api/runs").status_code == 200  # another session goes on
+    ended = os.path.join(app.config["DATA_DIR"], "ended_sessions")
+    assert stat.S_IMODE(os.stat(ended).st_mode) == 0o600
+    with dashboard_app(app.config["DATA_DIR"], LOCAL_AGENT=False,
+                       TOKEN=app.config["TOKEN"]) as restarted:
+        again = restarted.test_client()
+        again.set_cookie(cookie[0], cookie[1])
+        assert again.get("/api/runs").status_code == 401
+
+
 def test_a_new_token_ends_every_session(app, anonymous):
     anonymous.post("/login", data={"token": app.config["TOKEN"]})
     assert anonymous.get("/api/runs").status_code == 200

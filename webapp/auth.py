@@ -23,6 +23,8 @@ import logging
 import os
 import secrets
 import socket
+import threading
+import time
 from urllib.parse import urlencode, urlsplit
 
 from flask import (Blueprint, current_app, jsonify, redirect, render_template, request, session,
@@ -30,6 +32,9 @@ from flask import (Blueprint, current_app, jsonify, redirect, render_template, r
 
 TOKEN_FILE = "token"
 SECRET_KEY_FILE = "secret_key"
+# the sessions ended by Log out, kept until their cookies would have expired: a copy of such a
+# cookie (another browser, a stolen one) is refused too, across restarts
+ENDED_SESSIONS_FILE = "ended_sessions"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # reachable without logging in: the login page itself and the assets it loads
@@ -54,7 +59,9 @@ def init_app(app):
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     # followed: the token file's state when last read (None: the token was given, not a file)
     app.extensions["auth"] = {"token_created": created, "token_path": token_path,
-                              "followed": followed}
+                              "followed": followed,
+                              "ended": EndedSessions(os.path.join(data_dir, ENDED_SESSIONS_FILE),
+                                                     app.permanent_session_lifetime.total_seconds())}
     app.register_blueprint(bp)
     app.before_request(_guard)
     app.after_request(_no_framing)
@@ -165,8 +172,46 @@ def _session_mark() -> str:
 
 
 def _logged_in() -> bool:
-    mark = session.get("auth")
-    return isinstance(mark, str) and hmac.compare_digest(mark, _session_mark())
+    mark, sid = session.get("auth"), session.get("sid")
+    return isinstance(mark, str) and hmac.compare_digest(mark, _session_mark()) and \
+        isinstance(sid, str) and sid not in current_app.extensions["auth"]["ended"]
+
+
+class EndedSessions:
+    """The ids of the sessions that Log out ended, in memory and appended to `path` (mode 0600)
+    with their time; an entry older than `lifetime_s` (its cookie's lifetime) is dropped when the
+    dashboard starts."""
+
+    def __init__(self, path, lifetime_s):
+        self.path, self.lock = path, threading.Lock()
+        now, kept = time.time(), {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    sid, _, ended = line.strip().partition(" ")
+                    try:
+                        if sid and now - float(ended) < lifetime_s:
+                            kept[sid] = float(ended)
+                    except ValueError:
+                        continue  # a line cut short by a crash
+        except FileNotFoundError:
+            pass
+        self.ended = kept
+        self._write("".join("{} {}\n".format(s, t) for s, t in kept.items()), "w")
+
+    def __contains__(self, sid):
+        return sid in self.ended
+
+    def add(self, sid):
+        with self.lock:
+            self.ended[sid] = time.time()
+            self._write("{} {}\n".format(sid, self.ended[sid]), "a")
+
+    def _write(self, text, mode):
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else
+                                                             os.O_TRUNC), 0o600)
+        with os.fdopen(fd, mode) as f:
+            f.write(text)
 
 
 def _refuse(status, message):
@@ -215,6 +260,7 @@ def check_socket(auth) -> str | None:
 def _log_in():
     session.clear()
     session["auth"] = _session_mark()
+    session["sid"] = secrets.token_urlsafe(18)  # what Log out ends, server-side
     session.permanent = True
 
 
@@ -246,5 +292,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    if isinstance(session.get("sid"), str):
+        current_app.extensions["auth"]["ended"].add(session["sid"])
     session.clear()
     return redirect(url_for("auth.login"))
