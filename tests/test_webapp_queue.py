@@ -1,13 +1,17 @@
 """The run queue: at most MAX_RUNS searches run at once, the others wait as `queued`, first in
 line first; a queued run can be cancelled or deleted; a restarted dashboard goes on with its queue.
 Real workers on the dashboard's local agent."""
+import os
 import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from processes import dashboard_app, socket_client
 from webapp import runner
+from webapp.extensions import db
+from webapp.models import Run
 from test_webapp_api import TINY, received, wait_for
 
 DASHBOARD_CONFIG = {"MAX_RUNS": 1}
@@ -83,6 +87,28 @@ def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, da
     assert app.extensions["runs"].wait(run_id, 60)
     run = client.get("/api/runs/{}".format(run_id)).get_json()
     assert run["status"] == "cancelled" and run["best"] is None
+
+
+def test_a_new_run_never_takes_over_a_directory_left_by_another(app, client, database):
+    """SQLite gave a deleted run's id to a new run after a lost WAL, and the new run resumed the
+    checkpoint left in runs/<id>: a new run's directory is now one that no run has used."""
+    if database != "sqlite":
+        pytest.skip("the directory is the dashboard's, whatever the database")
+    with app.app_context():
+        next_id = (db.session.scalar(sa.select(sa.func.max(Run.id))) or 0) + 1
+    left = os.path.join(app.config["DATA_DIR"], "runs", str(next_id))
+    os.makedirs(left)
+    with open(os.path.join(left, "config.json"), "w") as f:
+        f.write("{}")  # another run's, in the directory the new run's id would name
+    run = client.post("/api/runs", json=dict(TINY, name="fresh")).get_json()
+    try:
+        assert run["id"] == next_id
+        assert os.path.basename(run["run_dir"]) == "{}-2".format(next_id)
+        with open(os.path.join(left, "config.json")) as f:
+            assert f.read() == "{}"
+    finally:
+        client.post("/api/runs/{}/cancel".format(run["id"]))
+        wait_for(client, run["id"], ("cancelled", "finished", "failed"))
 
 
 def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, database):

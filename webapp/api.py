@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -294,9 +295,24 @@ def create_run():
     run.config_data = config
     db.session.add(run)
     db.session.flush()
-    run.run_dir = os.path.join(current_app.config["DATA_DIR"], "runs", str(run.id))
+    run.run_dir = _new_run_dir(run.id)
     current_app.extensions["runs"].submit(run)
     return jsonify(run_dict(run, full=True)), 201
+
+
+def _new_run_dir(run_id: int) -> str:
+    """A directory that no run has used, made now: runs/<id>, else runs/<id>-2, -3, ... SQLite
+    may give a deleted run's id to a new run (after a lost WAL it did), and a new run in a
+    directory that held another's checkpoint resumed that run instead of starting."""
+    root = os.path.join(current_app.config["DATA_DIR"], "runs")
+    os.makedirs(root, exist_ok=True)
+    for n in itertools.count(1):
+        path = os.path.join(root, str(run_id) if n == 1 else "{}-{}".format(run_id, n))
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
 
 
 @bp.get("/runs/<id:run_id>")
