@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the agent proves it knows the token too (agent_proof)
 DEFAULT_PORT = 8765
 MAX_FRAME = 1024 * 1024  # bytes of JSON in one message
 MAX_AUTH_FRAME = 4096  # bytes of the client's auth message: nobody unauthenticated sends more
@@ -137,6 +137,25 @@ def compute_mac(token, challenge_hex):
     """hex(HMAC-SHA256(key = token as UTF-8, message = the challenge's raw bytes))."""
     return hmac.new(token.encode("utf-8"), bytes(bytearray.fromhex(challenge_hex)),
                     hashlib.sha256).hexdigest()
+
+
+def agent_proof(token, challenge_hex):
+    """hex(HMAC-SHA256(key = token as UTF-8, message = b"agent" + the client's challenge bytes)):
+    the welcome's proof that the agent knows the token too. The prefix keeps it apart from a
+    client's MAC (over the bare challenge): neither side can be made to compute the other's."""
+    return hmac.new(token.encode("utf-8"), b"agent" + bytes(bytearray.fromhex(challenge_hex)),
+                    hashlib.sha256).hexdigest()
+
+
+def is_challenge(value):
+    """Whether `value` is a challenge: 64 hex digits (32 bytes)."""
+    if not isinstance(value, str) or len(value) != 64:
+        return False
+    try:
+        bytearray.fromhex(value)
+    except ValueError:
+        return False
+    return True
 
 
 def error(code, message, request_id=None):

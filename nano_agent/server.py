@@ -365,7 +365,8 @@ class Handler(socketserver.BaseRequestHandler):
             return False
         self.holds_place = True
         self.send({"ok": True, "type": "welcome", "device_id": self.agent.device_id,
-                   "agent": __version__, "protocol": P.PROTOCOL_VERSION})
+                   "agent": __version__, "protocol": P.PROTOCOL_VERSION,
+                   "proof": P.agent_proof(self.agent.token, self.client_challenge)})
         log.info("%s: authenticated", self.peer)
         return True
 
@@ -400,6 +401,11 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(P.error(P.AUTH_FAILED, "the device refused the token"))
             log.warning("%s: wrong token; closing", self.peer)
             return False
+        if not P.is_challenge(reply.get("challenge")):
+            self.send(P.error(P.BAD_REQUEST, "the auth message needs the client's 'challenge' (64 "
+                                             "hex digits), which the welcome answers"))
+            return False
+        self.client_challenge = reply["challenge"]
         return True
 
     def serve(self):

@@ -4,6 +4,8 @@
 a time. `AgentDevice` is the latency source (see latency.py) that measures and profiles on an agent.
 Standard library only: the dashboard's web process talks to agents without torch.
 """
+import hmac
+import os
 import select
 import socket
 import threading
@@ -134,8 +136,10 @@ class DeviceClient:
                         self.address, hello.get("protocol"), P.PROTOCOL_VERSION,
                         "client" if isinstance(hello.get("protocol"), int)
                         and hello["protocol"] > P.PROTOCOL_VERSION else "agent"))
+            challenge = os.urandom(32).hex()  # the agent proves it knows the token too
             P.send_message(sock, {"type": "auth", "protocol": P.PROTOCOL_VERSION,
-                                  "mac": P.compute_mac(self.token, str(hello.get("challenge")))})
+                                  "mac": P.compute_mac(self.token, str(hello.get("challenge"))),
+                                  "challenge": challenge})
             reply = P.recv_message(sock, self.connect_timeout)
         except (P.ConnectionClosed, ConnectionError) as e:
             raise _HandshakeDropped("handshake with the device agent at {} failed: {}".format(
@@ -150,6 +154,12 @@ class DeviceClient:
                                    "agent printed on start (or its config file)".format(
                                        self.address))
             raise self._refusal(err)
+        proof = reply.get("proof")
+        if not isinstance(proof, str) or not hmac.compare_digest(
+                proof.encode("utf-8", "replace"),
+                P.agent_proof(self.token, challenge).encode("ascii")):
+            raise LatencyError("the device agent at {} could not prove that it knows the token: "
+                               "it is not the agent registered there".format(self.address))
         return reply
 
     def _refusal(self, err):

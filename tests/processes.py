@@ -80,7 +80,8 @@ class Agent:
         assert len(bytes.fromhex(hello["challenge"])) == 32
         if authenticate:
             P.send_message(sock, {"type": "auth", "protocol": protocol,
-                                  "mac": P.compute_mac(TOKEN, hello["challenge"])})
+                                  "mac": P.compute_mac(TOKEN, hello["challenge"]),
+                                  "challenge": "ab" * 32})
             return sock, P.recv_message(sock, 5)
         return sock, hello
 

@@ -149,7 +149,8 @@ def test_wrong_token_is_refused_and_the_agent_keeps_serving(agent):
         with pytest.raises(LatencyError, match="refused the token"):
             c.ping()
     sock, reply = agent.raw(authenticate=False)
-    P.send_message(sock, {"type": "auth", "protocol": 1, "mac": "00" * 32})
+    P.send_message(sock, {"type": "auth", "protocol": P.PROTOCOL_VERSION, "mac": "00" * 32,
+                          "challenge": "00" * 32})
     assert P.recv_message(sock, 5)["error"]["code"] == "auth_failed"
     assert closed_or_error(sock) == []
     sock.close()
@@ -165,9 +166,11 @@ def test_no_request_before_authentication(agent):
 
 
 def test_protocol_mismatch_is_refused_by_the_agent(agent):
-    sock, reply = agent.raw(protocol=2)
+    newer = P.PROTOCOL_VERSION + 1
+    sock, reply = agent.raw(protocol=newer)
     assert not reply["ok"] and reply["error"]["code"] == "protocol_mismatch"
-    assert "agent speaks protocol 1, client 2" in reply["error"]["message"]
+    assert "agent speaks protocol {}, client {}".format(P.PROTOCOL_VERSION, newer) \
+        in reply["error"]["message"]
     assert closed_or_error(sock) == []
     sock.close()
 
@@ -179,14 +182,45 @@ def test_client_refuses_an_agent_of_another_protocol():
 
     def fake_agent():
         conn, _ = listener.accept()
-        P.send_message(conn, {"type": "hello", "protocol": 2, "agent": "9", "challenge": "00"})
+        P.send_message(conn, {"type": "hello", "protocol": P.PROTOCOL_VERSION + 1, "agent": "9",
+                              "challenge": "00"})
         time.sleep(0.5)
         conn.close()
 
     t = threading.Thread(target=fake_agent, daemon=True)
     t.start()
     with DeviceClient("127.0.0.1", listener.getsockname()[1], TOKEN, **FAST) as c:
-        with pytest.raises(LatencyError, match="speaks protocol 2, this client 1"):
+        with pytest.raises(LatencyError, match="speaks protocol {}, this client {}".format(
+                P.PROTOCOL_VERSION + 1, P.PROTOCOL_VERSION)):
+            c.ping()
+    t.join(5)
+    listener.close()
+
+
+def test_the_client_refuses_an_agent_that_cannot_prove_it_knows_the_token():
+    """The handshake authenticated only the client: anything listening at a device's address
+    could welcome it and answer as the device. The agent's welcome now proves it knows the token
+    (an HMAC of the client's own challenge); one without a right proof is refused."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def impostor():
+        conn, _ = listener.accept()
+        P.send_message(conn, {"type": "hello", "protocol": P.PROTOCOL_VERSION, "agent": "1.0.0",
+                              "challenge": "00" * 32})
+        auth = P.recv_message(conn, 5)
+        assert P.is_challenge(auth["challenge"])
+        P.send_message(conn, {"ok": True, "type": "welcome", "device_id": "nano:cuda",
+                              "agent": "1.0.0", "protocol": P.PROTOCOL_VERSION,
+                              "proof": P.compute_mac(TOKEN, auth["challenge"])})  # not the proof
+        conn.recv(1)  # until the client leaves
+        conn.close()
+
+    t = threading.Thread(target=impostor, daemon=True)
+    t.start()
+    with DeviceClient("127.0.0.1", listener.getsockname()[1], TOKEN, **FAST) as c:
+        with pytest.raises(LatencyError, match="could not prove that it knows the token"):
             c.ping()
     t.join(5)
     listener.close()
