@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+import engineio
 import pytest
 import socketio as socketio_client
 
@@ -140,3 +141,40 @@ def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
     finally:
         dashboard.stop()
     assert "Traceback" not in dashboard.output()
+
+
+def test_engineio_sessions_that_never_connect_are_capped_and_closed(tmp_path):
+    """Plain Engine.IO websockets that answered pings but never sent Socket.IO's CONNECT were
+    kept forever, a thread and a descriptor each (200 held 806 threads): an address may hold
+    PER_ADDRESS such sessions at once, each for DEADLINE_S at most; a client that connects with
+    the token stays."""
+    from webapp.sockets import PreAuthGuard
+    dashboard = Dashboard(tmp_path)
+    member = socketio_client.Client()
+    idle = []
+
+    def open_idle():
+        client = engineio.Client()
+        client.connect(dashboard.url, transports=["websocket"], engineio_path="socket.io")
+        idle.append(client)
+
+    try:
+        member.connect(dashboard.url, transports=["websocket"], wait_timeout=10,
+                       auth={"token": dashboard.token})
+        for _ in range(PreAuthGuard.PER_ADDRESS):
+            open_idle()
+        with pytest.raises(engineio.exceptions.ConnectionError):
+            open_idle()
+        deadline = time.time() + PreAuthGuard.DEADLINE_S + 20
+        while True:  # the server closes them after its deadline: the address has room again
+            try:
+                open_idle()
+                break
+            except engineio.exceptions.ConnectionError:
+                assert time.time() < deadline, "the idle sessions were kept"
+                time.sleep(0.5)
+        assert member.connected and member.call("subscribe", {"run_id": 10 ** 6},
+                                                timeout=10)["ok"] is False  # still served
+    finally:
+        member.disconnect()
+        dashboard.stop()  # ends the idle sessions too

@@ -85,7 +85,7 @@ def create_app(config=None):
     from .executors import make_executor
     from .pages import bp as pages_bp
     from .runner import RunManager
-    from .sockets import RunPublisher, emit_device, emit_training
+    from .sockets import PreAuthGuard, RunPublisher, emit_device, emit_training
     from .trainings import TrainingManager
 
     app.register_blueprint(api_bp)
@@ -93,6 +93,7 @@ def create_app(config=None):
     app.register_error_handler(404, _not_found)
     app.register_error_handler(405, _method_not_allowed)
     socketio.init_app(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"])
+    PreAuthGuard(socketio.server)
     publisher = RunPublisher()
     app.extensions["publisher"] = publisher
     executor = make_executor(app.config)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from flask import request
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
 
 from .auth import check_socket
@@ -51,6 +53,63 @@ def connect(auth=None):
     refused = check_socket(auth)
     if refused:
         raise ConnectionRefusedError(refused)
+    socketio.server.preauth.connected(request.sid)
+
+
+class PreAuthGuard:
+    """Engine.IO sessions that have not connected to Socket.IO with the token yet: at most
+    PER_ADDRESS at once from one address, and none kept past DEADLINE_S. A plain Engine.IO
+    websocket that answered pings but never connected was kept forever, a thread and a file
+    descriptor each (200 of them held 806 threads; 1,012 starved the API under `ulimit -n 1024`)."""
+
+    DEADLINE_S = 5.0  # a browser connects within milliseconds of opening the Engine.IO session
+    PER_ADDRESS = 16
+
+    def __init__(self, server):
+        self.server, self.lock = server, threading.Lock()
+        self.pending = {}  # eio sid -> (since, address)
+        handlers = server.eio.handlers
+        self._eio_connect, self._eio_disconnect = handlers["connect"], handlers["disconnect"]
+        server.eio.on("connect", self._on_connect)
+        server.eio.on("disconnect", self._on_disconnect)
+        server.preauth = self
+        server.start_background_task(self._sweep)
+
+    def _on_connect(self, eio_sid, environ, *args):
+        address = environ.get("REMOTE_ADDR")
+        with self.lock:
+            if sum(1 for _, a in self.pending.values() if a == address) >= self.PER_ADDRESS:
+                return False  # refused before it costs a thread
+            self.pending[eio_sid] = (time.monotonic(), address)
+        return self._eio_connect(eio_sid, environ, *args)
+
+    def _on_disconnect(self, eio_sid, *args):
+        with self.lock:
+            self.pending.pop(eio_sid, None)
+        return self._eio_disconnect(eio_sid, *args)
+
+    def connected(self, sid, namespace="/"):
+        """The Socket.IO session `sid` passed the connect guard: its Engine.IO session stays."""
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+        with self.lock:
+            self.pending.pop(eio_sid, None)
+
+    def _sweep(self):
+        while True:
+            self.server.sleep(1.0)
+            now = time.monotonic()
+            with self.lock:
+                late = [sid for sid, (since, _) in self.pending.items()
+                        if now - since > self.DEADLINE_S]
+            for eio_sid in late:
+                log.warning("closing an Engine.IO session that did not connect with the token "
+                            "within %g s", self.DEADLINE_S)
+                try:
+                    self.server.eio.disconnect(eio_sid)
+                except Exception:  # noqa: BLE001  gone meanwhile
+                    pass
+                with self.lock:
+                    self.pending.pop(eio_sid, None)
 
 
 @socketio.on("subscribe")
