@@ -247,7 +247,7 @@ def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_lef
 def test_defaults(client):
     d = client.get("/api/defaults").get_json()
     assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]
-    assert d["strategies"] == ["gradient", "reinforce"]
+    assert d["strategies"] == ["gradient", "reinforce", "evolution"]
     from nano_agent import limits
     assert d["limits"]["resolution"] == {"min": limits.RESOLUTION.low, "max": limits.RESOLUTION.high}
     assert d["limits"]["measure_runs"] == {"min": limits.TIMED_RUNS.low, "max": limits.TIMED_RUNS.high}
