@@ -79,6 +79,11 @@ class Search:
                                          limit=c.limit)
         val = self.dataset.val
         self.fitness_split = data.Split(val.images[:FITNESS_IMAGES], val.labels[:FITNESS_IMAGES])
+        # the batch-norm recalibration's batches: the training split's first, the same for every
+        # path evaluated, so read once
+        self.calibration = [x for x, _ in itertools.islice(data.iterate_batches(
+            self.dataset.train, self.dataset, c.batch_size, device=self.device),
+            c.calibration_batches)]
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
         self.fast = fastpath.wanted(c.fast_path, self.device)
@@ -374,10 +379,7 @@ class Search:
         return objective(shared, metrics, self.constraints)
 
     def _recalibrate(self, path):
-        batches = data.iterate_batches(self.dataset.train, self.dataset, self.config.batch_size,
-                                       device=self.device)
-        self.net.recalibrate_batch_norm(
-            path, [x for x, _ in itertools.islice(batches, self.config.calibration_batches)])
+        self.net.recalibrate_batch_norm(path, self.calibration)
         self.net.eval()
 
     def _evaluate(self, epoch, kind, path):
