@@ -8,7 +8,6 @@ with the same routine, so that the LUT and the end-to-end figures agree.
 Python 3.6 / PyTorch 1.10 compatible: the device agent imports this module.
 """
 import ctypes
-import ctypes.util
 import gc
 import random
 import time
@@ -56,8 +55,9 @@ def steady_allocator():
         return
     _allocator_steady = True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # this process's own symbols, libc's among them (ctypes.util.find_library would run
+        # `ldconfig -p` in a child process)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
     mallopt(_M_MMAP_THRESHOLD, 32 * 2 ** 20)  # the largest glibc allows on 64-bit
