@@ -1,16 +1,97 @@
-"""Fixtures shared by the test modules. A module sets DASHBOARD_CONFIG (overrides of the dashboard's
-test configuration), AGENT_TIMEOUT (its agent's idle timeout) or DATABASES (the databases its
-dashboard app runs on, each test once per database: "sqlite", the default, and "postgresql") to
-change what it gets."""
+"""Fixtures shared by the test modules, and the kinds of test. A module sets DASHBOARD_CONFIG
+(overrides of the dashboard's test configuration), AGENT_TIMEOUT (its agent's idle timeout) or
+DATABASES (the databases its dashboard app runs on, each test once per database: "sqlite", the
+default, and "postgresql") to change what it gets.
+
+Every test is of one kind (its closest marker: a module's `pytestmark`, overridden by a test's own):
+- unit: in this process and quick; `pytest -m unit` is the everyday run (under a minute). A unit
+  test that starts a process fails, whatever it asserts;
+- process: real processes (the agent, the CLI, the dashboard server, PostgreSQL, Ray) or real
+  work in this one (training, searching, profiling a space): seconds to minutes each;
+- system: the product as its users meet it, in a real browser, or a whole bench end to end.
+"""
+import functools
+import multiprocessing.process
+import platform
+import subprocess
+import threading
+
 import pytest
 
 import processes
+
+pytest_plugins = ("browser",)  # the browser tests' fixtures
+KINDS = ("unit", "process", "system")
+
+
+def pytest_configure(config):
+    for kind in KINDS:
+        config.addinivalue_line("markers", kind + ": a test of this kind (tests/conftest.py)")
+    platform.platform()  # the standard library's one probe by a child process (`uname -p`), cached
+    subprocess.Popen.__init__ = _refused_in_unit_tests(subprocess.Popen.__init__)
+    multiprocessing.process.BaseProcess.start = _refused_in_unit_tests(
+        multiprocessing.process.BaseProcess.start)
 
 
 def pytest_generate_tests(metafunc):
     if "database" in metafunc.fixturenames:
         databases = getattr(metafunc.module, "DATABASES", ("sqlite",))
-        metafunc.parametrize("database", databases, indirect=True, scope="module")
+        # a PostgreSQL server is a process of its own
+        params = [pytest.param(d, marks=pytest.mark.process) if d == "postgresql" else d
+                  for d in databases]
+        metafunc.parametrize("database", params, indirect=True, scope="module")
+
+
+def kind_of(item):
+    return next((m.name for m in item.iter_markers() if m.name in KINDS), None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(config, items):
+    kinds = {item: kind_of(item) for item in items}
+    unmarked = [item.nodeid for item, kind in kinds.items() if kind is None]
+    if unmarked:
+        raise pytest.UsageError("tests without a kind ({}; tests/conftest.py): {}".format(
+            ", ".join(KINDS), ", ".join(unmarked)))
+    # `-m` sees every marker up the chain: the module's kind moves down to the tests that keep it
+    for item, kind in kinds.items():
+        for node in item.listchain()[:-1]:
+            node.own_markers[:] = [m for m in node.own_markers if m.name not in KINDS]
+        item.own_markers[:] = [m for m in item.own_markers if m.name not in KINDS]
+        item.add_marker(kind)
+
+
+# The kind of the test being set up, run or torn down, and the processes a unit test tried to start
+# from a background thread (where the refusal's exception would not fail the test).
+_running = {"kind": None, "refused": []}
+
+
+def _refused_in_unit_tests(start):
+    @functools.wraps(start)
+    def guarded(*args, **kwargs):
+        if _running["kind"] == "unit":
+            what = args[1] if start.__name__ == "__init__" and len(args) > 1 else args[0]
+            if threading.current_thread() is not threading.main_thread():
+                _running["refused"].append(repr(what)[:200])
+            raise RuntimeError("a unit test may not start a process (mark it `process`): "
+                               + repr(what)[:200])
+        return start(*args, **kwargs)
+    return guarded
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running.update(kind=kind_of(item), refused=[])
+    yield
+    _running["kind"] = None
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process():
+    yield
+    if _running["refused"]:
+        pytest.fail("a unit test started a process (mark it `process`): "
+                    + "; ".join(_running["refused"]))
 
 
 @pytest.fixture(scope="session")

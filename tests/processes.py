@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import requests
 
+from helpers import tiny_flags
 from nano_agent import protocol as P
 from nano_agent.config import TOKEN_ENV
 from search_core.device_client import DeviceClient
@@ -29,10 +30,9 @@ FAST = dict(backoff=(0.05, 0.1), connect_timeout=5.0, timeout=60.0)
 def tiny_search(out, device, *extra):
     """The command of a tiny headless search (JSON lines on stdout) measuring on the agent(s) at
     `device` with the tests' token; `extra` arguments come last (a repeated option wins)."""
-    return [sys.executable, "-m", "search_core", "search", "--out", str(out), "--epochs", "3",
-            "--warmup-epochs", "1", "--limit", "64", "--samples-per-epoch", "2", "--threads", "1",
-            "--measure-runs", "3", "--measure-warmup", "1", "--device", device,
-            "--device-token", TOKEN, "--events", "jsonl", *extra]
+    return [sys.executable, "-m", "search_core", "search", "--out", str(out),
+            *tiny_flags(epochs=3), "--device", device, "--device-token", TOKEN,
+            "--events", "jsonl", *extra]
 
 
 def without_token_env():

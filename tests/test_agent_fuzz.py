@@ -12,6 +12,8 @@ from nano_agent import protocol as P
 from search_core import cli
 from search_core.config import ConfigError, SearchConfig
 
+pytestmark = pytest.mark.process
+
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

@@ -13,6 +13,8 @@ from nano_agent.builder import build_model
 from nano_agent.complexity import complexity
 from nano_agent.space import SearchSpace
 
+pytestmark = pytest.mark.unit
+
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
 
@@ -32,6 +34,7 @@ def test_space_has_twenty_blocks_and_zero_only_where_shapes_allow():
     assert space.size == 6 ** 5 * 7 ** 15 < 7 ** 20
 
 
+@pytest.mark.process
 def test_space_command_prints_the_exact_size():
     out = subprocess.run([sys.executable, "-m", "search_core", "space"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
@@ -67,6 +70,7 @@ def test_mobilenet_v2_is_a_member_of_the_space():
     assert space.architecture(choices) == arch
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("seed", range(5))
 def test_json_round_trip_is_exact_and_hash_is_stable(seed):
     arch = random_arch(SearchSpace(0.5, 32, 10, 1), seed)

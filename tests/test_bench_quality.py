@@ -14,6 +14,8 @@ from processes import ROOT
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from search_quality import parse_settings  # noqa: E402
 
+pytestmark = pytest.mark.system
+
 
 def bench(out_dir, *extra):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_quality.py"), "--quick",

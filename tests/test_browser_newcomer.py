@@ -19,8 +19,9 @@ from playwright.sync_api import expect
 
 from webapp.models import Run, Sample, Training
 
-from test_browser import browser, dashboard, page, visitor  # noqa: F401 (the shared fixtures)
-from test_webapp_api import TINY
+from helpers import TINY
+
+pytestmark = pytest.mark.system
 
 OPS = ["k3_e6"] * 20
 LONG_RUN = {"epochs": 300, "warmup_epochs": 300, "limit": 64, "samples_per_epoch": 1,

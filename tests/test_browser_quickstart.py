@@ -11,7 +11,8 @@ from playwright.sync_api import expect
 
 from nano_agent.arch import Architecture
 from processes import Dashboard
-from test_browser import browser, visitor  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.system
 
 TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
         "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}

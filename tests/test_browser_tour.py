@@ -13,7 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from processes import Dashboard
-from test_browser import browser, visitor  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.system
 
 TOUR_DIR = os.environ.get("TOUR_DIR")
 SMALL = {"epochs": 6, "warmup_epochs": 2, "limit": 256, "samples_per_epoch": 4,

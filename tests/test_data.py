@@ -9,6 +9,8 @@ import torch
 from search_core.data import (DATASETS, Dataset, DatasetError, Split, augment_batch, iterate_batches,
                               load_dataset)
 
+pytestmark = pytest.mark.unit
+
 N_DIGITS = 1797
 
 
@@ -336,6 +338,7 @@ def test_bad_arguments(kwargs, match):
         load_dataset("digits", **kwargs)
 
 
+@pytest.mark.process
 def test_shapes_are_generated_alike_every_time_and_cached(tmp_path, monkeypatch):
     from search_core import shapes
     first, labels = shapes.generate(per_class=2)

@@ -1,5 +1,9 @@
 """The run's time left (webapp/eta.py), on event streams with known timings."""
+import pytest
+
 from webapp.eta import Pace
+
+pytestmark = pytest.mark.unit
 
 STARTED = {"epochs": 4, "warmup_epochs": 2, "val_size": 64,
            "config": {"batch_size": 32, "samples_per_epoch": 2, "calibration_batches": 2,

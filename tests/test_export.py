@@ -19,6 +19,8 @@ from search_core.export import WeightsMismatch, architecture_of, export_onnx, lo
 
 from processes import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 def random_member(space, seed):
     """A random member of `space` that skips every block it may (the zero op), half of them."""
@@ -89,6 +91,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
         load_weights(build_model(small.mobilenet_v2()), str(junk))
 
 
+@pytest.mark.process
 def test_the_cli_exports_a_trained_model(tmp_path):
     arch_path, weights, out = tmp_path / "arch.json", tmp_path / "w.pt", tmp_path / "model.onnx"
     arch = random_member(SearchSpace(0.5, 32, 10, 1), 3)

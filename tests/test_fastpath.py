@@ -19,6 +19,8 @@ from search_core import fastpath
 from search_core.supernet import Supernet
 from search_core.train import clip_gradients, sgd
 
+pytestmark = pytest.mark.unit
+
 # 32 px: the last stages run on 2x2 and 1x1 maps, smaller than every 3x3, 5x5 and 7x7 kernel
 SPACE = SearchSpace(0.5, 32, 10, 3)
 TOLERANCE = dict(rtol=1e-9, atol=1e-11)  # float64
@@ -101,6 +103,7 @@ def sgd_step(model, x, y, fast):
     return loss
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("path", random_paths(3, seed=7) + [
     tuple(SPACE.choices(SPACE.mobilenet_v2()))])
 def test_a_child_on_the_fast_path_trains_as_the_eager_one(path):
@@ -120,6 +123,7 @@ def test_a_child_on_the_fast_path_trains_as_the_eager_one(path):
         assert_close(fast(x), eager(x))
 
 
+@pytest.mark.process
 def test_the_supernet_on_the_fast_path_computes_the_eager_supernet():
     eager = Supernet(SPACE, fast=False)
     fast = Supernet(SPACE, fast=True)

@@ -7,11 +7,14 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
 from processes import ROOT, Dashboard, dashboard_app, free_port
 from webapp.extensions import db
 from webapp.models import Device
+
+pytestmark = pytest.mark.process
 
 
 def test_a_second_dashboard_on_one_data_directory_refuses_to_start(tmp_path):

@@ -6,26 +6,29 @@ import shutil
 
 import pytest
 
+from helpers import TINY
 from search_core.config import SearchConfig
 from search_core.events import Events
 from search_core.rundir import LATENCY_CACHE, LUT
 from search_core.search import Search
 
-# lr 0.05: in 12 epochs on 256 images the default 0.02 leaves shared-weight accuracies at 10-47%
-TINY = dict(limit=256, batch_size=32, epochs=12, warmup_epochs=2, samples_per_epoch=3, lr=0.05,
-            arch_lr=0.1, calibration_batches=2, measure_runs=3, measure_warmup=1, threads=1,
-            calibration_archs=4)
+pytestmark = pytest.mark.process
+
+# the tiny search, longer and on more images; lr 0.05: in 12 epochs on 256 images the default 0.02
+# leaves shared-weight accuracies at 10-47%
+LANDING = dict(TINY, limit=256, epochs=12, warmup_epochs=2, samples_per_epoch=3, lr=0.05,
+               arch_lr=0.1, calibration_batches=2, calibration_archs=4)
 
 
 def search(run_dir, **settings):
-    return Search(SearchConfig(**dict(TINY, **settings)), str(run_dir), Events()).run()
+    return Search(SearchConfig(**dict(LANDING, **settings)), str(run_dir), Events()).run()
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """A run directory whose lookup table and measurements the other searches start from."""
     run_dir = tmp_path_factory.mktemp("profiled")
-    search(run_dir, epochs=TINY["warmup_epochs"])
+    search(run_dir, epochs=LANDING["warmup_epochs"])
     return run_dir
 
 

@@ -3,6 +3,7 @@ import json
 import multiprocessing
 import os
 import signal
+import statistics
 import subprocess
 import sys
 
@@ -11,13 +12,15 @@ import torch
 
 from nano_agent.builder import build_model
 from nano_agent.measure import PROFILE_ARCHS, profile_lut, profile_paths, time_layers
-from nano_agent.onnx_backend import time_layers_onnx, time_onnx
+from nano_agent.onnx_backend import time_layers_onnx
 from nano_agent.results import summarize
 from nano_agent.space import SearchSpace
 from search_core.device_client import DeviceLost, LatencyError
 from search_core.latency import LocalDevice, PatientDevice, open_device
 from search_core.lut import Lut, calibration_paths, fit_line
 from search_core.measurements import LatencyCache, Measurer
+
+pytestmark = pytest.mark.unit
 
 SPACE = SearchSpace(0.5, 32, 10, 1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,6 +140,7 @@ print(max(faults))
 """
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_timed_runs_reuse_memory_instead_of_faulting_it_in():
     """Depending on what the process allocated before, glibc handed some networks fresh pages on
@@ -295,34 +299,55 @@ def test_a_patient_device_fails_past_its_limit_and_at_once_on_a_refusal():
     assert refusing.calls == 1 and heard == []
 
 
-def test_the_local_device_measures_in_onnxruntime_apart_from_pytorch():
+@pytest.mark.process
+def test_the_local_device_measures_in_onnxruntime_apart_from_pytorch(monkeypatch):
+    import onnxruntime
+    sessions = []  # the models onnxruntime was given to run
+
+    class CountedSession(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            sessions.append(args[0])
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", CountedSession)
     space = SearchSpace(0.5, 32, 10, 1)
     arch = space.mobilenet_v2()
     pytorch, onnx = LocalDevice(1, 1, 3), LocalDevice(1, 1, 3, backend="onnxruntime")
     assert onnx.device_id == pytorch.device_id + ":onnxruntime"
     stats = onnx.measure(arch)
     assert stats["backend"] == "onnxruntime" and stats["runs"] == 3 and stats["min_ms"] > 0
+    assert len(sessions) == 1
     assert stats["params"] == pytorch.measure(arch)["params"]
     lut = Lut(onnx.profile(space), space)  # onnxruntime's profiler times each layer in place
     assert lut.data["backend"] == "onnxruntime" and lut.data["device"].startswith("onnxruntime:")
     assert all(ms > 0 for row, sb in zip(lut.table, space.blocks)
                for ms, op in zip(row, sb.ops) if not op.is_zero)
-    assert lut.table != Lut(pytorch.profile(space), space).table
+    profiled = len(sessions)
+    assert profiled > 1  # the profile's networks ran in onnxruntime
+    Lut(pytorch.profile(space), space)
+    assert len(sessions) == profiled  # and pytorch's in pytorch
 
 
-def test_onnxruntime_layer_times_add_up_to_the_whole_run():
+def test_onnxruntime_layer_times_add_up_to_the_whole_run(monkeypatch):
     """time_layers_onnx splits each run among the network's layers: one time per `features`
-    layer and one for the classifier, all positive, and they sum to less than the run itself."""
+    layer and one for the classifier, all positive, and they sum to at most the profiled run
+    itself (the kernels run one after another) and to the bulk of it (about 60%: the rest is the
+    session's own work)."""
+    from nano_agent import onnx_backend
+    split, runs = onnx_backend._layer_times, []
+    monkeypatch.setattr(onnx_backend, "_layer_times", lambda *args: runs.extend(split(*args)) or runs)
     space = SearchSpace(0.5, 32, 10, 1)
     arch = space.architecture([len(sb.ops) - 1 for sb in space.blocks])  # some blocks skipped
     model = build_model(arch)
     rows = time_layers_onnx(model, arch.input_shape, warmup=2, runs=5)
     assert len(rows) == 5 and all(len(row) == len(model.features) + 1 for row in rows)
     assert all(ms > 0 for row in rows for ms in row)
-    whole, _ = time_onnx(model, arch.input_shape, warmup=2, runs=5)
-    assert min(sum(row) for row in rows) < 2 * max(whole)
+    assert [row for _, row in runs] == rows
+    assert all(sum(row) <= run_ms for run_ms, row in runs), runs
+    # a pause (a loaded machine) can stretch one run's window, not most of them
+    assert statistics.median(sum(row) / run_ms for run_ms, row in runs) > 0.3, runs
 
 
+@pytest.mark.process
 def test_an_isolated_local_device_measures_in_a_process_of_its_own():
     """As a search's local device: the figures of an in-process one, from a spawned process that
     a crash does not take the caller down with, and that close() ends."""

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("nano_agent", "search_core", "webapp")  # each may import only those before it
 RANK = {name: i for i, name in enumerate(PACKAGES)}
@@ -95,6 +97,7 @@ print(json.dumps(wrong))
 """
 
 
+@pytest.mark.process
 def test_imports_go_one_way_when_imported():
     """What importing each module really loads (in a fresh interpreter): a module of nano_agent
     loads nothing of the other two packages, one of search_core nothing of webapp."""
@@ -105,6 +108,7 @@ def test_imports_go_one_way_when_imported():
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.process
 def test_the_web_process_does_not_import_torch(tmp_path):
     code = ("import sys; from webapp import create_app; "
             "create_app({'DATA_DIR': sys.argv[1], 'LOCAL_AGENT': False, "
@@ -114,6 +118,7 @@ def test_the_web_process_does_not_import_torch(tmp_path):
     assert out.strip() == "False"
 
 
+@pytest.mark.process
 def test_the_device_folder_is_python36_compatible():
     """vermin over the whole folder that is copied to the Jetson (JetPack 4.6: Python 3.6)."""
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
@@ -122,6 +127,7 @@ def test_the_device_folder_is_python36_compatible():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.process
 def test_the_agent_loads_onnxruntime_only_when_a_measurement_asks_for_it():
     """onnxruntime is optional on the device and heavy there (onnxruntime-gpu loads CUDA and
     TensorRT): nano_agent.onnx_backend imports it on first use, by name."""
@@ -153,6 +159,7 @@ def test_the_device_folder_imports_only_the_standard_library_and_torch():
     assert not outside
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_the_device_folder_runs_alone(tmp_path):
     """Copied on its own, as docs/agent.md installs it: the agent starts and measures."""

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 import pytest
 
 from processes import ROOT, Dashboard
-from test_webapp_api import TINY, wait_for
+from helpers import TINY, run_reaches
 from webapp.__main__ import parser
 from webapp.extensions import db
 from webapp.models import Run, Sample, Training
+
+pytestmark = pytest.mark.process
 
 DASHBOARD_CONFIG = {"MAX_RUNS": 1}
 
@@ -59,7 +61,7 @@ def test_a_run_cancelled_while_queued_can_be_queued_again(app, client):
         r = client.post("/api/runs/{}/resume".format(run_id))
         assert r.status_code == 200, r.get_json()
         assert r.get_json()["status"] == "queued"
-    run = wait_for(client, run_id, ("finished", "failed"))  # from the start: it never began
+    run = run_reaches(client, run_id, ("finished", "failed"))  # from the start: it never began
     assert run["status"] == "finished", run
 
 

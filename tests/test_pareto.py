@@ -3,7 +3,11 @@ import math
 import random
 from types import SimpleNamespace
 
+import pytest
+
 from webapp.pareto import front_of_sorted, pareto_front, update_front
+
+pytestmark = pytest.mark.unit
 
 
 def ids(front):

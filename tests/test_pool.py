@@ -12,6 +12,8 @@ from search_core.latency import open_device
 from search_core.pool import DevicePool
 from processes import ROOT, TOKEN, Agent, tiny_search, without_token_env
 
+pytestmark = pytest.mark.process
+
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
 

@@ -1,4 +1,5 @@
 """End-to-end: the headless search command, its run directory, its event stream, resume."""
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -22,11 +23,14 @@ from search_core.data import load_dataset
 from search_core.rundir import RunDirectory
 from search_core.search import Search
 from search_core.train import train_architecture
+from helpers import TINY as TINY_SETTINGS, tiny_flags, wait_for
 from processes import hold_run_directory
 
+pytestmark = pytest.mark.process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--limit", "64", "--batch-size", "32", "--samples-per-epoch", "2", "--measure-runs", "3",
-        "--measure-warmup", "1", "--threads", "1"]
+# the tiny search's settings but its length and its lookup table's, which each test gives
+TINY = tiny_flags(epochs=None, warmup_epochs=None, calibration_archs=None, resolution=None)
 
 
 def cli(*args, **kwargs):
@@ -216,18 +220,35 @@ def test_the_sandwich_warm_up_trains_the_largest_the_smallest_and_random_members
     search.measurer.source.close()
 
 
+class StampedStream(io.StringIO):
+    """A stream that notes when each event line was written, and its kind."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def write(self, line):
+        self.lines.append((time.monotonic(), json.loads(line)["event"]))
+        return super().write(line)
+
+    def kinds(self):
+        return [kind for _, kind in self.lines]
+
+
 def test_the_event_stream_beats_when_nothing_else_happens():
-    stream = io.StringIO()
+    """A heartbeat whenever the interval passed without another event, and never sooner: a
+    message puts the next one off."""
+    stream = StampedStream()
     events = JsonLinesEvents(stream, heartbeat_s=0.2)
-    time.sleep(0.7)
+    wait_for(lambda: stream.kinds().count("heartbeat") >= 2, 30, "two heartbeats")
     events.emit("message", text="hello")
-    quiet = len(stream.getvalue().splitlines())
-    time.sleep(0.1)  # under the interval since the message: no heartbeat
-    assert len(stream.getvalue().splitlines()) == quiet
+    wait_for(lambda: stream.kinds()[-1] == "heartbeat" and "message" in stream.kinds(), 30,
+             "a heartbeat after the message")
     events.close()
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [e["event"] for e in lines[:2]] == ["heartbeat", "heartbeat"]
-    assert lines[quiet - 1]["event"] == "message"
+    assert stream.kinds()[:2] == ["heartbeat", "heartbeat"]
+    for (before, _), (at, kind) in zip(stream.lines, stream.lines[1:]):
+        if kind == "heartbeat":
+            assert at - before >= 0.2, stream.lines
 
 
 def test_a_worker_whose_stream_nobody_reads_stops_at_its_next_heartbeat():
@@ -256,6 +277,33 @@ def test_the_split_seed_draws_the_split_and_the_seed_does_otherwise(monkeypatch,
         with pytest.raises(Drawn):
             Search(config, str(tmp_path / "run"), Events()).run()
     assert seeds == [3, 7]
+
+
+class SealedSplit:
+    """A test split no one may look at: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError("the search used the test split: .{}".format(name))
+
+    def __len__(self):
+        raise AssertionError("the search used the test split: len()")
+
+    def __iter__(self):
+        raise AssertionError("the search used the test split: iter()")
+
+
+def test_a_search_never_looks_at_the_test_split(monkeypatch, tmp_path):
+    """The pick is chosen on the validation split; the test split is for the retrained network's
+    figure alone (`train`, the bench), or it would no longer measure anything."""
+    from search_core import data
+    load_dataset = data.load_dataset
+    monkeypatch.setattr(data, "load_dataset", lambda *args, **kwargs: dataclasses.replace(
+        load_dataset(*args, **kwargs), test=SealedSplit()))
+    config = SearchConfig(**dict(TINY_SETTINGS, epochs=3, samples_per_epoch=2))
+    summary = Search(config, str(tmp_path / "run"), Events()).run()
+    assert summary["best"]["accuracy"] > 0
+    with pytest.raises(AssertionError, match="test split"):  # the seal holds
+        len(data.load_dataset("digits", limit=8).test)
 
 
 def test_resume_continues_an_interrupted_search(tmp_path):

@@ -4,6 +4,8 @@ import pytest
 from search_core.best import best_sample, better, explain
 from search_core.config import DEFAULT_WEIGHTS, ConfigError, SearchConfig
 
+pytestmark = pytest.mark.unit
+
 
 def sample(accuracy, feasible, uses_budget=None, objective=None, arch_hash=None):
     s = {"accuracy": accuracy, "objective": accuracy if objective is None else objective,

@@ -11,6 +11,8 @@ from nano_agent.space import SearchSpace
 from search_core.strategies import EvolutionStrategy, GradientStrategy, ReinforceStrategy
 from search_core.supernet import Supernet
 
+pytestmark = pytest.mark.unit
+
 SPACE = SearchSpace(0.5, 32, 10, 1)
 
 
@@ -222,6 +224,7 @@ def test_binary_gate_step_moves_only_the_sampled_pair():
     assert moved >= 10
 
 
+@pytest.mark.process
 def test_gradient_search_with_a_tight_target_lowers_expected_latency():
     net = Supernet(SPACE)
     costs = CostModel(SPACE, fake_lut(SPACE))
@@ -233,6 +236,7 @@ def test_gradient_search_with_a_tight_target_lowers_expected_latency():
     assert costs.expected(net.probabilities())["latency_ms"].item() < 0.9 * start
 
 
+@pytest.mark.process
 def test_reinforce_prefers_faster_architectures_under_a_latency_penalty():
     net = Supernet(SPACE)
     with torch.no_grad():  # every path predicts class 0: accuracy 1, so the reward is latency alone

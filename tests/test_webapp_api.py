@@ -16,38 +16,17 @@ from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
 from webapp.runner import Worker
+from helpers import TINY, read_jsonl, received, run_reaches, wait_for
 from processes import dashboard_app, hold_run_directory, socket_client
 
+pytestmark = pytest.mark.process
+
 DATABASES = ("sqlite", "postgresql")
-TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
-        "measure_runs": 3, "measure_warmup": 1, "threads": 1, "calibration_archs": 3,
-        "resolution": 32}
 
 
 def on_server(app, path):
     """A path the API shows relative to the data directory, on the server's disk."""
     return os.path.join(app.config["DATA_DIR"], path)
-
-
-def received(sio, name=None):
-    """The Socket.IO events a test client got since the last call, as (name, payload)."""
-    events = [(e["name"], e["args"][0]) for e in sio.get_received()]
-    return [e for e in events if name is None or e[0] == name]
-
-
-def wait_for(client, run_id, statuses, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = client.get("/api/runs/{}".format(run_id)).get_json()
-        if run["status"] in statuses:
-            return run
-        time.sleep(0.2)
-    raise AssertionError("run {} still {} after {} s".format(run_id, run["status"], timeout))
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +36,7 @@ def finished_run(app, client):
     r = client.post("/api/runs", json=dict(TINY, name="tiny"))
     assert r.status_code == 201, r.get_json()
     assert sio.emit("subscribe", {"run_id": r.get_json()["id"]}, callback=True) == {"ok": True}
-    run = wait_for(client, r.get_json()["id"], ("finished", "failed"))
+    run = run_reaches(client, r.get_json()["id"], ("finished", "failed"))
     assert run["status"] == "finished", run
     assert app.extensions["runs"].wait(run["id"], 30)  # the worker exited and its end is stored
     deadline = time.time() + 5
@@ -192,7 +171,7 @@ def test_measurements_and_lookup_tables_are_shared_between_runs(app, client, fin
         profiled = json.load(f)
 
     r = client.post("/api/runs", json=dict(TINY, name="again"))
-    second = wait_for(client, r.get_json()["id"], ("finished", "failed"))
+    second = run_reaches(client, r.get_json()["id"], ("finished", "failed"))
     assert second["status"] == "finished", second
     with open(os.path.join(on_server(app, second["run_dir"]), "lut.json")) as f:
         assert json.load(f) == profiled  # the stored table, timings and fit alike: no new profile
@@ -211,7 +190,7 @@ def test_runs_at_a_small_and_a_large_resolution(client, database, resolution):
         pytest.skip("the limits are the same whatever the database: checked once, on SQLite")
     r = client.post("/api/runs", json=dict(TINY, name="{} px".format(resolution), resolution=resolution))
     assert r.status_code == 201, r.get_json()
-    run = wait_for(client, r.get_json()["id"], ("finished", "failed"), timeout=300)
+    run = run_reaches(client, r.get_json()["id"], ("finished", "failed"), timeout=300)
     assert run["status"] == "finished", run
     assert client.get("/api/runs/{}/best.json".format(run["id"])).get_json()["input"]["resolution"] \
         == resolution
@@ -230,7 +209,7 @@ def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_lef
     assert r.status_code == 201, r.get_json()
     run_id = r.get_json()["id"]
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
-    assert wait_for(client, run_id, ("finished", "failed"), timeout=300)["status"] == "finished"
+    assert run_reaches(client, run_id, ("finished", "failed"), timeout=300)["status"] == "finished"
     assert app.extensions["runs"].wait(run_id, 30)
     events, deadline = [], time.time() + 10
     while not any(name == "run_status" and p["run"]["status"] == "finished" for name, p in events):
@@ -286,7 +265,7 @@ def test_data_dir_names_a_directory_under_the_dataset_roots(app, client):
         r = client.post("/api/runs", json={"name": "x", "dataset": "cifar10", "data_dir": data_dir,
                                            "epochs": 2, "warmup_epochs": 1})
         assert r.status_code == 201, r.get_json()
-        run = wait_for(client, r.get_json()["id"], ("failed",))  # no CIFAR batches in there
+        run = run_reaches(client, r.get_json()["id"], ("failed",))  # no CIFAR batches in there
         assert run["config"]["data_dir"] == "my-cifar" and "/" not in run["run_dir"].replace("runs/", "")
         assert root not in json.dumps(run)  # no server path in the answer
 
@@ -523,22 +502,20 @@ def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, clien
         db.session.commit()
         started = json.dumps({"event": "started", "time": 1.0, "epochs": 2})
         speaks = json.dumps({"event": "heartbeat", "time": 2.0})
-        code = "import time; print({!r}, flush=True); time.sleep(4); print({!r}, flush=True); " \
-               "time.sleep(30)".format(started, speaks)
+        go = os.path.join(app.config["DATA_DIR"], "speak")  # silent until this file exists
+        code = ("import os, time; print({!r}, flush=True)\nwhile not os.path.exists({!r}): "
+                "time.sleep(0.05)\nprint({!r}, flush=True); time.sleep(30)").format(
+                    started, go, speaks)
         runs = app.extensions["runs"]
         runs._launch(run, [sys.executable, "-c", code])
         run_id = run.id
     try:
         def message():
             return client.get("/api/runs/{}".format(run_id)).get_json()["message"] or ""
-        deadline = time.time() + 4
-        while "No word from the worker" not in message() and time.time() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: "No word from the worker" in message(), 60, "the silence to be reported")
         assert "it may be frozen" in message()
-        deadline = time.time() + 6
-        while message() and time.time() < deadline:
-            time.sleep(0.2)
-        assert message() == ""  # it spoke again
+        open(go, "w").close()
+        wait_for(lambda: message() == "", 60, "the warning to be taken back")  # it spoke again
     finally:
         with app.app_context():
             runs.cancel(run_id)

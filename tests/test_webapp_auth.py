@@ -12,6 +12,8 @@ from processes import ROOT, dashboard_app
 from webapp.extensions import db, socketio
 from webapp.models import Run
 
+pytestmark = pytest.mark.unit
+
 DASHBOARD_CONFIG = {"LOCAL_AGENT": False, "ALLOWED_HOSTS": ("nas.lab.example",)}
 
 
@@ -225,6 +227,7 @@ def test_without_auth_the_origin_and_host_checks_stay(tmp_path):
         assert socketio.test_client(app).is_connected()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::"])
 def test_the_server_refuses_to_run_without_auth_beyond_loopback(host):
     result = subprocess.run([sys.executable, "-m", "webapp", "--no-auth", "--host", host],

@@ -6,37 +6,31 @@ import time
 
 import pytest
 
+from helpers import TINY, run_reaches, wait_for
 from processes import TOKEN, Agent, dashboard_app, socket_client
+from webapp import create_app
+from webapp.extensions import db
+
+pytestmark = pytest.mark.process
 
 AGENT_TIMEOUT = 10
 # a profile measures as this dashboard's runs do: a quick routine here (the built-in one: 10
 # calibration architectures, 5 warm-up and 20 timed runs each)
 DASHBOARD_CONFIG = {"RUN_DEFAULTS": {"calibration_archs": 4, "measure_runs": 3, "measure_warmup": 1}}
-TINY_RUN = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 1,
-            "measure_runs": 3, "measure_warmup": 1, "threads": 1, "resolution": 32}
+TINY_RUN = dict(TINY, samples_per_epoch=1)
 
 
-def finished(client, run_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = client.get("/api/runs/{}".format(run_id)).get_json()
-        if run["status"] not in ("queued", "running"):
-            assert run["status"] == "finished", run
-            return run
-        time.sleep(0.2)
-    raise AssertionError("run {} did not finish in {} s".format(run_id, timeout))
-from webapp import create_app
-from webapp.extensions import db
+def finished(client, run_id):
+    run = run_reaches(client, run_id, ("finished", "failed", "cancelled"))
+    assert run["status"] == "finished", run
+    return run
 
 
-def local_device(client, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        devices = [d for d in client.get("/api/devices").get_json() if d["kind"] == "local"]
-        if devices and devices[0]["status"] == "online":
-            return devices[0]
-        time.sleep(0.1)
-    raise AssertionError("the local device did not come online: {}".format(devices))
+def local_device(client):
+    def online():
+        local = [d for d in client.get("/api/devices").get_json() if d["kind"] == "local"]
+        return local[0] if local and local[0]["status"] == "online" else None
+    return wait_for(online, 60, "the local device to come online")
 
 
 def device_events(sio):
@@ -268,10 +262,10 @@ def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_pa
         assert r.status_code == 201, r.get_json()
         run = r.get_json()
         assert run["device"] == "group nanos" and run["config"]["device_group"] == "nanos"
-        deadline = time.time() + 120
-        while client.get("/api/runs/{}".format(run["id"])).get_json()["phase"] is None:
-            assert time.time() < deadline, "the run did not start"
-            time.sleep(0.1)
+        def pool_of(device_id):
+            return client.get("/api/devices/{}".format(device_id)).get_json()["pool"]
+        wait_for(lambda: (pool_of(ids[0]) or {}).get("measured"), 120,
+                 "the first agent to measure for the run")
         agents[0].stop()  # mid-run: the other agent measures the rest
         assert client.delete("/api/groups/{}".format(group["id"])).status_code == 409
         done = finished(client, run["id"])
@@ -280,8 +274,9 @@ def test_a_run_on_a_group_of_two_agents_outlives_one_of_them(app, client, tmp_pa
             assert len(stored) == len(f.readlines()) == done["samples"] > 0
         with open(os.path.join(app.config["DATA_DIR"], done["run_dir"], "lut.json")) as f:
             assert json.load(f)["device_id"] == "group:nanos"  # one identity for the pool
-        killed, alive = (client.get("/api/devices/{}".format(i)).get_json()["pool"] for i in ids)
+        killed, alive = (pool_of(i) for i in ids)
         assert killed["run_id"] == alive["run_id"] == run["id"]  # the Devices page shows them
+        assert killed["measured"] > 0 and killed["lost"] > 0  # it was tried after its end
         assert alive["measured"] > 0 and alive["lost"] == 0 and alive["pending"] == 0
     finally:
         for agent in agents:

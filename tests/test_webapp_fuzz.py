@@ -13,6 +13,8 @@ from webapp.extensions import db
 from webapp.ids import MAX_ID
 from webapp.models import Run
 
+pytestmark = pytest.mark.unit
+
 DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
 EXAMPLES = 200  # derandomized: the same bodies every run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

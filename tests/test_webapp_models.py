@@ -13,6 +13,8 @@ from webapp import MIGRATIONS_DIR, create_app
 from webapp.extensions import db
 from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample
 
+pytestmark = pytest.mark.unit
+
 TABLES = {"devices", "runs", "samples", "epoch_metrics", "latency_cache", "trainings"}
 HASH = "ab" * 32
 DATABASES = ("sqlite", "postgresql")

@@ -12,16 +12,12 @@ from processes import dashboard_app, socket_client
 from webapp import runner
 from webapp.extensions import db
 from webapp.models import Run
-from test_webapp_api import TINY, received, wait_for
+from helpers import TINY, bearer_client, received, run_reaches
+
+pytestmark = pytest.mark.process
 
 DASHBOARD_CONFIG = {"MAX_RUNS": 1}
 DATABASES = ("sqlite", "postgresql")
-
-
-def bearer_client(app):
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
-    return client
 
 
 def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
@@ -30,7 +26,7 @@ def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
            for i in range(4)]
     for run_id in ids:
         assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
-    wait_for(client, ids[0], ("running", "finished", "failed"))  # the scheduler's turn
+    run_reaches(client, ids[0], ("running", "finished", "failed"))  # the scheduler's turn
     runs = [client.get("/api/runs/{}".format(i)).get_json() for i in ids]
     assert [r["queue_position"] for r in runs] == [None, 1, 2, 3]
     cancelled = client.post("/api/runs/{}/cancel".format(ids[2])).get_json()
@@ -80,7 +76,7 @@ def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, da
     monkeypatch.setattr(runner, "Worker", CancelledMeanwhile)
     run_id = client.post("/api/runs", json=dict(TINY, name="cancelled at launch")).get_json()["id"]
     created.set()
-    wait_for(client, run_id, ("cancelled", "finished", "failed"))
+    run_reaches(client, run_id, ("cancelled", "finished", "failed"))
     assert cancelled and cancelled[0]["status"] == "cancelled"
     [process] = started
     process.wait(60)  # stopped, not left to run
@@ -108,7 +104,7 @@ def test_a_new_run_never_takes_over_a_directory_left_by_another(app, client, dat
             assert f.read() == "{}"
     finally:
         client.post("/api/runs/{}/cancel".format(run["id"]))
-        wait_for(client, run["id"], ("cancelled", "finished", "failed"))
+        run_reaches(client, run["id"], ("cancelled", "finished", "failed"))
 
 
 def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, database):
@@ -129,4 +125,4 @@ def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, databas
     with dashboard_app(tmp_path, **config) as app:
         client = bearer_client(app)
         assert client.get("/api/runs/{}".format(long)).get_json()["status"] == "cancelled"
-        assert wait_for(client, waiting, ("finished", "failed"))["status"] == "finished"
+        assert run_reaches(client, waiting, ("finished", "failed"))["status"] == "finished"

@@ -16,10 +16,11 @@ from ray.cluster_utils import Cluster
 
 from processes import ROOT, dashboard_app, free_port
 from search_core.rundir import RunDirectory
-from test_webapp_api import TINY, read_jsonl, wait_for
-from test_webapp_queue import bearer_client
+from helpers import TINY, bearer_client, read_jsonl, run_reaches, training_reaches
 from webapp.executors import LOST_AFTER_S, RAY_USAGE_STATS
 from webapp.runner import MAX_RETRIES
+
+pytestmark = pytest.mark.process
 
 SEARCH = dict(TINY, seed=3)
 LONGER = dict(SEARCH, epochs=5, warmup_epochs=2)  # epochs enough to be killed in the middle
@@ -69,7 +70,7 @@ def on_disk(app, run):
 
 def run_to_the_end(client, settings, timeout=240):
     run_id = client.post("/api/runs", json=settings).get_json()["id"]
-    return wait_for(client, run_id, ("finished", "failed", "cancelled"), timeout)
+    return run_reaches(client, run_id, ("finished", "failed", "cancelled"), timeout)
 
 
 def test_a_run_on_ray_ends_with_the_files_and_rows_of_a_local_run(cluster, ray_app, tmp_path):
@@ -96,21 +97,10 @@ def test_a_run_on_ray_ends_with_the_files_and_rows_of_a_local_run(cluster, ray_a
     # its best architecture retrained on a Ray node too: weights and ONNX come back
     r = client.post("/api/runs/{}/trainings".format(remote["id"]), json={"sample_id": remote["best"]["id"], "epochs": 1})
     assert r.status_code == 201, r.get_json()
-    training = wait_for_training(client, remote["id"], r.get_json()["id"])
+    training = training_reaches(client, remote["id"], r.get_json()["id"])
     assert training["status"] == "finished", training["error"]
     assert node_of(cluster, training) and training["files"] == ["weights.pt", "model.onnx"]
     assert client.get("/api/trainings/{}/model.onnx".format(training["id"])).status_code == 200
-
-
-def wait_for_training(client, run_id, training_id, timeout=120):
-    deadline = time.time() + timeout
-    while True:
-        trainings = client.get("/api/runs/{}/trainings".format(run_id)).get_json()
-        training = next(t for t in trainings if t["id"] == training_id)
-        if training["status"] not in ("queued", "running"):
-            return training
-        assert time.time() < deadline, training
-        time.sleep(0.2)
 
 
 def wait_for_epoch(client, run_id, epoch, timeout=120):
@@ -133,7 +123,7 @@ def test_a_run_whose_worker_node_is_killed_resumes_on_another(cluster, ray_app):
     killed_at = time.time()
     cluster.remove_node(victim, allow_graceful=False)  # its raylet and workers, SIGKILL
     try:
-        run = wait_for(client, run_id, ("finished", "failed", "cancelled"), 240)
+        run = run_reaches(client, run_id, ("finished", "failed", "cancelled"), 240)
         assert run["status"] == "finished", run["error"]
         (retry,) = run["retries"]
         assert victim.node_id[:12] in retry["node"] and "Actor" in retry["error"]
@@ -192,7 +182,7 @@ def test_runs_beyond_the_clusters_room_wait_in_the_queue(ray_app):
     fails at once saying so."""
     client = bearer_client(ray_app)
     too_big = client.post("/api/runs", json=dict(SEARCH, name="too big", threads=2)).get_json()
-    failed = wait_for(client, too_big["id"], ("finished", "failed", "cancelled"), 30)
+    failed = run_reaches(client, too_big["id"], ("finished", "failed", "cancelled"), 30)
     assert failed["status"] == "failed" and "no Ray node has 2 CPU(s) (the largest has 1 CPU(s))" \
         in failed["error"], failed
 

@@ -8,13 +8,14 @@ import engineio
 import pytest
 import socketio as socketio_client
 
+from helpers import TINY
 from processes import Dashboard, socket_client
 from webapp.extensions import db
 from webapp.models import Run
 
+pytestmark = pytest.mark.unit
+
 DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
-TINY = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "batch_size": 32, "samples_per_epoch": 2,
-        "measure_runs": 3, "measure_warmup": 1, "calibration_archs": 3}
 
 
 def make_run(app, name):
@@ -114,6 +115,7 @@ def test_the_reference_point_is_kept_on_the_run_and_pushed(app):
     sio.disconnect()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("mode", ["threading", "eventlet"])
 def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
     dashboard = Dashboard(tmp_path, mode)
@@ -143,6 +145,7 @@ def test_real_server_pushes_a_run_over_websocket(tmp_path, mode):
     assert "Traceback" not in dashboard.output()
 
 
+@pytest.mark.process
 def test_engineio_sessions_that_never_connect_are_capped_and_closed(tmp_path):
     """Plain Engine.IO websockets that answered pings but never sent Socket.IO's CONNECT were
     kept forever, a thread and a descriptor each (200 held 806 threads): an address may hold

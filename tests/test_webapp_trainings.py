@@ -2,7 +2,6 @@
 Socket.IO; the trained weights and their ONNX export downloaded and run."""
 import io
 import json
-import time
 from types import SimpleNamespace
 
 import numpy
@@ -16,18 +15,9 @@ from webapp.extensions import db
 from webapp.models import Run, Training
 from webapp.trainings import train_command
 from processes import socket_client
-from test_webapp_api import TINY, received, wait_for
+from helpers import TINY, received, run_reaches, training_reaches, wait_for
 
-
-def wait_training(client, training_id, statuses, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        trainings = client.get("/api/runs/{}/trainings".format(RUN["id"])).get_json()
-        training = next(t for t in trainings if t["id"] == training_id)
-        if training["status"] in statuses:
-            return training
-        time.sleep(0.2)
-    raise AssertionError("training {} still {}".format(training_id, training["status"]))
+pytestmark = pytest.mark.process
 
 
 RUN = {}
@@ -37,7 +27,7 @@ RUN = {}
 def finished(app, client):
     r = client.post("/api/runs", json=dict(TINY, name="to retrain"))
     assert r.status_code == 201, r.get_json()
-    RUN.update(wait_for(client, r.get_json()["id"], ("finished", "failed")))
+    RUN.update(run_reaches(client, r.get_json()["id"], ("finished", "failed")))
     assert RUN["status"] == "finished", RUN
     assert RUN["reference"]["arch_hash"] and "arch" not in RUN["reference"]  # its JSON stays stored
 
@@ -54,12 +44,16 @@ def test_retraining_the_best_sample_gives_weights_and_an_onnx_that_runs(app, cli
     best = RUN["best"]
     training = retrain(client, sample_id=best["id"], epochs=2, seed=3)
     assert training["status"] == "queued" and training["label"] == "sample #{}".format(best["number"])
-    done = wait_training(client, training["id"], ("finished", "failed"))
+    done = training_reaches(client, RUN["id"], training["id"], ("finished", "failed"))
     assert done["status"] == "finished", done
     assert 0 <= done["test_accuracy"] <= 1 and done["epoch"] == 2 and done["seed"] == 3
     assert done["files"] == ["weights.pt", "model.onnx"]
-    time.sleep(0.5)
-    pushed = [p["training"] for _, p in received(sio, "training")]
+    pushed = []
+
+    def finished_pushed():  # the last event is emitted just after the row seen above
+        pushed.extend(p["training"] for _, p in received(sio, "training"))
+        return pushed and pushed[-1]["status"] == "finished"
+    wait_for(finished_pushed, 30, lambda _: "the training's last event; got {}".format(pushed))
     sio.disconnect()
     assert [t["status"] for t in pushed][-1] == "finished"
     assert "running" in [t["status"] for t in pushed] and pushed[-1]["test_accuracy"] == done["test_accuracy"]
@@ -85,7 +79,7 @@ def test_the_reference_is_retrainable_like_any_sample(client):
     assert training["label"] == "MobileNetV2" and training["sample_id"] is None
     assert training["arch_hash"] == RUN["reference"]["arch_hash"]
     assert training["seed"] == RUN["config"]["seed"]  # the run's, when not given
-    assert wait_training(client, training["id"], ("finished", "failed"))["status"] == "finished"
+    assert training_reaches(client, RUN["id"], training["id"], ("finished", "failed"))["status"] == "finished"
 
 
 @pytest.mark.parametrize("body, field", [
@@ -131,7 +125,7 @@ def test_a_dataset_that_does_not_fit_fails_the_training_and_keeps_the_run(app, c
     samples = client.get("/api/runs/{}/samples".format(RUN["id"])).get_json()
     try:
         training = retrain(client, sample_id=samples[0]["id"], epochs=1)
-        failed = wait_training(client, training["id"], ("finished", "failed"))
+        failed = training_reaches(client, RUN["id"], training["id"], ("finished", "failed"))
     finally:
         with app.app_context():
             db.session.get(Run, RUN["id"]).config_data = config
