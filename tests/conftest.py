@@ -20,7 +20,7 @@ import pytest
 
 import processes
 
-pytest_plugins = ("browser",)  # the browser tests' fixtures
+pytest_plugins = ("browser", "pytester")  # the browser tests' fixtures; test_kinds.py's
 KINDS = ("unit", "process", "system")
 
 
