@@ -7,7 +7,7 @@ import sys
 
 def parser():
     from .config import DEFAULT_CONFIG, TOKEN_ENV
-    from .limits import DEFAULT_MAX_MEMORY_MB
+    from .limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_REQUEST_S
     from .protocol import DEFAULT_PORT
     p = argparse.ArgumentParser(prog="python3 -m nano_agent",
                                 description="Device agent: measures architectures for the search "
@@ -31,6 +31,9 @@ def parser():
     p.add_argument("--max-memory-mb", type=float, default=DEFAULT_MAX_MEMORY_MB,
                    help="refuse architectures whose estimated inference memory is larger "
                         "(default %(default)s)")
+    p.add_argument("--max-request-s", type=float, default=DEFAULT_MAX_REQUEST_S,
+                   help="stop a measurement or profile that holds the measuring lock longer, "
+                        "with an error (default %(default)s)")
     p.add_argument("--trt-fp16", action="store_true",
                    help="onnxruntime backend: let the TensorRT provider build FP16 engines (the "
                         "agent's id says so, and its measurements are cached apart)")
@@ -48,17 +51,20 @@ def main(argv=None):
     except (ConfigError, OSError) as e:
         sys.stderr.write("nano_agent: cannot get a token: {}\n".format(e))
         return 2
-    from .limits import MEMORY_MB, THREADS
+    from .limits import MEMORY_MB, REQUEST_S, THREADS
     if args.threads not in THREADS:
         sys.stderr.write("nano_agent: --threads must be in {}\n".format(THREADS.describe()))
         return 2
     if args.max_memory_mb not in MEMORY_MB:
         sys.stderr.write("nano_agent: --max-memory-mb must be in {}\n".format(MEMORY_MB.describe()))
         return 2
+    if args.max_request_s not in REQUEST_S:
+        sys.stderr.write("nano_agent: --max-request-s must be in {}\n".format(REQUEST_S.describe()))
+        return 2
     from .server import Agent, serve
     try:
         agent = Agent(token, args.device, args.threads, args.timeout, args.max_memory_mb,
-                      args.trt_fp16)
+                      args.trt_fp16, args.max_request_s)
     except ValueError as e:
         sys.stderr.write("nano_agent: {}\n".format(e))
         return 2

@@ -31,11 +31,13 @@ WARMUP_RUNS = Limit(0, 1000)  # untimed runs before them
 THREADS = Limit(1, 256)  # torch threads
 MEMORY_MB = Limit(1, 1024 * 1024)  # an agent's ceiling on estimated inference memory (MiB)
 DEFAULT_MAX_MEMORY_MB = 1024
+REQUEST_S = Limit(1, 7 * 24 * 3600)  # an agent's ceiling on the time one request holds its lock
+DEFAULT_MAX_REQUEST_S = 1800  # a profile of a 224 px space on a Jetson Nano's CPU fits
 
 TABLE = {"resolution": RESOLUTION, "width_mult": WIDTH_MULT, "num_classes": NUM_CLASSES,
          "in_channels": IN_CHANNELS, "channels": CHANNELS, "blocks": BLOCKS, "batch": BATCH,
          "timed_runs": TIMED_RUNS, "warmup_runs": WARMUP_RUNS, "threads": THREADS,
-         "memory_mb": MEMORY_MB}
+         "memory_mb": MEMORY_MB, "request_s": REQUEST_S}
 
 
 def as_dict():

@@ -65,13 +65,16 @@ def steady_allocator():
 
 
 class Aborted(Exception):
-    """A measurement stopped between two runs because its `abort()` said so (its client left)."""
+    """A measurement stopped between two runs because its `abort()` said so."""
 
 
 def check_abort(abort):
-    """Raise Aborted if `abort` (a callable, or None) says to stop."""
-    if abort is not None and abort():
-        raise Aborted("the measurement was stopped: its client left")
+    """Raise Aborted if `abort` (a callable, or None) says to stop: it returns why (a string; any
+    other true value: its client left), or something false."""
+    why = abort() if abort is not None else None
+    if why:
+        raise Aborted("the measurement was stopped: {}".format(
+            why if isinstance(why, str) else "its client left"))
 
 
 @contextmanager

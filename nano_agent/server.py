@@ -127,7 +127,8 @@ class Agent(object):
     """What the server serves: the token, the measuring device and the measurement lock."""
 
     def __init__(self, token, device="auto", threads=1, timeout=30.0,
-                 max_memory_mb=limits.DEFAULT_MAX_MEMORY_MB, trt_fp16=False):
+                 max_memory_mb=limits.DEFAULT_MAX_MEMORY_MB, trt_fp16=False,
+                 max_request_s=limits.DEFAULT_MAX_REQUEST_S):
         if not token:
             raise ValueError("the agent needs a non-empty token")
         if device == "auto":
@@ -141,6 +142,7 @@ class Agent(object):
         self.threads = threads
         self.timeout = timeout
         self.max_memory_bytes = int(max_memory_mb * 2 ** 20)
+        self.max_request_s = max_request_s
         self.lock = threading.Lock()  # one measurement at a time, process-wide
         host = platform.node() or "device"
         # FP16 engines measure other latencies: another measuring identity
@@ -187,6 +189,21 @@ class Agent(object):
             raise RequestError(P.BAD_REQUEST, "CUDA is not available on this device")
         return device
 
+    def _stop_when(self, abort):
+        """`abort` (its client left) or this agent's time limit, whichever comes first: asked
+        between timed runs, from now on (the lock is held), so that no request holds the lock
+        for longer than max_request_s, whatever its number of runs."""
+        deadline = time.monotonic() + self.max_request_s
+
+        def stop():
+            if abort is not None and abort():
+                return "its client left"
+            if time.monotonic() > deadline:
+                return "it ran past this agent's limit of {:g} s per request " \
+                       "(nano_agent --max-request-s)".format(self.max_request_s)
+            return None
+        return stop
+
     def measure(self, request, abort=None):
         """`abort()`: asked between timed runs; true stops the measurement (its client left)."""
         if "arch" not in request:
@@ -220,7 +237,7 @@ class Agent(object):
             started = time.time()
             try:
                 result = measure_architecture(arch, shape, warmup, runs, device, self.threads,
-                                              backend, abort)
+                                              backend, self._stop_when(abort))
             except (RuntimeError, MemoryError, Aborted) as e:
                 raise RequestError(P.MEASURE_FAILED, "measurement failed: {}".format(e))
             finally:
@@ -280,7 +297,7 @@ class Agent(object):
             started = time.time()
             try:
                 lut = profile_lut(space, warmup, runs, device, self.threads, send_progress,
-                                  backend=backend, abort=abort)
+                                  backend=backend, abort=self._stop_when(abort))
             except (RuntimeError, MemoryError, Aborted) as e:
                 raise RequestError(P.MEASURE_FAILED, "profiling failed: {}".format(e))
             finally:

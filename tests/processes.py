@@ -43,7 +43,7 @@ def without_token_env():
 
 
 class Agent:
-    def __init__(self, tmp_path, timeout=AGENT_TIMEOUT, port=0):
+    def __init__(self, tmp_path, timeout=AGENT_TIMEOUT, port=0, args=()):
         self.log_path = str(tmp_path / "agent-{}.log".format(id(self)))
         self.log = open(self.log_path, "w")
         env = dict(os.environ)
@@ -51,7 +51,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nano_agent", "--host", "127.0.0.1", "--port", str(port),
              "--token", TOKEN, "--timeout", str(timeout), "--threads", "1",
-             "--config", str(tmp_path / "agent-config.json")],
+             "--config", str(tmp_path / "agent-config.json"), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env, universal_newlines=True)
         line = self._first_line(60)
         assert line.startswith("nano_agent listening on 127.0.0.1:"), line

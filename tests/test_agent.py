@@ -380,6 +380,23 @@ def test_a_client_that_leaves_mid_measurement_does_not_keep_the_others_waiting(a
     assert waited_s < network_s / 4, (waited_s, network_s)
 
 
+def test_no_request_holds_the_measuring_lock_past_the_agents_limit(tmp_path):
+    """A connected client asked for 1,000 + 1,000 runs at 224 px (minutes): it is stopped at the
+    agent's --max-request-s, saying so, and the next client measures at once after it."""
+    agent = Agent(tmp_path, timeout=60, args=["--max-request-s", "1"])
+    try:
+        big = SearchSpace(1.0, 224, 1000, 3).mobilenet_v2()
+        with agent.client() as c, agent.client() as other:
+            with pytest.raises(LatencyError, match=r"limit of 1 s per request \(nano_agent "
+                                                   r"--max-request-s\)"):
+                c.measure(big, warmup=1000, runs=1000)
+            result = other.measure(SPACE.mobilenet_v2(), warmup=0, runs=1)
+            assert result["runs"] == 1
+            assert c.ping() > 0  # the stopped client's connection serves on
+    finally:
+        agent.stop()
+
+
 def test_connections_that_never_authenticate_hold_no_place(agent):
     from nano_agent.server import MAX_CONNECTIONS
     idle = [agent.raw(authenticate=False)[0] for _ in range(2 * MAX_CONNECTIONS)]
