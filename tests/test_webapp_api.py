@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -320,6 +321,33 @@ def test_finished_run_conflicts(client, finished_run):
     run, _ = finished_run
     assert client.post("/api/runs/{}/cancel".format(run["id"])).status_code == 409
     assert client.post("/api/runs/{}/resume".format(run["id"])).status_code == 409
+
+
+def test_a_resume_stores_again_the_samples_the_database_lost(app, client, finished_run, tmp_path):
+    """A database that lost its WAL after a crash lost the rows written since its last checkpoint;
+    the run's directory still holds its samples, and a resume stores them again before its worker
+    starts (one that is cancelled here: its checkpoint is no checkpoint)."""
+    done, _ = finished_run
+    run_dir = tmp_path / "lost-rows"
+    run_dir.mkdir()
+    shutil.copy(os.path.join(on_server(app, done["run_dir"]), "samples.jsonl"), run_dir)
+    on_disk = read_jsonl(run_dir / "samples.jsonl")
+    with open(run_dir / "samples.jsonl", "a") as f:
+        f.write('{"not": "a sample"}\n')
+    for name in ("config.json", "checkpoint.pt"):
+        (run_dir / name).write_text("{}")
+    with app.app_context():
+        run = Run(name="lost rows", status="interrupted", config="{}", run_dir=str(run_dir))
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    assert client.post("/api/runs/{}/resume".format(run_id)).status_code == 200
+    stored = wait_for(lambda: client.get("/api/runs/{}/samples".format(run_id)).get_json(), 60,
+                      "the samples to be stored again")
+    run_reaches(client, run_id, ("running", "failed"))
+    client.post("/api/runs/{}/cancel".format(run_id))
+    assert on_disk and sorted((s["epoch"], s["kind"], s["arch_hash"], s["accuracy"]) for s in stored) \
+        == sorted((s["epoch"], s["kind"], s["arch_hash"], s["accuracy"]) for s in on_disk)
 
 
 def start_long_run(client):

@@ -279,7 +279,23 @@ class RunManager:
 
     def resume(self, run: Run, device: str | None = None, token: str | None = None):
         """Continue ``run`` from its checkpoint, measuring on ``device`` (host:port) if given."""
+        self._restore_samples(run)
         self._launch(run, resume_command(run.run_dir, device), token)
+
+    def _restore_samples(self, run: Run):
+        """Store again the samples of ``run``'s directory that the database no longer holds: the
+        directory is the run's record (a database that lost its WAL lost the rows written since
+        its last checkpoint)."""
+        restored = 0
+        for event in RunDirectory(run.run_dir).samples():
+            try:
+                restored += self._on_sample(run, event, None) is not None
+            except (KeyError, TypeError, ValueError):  # a line no worker wrote: not a sample
+                continue
+        if restored:
+            db.session.commit()
+            log.warning("run %s: %d samples of its directory restored to the database", run.id,
+                        restored)
 
     def _launch(self, run: Run, cmd, token=None):
         with self._lock:
