@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nano_agent.builder import build_model  # noqa: E402
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core import fastpath  # noqa: E402
+from search_core.config import SearchConfig  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
 
 try:
@@ -43,8 +44,10 @@ try:
 except ImportError:  # pragma: no cover - very old or very new torch
     _EventType = None
 
-# the search's weight optimizer and loss (search_core/search.py SearchConfig defaults)
-LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING = 0.05, 0.9, 4e-5, 0.1
+# the search's weight optimizer and loss: SearchConfig's defaults
+_SEARCH = SearchConfig()
+LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING = (_SEARCH.lr, _SEARCH.momentum, _SEARCH.weight_decay,
+                                               _SEARCH.label_smoothing)
 NUM_CLASSES, IN_CHANNELS = 10, 1
 WARMUP_STEPS = 3
 DARTS_TIMED_STEPS = 3

@@ -35,7 +35,7 @@ from .train import accuracy, clip_gradients, lr_factor, sgd
 # accurate sample that meets T, then uses the budget. The factorised distribution's mode (the argmax)
 # can lie far from its mean, which the absolute form lands on T, so neither the argmax nor a plain
 # draw does (digits, tiny setting: argmax at 0.46-0.91 T). The band's top leaves room for the
-# table's error (about 3% of end-to-end latency).
+# table's error (its median error against measured latency: bench/latency_prediction.py).
 TARGET_BAND = (0.88, 0.98)
 CANDIDATES = 256  # drawn per sample, the first inside the band is taken (else the nearest)
 # the band's predictions are scaled by the median measured / predicted latency of the run's last

@@ -54,8 +54,8 @@ class Config:
     RUN_DEFAULTS = {}
     # the largest request body read (bytes): the API's bodies are settings, far smaller
     MAX_CONTENT_LENGTH = 1024 * 1024
-    # seconds without a line from a worker (it sends a heartbeat every 10 s) before its run says
-    # that the worker may be frozen
+    # seconds without a line from a worker (it sends a heartbeat every HEARTBEAT_S,
+    # search_core/events.py) before its run says that the worker may be frozen
     WORKER_SILENCE_S = 60
     # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: the
     # executor's default (webapp/executors.py): locally one per 4 cores the local agent leaves, at

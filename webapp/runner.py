@@ -5,8 +5,8 @@ At most MAX_RUNS workers run at once: a new or resumed run waits as ``queued``, 
 first, and one scheduler thread starts the next whenever a worker exits (``submit``, ``kick``).
 The queue is the database's: a dashboard that restarts goes on with it.
 
-The web process does I/O only (see ARCHITECTURE.md, "Why the search runs in its own process"):
-``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process (a
+The web process does I/O only (a crash, a frozen worker or its memory cannot take the dashboard
+down): ``python -m search_core search --out RUN_DIR --events jsonl ...`` runs in its own OS process (a
 subprocess, or on a Ray node: webapp/executors.py), and one background thread per run reads its
 standard output line by line and applies each event (docs/events.md) to the database inside an
 app context. ``on_event(run_id, event, stored)``, if given, is called after each event is stored,
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from search_core.best import better
+from search_core.events import HEARTBEAT_S
 from search_core.measurements import LatencyCache
 from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 
@@ -357,8 +358,8 @@ class RunManager:
         worker.silent = silent_s is not None
         text = None if silent_s is None else (
             "No word from the worker (pid {}) for {:.0f} s, though it sends a heartbeat every "
-            "10 s: it may be frozen. Cancel the run and resume it.".format(worker.process.pid,
-                                                                          silent_s))
+            "{:g} s: it may be frozen. Cancel the run and resume it.".format(
+                worker.process.pid, silent_s, HEARTBEAT_S))
         try:
             self._say(run_id, text)
         except sa.exc.OperationalError:

@@ -300,7 +300,7 @@
 
   /** The searchable ops, the column order of the probability heatmap. */
   const OPS = ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", "zero"];
-  const BLOCKS_PER_STAGE = 4; // search_core/space.py: five stages of four blocks
+  const BLOCKS_PER_STAGE = 4; // nano_agent/space.py: five stages of four blocks
 
   /** "k5_e6" -> {kernel: 5, expansion: 6, zero: false}; "zero" -> {zero: true} */
   function parseOp(op) {
