@@ -99,3 +99,36 @@ def test_the_default_constraint_is_absolute_and_the_old_forms_stay():
 def test_settings_of_runs_from_before_the_constraint_forms_keep_their_objective(hard, form):
     """A config.json written with hard_constraint resumes with the form it searched with."""
     assert SearchConfig.from_dict({"hard_constraint": hard, "epochs": 30}).constraint == form
+
+
+class Drawn(Exception):
+    """Raised where a dataset is loaded: its arguments are all a test of the split needs."""
+
+
+@pytest.mark.parametrize("split", [{}, {"split_seed": 9}])
+def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch, tmp_path, split):
+    """The retraining's test accuracy means something only on images the search never chose by:
+    its `train` worker loads the run's dataset with the run's split seed, whatever its own seed."""
+    from types import SimpleNamespace
+
+    from nano_agent.space import SearchSpace
+    from search_core import cli, data
+    from search_core.search import Search
+    from webapp.trainings import ARCH_FILE, train_command
+
+    loaded = []
+
+    def load_dataset(name, resolution, seed, data_dir=None, **kwargs):
+        loaded.append((name, seed, data_dir, kwargs.get("limit")))
+        raise Drawn
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    monkeypatch.setattr(cli, "load_dataset", load_dataset)
+    config = SearchConfig(dataset="shapes", seed=4, limit=128, **split)
+    with pytest.raises(Drawn):
+        Search(config, str(tmp_path / "run"), None).run()
+    SearchSpace(0.5, 32, 10, 1).mobilenet_v2().save(str(tmp_path / ARCH_FILE))
+    training = SimpleNamespace(directory=str(tmp_path), epochs=3, seed=11)
+    with pytest.raises(Drawn):
+        cli.main(train_command(training, config.to_dict())[3:])
+    searched, retrained = loaded
+    assert retrained == searched and searched[1] == split.get("split_seed", 4)
