@@ -6,6 +6,8 @@ from search_core.config import DEFAULT_WEIGHTS, ConfigError, SearchConfig
 
 pytestmark = pytest.mark.unit
 
+DASHBOARD_CONFIG = {"LOCAL_AGENT": False}
+
 
 def sample(accuracy, feasible, uses_budget=None, objective=None, arch_hash=None):
     s = {"accuracy": accuracy, "objective": accuracy if objective is None else objective,
@@ -132,3 +134,16 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
         cli.main(train_command(training, config.to_dict())[3:])
     searched, retrained = loaded
     assert retrained == searched and searched[1] == split.get("split_seed", 4)
+
+
+def test_a_settings_range_is_declared_once(monkeypatch, client, tmp_path, capsys):
+    """search_core.config.LIMITS bounds the CLI, the API and the form (which takes its bounds from
+    /api/defaults): a range changed there changes all three."""
+    from nano_agent.limits import Limit
+    from search_core import cli, config
+    monkeypatch.setitem(config.LIMITS, "epochs", Limit(1, 7))
+    assert cli.main(["search", "--out", str(tmp_path / "run"), "--epochs", "8"]) == 2
+    assert "epochs must be in [1, 7]" in capsys.readouterr().err
+    r = client.post("/api/runs", json={"epochs": 8, "warmup_epochs": 1})
+    assert r.status_code == 400 and r.get_json()["errors"]["epochs"] == "must be in [1, 7]"
+    assert client.get("/api/defaults").get_json()["limits"]["epochs"] == {"min": 1, "max": 7}
