@@ -4,6 +4,7 @@ another that imports it back."""
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,13 +19,14 @@ RANK = {name: i for i, name in enumerate(PACKAGES)}
 
 
 def project_modules():
-    """Every module of the three packages, by dotted name."""
+    """Every module of the three packages and their subpackages, by dotted name."""
     names = []
     for package in PACKAGES:
-        for filename in sorted(os.listdir(os.path.join(ROOT, package))):
-            if filename.endswith(".py"):
-                stem = filename[:-3]
-                names.append(package if stem == "__init__" else package + "." + stem)
+        for directory, subdirectories, filenames in sorted(os.walk(os.path.join(ROOT, package))):
+            subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
+            dotted = os.path.relpath(directory, ROOT).replace(os.sep, ".")
+            names += [dotted if f == "__init__.py" else dotted + "." + f[:-3]
+                      for f in sorted(filenames) if f.endswith(".py")]
     return names
 
 
@@ -54,6 +56,19 @@ def imports_of(name):
             continue
         found.update(t for t in targets if t in modules and t != name)
     return found
+
+
+def test_the_dashboards_modules_are_short_or_say_why():
+    """A module of webapp/ over 400 lines says why at its top (a `# length:` line): the API is a
+    package by resource, not one module of everything."""
+    long = []
+    for name in project_modules():
+        if name.split(".")[0] == "webapp":
+            with open(module_path(name)) as f:
+                text = f.read()
+            if text.count("\n") > 400 and not re.search("^# length: ", text[:3000], re.M):
+                long.append(name)
+    assert "webapp.api.runs" in project_modules() and not long, long
 
 
 def test_imports_go_one_way_in_the_source():

@@ -302,13 +302,13 @@ def test_ids_beyond_64_bits_are_not_found(client):
 
 
 def test_a_bug_answers_in_json_and_logs_its_traceback(client, monkeypatch, caplog):
-    import webapp.api
+    import webapp.api.runs
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(webapp.api, "run_dict", broken)
-    with caplog.at_level("ERROR", logger="webapp.api"):
+    monkeypatch.setattr(webapp.api.runs, "jsonify", broken)  # whether or not there are runs
+    with caplog.at_level("ERROR", logger="webapp.api.errors"):
         r = client.get("/api/runs")
     assert r.status_code == 500 and r.get_json()["error"].startswith("internal error: RuntimeError")
     assert "a bug" not in r.get_json()["error"]  # the details stay in the server's log

@@ -1,6 +1,6 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
-Pages (pages.py) and the JSON API (api.py) are blueprints behind auth.py's token, Origin and Host
+Pages (pages.py) and the JSON API (api/, by resource) are blueprints behind auth.py's token, Origin and Host
 checks; runs are workers (subprocesses, or Ray actors: executors.py) followed by runner.py;
 devices and the built-in local agent live in devices.py; Socket.IO pushes in sockets.py.
 """

@@ -1,3 +1,6 @@
+# length: the whole life of a search worker (queue, launch, follow, watchdog, exit, retries,
+# cancel) in one place; retrainings keep a second copy of it (trainings.py) until one worker
+# lifecycle serves every worker kind.
 """Search workers: queue, launch (through the app's executor), follow their JSON-lines event
 stream, store it, cancel, resume after a lost worker.
 
