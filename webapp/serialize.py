@@ -14,6 +14,7 @@ from search_core.rundir import CONFIG, RunDirectory
 from .extensions import db
 from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
                      Training, queue_position)
+from .paths import dataset_roots, public_path, public_text
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
                  "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_min_ms",
@@ -94,38 +95,6 @@ def resumable(run: Run) -> bool:
         return False
     files = RunDirectory(run.run_dir)
     return files.resumable or not files.exists(CONFIG)
-
-
-def dataset_roots() -> list[str]:
-    """Where a run's data may come from (webapp.config.Config.DATASET_ROOTS), as real paths."""
-    roots = current_app.config["DATASET_ROOTS"] or [
-        os.path.join(current_app.config["DATA_DIR"], "datasets")]
-    return [os.path.realpath(root) for root in roots]
-
-
-def under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def public_path(path: str | None, roots) -> str | None:
-    """A server path as the API shows it: relative to the first of `roots` that holds it; the
-    server's own layout stays private."""
-    if not path:
-        return path
-    real = os.path.realpath(path)
-    for root in roots:
-        if under(real, root):
-            return os.path.relpath(real, root)
-    return os.path.basename(real)
-
-
-def public_text(text: str | None) -> str | None:
-    """A worker's message with the server paths it names made relative, as public_path does."""
-    if not text:
-        return text
-    for root in dataset_roots() + [os.path.realpath(current_app.config["DATA_DIR"])]:
-        text = text.replace(root.rstrip(os.sep) + os.sep, "")
-    return text
 
 
 def _public_config(config: dict | None) -> dict | None:

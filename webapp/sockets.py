@@ -26,8 +26,9 @@ from .extensions import db, socketio
 from .ids import is_id
 from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
-from .serialize import (metric_dict, public_reference, public_text, reference_dict, run_dict,
-                        sample_dict, training_dict)
+from .paths import public_text
+from .serialize import (metric_dict, public_reference, reference_dict, run_dict, sample_dict,
+                        training_dict)
 
 log = logging.getLogger(__name__)
 

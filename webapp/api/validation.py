@@ -15,7 +15,7 @@ from search_core.config import SearchConfig, is_text, setting_errors
 from ..config import SERVER_SETTINGS
 from ..extensions import db
 from ..ids import is_id
-from ..serialize import dataset_roots, public_path, under
+from ..paths import dataset_roots, public_path, under
 
 from .errors import ApiError
 
