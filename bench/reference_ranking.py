@@ -35,7 +35,7 @@ from scipy.stats import kendalltau  # noqa: E402
 
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core import data  # noqa: E402
-from search_core.config import Recipe  # noqa: E402
+from search_core.recipe import Recipe  # noqa: E402
 from search_core.lut import calibration_paths  # noqa: E402
 from search_core.train import accuracy, train_architecture  # noqa: E402
 

@@ -71,7 +71,7 @@ from search_core.latency import LocalDevice, measure_interleaved
 from search_core.lut import Lut, calibration_paths
 from search_core.rundir import BEST_ARCH, LUT, SUMMARY, RunDirectory
 from search_core.supernet import Supernet
-from search_core.config import Recipe
+from search_core.recipe import Recipe
 from search_core.train import accuracy, train_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

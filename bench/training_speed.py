@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nano_agent.builder import build_model  # noqa: E402
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core import data, fastpath  # noqa: E402
-from search_core.config import Recipe  # noqa: E402
+from search_core.recipe import Recipe  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
 from search_core.train import clip_gradients, sgd, train_architecture  # noqa: E402
 from search_quality import shallowest  # noqa: E402

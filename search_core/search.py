@@ -19,7 +19,8 @@ from nano_agent.space import SearchSpace
 
 from . import data, fastpath
 from .best import best_sample, explain
-from .config import ConfigError, Recipe
+from .config import ConfigError
+from .recipe import Recipe
 from .latency import PatientDevice, open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import LatencyCache, Measurer

@@ -1,7 +1,7 @@
 """Train one architecture from scratch (the standalone child, no supernet) and report its accuracy.
 
 The recipe is one for every architecture and dataset, so that retrained accuracies can be compared:
-a network retrained with three seeds must agree with itself (see `config.Recipe`).
+a network retrained with three seeds must agree with itself (see `recipe.Recipe`).
 """
 import math
 import time
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from nano_agent.builder import InvertedResidual, build_model
 
 from . import data, fastpath
-from .config import Recipe
+from .recipe import Recipe
 
 
 class DatasetMismatch(ValueError):

@@ -6,7 +6,7 @@ import os
 from flask import current_app, jsonify, send_file
 
 from nano_agent import limits
-from search_core.config import Recipe
+from search_core.recipe import Recipe
 
 from ..extensions import db
 from ..ids import is_id
