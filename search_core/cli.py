@@ -16,7 +16,7 @@ from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
 from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGHTS, LOSS_FORMS,
-                     STRATEGIES, TRAIN_DEVICES, ConfigError, Recipe, SearchConfig)
+                     STRATEGIES, TRAIN_DEVICES, ConfigError, SearchConfig)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import HEARTBEAT_S, ConsoleEvents, JsonLinesEvents
@@ -24,6 +24,7 @@ from .export import WeightsMismatch, export_model, export_onnx
 from .latency import open_device
 from .lut import Lut, profile_and_calibrate
 from .measurements import Measurer
+from .recipe import Recipe
 from .rundir import CONFIG, DiskFull, RunDirectory, RunDirectoryBusy
 from .search import Search
 from .train import DatasetMismatch, train_architecture
