@@ -268,6 +268,26 @@ def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page)
         assert after["started_at"] >= before["finished_at"]  # one at a time, in order
 
 
+def test_the_runs_list_is_live_without_polling(dashboard, server, page):
+    """A run created, cancelled and deleted elsewhere shows in the open runs list as it happens,
+    pushed over Socket.IO: the page asks for the list no more once it is live."""
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/api/runs") else None)
+    page.goto(server + "/")
+    page.wait_for_function("window.NAS_PAGE && window.NAS_PAGE.live === true")
+    asked.clear()
+    run = dashboard.http.post(server + "/api/runs", json={"name": "elsewhere", "epochs": 40,
+                                                          "warmup_epochs": 20}, timeout=30).json()
+    row = page.locator('[data-testid="run-row"][data-run-id="{}"]'.format(run["id"]))
+    expect(row).to_contain_text("elsewhere")
+    url = "{}/api/runs/{}".format(server, run["id"])
+    assert dashboard.http.post(url + "/cancel", timeout=30).status_code == 200
+    expect(row).to_have_attribute("data-status", "cancelled")
+    assert dashboard.http.delete(url, timeout=30).status_code == 204
+    expect(row).to_have_count(0)
+    assert asked == []
+
+
 def _descendants(pid):
     """The pids of every process below ``pid``."""
     children = {}

@@ -181,3 +181,29 @@ def test_engineio_sessions_that_never_connect_are_capped_and_closed(tmp_path):
     finally:
         member.disconnect()
         dashboard.stop()  # ends the idle sessions too
+
+
+def test_the_runs_list_hears_every_runs_row_and_its_deletion(app):
+    """The runs list's room: a row whenever a run's status, epoch or best changes, and the end of
+    a deleted run; a client that did not join hears none of it."""
+    run_id = make_run(app, "listed")
+    listing, other = socket_client(app), socket_client(app)
+    assert listing.emit("subscribe_runs", callback=True) == {"ok": True}
+    runs = app.extensions["runs"]
+    with app.app_context():
+        runs.handle_line(run_id, line(run_id, event="epoch", epoch=0, phase="warmup",
+                                      train_loss=2.0, train_accuracy=0.1))
+        db.session.get(Run, run_id).status = "failed"  # so that it can be deleted
+        db.session.commit()
+    rows = [e["args"][0]["run"] for e in listing.get_received() if e["name"] == "run_row"]
+    assert [(row["id"], row["name"], row["epoch"]) for row in rows] == [(run_id, "listed", 0)]
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + app.config["TOKEN"]
+    listed = next(r for r in client.get("/api/runs").get_json() if r["id"] == run_id)
+    assert set(rows[0]) == set(listed)  # the row as the list API gives it
+    assert client.delete("/api/runs/{}".format(run_id)).status_code == 204
+    assert [(e["name"], e["args"][0]) for e in listing.get_received()] == [
+        ("run_deleted", {"run_id": run_id})]
+    assert other.get_received() == []
+    listing.disconnect()
+    other.disconnect()

@@ -5,7 +5,9 @@ A client connects with the dashboard's session cookie, ``auth={"token": ...}`` o
 ``{"run_id": N}`` to join the run's room (``unsubscribe`` to leave); the server emits
 ``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference``, ``run_status``
 and ``training`` (a retraining of one of its architectures) there, and ``device_status`` to
-everyone. The payloads are in docs/dashboard.md.
+everyone. ``subscribe_runs`` joins the runs list's room, which hears ``run_row`` (a run's row as
+the list shows it, whenever its status, epoch or best sample changes) and ``run_deleted``. The
+payloads are in docs/dashboard.md.
 
 The async mode is ``threading`` by default: the web process only reads pipes, writes SQLite and
 pushes events, which plain OS threads do well, and eventlet's maintainers discourage new use of it.
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 _STATUS_EVENTS = ("queued", "launched", "started", "finished", "failed", "exited")
 _PROGRESS_FIELDS = ("phase", "epoch", "epochs", "step", "steps", "loss", "accuracy",
                     "expected_latency_ms", "fraction", "eta_s", "device_wait")
+
+
+RUNS_ROOM = "runs"  # the runs list's: every run's row
 
 
 def room(run_id: int) -> str:
@@ -124,6 +129,13 @@ def subscribe(data=None):  # None: sent without a payload
     return {"ok": True}
 
 
+@socketio.on("subscribe_runs")
+def subscribe_runs(data=None):
+    """The runs list: every run's row as it changes, instead of the page polling for them."""
+    join_room(RUNS_ROOM)
+    return {"ok": True}
+
+
 @socketio.on("unsubscribe")
 def unsubscribe(data=None):
     run_id = _run_id(data)
@@ -180,6 +192,10 @@ class RunPublisher:
             run = db.session.get(Run, run_id)
             if run is not None:
                 socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
+        if kind in _STATUS_EVENTS or kind in ("epoch", "sample"):  # the list's row changed
+            run = db.session.get(Run, run_id)
+            if run is not None:
+                socketio.emit("run_row", dict(head, run=run_dict(run)), to=RUNS_ROOM)
 
     def _update_front(self, run_id, sample):
         point = (sample.id, sample.latency_ms, sample.accuracy)
@@ -191,6 +207,8 @@ class RunPublisher:
             self._fronts[run_id] = front
         return added, removed
 
-    def forget(self, run_id: int):
+    def deleted(self, run_id: int):
+        """A deleted run: its front forgotten, and the runs list told."""
         with self._lock:
             self._fronts.pop(run_id, None)
+        socketio.emit("run_deleted", {"run_id": run_id}, to=RUNS_ROOM)

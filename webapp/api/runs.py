@@ -132,7 +132,7 @@ def delete_run(run_id):
     runs_root = os.path.join(current_app.config["DATA_DIR"], "runs")
     if run_dir and os.path.dirname(os.path.abspath(run_dir)) == os.path.abspath(runs_root):
         shutil.rmtree(run_dir, ignore_errors=True)  # only a directory the dashboard made
-    current_app.extensions["publisher"].forget(run_id)
+    current_app.extensions["publisher"].deleted(run_id)
     current_app.extensions["runs"].kick()  # the runs queued behind it move up
     return "", 204
 

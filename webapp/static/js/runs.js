@@ -1,4 +1,5 @@
-/* Runs list (/): the table of runs, refreshed every 5 s; pick runs to compare. */
+/* Runs list (/): the table of runs, kept live over Socket.IO (each run's row as it changes;
+   polled every 5 s only while the socket is down); pick runs to compare. */
 "use strict";
 
 (function () {
@@ -108,11 +109,38 @@
     }
   }
 
+  /** A run's row as the server pushed it: replaced in place, or added in the list's order
+   *  (newest first). */
+  function upsert(run) {
+    const others = runs.filter((r) => r.id !== run.id);
+    runs = others.concat([run]).sort((a, b) =>
+      (b.created_at || "").localeCompare(a.created_at || "") || b.id - a.id);
+    lastJson = JSON.stringify(runs);
+    render();
+  }
+
+  let live = false;
+  const socket = NAS.getSocket();
+  if (socket) {
+    socket.on("connect", () => {
+      // join the list's room, then catch up with what happened while not in it
+      NAS.emitAck(socket, "subscribe_runs", {}).then((reply) => load().then(() => { live = reply.ok; }));
+    });
+    socket.on("disconnect", () => { live = false; });
+    socket.on("run_row", (data) => { if (data && data.run) upsert(data.run); });
+    socket.on("run_deleted", (data) => {
+      if (!data) return;
+      runs = runs.filter((r) => r.id !== data.run_id);
+      lastJson = JSON.stringify(runs);
+      render();
+    });
+  }
+
   let timer = null;
-  function schedule() {
+  function schedule() {  // the fallback while there are no live updates
     clearTimeout(timer);
     timer = setTimeout(async () => {
-      if (!document.hidden) await load();
+      if (!document.hidden && !live) await load();
       schedule();
     }, POLL_MS);
   }
@@ -120,5 +148,6 @@
 
   load().then(schedule);
 
-  window.NAS_PAGE = {reload: load, selected, get runs() { return runs; }, ACTIVE};
+  window.NAS_PAGE = {reload: load, selected, get runs() { return runs; }, get live() { return live; },
+                    ACTIVE};
 })();
