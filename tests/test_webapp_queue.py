@@ -12,7 +12,7 @@ from processes import dashboard_app, socket_client
 from webapp import runner
 from webapp.extensions import db
 from webapp.models import Run
-from helpers import TINY, bearer_client, received, run_reaches
+from helpers import TINY, bearer_client, received, run_reaches, training_reaches, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -53,6 +53,28 @@ def test_runs_wait_their_turn_one_at_a_time_in_order(app, client):
     assert queued and queued[-1] == 1  # it heard itself move up the line
     assert [r["status"] for r in pushed][-1] == "finished"
     sio.disconnect()
+
+
+def test_a_retraining_waits_for_a_slot_as_a_run_does(app, client, database):
+    """One slot: a retraining asked for while a search runs waits as queued (it would compete with
+    the search for the cores) and starts once the search ends."""
+    if database != "sqlite":
+        pytest.skip("the queue's, whatever the database")
+    done = client.post("/api/runs", json=dict(TINY, name="to retrain")).get_json()
+    assert run_reaches(client, done["id"], ("finished", "failed"))["status"] == "finished"
+    busy = client.post("/api/runs", json=dict(TINY, name="busy", epochs=300,
+                                              warmup_epochs=300)).get_json()
+    run_reaches(client, busy["id"], ("running",))
+    training = client.post("/api/runs/{}/trainings".format(done["id"]),
+                           json={"reference": True, "epochs": 1}).get_json()
+    url = "/api/runs/{}".format(busy["id"])
+    wait_for(lambda: (client.get(url).get_json()["progress"] or {}).get("step"), 120,
+             "the search to train while the retraining waits")
+    waiting = training_reaches(client, done["id"], training["id"], ("queued", "running"))
+    assert waiting["status"] == "queued"
+    assert client.post(url + "/cancel").get_json()["status"] == "cancelled"
+    trained = training_reaches(client, done["id"], training["id"])
+    assert trained["status"] == "finished", trained
 
 
 def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, database,

@@ -102,7 +102,7 @@ def create_app(config=None):
         app.config["MAX_RUNS"] = executor.default_max_runs(app.config["LOCAL_AGENT_THREADS"])
     runs = RunManager(app, executor, on_event=publisher)
     app.extensions["runs"] = runs
-    trainings = TrainingManager(app, executor, on_event=emit_training)
+    trainings = TrainingManager(app, executor, on_event=emit_training, on_slot_free=runs.kick)
     app.extensions["trainings"] = trainings
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices

@@ -324,6 +324,12 @@ def queued_runs():
                               .order_by(Run.queued_at, Run.id)).all()
 
 
+def queued_trainings():
+    """The retrainings waiting for a slot, first asked first."""
+    return db.session.scalars(sa.select(Training).where(Training.status == "queued")
+                              .order_by(Training.created_at, Training.id)).all()
+
+
 def queue_position(run: Run) -> int | None:
     """1 for the next run to start, 2 for the one after, ...; None when not queued."""
     if run.status != "queued":

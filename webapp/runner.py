@@ -43,7 +43,8 @@ from .eta import Pace
 from .executors import LOST_AFTER_S, worker_resources
 from .extensions import db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
-from .models import RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs, utcnow
+from .models import (RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs,
+                     queued_trainings, utcnow)
 from .serialize import pick_fields, reference_dict
 
 log = logging.getLogger(__name__)
@@ -210,23 +211,33 @@ class RunManager:
                     db.session.remove()  # a fresh session next time: rows others changed
 
     def _schedule(self) -> bool:
-        """Start queued runs, first in line first, while fewer than MAX_RUNS workers run and the
-        executor has room for the next; then tell every run still queued where it stands.
-        Returns whether the first in line waits for room."""
+        """Start queued runs and retrainings, first in line first (they share MAX_RUNS's slots:
+        each is a worker on the same cores), while a slot is free and the executor has room for
+        the next; then tell every run still queued where it stands. Returns whether the first in
+        line waits for room."""
+        trainings = self.app.extensions.get("trainings")
         waiting = None
         while True:
             with self._lock:
                 free = self.app.config["MAX_RUNS"] - len(self._workers)
                 busy = set(self._workers)  # a run requeued by its follower, which still winds up
-            queue = [run for run in queued_runs() if run.id not in busy]
+            queue = [(run.queued_at, run) for run in queued_runs() if run.id not in busy]
+            if trainings is not None:
+                free -= trainings.running()
+                queue += [(training.created_at, training) for training in queued_trainings()]
             if free <= 0 or not queue or self._stopping.is_set():
                 break
-            waiting = self.executor.waiting_for(worker_resources(queue[0].config_data))
+            first = min(queue, key=lambda entry: entry[0].timestamp() if entry[0] else 0.0)[1]
+            config = first.config_data if isinstance(first, Run) else first.run.config_data
+            waiting = self.executor.waiting_for(worker_resources(config))
             if waiting:
-                if queue[0].message != waiting:
-                    self._say(queue[0].id, waiting)
+                if isinstance(first, Run) and first.message != waiting:
+                    self._say(first.id, waiting)
                 break
-            self._start_queued(queue[0])
+            if isinstance(first, Run):
+                self._start_queued(first)
+            else:
+                trainings.start(first)
         for run in queued_runs():
             self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
         return bool(waiting)

@@ -15,8 +15,10 @@ import subprocess
 import sys
 import threading
 
+import sqlalchemy as sa
+
 from .extensions import db
-from .models import ONNX_FILE, RUN_ACTIVE_STATUSES, WEIGHTS_FILE, Training, utcnow
+from .models import ONNX_FILE, WEIGHTS_FILE, Training, utcnow
 from .executors import worker_resources
 from .runner import TERMINATE_GRACE_S, WORKER_LOG
 
@@ -47,18 +49,34 @@ def train_command(training: Training, config: dict):
 class TrainingManager:
     """Owns the training workers of one app (``app.extensions["trainings"]``)."""
 
-    def __init__(self, app, executor, on_event=None):
+    def __init__(self, app, executor, on_event=None, on_slot_free=None):
         self.app = app
         self.executor = executor
         self.on_event = on_event
+        self.on_slot_free = on_slot_free  # a worker slot is free again: the queue's next may start
         self._lock = threading.Lock()
         self._workers: dict[int, subprocess.Popen] = {}
         self._cancelled: set[int] = set()
         self._threads: dict[int, threading.Thread] = {}
+        self._holding: set[int] = set()  # trainings that hold one of MAX_RUNS's worker slots
+
+    def running(self) -> int:
+        """The worker slots retrainings hold (their workers run, or are being placed)."""
+        with self._lock:
+            return len(self._holding)
 
     def start(self, training: Training):
-        """Start the worker of a stored training (its run's directory and settings) from a thread
-        of its own: a Ray executor may wait for a node with room. Call in an app context."""
+        """Start the worker of a queued training (its run's directory and settings) from a thread
+        of its own: a Ray executor may wait for a node with room. The runs' scheduler calls it
+        when a slot is free (RunManager: searches and retrainings share MAX_RUNS). The training is
+        claimed first (queued -> running in one UPDATE): it starts once. Call in an app context."""
+        claimed = db.session.execute(sa.update(Training).where(
+            Training.id == training.id, Training.status == "queued").values(
+                status="running")).rowcount
+        db.session.commit()
+        if not claimed:
+            return
+        db.session.refresh(training)
         training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
         os.makedirs(training.directory, exist_ok=True)
         with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
@@ -71,28 +89,38 @@ class TrainingManager:
                   os.path.join(training.directory, WORKER_LOG), worker_resources(config)))
         with self._lock:
             self._threads[training.id] = thread
+            self._holding.add(training.id)
         thread.start()
 
     def _run(self, training_id: int, cmd, log_path: str, resources: dict):
-        with self.app.app_context():
-            try:
-                process = self.executor.launch(cmd, log_path, resources=resources)
-            except Exception as e:  # noqa: BLE001  e.g. no Ray node could take it
-                log.warning("training %s: its worker did not start: %s", training_id, e)
-                self._stored_end(training_id, "failed", "could not start: {}".format(e))
-                return
+        try:
+            with self.app.app_context():
+                self._launch_and_follow(training_id, cmd, log_path, resources)
+        finally:
             with self._lock:
-                self._workers[training_id] = process
-                cancelled = training_id in self._cancelled
-            if cancelled:  # while its worker was being placed
-                process.kill()
-            training = db.session.get(Training, training_id)
-            if training is not None and not cancelled:
-                training.pid = process.pid
-                training.node = getattr(process, "node", None)
-                db.session.commit()
-                self._publish(training)
-            self._follow(training_id, process)
+                self._holding.discard(training_id)
+            if self.on_slot_free is not None:
+                self.on_slot_free()
+
+    def _launch_and_follow(self, training_id: int, cmd, log_path: str, resources: dict):
+        try:
+            process = self.executor.launch(cmd, log_path, resources=resources)
+        except Exception as e:  # noqa: BLE001  e.g. no Ray node could take it
+            log.warning("training %s: its worker did not start: %s", training_id, e)
+            self._stored_end(training_id, "failed", "could not start: {}".format(e))
+            return
+        with self._lock:
+            self._workers[training_id] = process
+            cancelled = training_id in self._cancelled
+        if cancelled:  # while its worker was being placed
+            process.kill()
+        training = db.session.get(Training, training_id)
+        if training is not None and not cancelled:
+            training.pid = process.pid
+            training.node = getattr(process, "node", None)
+            db.session.commit()
+            self._publish(training)
+        self._follow(training_id, process)
 
     def _follow(self, training_id: int, process: subprocess.Popen):
         try:
@@ -210,8 +238,8 @@ class TrainingManager:
         nobody reads any more (they die on their next write); start them again to retrain."""
         with self._lock:
             live = set(self._workers)
-        stale = db.session.scalars(db.select(Training).where(
-            Training.status.in_(RUN_ACTIVE_STATUSES))).all()
+        stale = db.session.scalars(db.select(Training).where(  # the queued wait on
+            Training.status == "running")).all()
         for training in stale:
             if training.id not in live:
                 training.status = "interrupted"

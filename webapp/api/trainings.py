@@ -69,7 +69,7 @@ def create_training(run_id):
     training.arch = values["arch"]
     db.session.add(training)
     db.session.commit()
-    current_app.extensions["trainings"].start(training)
+    current_app.extensions["runs"].kick()  # it waits for a slot in the runs' queue
     return jsonify(training_dict(training)), 201
 
 
