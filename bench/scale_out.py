@@ -5,7 +5,9 @@ Real agent processes on loopback (1 torch thread each) measure tiny architecture
 setting (32x32x1, width 0.5; 1 warm-up and 3 timed runs each), so that the agents, not the
 machine's cores, bound the throughput as far as that goes: on 2 cores, 3 agents share 2 cores.
 Every count measures the same `--archs` random members, fresh (no cache), through
-`DevicePool.measure_many`; the pool's own cost per measurement is the time through a pool of one
+`DevicePool.measure_many`, in each of `--rounds` rounds, the counts in a rotated order (each count
+first in turn: no count gains from going first or warm), and the figure is the rounds' median;
+the pool's own cost per measurement is the time through a pool of one
 agent minus the time through that agent's client directly, alternated over `--rounds` rounds.
 
 Ray: a real cluster on this machine (a head without CPUs and two worker nodes of 1 CPU, each its
@@ -17,7 +19,8 @@ resumed worker runs on the other node), `training_s` (its first progress event s
 
     .venv/bin/python bench/scale_out.py [--archs 60] [--rounds 6] [--max-agents 3] [--ray-kills 3]
 
-Ends with one JSON line: `per_minute` (measurements per minute per agent count), `speedup` over
+Ends with one JSON line: `per_minute` (measurements per minute per agent count, the median of the
+rounds; `per_minute_range` their slowest and fastest), `speedup` over
 one agent, `pool_overhead_ms` (per measurement, median over the rounds), the members' shares, and
 `ray_recovery` (the figures above per kill, and their medians).
 """
@@ -80,16 +83,24 @@ def pool_figures(args):
             batch = archs(args.archs, 0)
             for port in ports:  # every agent builds and times once before the clock starts
                 agent(port).measure(batch[0])
-            per_minute, shares = {}, {}
-            for count in range(1, args.max_agents + 1):
-                pool = DevicePool([agent(port) for port in ports[:count]],
-                                  ["127.0.0.1:{}".format(port) for port in ports[:count]], "bench")
-                seconds = timed(lambda: pool.measure_many(batch))
-                per_minute[count] = round(60.0 * len(batch) / seconds, 1)
-                shares[count] = [m["measured"] for m in pool.stats()]
-                pool.close()
-                print("{} agent(s): {:.0f} measurements per minute, shares {}".format(
-                    count, per_minute[count], shares[count]), flush=True)
+            counts = list(range(1, args.max_agents + 1))
+            seconds, shares = {count: [] for count in counts}, {}
+            for r in range(args.rounds):  # each count first, second, ... in turn: no order's luck
+                for count in counts[r % len(counts):] + counts[:r % len(counts)]:
+                    pool = DevicePool([agent(port) for port in ports[:count]],
+                                      ["127.0.0.1:{}".format(port) for port in ports[:count]],
+                                      "bench")
+                    seconds[count].append(timed(lambda: pool.measure_many(batch)))
+                    shares[count] = [m["measured"] for m in pool.stats()]
+                    pool.close()
+            per_minute = {count: round(60.0 * len(batch) / statistics.median(seconds[count]), 1)
+                          for count in counts}
+            spread = {count: [round(60.0 * len(batch) / max(seconds[count]), 1),
+                              round(60.0 * len(batch) / min(seconds[count]), 1)] for count in counts}
+            for count in counts:
+                print("{} agent(s): {:.0f} measurements per minute (median of {} rounds; {} to {}),"
+                      " shares {}".format(count, per_minute[count], args.rounds, *spread[count],
+                                          shares[count]), flush=True)
             overheads = []
             small = batch[: max(10, args.archs // 3)]
             for _ in range(args.rounds):
@@ -109,7 +120,8 @@ def pool_figures(args):
             for proc, _ in agents:
                 proc.terminate()
                 proc.wait(10)
-    return {"archs": args.archs, "per_minute": per_minute,
+    return {"archs": args.archs, "rounds": args.rounds, "per_minute": per_minute,
+            "per_minute_range": spread,
             "speedup": {n: round(v / per_minute[1], 2) for n, v in per_minute.items()},
             "shares": shares, "pool_overhead_ms": round(statistics.median(overheads), 3),
             "pool_overhead_rounds_ms": [round(x, 3) for x in overheads]}
