@@ -104,6 +104,23 @@ def test_no_page_can_be_framed_by_another_site(app, anonymous):
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
+def test_every_page_carries_the_servers_facts_for_its_scripts(client):
+    """Run statuses, the space's ops and its stages are the server's (webapp/pages.py), sent with
+    every page, never declared again in JavaScript."""
+    import html
+    import json
+    import re
+
+    from nano_agent.space import ALL_OPS, STAGES
+    from webapp.models import RUN_ACTIVE_STATUSES
+    for path in ("/", "/devices", "/login"):
+        page = client.get(path).get_data(as_text=True)
+        found = re.search(r'<script id="server-facts" type="application/json">(.*?)</script>', page)
+        facts = json.loads(html.unescape(found.group(1)))
+        assert facts == {"active": list(RUN_ACTIVE_STATUSES), "ops": [op.name for op in ALL_OPS],
+                         "stage_blocks": [blocks for _, blocks, _ in STAGES]}, path
+
+
 def test_a_body_over_a_megabyte_is_refused_unread(app, anonymous):
     anonymous.post("/login", data={"token": app.config["TOKEN"]})
     response = anonymous.post("/api/groups", data=b"[" + b"1," * 600_000 + b"1]",

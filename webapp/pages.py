@@ -5,11 +5,21 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from nano_agent.protocol import DEFAULT_PORT
+from nano_agent.space import ALL_OPS, STAGES
 
 from .extensions import db
-from .models import Run
+from .models import RUN_ACTIVE_STATUSES, Run
 
 bp = Blueprint("pages", __name__)
+
+
+@bp.app_context_processor
+def server_facts():
+    """What the pages' scripts know of the server, declared once here (common.js reads it): the
+    statuses of a run or a retraining that is not over, the space's ops in order, its stages."""
+    return {"server_facts": {"active": list(RUN_ACTIVE_STATUSES),
+                             "ops": [op.name for op in ALL_OPS],
+                             "stage_blocks": [blocks for _, blocks, _ in STAGES]}}
 
 
 @bp.get("/")

@@ -268,7 +268,10 @@
 
   // --- statuses, ops -----------------------------------------------------------------------------
 
-  const ACTIVE = ["queued", "running"];
+  // what the server declares once (webapp/pages.py, server_facts): the statuses of a run or a
+  // retraining that is not over, the searchable ops in the space's order, the blocks per stage
+  const FACTS = JSON.parse(document.getElementById("server-facts").textContent);
+  const ACTIVE = FACTS.active;
   const STATUS_LABELS = {
     queued: "Queued", running: "Running", finished: "Finished", failed: "Failed",
     cancelled: "Cancelled", interrupted: "Interrupted", online: "Online", offline: "Offline",
@@ -299,8 +302,10 @@
   }
 
   /** The searchable ops, the column order of the probability heatmap. */
-  const OPS = ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", "zero"];
-  const BLOCKS_PER_STAGE = 4; // nano_agent/space.py: five stages of four blocks
+  const OPS = FACTS.ops;
+  /** The index of each stage's first block: [0, 4, 8, 12, 16] for five stages of four. */
+  const STAGE_STARTS = FACTS.stage_blocks.reduce(
+    (starts, n) => starts.concat([starts[starts.length - 1] + n]), [0]).slice(0, -1);
 
   /** "k5_e6" -> {kernel: 5, expansion: 6, zero: false}; "zero" -> {zero: true} */
   function parseOp(op) {
@@ -314,7 +319,7 @@
     if (!Array.isArray(ops) || !ops.length) return DASH;
     const parts = [];
     ops.forEach((op, i) => {
-      if (i > 0 && i % BLOCKS_PER_STAGE === 0) parts.push("\u00b7");
+      if (i > 0 && STAGE_STARTS.includes(i)) parts.push("\u00b7");
       parts.push(op === "zero" ? "skip" : String(op).replace("_", ""));
     });
     return parts.join(" ");
@@ -456,7 +461,7 @@
     root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, runSamples, download,
     plotText,
     fmt: {pct, ms, msVersus, params, macs, mb, num, duration, datetime, ago, millions, DASH},
-    isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, BLOCKS_PER_STAGE,
+    isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, STAGE_STARTS,
     queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
     PLOT_CONFIG, PLOT_FONT, RUN_COLORS, scatterLayout,
   };

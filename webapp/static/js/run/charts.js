@@ -4,14 +4,14 @@ import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sampleLabel
   state} from "./state.js";
 import {retrained} from "./trainings.js";
 
-const {fmt, ACTIVE, OPS, BLOCKS_PER_STAGE} = NAS;
+const {fmt, ACTIVE, OPS, STAGE_STARTS} = NAS;
 
 // scatter ----------------------------------------------------------------------------------------
 
 /** The ops in two hover lines (stages 1-3, 4-5). */
 function hoverOps(ops) {
   if (!Array.isArray(ops) || !ops.length) return fmt.DASH;
-  const cut = 3 * BLOCKS_PER_STAGE;
+  const cut = STAGE_STARTS[3];
   return NAS.opsCompact(ops.slice(0, cut)) + (ops.length > cut ? " \u00b7<br>" + NAS.opsCompact(ops.slice(cut)) : "");
 }
 
@@ -284,7 +284,7 @@ export function renderHeatmap() {
     y.push(b + 1);
   });
   const shapes = [];
-  for (let s = BLOCKS_PER_STAGE; s < probs.length; s += BLOCKS_PER_STAGE) {
+  for (const s of STAGE_STARTS.filter((start) => start > 0 && start < probs.length)) {
     shapes.push({type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: s + 0.5, y1: s + 0.5,
                  line: {color: "#334155", width: 1}});
   }

@@ -3,7 +3,7 @@
 import {state, $id, archUrl, config, sortedSamples, bestSample, mark, sampleLabel} from "./state.js";
 import {pickSample, retrained} from "./trainings.js";
 
-const {el, fmt, ACTIVE, BLOCKS_PER_STAGE} = NAS;
+const {el, fmt, ACTIVE, STAGE_STARTS} = NAS;
 
 function opBox(op, index) {
   const p = NAS.parseOp(op);
@@ -88,12 +88,12 @@ export function renderBest() {
     + (best.provisional ? ", among the samples evaluated so far; final when the run finishes" : "");
   const ops = Array.isArray(best.ops) ? best.ops : null;
   if (ops) {
-    const stages = [];
-    for (let s = 0; s < ops.length; s += BLOCKS_PER_STAGE) {
-      stages.push(el("div", {class: "stage"},
-        el("div", {class: "stage-label"}, "stage " + (s / BLOCKS_PER_STAGE + 1)),
-        el("div", {class: "stage-ops"}, ops.slice(s, s + BLOCKS_PER_STAGE).map((op, i) => opBox(op, s + i)))));
-    }
+    const stages = STAGE_STARTS.filter((start) => start < ops.length).map((start, stage, starts) => {
+      const end = stage + 1 < starts.length ? starts[stage + 1] : ops.length;
+      return el("div", {class: "stage"},
+        el("div", {class: "stage-label"}, "stage " + (stage + 1)),
+        el("div", {class: "stage-ops"}, ops.slice(start, end).map((op, i) => opBox(op, start + i))));
+    });
     container.replaceChildren(...stages);
   } else {
     container.replaceChildren(el("p", {class: "empty-inline muted"}, "Architecture ops not loaded yet."));
