@@ -16,3 +16,12 @@ NAMING_CONVENTION = {
 db = SQLAlchemy(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
 socketio = SocketIO()
+
+
+def checkpoint_wal():
+    """Copy SQLite's write-ahead log into the database file now, so that a run's row outlives a
+    lost WAL (deleted after a crash, it takes every row since SQLite's last checkpoint with it;
+    a run's samples come back from its directory on resume). A no-op on other databases."""
+    if db.engine.dialect.name == "sqlite":
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

@@ -41,7 +41,7 @@ from search_core.rundir import CONFIG, LATENCY_CACHE, STORED_LUTS, RunDirectory
 from .devices import AGENT_START_TIMEOUT_S, DeviceError
 from .eta import Pace
 from .executors import LOST_AFTER_S, worker_resources
-from .extensions import db
+from .extensions import checkpoint_wal, db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import (RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs,
                      queued_trainings, utcnow)
@@ -181,6 +181,7 @@ class RunManager:
         run.error = run.finished_at = run.pid = run.progress = run.message = run.node = None
         run.retries = None  # the automatic resumes of this start
         db.session.commit()
+        checkpoint_wal()
         self._publish(run.id, {"event": "queued", "time": round(time.time(), 3)})
         self.kick()
 
@@ -252,6 +253,7 @@ class RunManager:
         db.session.commit()
         if not claimed:
             return
+        checkpoint_wal()  # a run that was running when its WAL was lost comes back interrupted
         try:
             address, token = None, None
             devices = run.measuring_devices
