@@ -72,9 +72,15 @@ def test_a_retraining_waits_for_a_slot_as_a_run_does(app, client, database):
              "the search to train while the retraining waits")
     waiting = training_reaches(client, done["id"], training["id"], ("queued", "running"))
     assert waiting["status"] == "queued"
+    dropped = client.post("/api/runs/{}/trainings".format(done["id"]),
+                          json={"reference": True, "epochs": 1}).get_json()
+    r = client.post("/api/trainings/{}/cancel".format(dropped["id"]))  # it leaves the queue
+    assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
     assert client.post(url + "/cancel").get_json()["status"] == "cancelled"
     trained = training_reaches(client, done["id"], training["id"])
     assert trained["status"] == "finished", trained
+    dropped = training_reaches(client, done["id"], dropped["id"])
+    assert dropped["status"] == "cancelled" and dropped["epoch"] is None  # never started
 
 
 def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, database,

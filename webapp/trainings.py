@@ -69,28 +69,30 @@ class TrainingManager:
         """Start the worker of a queued training (its run's directory and settings) from a thread
         of its own: a Ray executor may wait for a node with room. The runs' scheduler calls it
         when a slot is free (RunManager: searches and retrainings share MAX_RUNS). The training is
-        claimed first (queued -> running in one UPDATE): it starts once. Call in an app context."""
-        claimed = db.session.execute(sa.update(Training).where(
-            Training.id == training.id, Training.status == "queued").values(
-                status="running")).rowcount
-        db.session.commit()
-        if not claimed:
-            return
-        db.session.refresh(training)
-        training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
-        os.makedirs(training.directory, exist_ok=True)
-        with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
-            f.write(training.arch_json)
-        db.session.commit()
-        config = training.run.config_data
-        thread = threading.Thread(
-            target=self._run, name="training-{}".format(training.id), daemon=True,
-            args=(training.id, train_command(training, config),
-                  os.path.join(training.directory, WORKER_LOG), worker_resources(config)))
+        claimed (queued -> running in one UPDATE) and its thread registered under the lock that
+        cancel() takes: a cancel lands before the claim, or finds the thread. Call in an app
+        context."""
         with self._lock:
+            claimed = db.session.execute(sa.update(Training).where(
+                Training.id == training.id, Training.status == "queued").values(
+                    status="running")).rowcount
+            db.session.commit()
+            if not claimed:
+                return
+            db.session.refresh(training)
+            training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
+            os.makedirs(training.directory, exist_ok=True)
+            with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
+                f.write(training.arch_json)
+            db.session.commit()
+            config = training.run.config_data
+            thread = threading.Thread(
+                target=self._run, name="training-{}".format(training.id), daemon=True,
+                args=(training.id, train_command(training, config),
+                      os.path.join(training.directory, WORKER_LOG), worker_resources(config)))
             self._threads[training.id] = thread
             self._holding.add(training.id)
-        thread.start()
+            thread.start()
 
     def _run(self, training_id: int, cmd, log_path: str, resources: dict):
         try:
@@ -203,8 +205,14 @@ class TrainingManager:
                 log.exception("training %s: on_event callback failed", training.id)
 
     def cancel(self, training_id: int, grace_s: float = TERMINATE_GRACE_S):
-        """Stop the training's worker and wait until its end is stored. Call in an app context."""
+        """Stop the training's worker and wait until its end is stored; a queued one leaves the
+        queue (under the lock start() claims with: it is never started after). Call in an app
+        context."""
         with self._lock:
+            dequeued = db.session.execute(sa.update(Training).where(
+                Training.id == training_id, Training.status == "queued").values(
+                    status="cancelled", finished_at=utcnow())).rowcount
+            db.session.commit()
             process = self._workers.get(training_id)
             thread = self._threads.get(training_id)
             if thread is not None and thread.is_alive():  # its worker, or one being placed
@@ -223,6 +231,8 @@ class TrainingManager:
         if training is not None and training.active:
             self._end(training, "cancelled", None)
             db.session.commit()
+            self._publish(training)
+        elif training is not None and dequeued:
             self._publish(training)
 
     def wait(self, training_id: int, timeout: float | None = None) -> bool:
