@@ -8,7 +8,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from nano_agent.space import SearchSpace
 from processes import dashboard_app, socket_client
+from search_core.config import SearchConfig
 from webapp import runner
 from webapp.extensions import db
 from webapp.models import Run
@@ -60,8 +62,14 @@ def test_a_retraining_waits_for_a_slot_as_a_run_does(app, client, database):
     the search for the cores) and starts once the search ends."""
     if database != "sqlite":
         pytest.skip("the queue's, whatever the database")
-    done = client.post("/api/runs", json=dict(TINY, name="to retrain")).get_json()
-    assert run_reaches(client, done["id"], ("finished", "failed"))["status"] == "finished"
+    arch = SearchSpace(0.5, 32, 10, 1).mobilenet_v2()  # a finished run's reference, to retrain
+    with app.app_context():
+        run = Run(name="to retrain", status="finished", run_dir=app.config["DATA_DIR"])
+        run.config_data = SearchConfig(**TINY).to_dict()
+        run.reference_data = {"name": "mobilenetv2", "arch": arch.to_dict(), "arch_hash": arch.hash}
+        db.session.add(run)
+        db.session.commit()
+        done = {"id": run.id}
     busy = client.post("/api/runs", json=dict(TINY, name="busy", epochs=300,
                                               warmup_epochs=300)).get_json()
     run_reaches(client, busy["id"], ("running",))
