@@ -1,6 +1,7 @@
-"""The run queue: at most MAX_RUNS searches run at once, the others wait as `queued`, first in
-line first; a queued run can be cancelled or deleted; a restarted dashboard goes on with its queue.
-Real workers on the dashboard's local agent."""
+"""The run queue: at most MAX_RUNS workers (searches and retrainings) run at once, the others wait
+as `queued`, first in line first; a queued run or retraining can be cancelled, a queued run
+deleted; a restarted dashboard goes on with its queue. Real workers on the dashboard's local
+agent."""
 import os
 import threading
 import time
