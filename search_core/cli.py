@@ -103,6 +103,9 @@ def _search_arguments(p):
                                           "are kept as group:<name> (default: the address list)")
     _token_argument(p)
     _backend_argument(p)
+    p.add_argument("--calibration-archs", type=int, default=d.calibration_archs,
+                   help="architectures measured end to end to calibrate the lookup table "
+                        "(default %(default)s)")
     p.add_argument("--measure-runs", type=int, default=d.measure_runs)
     p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
     p.add_argument("--measure-threads", type=int, default=d.measure_threads)
@@ -153,7 +156,9 @@ def _config(args):
         target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
         samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
         sandwich=args.sandwich,
-        device=args.device, device_group=args.device_group, backend=args.backend, measure_runs=args.measure_runs, measure_warmup=args.measure_warmup,
+        device=args.device, device_group=args.device_group, backend=args.backend,
+        calibration_archs=args.calibration_archs, measure_runs=args.measure_runs,
+        measure_warmup=args.measure_warmup,
         measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
         min_free_mb=args.min_free_mb,
         threads=args.threads, train_device=args.train_device, fast_path=args.fast_path,
