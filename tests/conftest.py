@@ -1,7 +1,8 @@
 """Fixtures shared by the test modules, and the kinds of test. A module sets DASHBOARD_CONFIG
 (overrides of the dashboard's test configuration), AGENT_TIMEOUT (its agent's idle timeout) or
 DATABASES (the databases its dashboard app runs on, each test once per database: "sqlite", the
-default, and "postgresql") to change what it gets.
+default, and "postgresql"; a test's `@pytest.mark.databases("sqlite")` narrows it) to change what
+it gets.
 
 Every test is of one kind (its closest marker: a module's `pytestmark`, overridden by a test's own):
 - unit: in this process and quick; `pytest -m unit` is the everyday run (under a minute). A unit
@@ -27,6 +28,7 @@ KINDS = ("unit", "process", "system")
 def pytest_configure(config):
     for kind in KINDS:
         config.addinivalue_line("markers", kind + ": a test of this kind (tests/conftest.py)")
+    config.addinivalue_line("markers", "databases(*names): the databases a test runs on")
     platform.platform()  # the standard library's one probe by a child process (`uname -p`), cached
     subprocess.Popen.__init__ = _refused_in_unit_tests(subprocess.Popen.__init__)
     multiprocessing.process.BaseProcess.start = _refused_in_unit_tests(
@@ -35,7 +37,10 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     if "database" in metafunc.fixturenames:
-        databases = getattr(metafunc.module, "DATABASES", ("sqlite",))
+        # a test's own `databases` marker narrows its module's DATABASES (what does not depend on
+        # the database runs once)
+        marker = metafunc.definition.get_closest_marker("databases")
+        databases = marker.args if marker else getattr(metafunc.module, "DATABASES", ("sqlite",))
         # a PostgreSQL server is a process of its own
         params = [pytest.param(d, marks=pytest.mark.process) if d == "postgresql" else d
                   for d in databases]

@@ -22,6 +22,8 @@ from processes import dashboard_app, hold_run_directory, socket_client
 
 pytestmark = pytest.mark.process
 
+# what a run stores runs on both; what does not depend on the database (validation, a worker's
+# life, the search at other resolutions) on SQLite alone: @pytest.mark.databases("sqlite")
 DATABASES = ("sqlite", "postgresql")
 
 
@@ -183,6 +185,7 @@ def test_measurements_and_lookup_tables_are_shared_between_runs(app, client, fin
     assert all(again[key] == stats for key, stats in first.items())  # none measured twice
 
 
+@pytest.mark.databases("sqlite")
 @pytest.mark.parametrize("resolution", [16, 224])
 def test_runs_at_a_small_and_a_large_resolution(client, database, resolution):
     """The API, the search and the agent read one table of limits: what the form accepts, the
@@ -197,6 +200,7 @@ def test_runs_at_a_small_and_a_large_resolution(client, database, resolution):
         == resolution
 
 
+@pytest.mark.databases("sqlite")
 def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_left(app, client,
                                                                                    database):
     """Search epochs (steps with architecture steps, then the samples' evaluation) cost several
@@ -224,6 +228,7 @@ def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_lef
     assert abs(start["eta_s"] - left) <= 0.3 * left, (start["eta_s"], left)
 
 
+@pytest.mark.databases("sqlite")
 def test_defaults(client):
     d = client.get("/api/defaults").get_json()
     assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]
@@ -245,12 +250,14 @@ def test_defaults(client):
     ({"name": "x", "device_id": "local"}, "device_id"),
     ({"name": "x", "device": "nano:8765"}, "device"),
 ])
+@pytest.mark.databases("sqlite")
 def test_validation(client, body, field):
     r = client.post("/api/runs", json=body)
     assert r.status_code == 400
     assert field in r.get_json()["errors"]
 
 
+@pytest.mark.databases("sqlite")
 def test_data_dir_names_a_directory_under_the_dataset_roots(app, client):
     """Only directories under the dataset roots (default <DATA_DIR>/datasets), named relative to
     them; the same answer for a path elsewhere as for a missing one, so nothing else shows."""
@@ -271,6 +278,7 @@ def test_data_dir_names_a_directory_under_the_dataset_roots(app, client):
         assert root not in json.dumps(run)  # no server path in the answer
 
 
+@pytest.mark.databases("sqlite")
 def test_unknown_run_404(client):
     assert client.get("/api/runs/999999").status_code == 404
     for path in ("cancel", "resume"):
@@ -283,6 +291,7 @@ def test_unknown_run_404(client):
     assert client.get("/api/runs/abc").get_json() == {"error": "not found"}
 
 
+@pytest.mark.databases("sqlite")
 @pytest.mark.parametrize("method, path", [("put", "/api/runs"), ("delete", "/api/runs"),
                                           ("patch", "/api/devices"), ("get", "/api/runs/1/cancel")])
 def test_a_method_the_api_does_not_have_is_a_json_405(client, method, path):
@@ -290,6 +299,7 @@ def test_a_method_the_api_does_not_have_is_a_json_405(client, method, path):
     assert r.status_code == 405 and r.is_json and "is not allowed here" in r.get_json()["error"]
 
 
+@pytest.mark.databases("sqlite")
 def test_ids_beyond_64_bits_are_not_found(client):
     for path in ("/api/runs/99999999999999999999999", "/api/runs/0", "/api/devices/-1",
                  "/api/runs/1/samples/99999999999999999999999/arch.json"):
@@ -301,6 +311,7 @@ def test_ids_beyond_64_bits_are_not_found(client):
     assert r.status_code == 400 and "device_id" in r.get_json()["errors"]
 
 
+@pytest.mark.databases("sqlite")
 def test_a_bug_answers_in_json_and_logs_its_traceback(client, monkeypatch, caplog):
     import webapp.api.runs
 
@@ -323,6 +334,7 @@ def test_finished_run_conflicts(client, finished_run):
     assert client.post("/api/runs/{}/resume".format(run["id"])).status_code == 409
 
 
+@pytest.mark.databases("sqlite")
 def test_a_resume_stores_again_the_samples_the_database_lost(app, client, finished_run, tmp_path):
     """A database that lost its WAL after a crash lost the rows written since its last checkpoint;
     the run's directory still holds its samples, and a resume stores them again before its worker
@@ -364,6 +376,7 @@ def start_long_run(client):
     raise AssertionError("no progress stored")
 
 
+@pytest.mark.databases("sqlite")
 def test_cancel_and_resume(app, client):
     run_id = start_long_run(client)
     runs = app.extensions["runs"]
@@ -392,6 +405,7 @@ def test_cancel_and_resume(app, client):
     sio.disconnect()
 
 
+@pytest.mark.databases("sqlite")
 def test_delete_run(app, client):
     run_id = start_long_run(client)
     run_dir = on_server(app, client.get("/api/runs/{}".format(run_id)).get_json()["run_dir"])
@@ -403,6 +417,7 @@ def test_delete_run(app, client):
         assert db.session.scalar(db.select(db.func.count(Sample.id)).where(Sample.run_id == run_id)) == 0
 
 
+@pytest.mark.databases("sqlite")
 def test_garbage_lines_do_not_stop_the_reader(app):
     runs = app.extensions["runs"]
     with app.app_context():
@@ -462,6 +477,7 @@ def test_best_so_far_follows_the_search_rule(app, client, finished_run, constrai
             [("d", False), ("a", False)]
 
 
+@pytest.mark.databases("sqlite")
 def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client, tmp_path):
     """A worker that outlived the dashboard process that started it still holds its run
     directory: resume is refused while it does, and the next start stops it."""
@@ -491,6 +507,7 @@ def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client,
         holder.wait()
 
 
+@pytest.mark.databases("sqlite")
 def test_a_run_whose_end_cannot_be_stored_yet_fails_once_it_can(app, monkeypatch):
     """A full disk under the database: the worker's 'failed' event cannot be stored, nor its exit
     at first. The run must not stay 'running': the end is stored as soon as the database takes
@@ -520,6 +537,7 @@ def test_a_run_whose_end_cannot_be_stored_yet_fails_once_it_can(app, monkeypatch
         assert run.status == "failed" and run.error == "No space left on device"
 
 
+@pytest.mark.databases("sqlite")
 def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, client, monkeypatch):
     """A worker that sends nothing, not even its heartbeat, for WORKER_SILENCE_S: its run says so;
     its next line takes the warning back."""
@@ -549,6 +567,7 @@ def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, clien
             runs.cancel(run_id)
 
 
+@pytest.mark.databases("sqlite")
 def test_active_runs_without_worker_are_interrupted_on_start(app):
     with app.app_context():
         run = Run(name="orphan", status="running", config="{}")
