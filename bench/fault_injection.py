@@ -13,6 +13,16 @@ resume where one is needed) or failed with a clear message, and whether samples 
    of the run; it must finish.
 6. disk_full: the dashboard's data directory on a 256 MiB tmpfs (needs root; skipped otherwise),
    filled mid-run; the run must fail with a message about free space; free it, resume, finish.
+7. dashboard_flood: plain Engine.IO websockets that never connect to Socket.IO but answer pings,
+   300 from 10 loopback addresses, reopened as the dashboard closes them, for the rest of the run;
+   the run must finish, and the API answers a token holder all along (`api_slowest_s`).
+8. second_dashboard: a second `python -m webapp` on the same data directory mid-run; it must exit
+   with an error naming the first's pid, and the run finish on the first, its local device online.
+9. handshake_flood: the agent's handshake places (256) held by two addresses (127.0.0.2 and .3),
+   reopened as they close, for the rest of a run on that agent; the run must finish.
+10. lost_wal: kill -9 the dashboard and delete its database's WAL (the rows since SQLite's last
+   checkpoint go with it), then restart; the run must be there, `interrupted`, and finish after a
+   resume with every sample its directory holds (a resume stores them again).
 
 Samples lost: samples stored before the fault that the database no longer holds at the end, plus
 any difference between the run directory's samples.jsonl and the database. Goal: 0 for every
@@ -22,12 +32,13 @@ agent's return until the run no longer shows that it waits (`showed_waiting`: it
     .venv/bin/python bench/fault_injection.py [--faults worker_killed agent_down ...]
 
 Ends with one JSON line: {fault: {"outcome", "samples_lost", "recovery_s", ...}, "wall_s": ...}.
-About 4 minutes on 2 cores.
+About 8 minutes on 2 cores.
 """
 import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -38,8 +49,13 @@ import threading
 import time
 
 import requests
+import websocket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from search_core.rundir import RunDirectory  # noqa: E402
+
 TOKEN = "bench-token"  # the dashboard's (WEBAPP_TOKEN)
 AGENT_TOKEN = "bench-agent-token"
 # a run of a minute or two on 2 cores, measuring at every search epoch
@@ -206,8 +222,8 @@ def worker_killed(dash, args):
     s = Scenario(dash)
     s.wait_for_search_epoch()
     s.before_fault()
-    with open(os.path.join(dash.data_dir, s.run()["run_dir"], "worker.lock")) as f:
-        os.kill(int(f.read()), signal.SIGKILL)
+    os.kill(RunDirectory(os.path.join(dash.data_dir, s.run()["run_dir"])).worker_pid(),
+            signal.SIGKILL)
     failed = s.wait_end()
     clear = failed["status"] == "failed" and bool(failed["error"])
     dash.api("POST", "/runs/{}/resume".format(s.run_id))
@@ -276,32 +292,39 @@ def agent_stopped(dash, args):
                     stopped_s=20, recovery_s=recovery, error=end["error"])
 
 
-def flood(dash, args):
+def _hold_connections(port, count, sources, stop):
+    """Keep `count` connections to the agent open from the addresses `sources` (in turn), never
+    authenticating, reopening each as the agent closes it, until `stop` is set; returns how many
+    were opened."""
+    socks, opened = [], 0
+    while not stop.is_set():
+        socks = [x for x in socks if x.fileno() != -1]
+        for i in range(count - len(socks)):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), 5,
+                                                      source_address=(sources[i % len(sources)], 0)))
+                opened += 1
+            except OSError:
+                break
+        for x in socks:  # read the hello; an empty read: the agent closed it, reopen
+            x.setblocking(False)
+            try:
+                if x.recv(4096) == b"":
+                    x.close()
+            except BlockingIOError:
+                pass
+        time.sleep(0.2)
+    for x in socks:
+        x.close()
+    return opened
+
+
+def _flooded(dash, count, sources):
+    """A run on an agent of its own that `count` connections from `sources` hold at once."""
     with on_agent(dash) as (agent, s):
-        stop, opened = threading.Event(), [0]
-
-        def keep_open():
-            socks = []
-            while not stop.is_set():
-                socks = [x for x in socks if x.fileno() != -1]
-                while len(socks) < 100:
-                    try:
-                        socks.append(socket.create_connection(("127.0.0.1", agent.port), 5))
-                        opened[0] += 1
-                    except OSError:
-                        break
-                for x in socks:
-                    x.setblocking(False)
-                    try:
-                        if x.recv(4096) == b"":
-                            x.close()
-                    except BlockingIOError:
-                        pass
-                time.sleep(0.2)
-            for x in socks:
-                x.close()
-
-        flooder = threading.Thread(target=keep_open)
+        stop, opened = threading.Event(), []
+        flooder = threading.Thread(target=lambda: opened.append(
+            _hold_connections(agent.port, count, sources, stop)))
         flooder.start()
         try:
             end = s.wait_end()
@@ -310,6 +333,10 @@ def flood(dash, args):
             flooder.join()
     return s.report("recovered" if end["status"] == "finished" else end["status"],
                     connections_opened=opened[0], error=end["error"])
+
+
+def flood(dash, args):
+    return _flooded(dash, 100, ["127.0.0.1"])
 
 
 def disk_full(dash_unused, args):
@@ -342,6 +369,103 @@ def disk_full(dash_unused, args):
         shutil.rmtree(mount, ignore_errors=True)
 
 
+def dashboard_flood(dash, args):
+    s = Scenario(dash)
+    s.wait_for_search_epoch()
+    s.before_fault()
+    url = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket".format(dash.port)
+    stop, opened, api = threading.Event(), [0], {"slowest_s": 0.0, "failed": 0}
+
+    def open_one(address):
+        sock = socket.create_connection(("127.0.0.1", dash.port), 5, source_address=(address, 0))
+        return websocket.create_connection(url, socket=sock, timeout=5)
+
+    def keep_open():
+        sockets = []
+        while not stop.is_set():
+            sockets = [w for w in sockets if w.connected]
+            for i in range(300 - len(sockets)):
+                try:
+                    sockets.append(open_one("127.0.0.{}".format(2 + i % 10)))
+                    opened[0] += 1
+                except (OSError, websocket.WebSocketException):
+                    break
+            readable = select.select([w.sock for w in sockets], [], [], 0.2)[0] if sockets else []
+            for w in [w for w in sockets if w.sock in readable]:
+                try:  # answer the server's pings: a live client, only one that never connects
+                    if w.recv() == "2":
+                        w.send("3")
+                except (OSError, websocket.WebSocketException):
+                    w.shutdown()
+        for w in sockets:
+            w.shutdown()
+
+    def token_holder():
+        while not stop.is_set():
+            t = time.time()
+            try:
+                dash.api("GET", "/runs")
+            except (requests.RequestException, RuntimeError):
+                api["failed"] += 1
+            api["slowest_s"] = max(api["slowest_s"], round(time.time() - t, 2))
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=keep_open), threading.Thread(target=token_holder)]
+    for t in threads:
+        t.start()
+    try:
+        end = s.wait_end()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    ok = end["status"] == "finished" and api["failed"] == 0
+    return s.report("recovered" if ok else end["status"], connections_opened=opened[0],
+                    api_slowest_s=api["slowest_s"], api_failures=api["failed"], error=end["error"])
+
+
+def second_dashboard(dash, args):
+    s = Scenario(dash)
+    s.wait_for_search_epoch()
+    s.before_fault()
+    second = subprocess.run(
+        [sys.executable, "-m", "webapp", "--port", str(free_port()), "--data-dir", dash.data_dir],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, WEBAPP_TOKEN=TOKEN))
+    refused = second.returncode != 0 and "(pid {})".format(dash.proc.pid) in second.stderr
+    end = s.wait_end()
+    local_online = dash.api("GET", "/devices")[0]["status"] == "online"
+    ok = end["status"] == "finished" and refused and local_online
+    return s.report("recovered" if ok else end["status"], second_exit=second.returncode,
+                    second_said=second.stderr.strip()[-200:], local_device_online=local_online,
+                    error=end["error"])
+
+
+def handshake_flood(dash, args):
+    from nano_agent.server import MAX_HANDSHAKES
+    return _flooded(dash, MAX_HANDSHAKES, ["127.0.0.2", "127.0.0.3"])
+
+
+def lost_wal(dash, args):
+    s = Scenario(dash)
+    s.wait_for_search_epoch()
+    s.before_fault()
+    dash.kill()
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(dash.data_dir, "dashboard.db" + suffix))
+    dash.start()
+    try:
+        run = s.run()
+    except RuntimeError as e:  # its row went with the WAL
+        return {"outcome": "run lost", "samples_lost": len(s.kept), "error": str(e)[:300]}
+    interrupted = run["status"] == "interrupted"
+    dash.api("POST", "/runs/{}/resume".format(s.run_id))
+    recovery = s.next_sample_s(s.fault_time)
+    end = s.wait_end()
+    return s.report("recovered" if end["status"] == "finished" and interrupted else end["status"],
+                    interrupted_after_restart=interrupted, recovery_s=recovery, error=end["error"])
+
+
 def _free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
@@ -349,7 +473,9 @@ def _free_bytes(path):
 
 FAULTS = {"worker_killed": worker_killed, "dashboard_killed": dashboard_killed,
           "agent_down": agent_down, "agent_stopped": agent_stopped, "flood": flood,
-          "disk_full": disk_full}
+          "disk_full": disk_full, "dashboard_flood": dashboard_flood,
+          "second_dashboard": second_dashboard, "handshake_flood": handshake_flood,
+          "lost_wal": lost_wal}
 
 
 def main():
