@@ -69,12 +69,11 @@ class Aborted(Exception):
 
 
 def check_abort(abort):
-    """Raise Aborted if `abort` (a callable, or None) says to stop: it returns why (a string; any
-    other true value: its client left), or something false."""
+    """Raise Aborted if `abort` (a callable, or None) says to stop: it returns why (a string), or
+    None to go on."""
     why = abort() if abort is not None else None
     if why:
-        raise Aborted("the measurement was stopped: {}".format(
-            why if isinstance(why, str) else "its client left"))
+        raise Aborted("the measurement was stopped: " + why)
 
 
 @contextmanager
