@@ -188,13 +188,11 @@ class RunPublisher:
         if kind == "started":  # a resumed run dropped its unfinished epoch's samples
             with self._lock:
                 self._fronts.pop(run_id, None)
-        if kind in _STATUS_EVENTS:
-            run = db.session.get(Run, run_id)
-            if run is not None:
-                socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
         if kind in _STATUS_EVENTS or kind in ("epoch", "sample"):  # the list's row changed
             run = db.session.get(Run, run_id)
             if run is not None:
+                if kind in _STATUS_EVENTS:
+                    socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
                 socketio.emit("run_row", dict(head, run=run_dict(run)), to=RUNS_ROOM)
 
     def _update_front(self, run_id, sample):
