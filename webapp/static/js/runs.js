@@ -91,17 +91,21 @@
     if (ids.length) window.location.href = NAS.root + "/compare?runs=" + ids.join(",");
   });
 
+  /** The list as it now is: drawn again only when it changed. */
+  function show(list) {
+    const json = JSON.stringify(list);
+    if (json === lastJson) return;
+    lastJson = json;
+    runs = list;
+    render();
+  }
+
   let failing = false;
   async function load() {
     try {
       const data = await api("/runs", {quiet: failing});
       failing = false;
-      const json = JSON.stringify(data);
-      if (json !== lastJson) {
-        lastJson = json;
-        runs = Array.isArray(data) ? data : [];
-        render();
-      }
+      show(Array.isArray(data) ? data : []);
     } catch (e) {
       failing = true; // flashed once; keep polling quietly
       if (lastJson === null) body.replaceChildren(el("tr", {class: "placeholder"},
@@ -112,11 +116,8 @@
   /** A run's row as the server pushed it: replaced in place, or added in the list's order
    *  (newest first). */
   function upsert(run) {
-    const others = runs.filter((r) => r.id !== run.id);
-    runs = others.concat([run]).sort((a, b) =>
-      (b.created_at || "").localeCompare(a.created_at || "") || b.id - a.id);
-    lastJson = JSON.stringify(runs);
-    render();
+    show(runs.filter((r) => r.id !== run.id).concat([run]).sort((a, b) =>
+      (b.created_at || "").localeCompare(a.created_at || "") || b.id - a.id));
   }
 
   let live = false;
@@ -128,12 +129,7 @@
     });
     socket.on("disconnect", () => { live = false; });
     socket.on("run_row", (data) => { if (data && data.run) upsert(data.run); });
-    socket.on("run_deleted", (data) => {
-      if (!data) return;
-      runs = runs.filter((r) => r.id !== data.run_id);
-      lastJson = JSON.stringify(runs);
-      render();
-    });
+    socket.on("run_deleted", (data) => { if (data) show(runs.filter((r) => r.id !== data.run_id)); });
   }
 
   let timer = null;
