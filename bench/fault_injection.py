@@ -32,7 +32,7 @@ agent's return until the run no longer shows that it waits (`showed_waiting`: it
     .venv/bin/python bench/fault_injection.py [--faults worker_killed agent_down ...]
 
 Ends with one JSON line: {fault: {"outcome", "samples_lost", "recovery_s", ...}, "wall_s": ...}.
-About 8 minutes on 2 cores.
+About 4.5 minutes on 2 cores.
 """
 import argparse
 import contextlib
@@ -169,6 +169,14 @@ class Scenario:
             body["device_id"] = device_id
         self.run_id = dash.api("POST", "/runs", json=body)["id"]
 
+    @classmethod
+    def mid_run(cls, dash, device_id=None):
+        """A fresh run with one search epoch's samples stored: where each fault hits it."""
+        s = cls(dash, device_id)
+        s.wait_for_search_epoch()
+        s.before_fault()
+        return s
+
     def run(self):
         return self.dash.api("GET", "/runs/{}".format(self.run_id))
 
@@ -219,9 +227,7 @@ class Scenario:
 
 
 def worker_killed(dash, args):
-    s = Scenario(dash)
-    s.wait_for_search_epoch()
-    s.before_fault()
+    s = Scenario.mid_run(dash)
     os.kill(RunDirectory(os.path.join(dash.data_dir, s.run()["run_dir"])).worker_pid(),
             signal.SIGKILL)
     failed = s.wait_end()
@@ -234,9 +240,7 @@ def worker_killed(dash, args):
 
 
 def dashboard_killed(dash, args):
-    s = Scenario(dash)
-    s.wait_for_search_epoch()
-    s.before_fault()
+    s = Scenario.mid_run(dash)
     dash.kill()
     time.sleep(3)
     dash.start()
@@ -261,9 +265,7 @@ def on_agent(dash):
             device = dash.api("POST", "/devices", json={"name": "agent-{}".format(port),
                                                         "host": "127.0.0.1", "port": port,
                                                         "token": AGENT_TOKEN})
-            s = Scenario(dash, device["id"])
-            s.wait_for_search_epoch()
-            s.before_fault()
+            s = Scenario.mid_run(dash, device["id"])
             yield agent, s
         finally:
             agent.kill()
@@ -348,9 +350,7 @@ def disk_full(dash_unused, args):
     dash = None
     try:
         dash = Dashboard(mount)
-        s = Scenario(dash)
-        s.wait_for_search_epoch()
-        s.before_fault()
+        s = Scenario.mid_run(dash)
         filler = os.path.join(mount, "filler")
         subprocess.run(["fallocate", "-l", str(_free_bytes(mount) - 8 * 2 ** 20), filler], check=True)
         failed = s.wait_end()
@@ -370,9 +370,7 @@ def disk_full(dash_unused, args):
 
 
 def dashboard_flood(dash, args):
-    s = Scenario(dash)
-    s.wait_for_search_epoch()
-    s.before_fault()
+    s = Scenario.mid_run(dash)
     url = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket".format(dash.port)
     stop, opened, api = threading.Event(), [0], {"slowest_s": 0.0, "failed": 0}
 
@@ -425,9 +423,7 @@ def dashboard_flood(dash, args):
 
 
 def second_dashboard(dash, args):
-    s = Scenario(dash)
-    s.wait_for_search_epoch()
-    s.before_fault()
+    s = Scenario.mid_run(dash)
     second = subprocess.run(
         [sys.executable, "-m", "webapp", "--port", str(free_port()), "--data-dir", dash.data_dir],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, WEBAPP_TOKEN=TOKEN))
@@ -446,9 +442,7 @@ def handshake_flood(dash, args):
 
 
 def lost_wal(dash, args):
-    s = Scenario(dash)
-    s.wait_for_search_epoch()
-    s.before_fault()
+    s = Scenario.mid_run(dash)
     dash.kill()
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
