@@ -319,9 +319,11 @@ class Handler(socketserver.BaseRequestHandler):
         self.agent = self.server.agent
         self.peer = "{}:{}".format(*self.client_address[:2])
         self.holds_place = False
+        self.challenge = self.client_challenge = None  # the handshake's two, as hex
+        self.session = None  # from the welcome on: every frame authenticated (P.Session)
 
     def send(self, message):
-        P.send_message(self.request, message)
+        P.send_message(self.request, message, self.session)
 
     def handle(self):
         try:
@@ -384,14 +386,15 @@ class Handler(socketserver.BaseRequestHandler):
         self.send({"ok": True, "type": "welcome", "device_id": self.agent.device_id,
                    "agent": __version__, "protocol": P.PROTOCOL_VERSION,
                    "proof": P.agent_proof(self.agent.token, self.client_challenge)})
+        self.session = P.Session(self.agent.token, self.challenge, self.client_challenge, "agent")
         log.info("%s: authenticated", self.peer)
         return True
 
     def authenticate(self):
         """The hello, then the client's auth message within HANDSHAKE_TIMEOUT_S, checked."""
-        challenge = os.urandom(32)
+        self.challenge = os.urandom(32).hex()
         self.send({"type": "hello", "protocol": P.PROTOCOL_VERSION, "agent": __version__,
-                   "challenge": challenge.hex()})
+                   "challenge": self.challenge})
         try:
             reply = P.recv_message(self.request, min(HANDSHAKE_TIMEOUT_S, self.agent.timeout),
                                    P.MAX_AUTH_FRAME)
@@ -411,7 +414,7 @@ class Handler(socketserver.BaseRequestHandler):
                                   reply.get("protocol") > P.PROTOCOL_VERSION else "client")))
             log.warning("%s: protocol %r refused", self.peer, reply.get("protocol"))
             return False
-        expected = P.compute_mac(self.agent.token, challenge.hex())
+        expected = P.compute_mac(self.agent.token, self.challenge)
         mac = reply.get("mac")
         if not isinstance(mac, str) or not hmac.compare_digest(
                 expected.encode("ascii"), mac.encode("utf-8", "replace")):
@@ -431,7 +434,7 @@ class Handler(socketserver.BaseRequestHandler):
         holder keep every place without measuring anything."""
         worked = time.monotonic()  # the end of the last measure or profile, or the welcome
         while True:
-            payload = P.recv_frame(self.request, self.agent.timeout)
+            payload = P.recv_frame(self.request, self.agent.timeout, session=self.session)
             try:
                 request = P.decode(payload)
             except P.BadJson as e:

@@ -73,6 +73,7 @@ class DeviceClient:
         self.host, self.port, self.token = host, int(port), token or ""
         self.connect_timeout, self.timeout, self.backoff = connect_timeout, timeout, tuple(backoff)
         self.sock = None
+        self.session = None  # the connection's P.Session, from the welcome on
         self.welcome = None
         self._lock = threading.Lock()
         self._next_id = 0
@@ -106,7 +107,7 @@ class DeviceClient:
                 errors.append(e)
                 continue
             try:
-                self.welcome = self._handshake(sock)
+                self.welcome, self.session = self._handshake(sock)
             except _HandshakeDropped as e:
                 sock.close()
                 errors.append(e)
@@ -160,7 +161,7 @@ class DeviceClient:
                 P.agent_proof(self.token, challenge).encode("ascii")):
             raise LatencyError("the device agent at {} could not prove that it knows the token: "
                                "it is not the agent registered there".format(self.address))
-        return reply
+        return reply, P.Session(self.token, hello["challenge"], challenge, "client")
 
     def _refusal(self, err):
         """The error for an agent's refusal: `busy` may pass (DeviceLost), the rest will not."""
@@ -184,7 +185,7 @@ class DeviceClient:
                 self.sock.close()
             except OSError:
                 pass
-        self.sock = None
+        self.sock = self.session = None
 
     def close(self):
         with self._lock:
@@ -206,9 +207,9 @@ class DeviceClient:
             self._next_id += 1
             message = dict(fields, type=kind, id=self._next_id)
             try:
-                P.send_message(self.sock, message)
+                P.send_message(self.sock, message, self.session)
                 while True:
-                    reply = P.recv_message(self.sock, self.timeout)
+                    reply = P.recv_message(self.sock, self.timeout, session=self.session)
                     if reply.get("type") == "progress" and reply.get("ok"):
                         if on_progress:
                             on_progress(reply.get("done"), reply.get("total"))
@@ -218,6 +219,10 @@ class DeviceClient:
                 self._drop()
                 raise DeviceLost("connection closed by the device agent at {} during {!r} "
                                  "(did the agent stop or crash?)".format(self.address, kind))
+            except P.ForgedFrame as e:  # not a lost device: someone on the way is tampering
+                self._drop()
+                raise LatencyError("device agent at {} during {!r}: {}; not measuring through "
+                                   "this connection".format(self.address, kind, e))
             except P.FrameError as e:
                 self._drop()
                 raise DeviceLost("device agent at {} during {!r}: {}".format(

@@ -73,17 +73,20 @@ class Agent:
         return DeviceClient("127.0.0.1", self.port, token, **dict(FAST, **options))
 
     def raw(self, authenticate=True, protocol=P.PROTOCOL_VERSION):
-        """A hand-written client: a socket after the hello (and the auth, if asked)."""
+        """A hand-written client: a connection after the hello (and the auth, if asked)."""
         sock = socket.create_connection(("127.0.0.1", self.port), 5)
         hello = P.recv_message(sock, 5)
         assert hello["type"] == "hello" and hello["protocol"] == P.PROTOCOL_VERSION
         assert len(bytes.fromhex(hello["challenge"])) == 32
-        if authenticate:
-            P.send_message(sock, {"type": "auth", "protocol": protocol,
-                                  "mac": P.compute_mac(TOKEN, hello["challenge"]),
-                                  "challenge": "ab" * 32})
-            return sock, P.recv_message(sock, 5)
-        return sock, hello
+        if not authenticate:
+            return RawConnection(sock, hello)
+        P.send_message(sock, {"type": "auth", "protocol": protocol,
+                              "mac": P.compute_mac(TOKEN, hello["challenge"]),
+                              "challenge": "ab" * 32})
+        reply = P.recv_message(sock, 5)
+        session = P.Session(TOKEN, hello["challenge"], "ab" * 32, "client") \
+            if reply.get("type") == "welcome" else None
+        return RawConnection(sock, reply, session)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -95,6 +98,27 @@ class Agent:
                 self.proc.wait(5)
         self.proc.stdout.close()
         self.log.close()
+
+
+class RawConnection:
+    """A socket to the agent, its last handshake message (`reply`: the hello, the welcome or the
+    refusal) and, once welcomed, the session that every frame is sealed with."""
+
+    def __init__(self, sock, reply, session=None):
+        self.sock, self.reply, self.session = sock, reply, session
+
+    def send(self, message):
+        P.send_message(self.sock, message, self.session)
+
+    def send_payload(self, payload):
+        """Any bytes as one frame, sealed like a message."""
+        self.sock.sendall(P.frame(payload, self.session))
+
+    def recv(self, timeout=5):
+        return P.recv_message(self.sock, timeout, session=self.session)
+
+    def close(self):
+        self.sock.close()
 
 
 @contextmanager

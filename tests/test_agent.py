@@ -37,14 +37,13 @@ def fresh_agent(tmp_path):
     a.stop()
 
 
-def closed_or_error(sock, timeout=5):
+def closed_or_error(conn, timeout=5):
     """Read until the agent closes the connection; returns the error codes it sent before."""
     codes = []
     deadline = time.monotonic() + timeout
     while True:
         try:
-            codes.append(P.recv_message(sock, max(0.1, deadline - time.monotonic()))
-                         ["error"]["code"])
+            codes.append(conn.recv(max(0.1, deadline - time.monotonic()))["error"]["code"])
         except (P.ConnectionClosed, ConnectionResetError):
             return codes
 
@@ -151,31 +150,31 @@ def test_wrong_token_is_refused_and_the_agent_keeps_serving(agent):
     with agent.client(token="wrong") as c:
         with pytest.raises(LatencyError, match="refused the token"):
             c.ping()
-    sock, reply = agent.raw(authenticate=False)
-    P.send_message(sock, {"type": "auth", "protocol": P.PROTOCOL_VERSION, "mac": "00" * 32,
-                          "challenge": "00" * 32})
-    assert P.recv_message(sock, 5)["error"]["code"] == "auth_failed"
-    assert closed_or_error(sock) == []
-    sock.close()
+    conn = agent.raw(authenticate=False)
+    conn.send({"type": "auth", "protocol": P.PROTOCOL_VERSION, "mac": "00" * 32,
+               "challenge": "00" * 32})
+    assert conn.recv()["error"]["code"] == "auth_failed"
+    assert closed_or_error(conn) == []
+    conn.close()
     with agent.client() as c:
         assert c.ping() > 0
 
 
 def test_no_request_before_authentication(agent):
-    sock, _ = agent.raw(authenticate=False)
-    P.send_message(sock, {"type": "measure", "arch": SPACE.mobilenet_v2().to_dict()})
-    assert closed_or_error(sock) == ["auth_required"]
-    sock.close()
+    conn = agent.raw(authenticate=False)
+    conn.send({"type": "measure", "arch": SPACE.mobilenet_v2().to_dict()})
+    assert closed_or_error(conn) == ["auth_required"]
+    conn.close()
 
 
 def test_protocol_mismatch_is_refused_by_the_agent(agent):
     newer = P.PROTOCOL_VERSION + 1
-    sock, reply = agent.raw(protocol=newer)
-    assert not reply["ok"] and reply["error"]["code"] == "protocol_mismatch"
+    conn = agent.raw(protocol=newer)
+    assert not conn.reply["ok"] and conn.reply["error"]["code"] == "protocol_mismatch"
     assert "agent speaks protocol {}, client {}".format(P.PROTOCOL_VERSION, newer) \
-        in reply["error"]["message"]
-    assert closed_or_error(sock) == []
-    sock.close()
+        in conn.reply["error"]["message"]
+    assert closed_or_error(conn) == []
+    conn.close()
 
 
 def test_client_refuses_an_agent_of_another_protocol():
@@ -229,51 +228,123 @@ def test_the_client_refuses_an_agent_that_cannot_prove_it_knows_the_token():
     listener.close()
 
 
+class Relay:
+    """A relay at a device's address: it passes every frame between one client and the real
+    agent (the handshake too, so both ends pass each other's check), changing the agent's frames
+    with `tamper`, and records what went each way; it may inject frames of its own upstream."""
+
+    def __init__(self, agent, tamper=lambda frame: frame):
+        self.agent_port, self.tamper = agent.port, tamper
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.from_client, self.from_agent = [], []
+        self.agent_closed = threading.Event()
+        self.upstream = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        client, _ = self.listener.accept()
+        self.upstream = socket.create_connection(("127.0.0.1", self.agent_port), 5)
+        threading.Thread(target=self._pass, args=(self.upstream, client, self.from_agent,
+                                                  self.tamper), daemon=True).start()
+        self._pass(client, self.upstream, self.from_client, lambda frame: frame)
+
+    def _pass(self, source, sink, record, tamper):
+        try:
+            while True:
+                header = source.recv(P.HEADER.size, socket.MSG_WAITALL)
+                if len(header) < P.HEADER.size:
+                    break
+                (length,) = P.HEADER.unpack(header)
+                frame = header + source.recv(length, socket.MSG_WAITALL)
+                record.append(frame)
+                sink.sendall(tamper(frame) if len(record) > 2 else frame)  # after the welcome
+        except OSError:
+            pass
+        finally:
+            if source is self.upstream:
+                self.agent_closed.set()
+            sink.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("injected", ["a request of its own", "the client's request again"])
+def test_a_relay_between_client_and_agent_cannot_inject_a_request(agent, injected):
+    """A relay at a registered device's address passed the real agent's challenge to the client
+    and got an authenticated session on the real agent. Every frame after the welcome is now
+    sealed with a key bound to both challenges: the agent closes the connection on a frame the
+    client did not send, or sent before, and answers nothing."""
+    refusals = open(agent.log_path).read().count("failed its authentication")
+    relay = Relay(agent)
+    with DeviceClient("127.0.0.1", relay.port, TOKEN, **FAST) as c:
+        assert c.ping() > 0  # passed on unchanged, the session works through the relay
+        answered = len(relay.from_agent)
+        forged = P.encode({"type": "ping", "id": "relay"}) if injected.startswith("a request") \
+            else relay.from_client[-1]
+        relay.upstream.sendall(forged)
+        wait_for(relay.agent_closed.is_set, 30, lambda _: "the agent to close the connection "
+                 "(it answered {})".format(relay.from_agent[answered:]))
+        assert len(relay.from_agent) == answered
+    relay.close()
+    assert open(agent.log_path).read().count("failed its authentication") == refusals + 1
+
+
+def test_a_relay_cannot_change_what_the_agent_answers(agent):
+    relay = Relay(agent, tamper=lambda frame: frame.replace(b'"pong"', b'"gnop"'))
+    with DeviceClient("127.0.0.1", relay.port, TOKEN, **FAST) as c:
+        with pytest.raises(LatencyError, match="failed its authentication"):
+            c.request("ping")
+        assert c.sock is None  # dropped: nothing more goes through this connection
+    relay.close()
+
+
 def test_oversized_frame_closes_the_connection(agent):
-    sock, _ = agent.raw()
-    sock.sendall(struct.pack(">I", P.MAX_FRAME + 1))
-    assert closed_or_error(sock) in ([], ["frame_too_large"])
-    sock.close()
+    conn = agent.raw()
+    conn.sock.sendall(struct.pack(">I", P.MAX_FRAME + P.TAG_SIZE + 1))
+    assert closed_or_error(conn) in ([], ["frame_too_large"])
+    conn.close()
 
 
 def test_truncated_frame_closes_the_connection(agent):
-    sock, _ = agent.raw()
-    sock.sendall(struct.pack(">I", 100) + b'{"type": ')
+    conn = agent.raw()
+    conn.sock.sendall(struct.pack(">I", 100) + b'{"type": ')
     start = time.monotonic()
-    assert closed_or_error(sock, AGENT_TIMEOUT + 5) == []
+    assert closed_or_error(conn, AGENT_TIMEOUT + 5) == []
     assert time.monotonic() - start < AGENT_TIMEOUT + 3
-    sock.close()
+    conn.close()
 
 
 def test_bad_json_gets_an_error_and_the_connection_keeps_serving(agent):
-    sock, _ = agent.raw()
+    conn = agent.raw()
     deep = b'{"a":' * 100000 + b"1" + b"}" * 100000  # under the frame limit, past the parser's depth
     for payload in (b"not json {", b"[1, 2]", b"\xff\xfe", b"", b'{"type": "ping", "id": NaN}',
                     b'{"type": "ping", "id": -Infinity}', deep):
-        sock.sendall(struct.pack(">I", len(payload)) + payload)
-        reply = P.recv_message(sock, 5)
+        conn.send_payload(payload)
+        reply = conn.recv()
         assert not reply["ok"] and reply["error"]["code"] == "bad_json", payload
-    P.send_message(sock, {"type": "ping", "id": 7})
-    reply = P.recv_message(sock, 5)
+    conn.send({"type": "ping", "id": 7})
+    reply = conn.recv()
     assert reply["ok"] and reply["type"] == "pong" and reply["id"] == 7
-    sock.close()
+    conn.close()
 
 
 def test_unknown_request_type(agent):
-    sock, _ = agent.raw()
-    P.send_message(sock, {"type": "format_disk", "id": "x1"})
-    reply = P.recv_message(sock, 5)
+    conn = agent.raw()
+    conn.send({"type": "format_disk", "id": "x1"})
+    reply = conn.recv()
     assert reply["error"]["code"] == "unknown_request" and reply["id"] == "x1"
-    sock.close()
+    conn.close()
 
 
 def _request(agent, message):
-    sock, _ = agent.raw()
+    conn = agent.raw()
     try:
-        P.send_message(sock, message)
-        return P.recv_message(sock, 30)
+        conn.send(message)
+        return conn.recv(30)
     finally:
-        sock.close()
+        conn.close()
 
 
 def test_bad_architectures_and_arguments_are_refused(agent):
@@ -327,14 +398,14 @@ def test_an_idle_connection_closed_by_the_agent_is_reopened(agent):
 def test_authenticated_connections_beyond_the_limit_are_refused(agent):
     from nano_agent.server import MAX_CONNECTIONS
     held = [agent.raw(authenticate=True) for _ in range(MAX_CONNECTIONS)]
-    assert all(welcome["type"] == "welcome" for _, welcome in held)
+    assert all(conn.reply["type"] == "welcome" for conn in held)
     try:
         with agent.client() as c:
             with pytest.raises(LatencyError, match="busy"):
                 c.ping()
     finally:
-        for sock, _ in held:
-            sock.close()
+        for conn in held:
+            conn.close()
     time.sleep(0.2)
     with agent.client() as c:
         assert c.ping() > 0
@@ -364,15 +435,14 @@ def test_a_client_that_leaves_mid_measurement_does_not_keep_the_others_waiting(a
     the client is gone. A profile that reports its progress holds the lock from its first
     network's report on (its next report, to the closed connection, would end it too); side by
     side: the wait against the time one of its networks takes."""
-    sock, _ = agent.raw(authenticate=True)
+    conn = agent.raw(authenticate=True)
     started = time.monotonic()
-    P.send_message(sock, {"type": "profile", "runs": 500, "warmup": 0, "progress": True,
-                          "space": {"width_mult": 0.5, "resolution": 32, "num_classes": 10,
-                                    "in_channels": 1}})
-    first = P.recv_message(sock, 120)
+    conn.send({"type": "profile", "runs": 500, "warmup": 0, "progress": True,
+               "space": {"width_mult": 0.5, "resolution": 32, "num_classes": 10, "in_channels": 1}})
+    first = conn.recv(120)
     assert first["type"] == "progress" and first["done"] == 1
     network_s = time.monotonic() - started
-    sock.close()  # gone, its second network under way
+    conn.close()  # gone, its second network under way
     with agent.client() as c:
         started = time.monotonic()
         c.measure(SPACE.mobilenet_v2(), warmup=0, runs=1)
@@ -399,7 +469,7 @@ def test_no_request_holds_the_measuring_lock_past_the_agents_limit(tmp_path):
 
 def test_connections_that_never_authenticate_hold_no_place(agent):
     from nano_agent.server import MAX_CONNECTIONS
-    idle = [agent.raw(authenticate=False)[0] for _ in range(2 * MAX_CONNECTIONS)]
+    idle = [agent.raw(authenticate=False).sock for _ in range(2 * MAX_CONNECTIONS)]
     try:
         with agent.client() as c:
             assert c.ping() > 0
@@ -411,12 +481,11 @@ def test_connections_that_never_authenticate_hold_no_place(agent):
 
 
 def test_an_auth_message_over_the_limit_closes_the_connection(agent):
-    sock, _ = agent.raw(authenticate=False)
-    with sock:
-        sock.sendall(P.HEADER.pack(P.MAX_AUTH_FRAME + 1))
-        reply = P.recv_message(sock, 5)
-        assert reply["error"]["code"] == "frame_too_large"
-        assert sock.recv(1) == b""
+    conn = agent.raw(authenticate=False)
+    with conn.sock:
+        conn.sock.sendall(P.HEADER.pack(P.MAX_AUTH_FRAME + 1))
+        assert conn.recv()["error"]["code"] == "frame_too_large"
+        assert conn.sock.recv(1) == b""
 
 
 def test_hosts_flooding_the_handshakes_leave_every_other_host_its_turn(tmp_path):

@@ -2,7 +2,6 @@
 (Hypothesis): the agent answers every complete frame and keeps the connection, as
 docs/protocol.md promises; the CLI answers every file with a message, never a traceback."""
 import json
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,17 +40,17 @@ payloads = st.one_of(
 
 @pytest.fixture(scope="module")
 def connection(agent):
-    sock, welcome = agent.raw()
-    assert welcome["type"] == "welcome"
-    yield sock
-    sock.close()
+    conn = agent.raw()
+    assert conn.reply["type"] == "welcome"
+    yield conn
+    conn.close()
 
 
 @FUZZ
 @given(payload=payloads)
 def test_the_agent_answers_every_frame_and_keeps_the_connection(connection, payload):
-    connection.sendall(struct.pack(">I", len(payload)) + payload)
-    reply = P.recv_message(connection, 30)
+    connection.send_payload(payload)
+    reply = connection.recv(30)
     assert isinstance(reply.get("ok"), bool), reply
     if not reply["ok"]:
         assert reply["error"]["code"] in (P.BAD_JSON, P.BAD_REQUEST, P.BAD_ARCHITECTURE,
