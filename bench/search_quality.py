@@ -75,8 +75,8 @@ from search_core.recipe import Recipe
 from search_core.train import accuracy, train_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK_SEARCH = {"limit": 256, "epochs": 6, "warmup_epochs": 2, "samples_per_epoch": 3,
-                "measure_runs": 5, "calibration_archs": 4}
+QUICK_SEARCH = {"limit": 128, "epochs": 4, "warmup_epochs": 1, "samples_per_epoch": 2,
+                "measure_runs": 3, "calibration_archs": 3}
 WIDTHS = [round(0.1 + 0.05 * i, 2) for i in range(29)]  # 0.1 ... 1.5
 MAX_DRAWS = 100000  # random paths drawn in search of one under T before giving up
 MEASURING = {"threads": 1, "warmup": 5, "runs": 20}  # this machine's CPU, as the search measures
