@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import fields
 
 import torch
 
@@ -15,8 +16,7 @@ from nano_agent.protocol import BACKENDS
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .config import (BUNDLED_DATASETS, CONSTRAINT_FORMS, DATASETS, DEFAULT_WEIGHTS, LOSS_FORMS,
-                     STRATEGIES, TRAIN_DEVICES, ConfigError, SearchConfig)
+from .config import CHOICES, LIMITS, TYPES, ConfigError, SearchConfig, describe_limit
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import HEARTBEAT_S, ConsoleEvents, JsonLinesEvents
@@ -31,7 +31,6 @@ from .train import DatasetMismatch, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
                FileExistsError, FileNotFoundError, RunDirectoryBusy, DiskFull, WeightsMismatch)
-DATASET_HELP = ", ".join(name + (" (bundled)" if name in BUNDLED_DATASETS else "") for name in DATASETS)
 
 
 def _space_arguments(p, width=1.0, resolution=224, classes=1000, channels=3):
@@ -48,83 +47,41 @@ def _space(args):
 
 
 def _search_arguments(p):
-    d = SearchConfig()
-    p.add_argument("--dataset", default=d.dataset, help=DATASET_HELP)
-    p.add_argument("--data-dir", help="dataset directory (cifar10: the python-format batches; "
-                                      "imagefolder: one sub-directory per class)")
     p.add_argument("--out", required=True, help="run directory (must not hold a run yet)")
     p.add_argument("--config", help="take every setting from this JSON file (e.g. another run's "
                                     "config.json) instead of the flags below")
-    p.add_argument("--resolution", type=int, default=d.resolution)
-    p.add_argument("--width", type=float, default=d.width_mult, help="width multiplier")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--split-seed", type=int,
-                   help="the seed that draws the train / validation / test split (default: --seed); "
-                        "fix it to compare searches with different seeds on the same images")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="all epochs, warm-up included")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="weight learning rate")
-    p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate")
-    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
-    p.add_argument("--constraint", choices=CONSTRAINT_FORMS, default=d.constraint,
-                   help="how the targets steer the search: absolute (default: ACC + w |LAT/T - 1|, "
-                        "the search uses the budget), soft (MnasNet's ACC x (LAT/T)^w: faster is "
-                        "always better) or hard (no reward below T). The pick is the most accurate "
-                        "sample within the targets, among those within [0.85 T, T] where any is")
+    _setting_arguments(p, *(f.name for f in fields(SearchConfig)))
     p.add_argument("--hard-constraint", dest="constraint", action="store_const", const="hard",
                    help="the same as --constraint hard")
-    p.add_argument("--loss-form", choices=LOSS_FORMS, default=d.loss_form,
-                   help="gradient strategy, soft and hard constraints: CE x (LAT/T)^-w (mul) or "
-                        "CE + -w x LAT/T (add)")
-    p.add_argument("--target-latency-ms", type=float,
-                   help="latency target T (default: --target-latency-fraction of the expected "
-                        "latency of a uniformly random architecture, from the lookup table)")
-    p.add_argument("--target-latency-fraction", type=float, default=d.target_latency_fraction,
-                   help="the automatic target's share of that expectation (default %(default)s)")
-    p.add_argument("--latency-weight", type=float,
-                   help="w of the constraints, negative (default per strategy and form: {})".format(
-                       "; ".join("{} {}".format(strategy, ", ".join(
-                           "{} {:g}".format(form, w) for form, w in weights.items()))
-                           for strategy, weights in DEFAULT_WEIGHTS.items())))
-    p.add_argument("--target-memory-mb", type=float, help="inference memory target (MiB)")
-    p.add_argument("--target-params-m", type=float, help="parameter count target (millions)")
-    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch,
-                   help="architectures drawn per epoch besides the argmax")
-    p.add_argument("--independent-weights", action="store_true",
-                   help="give every op its own weights (ProxylessNAS) instead of sharing them")
-    p.add_argument("--sandwich", action="store_true",
-                   help="warm up by the sandwich rule: the largest, the smallest and a random path "
-                        "each step, distilled from the largest (BigNAS; about 3x the warm-up)")
-    p.add_argument("--device", default=d.device,
-                   help="where latency is measured: local, a device agent's host:port, or a pool "
-                        "of identical agents as host:port,host:port,...")
-    p.add_argument("--device-group", help="the pool's name: its measurements and lookup table "
-                                          "are kept as group:<name> (default: the address list)")
     _token_argument(p)
-    _backend_argument(p)
-    p.add_argument("--calibration-archs", type=int, default=d.calibration_archs,
-                   help="architectures measured end to end to calibrate the lookup table "
-                        "(default %(default)s)")
-    p.add_argument("--measure-runs", type=int, default=d.measure_runs)
-    p.add_argument("--measure-warmup", type=int, default=d.measure_warmup)
-    p.add_argument("--measure-threads", type=int, default=d.measure_threads)
-    p.add_argument("--device-wait-s", type=float, default=d.device_wait_s,
-                   help="seconds to wait for a device that stops answering (a reboot, lost "
-                        "Wi-Fi) before the search fails; it stays resumable (default %(default)g)")
-    p.add_argument("--min-free-mb", type=float, default=d.min_free_mb,
-                   help="stop cleanly (resumable) when the run directory's disk has less free "
-                        "space than this (default %(default)g)")
-    p.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
-    p.add_argument("--train-device", choices=TRAIN_DEVICES, default=d.train_device)
-    _fast_path_argument(p)
-    p.add_argument("--limit", type=int, help="at most this many images per split (quick runs)")
 
 
-def _fast_path_argument(p):
-    p.add_argument("--no-fast-path", dest="fast_path", action="store_false",
-                   help="train with the eager reference instead of the fast path (the same "
-                        "arithmetic, several times slower on a CPU; a GPU always trains eager)")
+def _setting_arguments(p, *names):
+    """A flag for each of these settings, from its declaration (config.py)."""
+    declared = dict((f.name, f) for f in fields(SearchConfig))
+    for name in names:
+        _setting_argument(p, declared[name])
+
+
+def _setting_argument(p, f):
+    """The flag of one setting: its type, choices, default and range in the help."""
+    meta = f.metadata
+    flag = meta["flag"] or "--" + f.name.replace("_", "-")
+    kind, _ = TYPES[f.name]
+    if kind is bool:  # the flag turns the default over
+        p.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+                       help=meta["help"])
+        return
+    told = [meta["help"].replace("%", "%%")] if meta["help"] else []
+    if f.default is not None and f.name not in CHOICES:
+        told.append("default %(default)s")
+    if f.name in LIMITS:
+        told.append(describe_limit(LIMITS[f.name]))
+    # the choices in the usage, not argparse's own check: every wrong value is refused alike, by
+    # the settings' check (a `failed` event on the event stream)
+    metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else None
+    p.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=metavar,
+                   help="; ".join(told))
 
 
 def _token_argument(p):
@@ -145,24 +102,8 @@ def _export_token(args):
 
 
 def _config(args):
-    return SearchConfig(
-        dataset=args.dataset, data_dir=args.data_dir, resolution=args.resolution,
-        width_mult=args.width, seed=args.seed, split_seed=args.split_seed, epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs,
-        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, strategy=args.strategy,
-        loss_form=args.loss_form, target_latency_ms=args.target_latency_ms,
-        target_latency_fraction=args.target_latency_fraction,
-        latency_weight=args.latency_weight, constraint=args.constraint,
-        target_memory_mb=args.target_memory_mb, target_params_m=args.target_params_m,
-        samples_per_epoch=args.samples_per_epoch, shared_weights=not args.independent_weights,
-        sandwich=args.sandwich,
-        device=args.device, device_group=args.device_group, backend=args.backend,
-        calibration_archs=args.calibration_archs, measure_runs=args.measure_runs,
-        measure_warmup=args.measure_warmup,
-        measure_threads=args.measure_threads, device_wait_s=args.device_wait_s,
-        min_free_mb=args.min_free_mb,
-        threads=args.threads, train_device=args.train_device, fast_path=args.fast_path,
-        limit=args.limit).validate()
+    return SearchConfig(**dict((f.name, getattr(args, f.name))
+                               for f in fields(SearchConfig))).validate()
 
 
 def _events(args):
@@ -379,21 +320,14 @@ def parser():
 
     p = sub.add_parser("train", help="train an architecture from scratch, report test accuracy")
     p.add_argument("arch")
-    p.add_argument("--dataset", default="digits", help=DATASET_HELP)
-    p.add_argument("--data-dir")
+    _setting_arguments(p, "dataset", "data_dir", "split_seed", "threads", "train_device",
+                       "fast_path", "limit")
     recipe = Recipe()
     p.add_argument("--epochs", type=int, default=recipe.epochs)
     p.add_argument("--batch-size", type=int, default=recipe.batch_size)
     p.add_argument("--lr", type=float, default=recipe.lr)
     p.add_argument("--seed", type=int, default=0, help="the training's seed (and the split's, unless "
                                                        "--split-seed)")
-    p.add_argument("--split-seed", type=int,
-                   help="the seed that draws the train / validation / test split (default: --seed); "
-                        "fix it to compare architectures or seeds on the same test images")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--train-device", choices=TRAIN_DEVICES, default="cpu")
-    _fast_path_argument(p)
-    p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--save", help="write the trained weights (state_dict) here")
     p.add_argument("--onnx", help="write the trained model as ONNX here (as `export` does)")
     p.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ CUDA there?) is checked by the worker when it starts.
 """
 import math
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from nano_agent import limits
@@ -37,65 +37,157 @@ class ConfigError(ValueError):
         self.field = field
 
 
+POSITIVE = 1e-9  # the least a setting that must be positive may be
+SEED = Limit(0, 2 ** 31 - 1)
+# the dashboard form's sections, in order (a setting's `form`; None: not in the form)
+FORM_SECTIONS = (("run", "Run"), ("data", "Data"), ("targets", "Targets"), ("search", "Search"),
+                 ("advanced", "Advanced"))
+
+
+def setting(default, help="", limit=None, choices=None, flag=None, form=None, label=None,
+            placeholder=None, labels=None):
+    """A setting, declared once for every interface: its default and bounds (a Limit, or the
+    values it may take) for the checks; the help and the flag (default --name-with-dashes; for a
+    boolean, the flag that turns the default over) for the CLI; the form's section, label,
+    placeholder and the labels of its choices for the dashboard."""
+    return field(default=default, metadata={
+        "help": help, "limit": limit, "choices": choices, "flag": flag, "form": form,
+        "label": label, "placeholder": placeholder, "labels": labels})
+
+
 @dataclass
 class SearchConfig:
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    resolution: int = 32
-    width_mult: float = 0.5
-    seed: int = 0
-    # the seed that draws the train / validation / test split (None: seed); fixed, it lets searches
-    # with different seeds be compared on the same images
-    split_seed: Optional[int] = None
-    warmup_epochs: int = 20
-    epochs: int = 45  # all epochs, warm-up included
-    batch_size: int = 64
-    lr: float = 0.02  # with train's recipe: 0.05 left the supernet at chance on shapes
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    strategy: str = "gradient"
-    loss_form: str = "mul"
-    arch_lr: float = 0.01
-    target_latency_ms: Optional[float] = None  # None: target_latency_fraction x uniform's expectation
-    # the automatic target: this share of the expected latency of a uniformly random architecture
-    target_latency_fraction: float = 0.8
-    latency_weight: Optional[float] = None  # None: DEFAULT_WEIGHTS[strategy][constraint]
-    constraint: str = "absolute"
-    target_memory_mb: Optional[float] = None
-    target_params_m: Optional[float] = None
-    samples_per_epoch: int = 4
-    calibration_archs: int = 10  # measured end to end to correct the lookup table
-    calibration_batches: int = 8
-    rl_samples: int = 2
-    rl_baseline_decay: float = 0.9
-    shared_weights: bool = True
+    # what to search on
+    dataset: str = setting(
+        "digits", "the dataset: " + ", ".join(
+            n + (" (bundled)" if n in BUNDLED_DATASETS else "") for n in DATASETS),
+        choices=DATASETS, form="data", label="Dataset",
+        labels={"digits": "digits (bundled, 8x8 digits)",
+                "shapes": "shapes (bundled, generated figures)",
+                "cifar10": "CIFAR-10 (needs a data directory)",
+                "imagefolder": "Image folder (needs a data directory)"})
+    data_dir: Optional[str] = setting(
+        None, "the dataset's directory (cifar10: its python-format batches, data_batch_1 ...; "
+              "imagefolder: one sub-directory per class); the dashboard's must lie under its "
+              "dataset roots", form="data", label="Data directory",
+        placeholder="cifar-10-batches-py")
+    split_seed: Optional[int] = setting(
+        None, "the seed that draws the train / validation / test split (default: --seed); fix it "
+              "to compare searches with different seeds on the same images", SEED)
+    limit: Optional[int] = setting(None, "at most this many images per split (quick runs)",
+                                   Limit(1, 10 ** 9))
+    # the targets
+    target_latency_ms: Optional[float] = setting(
+        None, "the latency target T; unset: a share (target_latency_fraction, 0.8 by default) of "
+              "the expected latency of a uniformly random architecture, from the lookup table",
+        Limit(POSITIVE, 1e6),
+        form="targets", label="Target latency (ms)", placeholder="automatic")
+    target_memory_mb: Optional[float] = setting(
+        None, "inference memory target (MiB: weights and peak activations)", Limit(POSITIVE, 1e6),
+        form="targets", label="Target memory (MB)", placeholder="none")
+    target_params_m: Optional[float] = setting(None, "parameter count target (millions)",
+                                               Limit(POSITIVE, 1e6))
+    target_latency_fraction: float = setting(
+        0.8, "the automatic T: this share of the expected latency of a uniformly random "
+             "architecture", Limit(0.05, 2.0))
+    # the search
+    strategy: str = setting(
+        "gradient", "gradient: ProxylessNAS binary gates; reinforce: MnasNet's reward; "
+                    "evolution: SPOS, a population evolved on the shared weights",
+        choices=STRATEGIES, form="search", label="Strategy")
+    epochs: int = setting(45, "all epochs, warm-up included", Limit(1, 10000), form="search",
+                          label="Epochs")
+    warmup_epochs: int = setting(
+        20, "epochs that train the weights only: the largest member for the first quarter, then "
+            "uniformly sampled paths", Limit(0, 10000), form="search", label="Warm-up epochs")
+    samples_per_epoch: int = setting(
+        4, "architectures drawn and measured after each search epoch, besides the argmax",
+        Limit(0, 1000), form="search", label="Samples per epoch")
+    seed: int = setting(0, "", SEED, form="search", label="Seed")
+    # how the supernet trains
+    batch_size: int = setting(64, "", Limit(1, 4096), form="advanced", label="Batch size")
+    # with train's recipe: 0.05 left the supernet at chance on shapes
+    lr: float = setting(0.02, "weight learning rate", Limit(POSITIVE, 10.0), form="advanced",
+                        label="Learning rate (weights)")
+    arch_lr: float = setting(0.01, "architecture learning rate", Limit(POSITIVE, 10.0),
+                             form="advanced", label="Learning rate (architecture)")
+    width_mult: float = setting(0.5, "width multiplier", limits.WIDTH_MULT, flag="--width",
+                                form="advanced", label="Width multiplier")
+    resolution: int = setting(32, "input resolution (px)", limits.RESOLUTION, form="advanced",
+                              label="Input resolution (px)")
+    latency_weight: Optional[float] = setting(
+        None, "w of the constraints, negative (default per strategy and form: {})".format(
+            "; ".join("{} {}".format(strategy, ", ".join(
+                "{} {:g}".format(form, w) for form, w in weights.items()))
+                for strategy, weights in DEFAULT_WEIGHTS.items())),
+        Limit(-10.0, -POSITIVE), form="advanced", label="Latency weight w",
+        placeholder="strategy default")
+    constraint: str = setting(
+        "absolute", "how the targets steer the search: absolute (ACC + w |LAT/T - 1|: toward "
+                    "using the budget, TuNAS), soft (MnasNet's ACC x (LAT/T)^w: faster is always "
+                    "better) or hard (no reward below T: T is only a ceiling). The pick is the most "
+                    "accurate sample within the targets, among those within [0.85 T, T] where any "
+                    "is", choices=CONSTRAINT_FORMS, form="advanced", label="Constraint form",
+        labels={"absolute": "absolute: use the budget", "soft": "soft: faster is better",
+                "hard": "hard: T as a ceiling"})
+    loss_form: str = setting(
+        "mul", "gradient strategy, soft and hard constraints: CE x (LAT/T)^-w (mul) or "
+               "CE + -w x LAT/T (add)", choices=LOSS_FORMS)
+    momentum: float = setting(0.9, "SGD momentum of the weights", Limit(0.0, 0.999))
+    weight_decay: float = setting(4e-5, "weight decay", Limit(0.0, 1.0))
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy",
+                                     Limit(0.0, 0.99))
+    shared_weights: bool = setting(
+        True, "give every op its own weights (ProxylessNAS) instead of sharing them",
+        flag="--independent-weights")
     # the warm-up's weight steps by the sandwich rule (BigNAS): the largest path, the smallest and
     # a uniform one each step, the two others distilled from the largest's predictions (3 paths a
     # step: about 3x the warm-up's time); off: one path a step, the largest first (search.py)
-    sandwich: bool = False
+    sandwich: bool = setting(
+        False, "warm up by the sandwich rule: the largest, the smallest and a random path each "
+               "step, distilled from the largest (BigNAS; about 3x the warm-up)")
     # train on the fast path on a CPU (search_core/fastpath.py: the same arithmetic, a step 2.4x
     # (child) to 2.8x (supernet) faster here: bench/training_speed.py; a GPU trains eager, which is
     # faster there); off: the eager reference
-    fast_path: bool = True
-    device: str = "local"
+    fast_path: bool = setting(
+        True, "train with the eager reference instead of the fast path (the same arithmetic, "
+              "several times slower on a CPU; a GPU always trains eager)", flag="--no-fast-path")
+    calibration_batches: int = setting(
+        8, "batches that recalibrate batch norm before a sample's validation", Limit(1, 1000))
+    rl_samples: int = setting(2, "reinforce: architectures sampled per step", Limit(1, 100))
+    rl_baseline_decay: float = setting(0.9, "reinforce: the reward baseline's moving-average "
+                                            "decay", Limit(0.0, 0.999))
+    threads: Optional[int] = setting(None, "torch threads for training (default: all cores)",
+                                     limits.THREADS)
+    train_device: str = setting("cpu", "", choices=TRAIN_DEVICES)
+    # where and how latency is measured
+    device: str = setting(
+        "local", "where latency is measured: local, a device agent's host:port, or a pool of "
+                 "identical agents as host:port,host:port,...")
     # how the device runs the network: PyTorch, or exported to ONNX in onnxruntime (as deployed);
     # the lookup table, its calibration and the cached measurements are the backend's own
-    backend: str = "pytorch"
+    backend: str = setting(
+        "pytorch", "how the device runs each network: pytorch, or onnxruntime (exported to ONNX, "
+                   "as deployed)", choices=BACKENDS, form="run", label="Runtime",
+        labels={"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime"})
     # the name of the pool when `device` lists several identical agents ("host:port,host:port"):
     # their measuring identity is group:<name> (None: the list itself)
-    device_group: Optional[str] = None
-    measure_warmup: int = 5
-    measure_runs: int = 20
-    measure_threads: int = 1
-    # how long the search waits for a device that stopped answering before it fails (resumable);
+    device_group: Optional[str] = setting(
+        None, "the pool's name: its measurements and lookup table are kept as group:<name> "
+              "(default: the address list)")
+    calibration_archs: int = setting(
+        10, "architectures measured end to end to calibrate the lookup table", Limit(2, 1000))
+    measure_warmup: int = setting(5, "untimed runs before a measurement", limits.WARMUP_RUNS)
+    measure_runs: int = setting(20, "timed runs of a measurement", limits.TIMED_RUNS)
+    measure_threads: int = setting(1, "torch threads of a local measurement", limits.THREADS)
     # a Jetson Nano reboots in about a minute
-    device_wait_s: float = 600.0
-    # the search stops cleanly (resumable) when its disk has less free space than this
-    min_free_mb: float = 100.0
-    threads: Optional[int] = None  # None: all cores
-    train_device: str = "cpu"
-    limit: Optional[int] = None  # at most this many images per split (quick tests)
+    device_wait_s: float = setting(
+        600.0, "seconds to wait for a device that stops answering (a reboot, lost Wi-Fi) before "
+               "the search fails; it stays resumable", Limit(0.0, 86400.0), form="advanced",
+        label="Wait for a lost device (s)")
+    min_free_mb: float = setting(
+        100.0, "stop cleanly (resumable) when the run directory's disk has less free space than "
+               "this", Limit(0.0, 1e9))
 
     def validate(self):
         """self, or ConfigError naming the first setting that is wrong."""
@@ -139,25 +231,9 @@ for _name, _hint in typing.get_type_hints(SearchConfig).items():
     _args = [a for a in typing.get_args(_hint) if a is not type(None)]
     TYPES[_name] = (_args[0], True) if typing.get_origin(_hint) is typing.Union else (_hint, False)
 
-CHOICES = {"dataset": DATASETS, "strategy": STRATEGIES, "loss_form": LOSS_FORMS,
-           "constraint": CONSTRAINT_FORMS, "train_device": TRAIN_DEVICES, "backend": BACKENDS}
-POSITIVE = 1e-9  # the least a setting that must be positive may be
-LIMITS = {
-    "resolution": limits.RESOLUTION, "width_mult": limits.WIDTH_MULT,
-    "seed": Limit(0, 2 ** 31 - 1), "split_seed": Limit(0, 2 ** 31 - 1), "warmup_epochs": Limit(0, 10000), "epochs": Limit(1, 10000),
-    "batch_size": Limit(1, 4096), "lr": Limit(POSITIVE, 10.0), "momentum": Limit(0.0, 0.999),
-    "weight_decay": Limit(0.0, 1.0), "label_smoothing": Limit(0.0, 0.99),
-    "arch_lr": Limit(POSITIVE, 10.0), "target_latency_ms": Limit(POSITIVE, 1e6),
-    "target_latency_fraction": Limit(0.05, 2.0),
-    "latency_weight": Limit(-10.0, -POSITIVE), "target_memory_mb": Limit(POSITIVE, 1e6),
-    "target_params_m": Limit(POSITIVE, 1e6), "samples_per_epoch": Limit(0, 1000),
-    "calibration_archs": Limit(2, 1000), "calibration_batches": Limit(1, 1000),
-    "rl_samples": Limit(1, 100), "rl_baseline_decay": Limit(0.0, 0.999),
-    "measure_warmup": limits.WARMUP_RUNS, "measure_runs": limits.TIMED_RUNS,
-    "measure_threads": limits.THREADS, "device_wait_s": Limit(0.0, 86400.0),
-    "min_free_mb": Limit(0.0, 1e9),
-    "threads": limits.THREADS, "limit": Limit(1, 10 ** 9),
-}
+# the bounds of every setting, from its declaration: the values it may take, or its range
+CHOICES = {f.name: f.metadata["choices"] for f in fields(SearchConfig) if f.metadata["choices"]}
+LIMITS = {f.name: f.metadata["limit"] for f in fields(SearchConfig) if f.metadata["limit"]}
 TEXT_LIMIT = 4096  # characters of a string setting
 
 
@@ -202,7 +278,7 @@ def value_error(name, value):
         return "must be one of " + ", ".join(CHOICES[name])
     limit = LIMITS.get(name)
     if limit is not None and value not in limit:
-        return "must be " + _describe(limit)
+        return "must be " + describe_limit(limit)
     return None
 
 
@@ -218,6 +294,11 @@ def setting_errors(settings):
         if message:
             errors[name] = message
     full = dict(asdict(SearchConfig()), **settings)  # the defaults for what is left out
+    if not errors and full["dataset"] not in BUNDLED_DATASETS and full["data_dir"] is None:
+        if "data_dir" in settings:
+            errors["data_dir"] = "a data directory is needed for " + full["dataset"]
+        else:
+            errors["dataset"] = "{} needs a data directory (data_dir)".format(full["dataset"])
     if not errors and full["warmup_epochs"] > full["epochs"]:
         if "warmup_epochs" in settings:
             errors["warmup_epochs"] = "must be at most epochs (epochs counts the warm-up too)"
@@ -228,11 +309,11 @@ def setting_errors(settings):
 
 
 def _raise_first(errors):
-    for field, message in errors.items():
-        raise ConfigError("{} {}".format(field, message), field)
+    for name, message in errors.items():
+        raise ConfigError("{} {}".format(name, message), name)
 
 
-def _describe(limit):
+def describe_limit(limit):
     """The range of a limit in words; POSITIVE stands for an exclusive 0."""
     if limit.low == POSITIVE:
         return "positive (at most {:g})".format(limit.high)
@@ -241,6 +322,30 @@ def _describe(limit):
     return "in " + limit.describe()
 
 
-def limits_dict():
-    """{setting: {"min", "max"}} for the dashboard's form (a bound of POSITIVE is exclusive 0)."""
-    return dict((name, {"min": limit.low, "max": limit.high}) for name, limit in LIMITS.items())
+def describe_settings():
+    """{setting: what an interface needs to show and check it}, from the declarations, in their
+    order: type ("int", "float", "str" or "bool"), nullable, default, min and max (from LIMITS) or
+    choices (from CHOICES, with their labels), help, and the form's section, label and placeholder
+    (section None: not in the form)."""
+    described = {}
+    for f in fields(SearchConfig):
+        kind, nullable = TYPES[f.name]
+        meta = f.metadata
+        d = {"type": kind.__name__, "nullable": nullable, "default": f.default,
+             "help": meta["help"], "section": meta["form"], "label": meta["label"] or f.name,
+             "placeholder": meta["placeholder"]}
+        if f.name in LIMITS:
+            limit = LIMITS[f.name]
+            d.update(min=limit.low, max=limit.high, describe=describe_limit(limit))
+        if f.name in CHOICES:
+            d.update(choices=list(CHOICES[f.name]), labels=dict(
+                (c, (meta["labels"] or {}).get(c, c)) for c in CHOICES[f.name]))
+        described[f.name] = d
+    return described
+
+
+def form_sections():
+    """[(section title, [(setting, its description)...])...]: the dashboard form's layout."""
+    described = describe_settings()
+    return [(title, [(name, d) for name, d in described.items() if d["section"] == section])
+            for section, title in FORM_SECTIONS]

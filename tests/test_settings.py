@@ -137,13 +137,32 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
 
 
 def test_a_settings_range_is_declared_once(monkeypatch, client, tmp_path, capsys):
-    """search_core.config.LIMITS bounds the CLI, the API and the form (which takes its bounds from
-    /api/defaults): a range changed there changes all three."""
+    """search_core.config.LIMITS (built from the settings' declarations) bounds the CLI, the API
+    and the form (which takes its bounds from /api/defaults): a range changed there changes all
+    three, the CLI's help too."""
     from nano_agent.limits import Limit
     from search_core import cli, config
     monkeypatch.setitem(config.LIMITS, "epochs", Limit(1, 7))
     assert cli.main(["search", "--out", str(tmp_path / "run"), "--epochs", "8"]) == 2
     assert "epochs must be in [1, 7]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    assert "included; default 45; in [1, 7]" in " ".join(capsys.readouterr().out.split())
     r = client.post("/api/runs", json={"epochs": 8, "warmup_epochs": 1})
     assert r.status_code == 400 and r.get_json()["errors"]["epochs"] == "must be in [1, 7]"
-    assert client.get("/api/defaults").get_json()["limits"]["epochs"] == {"min": 1, "max": 7}
+    epochs = client.get("/api/defaults").get_json()["described"]["epochs"]
+    assert (epochs["min"], epochs["max"]) == (1, 7)
+
+
+def test_every_setting_has_a_flag_and_the_forms_fields_are_the_declared_ones(client):
+    """The CLI's flags and the form's fields are generated from the declarations: a setting added
+    to SearchConfig gets its flag (and its field, where it says so) with nothing else to edit."""
+    from dataclasses import fields
+    from search_core import cli, config
+    args = vars(cli.parser().parse_args(["search", "--out", "run"]))
+    assert all(args[f.name] == f.default for f in fields(config.SearchConfig))
+    page = client.get("/runs/new").get_data(as_text=True)
+    shown = {name for _, section in config.form_sections() for name, _ in section}
+    assert shown and all('id="f-{}"'.format(name) in page for name in shown)
+    hidden = {f.name for f in fields(config.SearchConfig)} - shown
+    assert not any('id="f-{}"'.format(name) in page for name in hidden)

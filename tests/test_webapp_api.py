@@ -231,12 +231,16 @@ def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_lef
 @pytest.mark.databases("sqlite")
 def test_defaults(client):
     d = client.get("/api/defaults").get_json()
-    assert d["settings"]["epochs"] == 45 and "digits" in d["datasets"]
-    assert d["strategies"] == ["gradient", "reinforce", "evolution"]
+    described = d["described"]
+    assert d["settings"]["epochs"] == 45 and "digits" in described["dataset"]["choices"]
+    assert described["strategy"]["choices"] == ["gradient", "reinforce", "evolution"]
+    assert d["bundled_datasets"] == ["digits", "shapes"]
     from nano_agent import limits
-    assert d["limits"]["resolution"] == {"min": limits.RESOLUTION.low, "max": limits.RESOLUTION.high}
-    assert d["limits"]["measure_runs"] == {"min": limits.TIMED_RUNS.low, "max": limits.TIMED_RUNS.high}
-    assert d["profile"]["limits"]["resolution"] == d["limits"]["resolution"]
+    for name, limit in (("resolution", limits.RESOLUTION), ("measure_runs", limits.TIMED_RUNS)):
+        assert (described[name]["min"], described[name]["max"]) == (limit.low, limit.high)
+    assert described["target_latency_ms"]["nullable"] and described["epochs"]["type"] == "int"
+    assert d["profile"]["limits"]["resolution"] == {"min": limits.RESOLUTION.low,
+                                                   "max": limits.RESOLUTION.high}
 
 
 @pytest.mark.parametrize("body, field", [

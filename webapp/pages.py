@@ -6,6 +6,7 @@ from flask import Blueprint, render_template, request
 
 from nano_agent.protocol import DEFAULT_PORT
 from nano_agent.space import ALL_OPS, STAGES
+from search_core.config import form_sections
 
 from .extensions import db
 from .models import RUN_ACTIVE_STATUSES, Run
@@ -29,7 +30,7 @@ def runs():
 
 @bp.get("/runs/new")
 def new_run():
-    return render_template("new_run.html", page="new")
+    return render_template("new_run.html", page="new", sections=form_sections())
 
 
 @bp.get("/runs/<id:run_id>")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 from flask import current_app, jsonify
 
 from nano_agent import limits
-from search_core.config import CHOICES, SearchConfig, limits_dict
+from search_core.config import BUNDLED_DATASETS, SearchConfig, describe_settings
 from search_core.rundir import RunDirectory
 
 from ..devices import DeviceError
@@ -55,9 +55,7 @@ def _run_group(group_id) -> DeviceGroup:
 def defaults():
     """The forms' defaults, choices and limits (the device side's table, nano_agent/limits.py)."""
     return jsonify(settings=SearchConfig(**current_app.config["RUN_DEFAULTS"]).to_dict(),
-                   datasets=list(CHOICES["dataset"]), strategies=list(CHOICES["strategy"]), constraints=list(CHOICES["constraint"]),
-                   backends=list(CHOICES["backend"]),
-                   limits=limits_dict(),
+                   described=describe_settings(), bundled_datasets=list(BUNDLED_DATASETS),
                    profile={"defaults": PROFILE_DEFAULTS,
                             "limits": {k: {"min": lim.low, "max": lim.high}
                                        for k, (_, lim) in PROFILE_LIMITS.items()}},

@@ -8,17 +8,8 @@
   const submit = document.getElementById("submit-run");
   const formErrors = document.getElementById("form-errors");
 
-  const INT_FIELDS = ["epochs", "warmup_epochs", "samples_per_epoch", "seed", "batch_size", "resolution"];
-  const FLOAT_FIELDS = ["target_latency_ms", "target_memory_mb", "lr", "arch_lr", "width_mult", "latency_weight", "device_wait_s"];
-  const NULLABLE = ["target_latency_ms", "target_memory_mb", "latency_weight"]; // blank -> null
-  const NEEDS_DATA_DIR = ["cifar10", "imagefolder"];
-  const CONSTRAINT_LABELS = {absolute: "absolute: use the budget", soft: "soft: faster is better",
-                             hard: "hard: T as a ceiling"};
-  const BACKEND_LABELS = {pytorch: "PyTorch", onnxruntime: "ONNX Runtime"};
-  const DATASET_LABELS = {digits: "digits (bundled, 8x8 digits)", shapes: "shapes (bundled, generated figures)", cifar10: "CIFAR-10 (needs a data directory)",
-                          imagefolder: "Image folder (needs a data directory)"};
-  const DATA_DIR_HELP = {cifar10: "The directory holding CIFAR-10's python-format batches (data_batch_1 ...).",
-                         imagefolder: "One sub-directory per class."};
+  let described = {}; // {setting: {type, nullable, min, max, choices, labels, ...}}: /api/defaults
+  let bundled = [];   // the datasets that need no data directory
 
   const input = (name) => document.getElementById("f-" + name);
 
@@ -38,41 +29,30 @@
   }
 
   function updateDataDir() {
-    const dataset = input("dataset").value;
-    const field = document.getElementById("field-data_dir");
-    field.hidden = !NEEDS_DATA_DIR.includes(dataset);
-    document.getElementById("help-data_dir").textContent = DATA_DIR_HELP[dataset] || "";
+    document.getElementById("field-data_dir").hidden = bundled.includes(input("dataset").value);
   }
 
+  /** Every setting's field from the server's description of it: its choices, bounds and value. */
   function applyDefaults(defaults) {
     const settings = (defaults && defaults.settings) || {};
-    // a field named differently by the server (e.g. width vs width_mult): use the server's name
-    for (const field of $$(".field[data-aliases]", form)) {
-      const control = field.querySelector("[name]");
-      if (!(control.name in settings)) {
-        const alias = field.dataset.aliases.split(/\s+/).find((a) => a in settings && a !== "device");
-        if (alias) control.name = alias;
+    described = (defaults && defaults.described) || {};
+    bundled = (defaults && defaults.bundled_datasets) || [];
+    for (const field of $$(".field[data-field]", form)) {
+      const name = field.dataset.field;
+      const d = described[name];
+      const control = input(name);
+      if (!d || !control) continue;
+      const value = settings[name];
+      if (d.choices) {
+        fillSelect(control, d.choices, d.labels, value);
+        continue;
       }
-    }
-    const datasets = (defaults && defaults.datasets) || ["digits", "cifar10", "imagefolder"];
-    const strategies = (defaults && defaults.strategies) || ["gradient", "reinforce"];
-    fillSelect(input("dataset"), datasets, DATASET_LABELS, settings.dataset || datasets[0]);
-    fillSelect(input("strategy"), strategies, null, settings.strategy || strategies[0]);
-    const limits = (defaults && defaults.limits) || {};
-    for (const control of $$("input[type=number]", form)) {
-      const value = settings[control.name];
       control.value = value === null || value === undefined ? "" : String(value);
-      const limit = limits[control.name];
-      if (limit) {
-        control.min = String(limit.min);
-        control.max = String(limit.max);
+      if ("min" in d) {
+        control.min = String(d.min);
+        control.max = String(d.max);
       }
     }
-    if (typeof settings.data_dir === "string") input("data_dir").value = settings.data_dir;
-    const constraints = (defaults && defaults.constraints) || ["absolute", "soft", "hard"];
-    fillSelect(input("constraint"), constraints, CONSTRAINT_LABELS, settings.constraint || constraints[0]);
-    const backends = (defaults && defaults.backends) || ["pytorch"];
-    fillSelect(input("backend"), backends, BACKEND_LABELS, settings.backend || backends[0]);
     updateDataDir();
   }
 
@@ -92,7 +72,8 @@
       "group " + g.name + " \u2014 " + g.device_ids.length + " devices measuring as one pool")));
   }
 
-  /** {body, errors}: the request body from the form, and client-side errors. */
+  /** {body, errors}: the request body from the form, and the values that are not of their
+   * setting's type; the server checks the rest (400 {errors}). */
   function collect() {
     const body = {};
     const errors = {};
@@ -102,38 +83,20 @@
     const device = input("device_id").value;
     if (device.startsWith("group:")) body.group_id = Number(device.slice("group:".length));
     else if (device !== "") body.device_id = Number(device);
-    body.dataset = input("dataset").value;
-    body.strategy = input("strategy").value;
-    if (NEEDS_DATA_DIR.includes(body.dataset)) {
-      const dir = input("data_dir").value.trim();
-      if (!dir) errors.data_dir = "a data directory is needed for " + body.dataset;
-      else body.data_dir = dir;
-    }
-    for (const control of $$("input[type=number]", form)) {
-      const key = control.name;
-      const field = control.closest(".field").dataset.field;
+    for (const [key, d] of Object.entries(described)) {
+      const control = input(key);
+      if (!control || control.closest(".field").hidden) continue;
       const raw = control.value.trim();
       if (control.validity && control.validity.badInput) { errors[key] = "must be a number"; continue; }
       if (raw === "") {
-        if (NULLABLE.includes(field)) body[key] = null;
+        if (d.nullable) body[key] = null;
         continue; // the server's default
       }
+      if (d.type === "str") { body[key] = raw; continue; }
       const value = Number(raw);
       if (!Number.isFinite(value)) { errors[key] = "must be a number"; continue; }
-      if (INT_FIELDS.includes(field) && !Number.isInteger(value)) { errors[key] = "must be an integer"; continue; }
+      if (d.type === "int" && !Number.isInteger(value)) { errors[key] = "must be an integer"; continue; }
       body[key] = value;
-    }
-    body.constraint = input("constraint").value;
-    body.backend = input("backend").value;
-    if (NAS.isNum(body.epochs) && NAS.isNum(body.warmup_epochs) && body.warmup_epochs > body.epochs) {
-      errors.warmup_epochs = "warm-up epochs must not exceed epochs (epochs counts the warm-up too)";
-    }
-    for (const key of ["target_latency_ms", "target_memory_mb"]) {
-      if (NAS.isNum(body[key]) && body[key] <= 0) errors[key] = "must be positive (blank: " +
-        (key === "target_latency_ms" ? "automatic" : "none") + ")";
-    }
-    if (NAS.isNum(body.latency_weight) && body.latency_weight >= 0) {
-      errors.latency_weight = "must be negative (blank: the strategy's default)";
     }
     return {body, errors};
   }
