@@ -44,6 +44,15 @@ def test_digits_shapes_and_types(digits):
     assert len(digits.mean) == len(digits.std) == 1
 
 
+def test_digits_are_read_as_scikit_learn_reads_them():
+    """The bundled digits come from scikit-learn's own file, read without importing it."""
+    from sklearn.datasets import load_digits
+    from search_core.data import digits_arrays
+    images, labels = digits_arrays()
+    expected = load_digits()
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
+
+
 def test_digits_splits_partition_the_dataset(digits):
     from sklearn.datasets import load_digits
 
