@@ -192,7 +192,10 @@ def test_runs_at_a_small_and_a_large_resolution(client, database, resolution):
     agent profiles and measures."""
     if database != "sqlite":
         pytest.skip("the limits are the same whatever the database: checked once, on SQLite")
-    r = client.post("/api/runs", json=dict(TINY, name="{} px".format(resolution), resolution=resolution))
+    # the least work a run does: its profile, calibration and samples are measured once each
+    r = client.post("/api/runs", json=dict(TINY, name="{} px".format(resolution), resolution=resolution,
+                                         measure_runs=1, measure_warmup=0, calibration_archs=2,
+                                         samples_per_epoch=1, limit=32))
     assert r.status_code == 201, r.get_json()
     run = run_reaches(client, r.get_json()["id"], ("finished", "failed"), timeout=300)
     assert run["status"] == "finished", run
