@@ -340,6 +340,9 @@ def test_a_run_name_is_text_on_the_compare_page_never_html(dashboard, engine, pa
     assert plot.locator("a").count() == 0  # no link drawn anywhere in the plot
     assert 'http://evil.example' not in page.evaluate(
         "Array.from(document.querySelectorAll('#compare-plot [href]')).map((a) => a.getAttribute('href')).join(' ')")
+    hovers = page.evaluate("""() => document.getElementById('compare-plot').data
+        .filter((t) => t.hovertext).map((t) => t.hovertext.join(' ')).join(' ')""")
+    assert "&lt;a href=" in hovers and "<a href=" not in hovers  # the samples' hover: text too
 
 
 # hardening 10 ------------------------------------------------------------------------------------

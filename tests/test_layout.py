@@ -71,6 +71,26 @@ def test_the_dashboards_modules_are_short_or_say_why():
     assert "webapp.api.runs" in project_modules() and not long, long
 
 
+def test_the_pages_scripts_are_es_modules_without_a_global_object():
+    """One module system in the browser: every script of ours is an ES module, loaded as one, and
+    none publishes a global for the others (the shared helpers are common.js's exports)."""
+    static = os.path.join(ROOT, "webapp", "static", "js")
+    scripts = [os.path.join(d, f) for d, _, files in os.walk(static) for f in files if f.endswith(".js")]
+    wrong = []
+    for path in scripts:
+        with open(path) as f:
+            text = f.read()
+        if re.search(r"^\(function \(\) \{|window\.NAS\s*=", text, re.M):
+            wrong.append(os.path.relpath(path, ROOT))
+    templates = os.path.join(ROOT, "webapp", "templates")
+    for name in os.listdir(templates):
+        with open(os.path.join(templates, name)) as f:
+            for tag in re.findall(r"<script [^>]*js/[^>]*>", f.read()):
+                if 'type="module"' not in tag:
+                    wrong.append("{}: {}".format(name, tag))
+    assert len(scripts) >= 10 and not wrong, wrong
+
+
 def test_imports_go_one_way_in_the_source():
     wrong = ["{} imports {}".format(name, target) for name in project_modules()
              for target in imports_of(name)

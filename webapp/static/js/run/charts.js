@@ -1,5 +1,6 @@
 /* The run view's Plotly charts: the accuracy-vs-latency scatter with its Pareto front and best
  * architecture, the training curves, and the op probabilities of every block as a heatmap. */
+import * as NAS from "../common.js";
 import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sampleLabel, sortedSamples,
   state} from "./state.js";
 import {retrained} from "./trainings.js";
@@ -8,24 +9,15 @@ const {fmt, ACTIVE, OPS, STAGE_STARTS} = NAS;
 
 // scatter ----------------------------------------------------------------------------------------
 
-/** The ops in two hover lines (stages 1-3, 4-5). */
-function hoverOps(ops) {
-  if (!Array.isArray(ops) || !ops.length) return fmt.DASH;
-  const cut = STAGE_STARTS[3];
-  return NAS.opsCompact(ops.slice(0, cut)) + (ops.length > cut ? " \u00b7<br>" + NAS.opsCompact(ops.slice(cut)) : "");
+const customdata = (s) => [s.id];  // the id a click downloads
+function hover(s) {
+  return NAS.sampleHover(s, {
+    head: "<b>sample " + sampleLabel(s) + "</b> \u00b7 epoch " + (NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH)
+      + " \u00b7 " + (s.kind || fmt.DASH) + (s.feasible === false ? " \u00b7 infeasible" : ""),
+    latency: fmt.msVersus(s.latency_ms, config().target_latency_ms),
+    note: " (predicted " + fmt.ms(s.predicted_latency_ms) + ")",
+    lines: ["objective " + fmt.num(s.objective, 4)]});
 }
-
-function customdata(s) {
-  return [s.id, hoverOps(s.ops), fmt.params(s.params), fmt.macs(s.macs), fmt.mb(s.memory_mb),
-          NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH, s.kind || fmt.DASH, fmt.num(s.objective, 4),
-          fmt.ms(s.predicted_latency_ms), s.feasible === false ? " \u00b7 infeasible" : "",
-          fmt.msVersus(s.latency_ms, config().target_latency_ms), sampleLabel(s)];  // [0]: the id a click downloads
-}
-
-const HOVER = "<b>sample %{customdata[11]}</b> \u00b7 epoch %{customdata[5]} \u00b7 %{customdata[6]}%{customdata[9]}<br>"
-  + "accuracy <b>%{y:.2f}%</b> \u00b7 latency <b>%{customdata[10]}</b> (predicted %{customdata[8]})<br>"
-  + "params %{customdata[2]} \u00b7 MACs %{customdata[3]} \u00b7 memory %{customdata[4]}<br>"
-  + "objective %{customdata[7]}<br><span style=\"font-family:monospace\">%{customdata[1]}</span><extra></extra>";
 
 // one trace per kind of marker, so that the legend explains each (feasibility is the sample's own
 // `feasible`, decided by the search from the measured latency)
@@ -44,7 +36,7 @@ function sampleTraces(samples) {
     traces.push({
       type: "scatter", mode: "markers", name: m.name,
       x: group.map((s) => s.latency_ms), y: group.map((s) => 100 * s.accuracy),
-      customdata: group.map(customdata), hovertemplate: HOVER,
+      customdata: group.map(customdata), hovertext: group.map(hover), hovertemplate: NAS.SAMPLE_HOVER,
       marker: {
         symbol: m.symbol, size: m.size,
         color: group.map((s) => (NAS.isNum(s.epoch) ? s.epoch + 1 : 0)),
@@ -103,14 +95,15 @@ export function renderScatter() {
   traces.push({
     type: "scatter", mode: "lines+markers", name: "Pareto front",
     x: front.map((s) => s.latency_ms), y: front.map((s) => 100 * s.accuracy),
-    customdata: front.map(customdata), hovertemplate: HOVER,
+    customdata: front.map(customdata), hovertext: front.map(hover), hovertemplate: NAS.SAMPLE_HOVER,
     line: {shape: "hv", color: "#ea580c", width: 2},
     marker: {size: 9, color: "#ea580c", line: {width: 1.5, color: "#ffffff"}},
   });
   if (best && hasPoint(best)) {
     traces.push({
       type: "scatter", mode: "markers", name: best.provisional ? "best so far (most accurate within T)" : "best (most accurate within T)",
-      x: [best.latency_ms], y: [100 * best.accuracy], customdata: [customdata(best)], hovertemplate: HOVER,
+      x: [best.latency_ms], y: [100 * best.accuracy], customdata: [customdata(best)], hovertext: [hover(best)],
+      hovertemplate: NAS.SAMPLE_HOVER,
       marker: {symbol: "star", size: 18, color: "#facc15", line: {width: 1.5, color: "#854d0e"}},
     });
   }

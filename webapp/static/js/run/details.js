@@ -1,5 +1,6 @@
 /* The run view's details: the best architecture drawn as a row of blocks, the run's settings, and
  * the sortable samples table. */
+import * as NAS from "../common.js";
 import {state, $id, archUrl, config, sortedSamples, bestSample, mark, sampleLabel} from "./state.js";
 import {pickSample, retrained} from "./trainings.js";
 

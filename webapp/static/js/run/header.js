@@ -1,5 +1,6 @@
 /* The run view's head: name, status and times, the progress bar, and the buttons that cancel,
  * resume, download and delete the run. */
+import * as NAS from "../common.js";
 import {RUN_NOTICE, runId, state, $id, isActive, runUrl, config, mark, setRun} from "./state.js";
 
 const {el, api, fmt, ACTIVE, PHASES} = NAS;

@@ -8,6 +8,7 @@
  * de-duplicated by id, epoch metrics by epoch. After a reconnect the page fetches what it missed.
  */
 
+import * as NAS from "../common.js";
 import {ALL, POLL_MS, addMetrics, addSamples, applyFrontDelta, hasPlotly, isActive, isNewer, mark,
         maxSampleId, registerRenderers, runId, setRun, state} from "./state.js";
 import {renderHeader, renderProgress} from "./header.js";

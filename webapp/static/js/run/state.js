@@ -1,7 +1,8 @@
 /* The run view's state: what was fetched and pushed, what is derived from it, the updates that
  * change it, and the render scheduler that redraws the parts they touch (once per frame). */
-const {fmt, ACTIVE} = NAS;
+import * as NAS from "../common.js";
 
+const {fmt, ACTIVE} = NAS;
 const page = document.getElementById("run-page");
 export const runId = Number(page.dataset.runId);
 export const hasPlotly = typeof window.Plotly === "object" && window.Plotly !== null;

@@ -1,6 +1,7 @@
 /* The run view's retrained models: the form that retrains an architecture of the run (the best, the
  * MobileNetV2 reference, or a sample picked in the samples table) from scratch, and the table of
  * trainings with their live progress, test accuracy and downloads (weights, ONNX). */
+import * as NAS from "../common.js";
 import {$id, bestSample, config, mark, runId, sampleLabel, state} from "./state.js";
 
 const {el, api, fmt, ACTIVE} = NAS;
