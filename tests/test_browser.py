@@ -17,6 +17,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from helpers import wait_for
 from processes import TOKEN, Agent, Dashboard, free_port
 from nano_agent.arch import Architecture
 
@@ -266,6 +267,32 @@ def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page)
     assert [r["status"] for r in runs] == ["finished"] * 3
     for before, after in zip(runs, runs[1:]):
         assert after["started_at"] >= before["finished_at"]  # one at a time, in order
+
+
+def test_a_retraining_asked_for_while_a_search_runs_waits_in_the_queue(dashboard, server, page):
+    """--max-runs 1: a retraining shares the slot with the searches (it would compete with them
+    for the cores). Asked for from a finished run's page while another search runs, its row says
+    queued until the search ends, then it trains and finishes, live."""
+    tiny = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 1,
+            "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
+    done = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="to retrain"),
+                               timeout=30).json()
+    page.goto("{}/runs/{}".format(server, done["id"]))
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished",
+                                                                timeout=TIMEOUT_MS)
+    busy = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="busy", epochs=300,
+                                                               warmup_epochs=300), timeout=30).json()
+    busy_url = "{}/api/runs/{}".format(server, busy["id"])
+    wait_for(lambda: dashboard.http.get(busy_url, timeout=5).json()["status"] == "running", 120,
+             "the busy search to start")
+    page.get_by_test_id("retrain-epochs").fill("1")
+    page.get_by_test_id("retrain-submit").click()
+    row = page.get_by_test_id("training-row")
+    expect(row).to_have_attribute("data-status", "queued")
+    expect(row.get_by_test_id("training-status")).to_contain_text("Queued")
+    assert dashboard.http.get(busy_url, timeout=5).json()["status"] == "running"
+    assert dashboard.http.post(busy_url + "/cancel", timeout=30).status_code == 200
+    expect(row).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
 
 
 def test_the_runs_list_is_live_without_polling(dashboard, server, page):
