@@ -16,7 +16,8 @@ from nano_agent.protocol import BACKENDS
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .config import CHOICES, LIMITS, TYPES, ConfigError, SearchConfig, describe_limit
+from .config import (CHOICES, LIMITS, TRAIN_SETTINGS, TYPES, ConfigError, SearchConfig,
+                     describe_limit)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import HEARTBEAT_S, ConsoleEvents, JsonLinesEvents
@@ -219,7 +220,19 @@ def cmd_profile(args, events):
     print(message, file=sys.stderr)
 
 
+def _train_settings(args):
+    """`args` with the data and training settings of `--config`'s run, if given: its dataset and
+    split (its split_seed, else its seed), threads, device and training path."""
+    if args.config:
+        run = _config_file(args.config)
+        for name in TRAIN_SETTINGS:
+            setattr(args, name, getattr(run, name))
+        args.split_seed = run.seed if run.split_seed is None else run.split_seed
+    return args
+
+
 def cmd_train(args, events):
+    args = _train_settings(args)
     arch = Architecture.load(args.arch)
     split_seed = args.seed if args.split_seed is None else args.split_seed
     dataset = load_dataset(args.dataset, arch.resolution, split_seed, args.data_dir, limit=args.limit)
@@ -320,8 +333,10 @@ def parser():
 
     p = sub.add_parser("train", help="train an architecture from scratch, report test accuracy")
     p.add_argument("arch")
-    _setting_arguments(p, "dataset", "data_dir", "split_seed", "threads", "train_device",
-                       "fast_path", "limit")
+    _setting_arguments(p, *TRAIN_SETTINGS)
+    p.add_argument("--config", help="take the settings above from this search settings file (a "
+                                    "run's config.json): the run's data, split, threads and "
+                                    "training path, as the dashboard's retrainings do")
     recipe = Recipe()
     p.add_argument("--epochs", type=int, default=recipe.epochs)
     p.add_argument("--batch-size", type=int, default=recipe.batch_size)

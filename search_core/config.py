@@ -231,6 +231,10 @@ for _name, _hint in typing.get_type_hints(SearchConfig).items():
     _args = [a for a in typing.get_args(_hint) if a is not type(None)]
     TYPES[_name] = (_args[0], True) if typing.get_origin(_hint) is typing.Union else (_hint, False)
 
+# the settings of a search that a retraining of one of its architectures takes over (with its seed,
+# for the split: `train --config`)
+TRAIN_SETTINGS = ("dataset", "data_dir", "split_seed", "threads", "train_device", "fast_path",
+                  "limit")
 # the bounds of every setting, from its declaration: the values it may take, or its range
 CHOICES = {f.name: f.metadata["choices"] for f in fields(SearchConfig) if f.metadata["choices"]}
 LIMITS = {f.name: f.metadata["limit"] for f in fields(SearchConfig) if f.metadata["limit"]}

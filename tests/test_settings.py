@@ -116,7 +116,7 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
     from nano_agent.space import SearchSpace
     from search_core import cli, data
     from search_core.search import Search
-    from webapp.trainings import ARCH_FILE, train_command
+    from webapp.trainings import train_command, write_training_files
 
     loaded = []
 
@@ -128,10 +128,11 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
     config = SearchConfig(dataset="shapes", seed=4, limit=128, **split)
     with pytest.raises(Drawn):
         Search(config, str(tmp_path / "run"), None).run()
-    SearchSpace(0.5, 32, 10, 1).mobilenet_v2().save(str(tmp_path / ARCH_FILE))
-    training = SimpleNamespace(directory=str(tmp_path), epochs=3, seed=11)
+    training = SimpleNamespace(directory=str(tmp_path / "training"), epochs=3, seed=11,
+                               arch_json=SearchSpace(0.5, 32, 10, 1).mobilenet_v2().to_json())
+    write_training_files(training, config.to_dict())
     with pytest.raises(Drawn):
-        cli.main(train_command(training, config.to_dict())[3:])
+        cli.main(train_command(training)[3:])
     searched, retrained = loaded
     assert retrained == searched and searched[1] == split.get("split_seed", 4)
 

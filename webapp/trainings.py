@@ -2,9 +2,9 @@
 process (``python -m search_core train ... --events jsonl``), followed like a search.
 
 Each training has a directory under its run's (``trainings/<id>``) that holds the architecture, the
-worker's log, and what it leaves for deployment: the trained state_dict (``weights.pt``) and its
-ONNX export (``model.onnx``). ``on_event(training)`` hears each change once it is stored; the
-Socket.IO layer hooks in there.
+run's settings it trains with, the worker's log, and what it leaves for deployment: the trained
+state_dict (``weights.pt``) and its ONNX export (``model.onnx``). ``on_event(training)`` hears each
+change once it is stored; the Socket.IO layer hooks in there.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import threading
 
 import sqlalchemy as sa
 
+from search_core.config import TRAIN_SETTINGS
+
 from .extensions import db
 from .models import ONNX_FILE, WEIGHTS_FILE, Training, utcnow
 from .executors import worker_resources
@@ -25,25 +27,28 @@ from .runner import TERMINATE_GRACE_S, WORKER_LOG
 log = logging.getLogger(__name__)
 
 ARCH_FILE = "arch.json"
+SETTINGS_FILE = "settings.json"  # its run's settings (search_core's train --config)
 
 
-def train_command(training: Training, config: dict):
-    """The worker command: the run's dataset, split, threads and fast path, the training's epochs
-    and seed."""
+def train_command(training: Training):
+    """The worker command: the run's settings from the training's settings file (its dataset,
+    split, threads and training path: search_core's `train --config`), the training's epochs and
+    seed."""
     directory = training.directory
-    cmd = [sys.executable, "-m", "search_core", "train", os.path.join(directory, ARCH_FILE),
-           "--dataset", config["dataset"], "--epochs", str(training.epochs),
-           "--seed", str(training.seed),
-           "--split-seed", str(config["seed"] if config.get("split_seed") is None else config["split_seed"]),
-           "--train-device", config.get("train_device") or "cpu",
-           "--save", os.path.join(directory, WEIGHTS_FILE),
-           "--onnx", os.path.join(directory, ONNX_FILE), "--events", "jsonl"]
-    for flag, key in (("--data-dir", "data_dir"), ("--limit", "limit"), ("--threads", "threads")):
-        if config.get(key) is not None:
-            cmd += [flag, str(config[key])]
-    if config.get("fast_path") is False:  # the run trained on the eager reference: so does this
-        cmd.append("--no-fast-path")
-    return cmd
+    return [sys.executable, "-m", "search_core", "train", os.path.join(directory, ARCH_FILE),
+            "--config", os.path.join(directory, SETTINGS_FILE), "--epochs", str(training.epochs),
+            "--seed", str(training.seed), "--save", os.path.join(directory, WEIGHTS_FILE),
+            "--onnx", os.path.join(directory, ONNX_FILE), "--events", "jsonl"]
+
+
+def write_training_files(training: Training, config: dict):
+    """The training's directory: the architecture, and the settings of its run that it trains
+    with."""
+    os.makedirs(training.directory, exist_ok=True)
+    with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
+        f.write(training.arch_json)
+    with open(os.path.join(training.directory, SETTINGS_FILE), "w") as f:
+        json.dump(dict((k, config[k]) for k in TRAIN_SETTINGS + ("seed",) if k in config), f)
 
 
 class TrainingManager:
@@ -81,14 +86,12 @@ class TrainingManager:
                 return
             db.session.refresh(training)
             training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
-            os.makedirs(training.directory, exist_ok=True)
-            with open(os.path.join(training.directory, ARCH_FILE), "w") as f:
-                f.write(training.arch_json)
-            db.session.commit()
             config = training.run.config_data
+            write_training_files(training, config)
+            db.session.commit()
             thread = threading.Thread(
                 target=self._run, name="training-{}".format(training.id), daemon=True,
-                args=(training.id, train_command(training, config),
+                args=(training.id, train_command(training),
                       os.path.join(training.directory, WORKER_LOG), worker_resources(config)))
             self._threads[training.id] = thread
             self._holding.add(training.id)
