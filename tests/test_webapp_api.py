@@ -113,6 +113,11 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
     device = client.get("/api/devices/{}".format(finished_run["device_id"])).get_json()
     assert device["kind"] == "local"
     assert finished_run["config"]["device"] == "127.0.0.1:{}".format(device["port"])
+    # the settings as asked stay apart from what the worker made of them (its values overwrote
+    # the request): the automatic T is resolved; the address, the same, is not
+    assert finished_run["config"]["target_latency_ms"] is None
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert finished_run["resolved"] == {"target_latency_ms": summary["target_latency_ms"]}
     assert finished_run["space_blocks"] and len(finished_run["space_blocks"]) == 20
 
     # every sample arrived over Socket.IO, and the front's deltas rebuild the API's front

@@ -149,7 +149,9 @@ class Run(db.Model):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(255), nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
-    config: Mapped[str] = mapped_column(sa.Text, nullable=False)  # JSON: every setting of the run
+    config: Mapped[str] = mapped_column(sa.Text, nullable=False)  # JSON: every setting, as asked
+    # JSON: what its worker resolved of them (the automatic T, the device's address), each once
+    resolved: Mapped[Optional[str]] = mapped_column(sa.Text)
     # SET NULL: deleting a device must not delete (or be blocked by) the history measured on it;
     # the run's config keeps the device's description.
     device_id: Mapped[Optional[int]] = mapped_column(
@@ -187,6 +189,7 @@ class Run(db.Model):
     val_size: Mapped[Optional[int]] = mapped_column(sa.Integer)
 
     config_data = json_property("config")
+    resolved_data = json_property("resolved")
     space_data = json_property("space")
     progress_data = json_property("progress")
     reference_data = json_property("reference")

@@ -128,6 +128,14 @@ def _released(files: RunDirectory, wait_s: float) -> bool:
     return True
 
 
+def resolved_settings(requested: dict | None, used: dict, before: dict | None) -> dict:
+    """What a worker made of the requested settings: each setting it used with another value
+    (an automatic T computed, the device's address), over what an earlier start resolved."""
+    requested = requested or {}
+    return dict(before or {}, **{name: value for name, value in used.items()
+                                 if name in requested and requested[name] != value})
+
+
 def _better(sample: Sample, best: Sample | None, constraint: str | None) -> bool:
     """Does ``sample`` beat the run's best so far? The search's own rule (search_core.best)."""
     return better(pick_fields(sample), pick_fields(best), constraint or "absolute")
@@ -264,9 +272,7 @@ class RunManager:
             if RunDirectory(run.run_dir).exists(CONFIG):
                 self.resume(run, device=address, token=token)
             else:
-                if address:
-                    run.config_data = dict(run.config_data, device=address)
-                self.start(run, token)
+                self.start(run, token, device=address)
         except Exception as e:  # noqa: BLE001  a run that cannot start must not block the queue
             if not isinstance(e, (DeviceError, OSError, RuntimeError)):
                 log.exception("run %s: starting its worker failed", run.id)
@@ -282,11 +288,13 @@ class RunManager:
 
     # --- launching -------------------------------------------------------------------------------
 
-    def start(self, run: Run, token: str | None = None):
-        """Launch a new search for ``run`` at once (its run_dir and config set; ``token``: the
-        device agent's); ``submit`` queues it instead. Call in an app context."""
+    def start(self, run: Run, token: str | None = None, device: str | None = None):
+        """Launch a new search for ``run`` at once (its run_dir and config set; ``device``: the
+        address to measure at, ``token``: its agent's); ``submit`` queues it instead. Call in an
+        app context."""
         files = RunDirectory(run.run_dir).create()
-        files.write_json(SETTINGS_FILE, run.config_data)
+        files.write_json(SETTINGS_FILE, dict(run.config_data, device=device) if device
+                         else run.config_data)
         load_measurements(LatencyCache(files.path(LATENCY_CACHE)))
         config = run.config_data
         if run.device_id is not None:  # the device's calibrated tables: no profiling again
@@ -468,8 +476,9 @@ class RunManager:
         run.epochs = event.get("epochs", run.epochs)
         run.epoch = start_epoch
         run.started_at = run.started_at or utcnow()
-        if isinstance(event.get("config"), dict):
-            run.config_data = event["config"]  # with the resolved target latency
+        if isinstance(event.get("config"), dict):  # the automatic T, the device's address
+            run.resolved_data = resolved_settings(run.config_data, event["config"],
+                                                  run.resolved_data)
         if isinstance(event.get("space"), dict):
             run.space_data = event["space"].get("blocks")
         if isinstance(event.get("val_size"), int):

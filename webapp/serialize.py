@@ -106,7 +106,9 @@ def _public_config(config: dict | None) -> dict | None:
 def _device_label(run: Run) -> str | None:
     if run.group is not None:
         return "group " + run.group.name
-    return run.device.name if run.device is not None else (run.config_data or {}).get("device")
+    if run.device is not None:
+        return run.device.name
+    return (run.resolved_data or {}).get("device") or (run.config_data or {}).get("device")
 
 
 # what the pick's rule (search_core.best) reads of a stored sample
@@ -145,7 +147,7 @@ def run_dict(run: Run, full=False) -> dict:
     }
     if full:
         count = db.session.scalar(sa.select(sa.func.count(Sample.id)).where(Sample.run_id == run.id))
-        d.update(config=_public_config(run.config_data),
+        d.update(config=_public_config(run.config_data), resolved=run.resolved_data or {},
                  run_dir=public_path(run.run_dir, [os.path.realpath(current_app.config["DATA_DIR"])]),
                  resumable=resumable(run),
                  samples=count, space_blocks=run.space_data, progress=run.progress_data,

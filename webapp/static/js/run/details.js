@@ -1,7 +1,7 @@
 /* The run view's details: the best architecture drawn as a row of blocks, the run's settings, and
  * the sortable samples table. */
 import * as NAS from "../common.js";
-import {state, $id, archUrl, config, sortedSamples, bestSample, mark, sampleLabel} from "./state.js";
+import {state, $id, archUrl, config, requested, sortedSamples, bestSample, mark, sampleLabel} from "./state.js";
 import {pickSample, retrained} from "./trainings.js";
 
 const {el, fmt, ACTIVE, STAGE_STARTS} = NAS;
@@ -124,7 +124,8 @@ export function renderConfig() {
     ["strategy", c.strategy],
     ["epochs", NAS.isNum(c.epochs) ? c.epochs + (NAS.isNum(c.warmup_epochs) ? " (" + c.warmup_epochs + " warm-up)" : "") : null],
     ["samples per epoch", c.samples_per_epoch],
-    ["target latency", NAS.isNum(c.target_latency_ms) ? fmt.ms(c.target_latency_ms) : "automatic"],
+    ["target latency", NAS.isNum(requested().target_latency_ms) ? fmt.ms(c.target_latency_ms)
+      : "automatic" + (NAS.isNum(c.target_latency_ms) ? ": " + fmt.ms(c.target_latency_ms) : "")],
     ["target memory", NAS.isNum(c.target_memory_mb) ? fmt.mb(c.target_memory_mb) : "none"],
     ["constraint", c.constraint || (c.hard_constraint ? "hard" : "soft")],  // the key before the forms
     ["latency weight", NAS.isNum(c.latency_weight) ? c.latency_weight : "strategy default"],

@@ -33,7 +33,10 @@ export const $id = (id) => document.getElementById(id);
 export const isActive = () => state.run && ACTIVE.includes(state.run.status);
 export const runUrl = (suffix) => NAS.apiUrl("/runs/" + runId + (suffix || ""));
 export const archUrl = (sampleId) => runUrl("/samples/" + sampleId + "/arch.json");
-export const config = () => (state.run && state.run.config) || {};
+/** The settings the run searched with: as asked, with what its worker resolved (the automatic T,
+ * the device's address) over them; `requested()`: as asked. */
+export const requested = () => (state.run && state.run.config) || {};
+export const config = () => Object.assign({}, requested(), state.run && state.run.resolved);
 export const hasPoint = (s) => NAS.isNum(s.latency_ms) && NAS.isNum(s.accuracy);
 /** "#3": a sample's number within its run (ids count across all runs); by id, its stored copy's. */
 export function sampleLabel(sampleOrId) {
