@@ -137,11 +137,8 @@ def test_register_a_device(dashboard, server, page, tmp_path):
             pool = page.locator('[data-testid="device-card"]', has_text=name).get_by_test_id("device-pool")
             expect(pool).to_contain_text("In run {}'s pool: ".format(run["id"]), timeout=TIMEOUT_MS)
             expect(pool).to_contain_text(re.compile(r"[1-9]\d* measured"), timeout=TIMEOUT_MS)
-        deadline = time.time() + 120
-        while dashboard.http.get("{}/api/runs/{}".format(server, run["id"]), timeout=5).json()[
-                "status"] in ("queued", "running"):
-            assert time.time() < deadline
-            time.sleep(0.2)
+        wait_for(lambda: dashboard.http.get("{}/api/runs/{}".format(server, run["id"]), timeout=5)
+                 .json()["status"] not in ("queued", "running"), 120, "the pool's run to end")
         page.get_by_test_id("delete-group").click()
         expect(page.get_by_test_id("group-row")).to_have_count(0)
     finally:
@@ -246,10 +243,8 @@ def test_three_runs_submitted_at_once_run_one_at_a_time(dashboard, server, page)
     ids = [dashboard.http.post(server + "/api/runs", json=dict(tiny, name="queued {}".format(i)),
                                timeout=30).json()["id"] for i in range(3)]
     first = "{}/api/runs/{}".format(server, ids[0])
-    deadline = time.time() + 60
-    while dashboard.http.get(first, timeout=5).json()["status"] == "queued":  # the scheduler's turn
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(lambda: dashboard.http.get(first, timeout=5).json()["status"] != "queued", 60,
+             "the scheduler to start the first")
     page.goto(server + "/")
     rows = {i: page.locator('[data-testid="run-row"][data-run-id="{}"]'.format(i)) for i in ids}
     expect(rows[ids[2]]).to_have_attribute("data-status", "queued")
@@ -358,10 +353,8 @@ def test_a_run_on_the_embedded_ray_shows_its_node_and_resumes_when_its_worker_di
         visitor.goto("{}/runs/{}".format(ray_dashboard.url, run["id"]))
         expect(visitor.get_by_test_id("run-node")).to_contain_text("(Ray node ", timeout=TIMEOUT_MS)
         expect(visitor.get_by_test_id("run-retries")).to_be_hidden()
-        deadline = time.time() + 120
-        while not ray_dashboard.http.get(url + "/metrics", timeout=5).json():  # a checkpoint
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: ray_dashboard.http.get(url + "/metrics", timeout=5).json(), 120,
+                 "its first epoch (a checkpoint)", interval=0.05)
         actor = _ray_actor_of(ray_dashboard)
         assert actor is not None
         os.kill(actor, signal.SIGKILL)

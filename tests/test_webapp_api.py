@@ -378,14 +378,13 @@ def start_long_run(client):
     """A run that would train for minutes, once it has a checkpoint to resume from."""
     r = client.post("/api/runs", json=dict(TINY, name="long", epochs=300, warmup_epochs=300))
     run_id, run_dir = r.get_json()["id"], on_server(client.application, r.get_json()["run_dir"])
-    deadline = time.time() + 60
-    while time.time() < deadline:
+
+    def trains():
         run = client.get("/api/runs/{}".format(run_id)).get_json()
         assert run["status"] in ("queued", "running"), run
-        if run["phase"] and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-            return run_id
-        time.sleep(0.1)
-    raise AssertionError("no progress stored")
+        return run["phase"] and os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    wait_for(trains, 60, "its first checkpoint")
+    return run_id
 
 
 @pytest.mark.databases("sqlite")

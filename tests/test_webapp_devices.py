@@ -2,7 +2,6 @@
 over the API, checks, profiles, Socket.IO device_status events, bad input."""
 import json
 import os
-import time
 
 import pytest
 
@@ -80,11 +79,9 @@ def test_a_local_agent_that_died_comes_back_on_its_port(tmp_path):
         died = registry.local.process
         died.kill()
         died.wait()
-        deadline = time.time() + 60
-        while registry.local is None or registry.local.process is died or \
-                registry.local.port is None:  # its port is set once it listens
-            assert time.time() < deadline, "the local agent was not started again"
-            time.sleep(0.1)
+        wait_for(lambda: registry.local is not None and registry.local.process is not died
+                 and registry.local.port is not None,  # its port is set once it listens
+                 60, "the local agent to be started again")
         with app.app_context():
             assert registry.address(local_row(app)) == address
             client = registry.client(local_row(app))
@@ -115,12 +112,9 @@ def test_register_check_profile_delete(app, client, agent):
     r = client.post("/api/devices/{}/profile".format(device["id"]), json={"resolution": 32})
     assert r.status_code == 202 and r.get_json()["status"] == "profiling"
     assert client.post("/api/devices/{}/profile".format(device["id"])).status_code == 409  # busy
-    deadline = time.time() + 120
-    done = None
-    while done is None:
-        assert time.time() < deadline, "profiling did not finish"
-        done = next((d for d in device_events(sio) if d["id"] == device["id"] and d["luts"]), None)
-        time.sleep(0.1)
+    done = wait_for(lambda: next((d for d in device_events(sio)
+                                  if d["id"] == device["id"] and d["luts"]), None),
+                    120, "the profile to finish")
     assert done["status"] == "online"
     [table] = done["luts"]
     assert (table["resolution"], table["width_mult"], table["num_classes"]) == (32, 0.5, 10)
@@ -154,10 +148,8 @@ def test_register_check_profile_delete(app, client, agent):
     r = client.post("/api/devices/{}/profile".format(device["id"]),
                     json={"resolution": 32, "backend": "onnxruntime"})
     assert r.status_code == 202
-    deadline = time.time() + 120
-    while len(client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]) < 2:
-        assert time.time() < deadline, "profiling in onnxruntime did not finish"
-        time.sleep(0.2)
+    wait_for(lambda: len(client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]) >= 2,
+             120, "profiling in onnxruntime to finish")
     onnx, pytorch = client.get("/api/devices/{}".format(device["id"])).get_json()["luts"]
     assert pytorch == after[0] and onnx["backend"] == "onnxruntime"
     assert onnx["device_key"] == table["device_key"] + ":onnxruntime" and onnx["calibration"]["a"] > 0
@@ -185,10 +177,8 @@ def test_wrong_token_is_registered_offline_with_the_reason(client, tmp_path):
     finally:
         other.stop()
     assert client.post("/api/devices/{}/profile".format(device["id"])).status_code == 202
-    deadline = time.time() + 30
-    while client.get("/api/devices/{}".format(device["id"])).get_json()["status"] == "profiling":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(lambda: client.get("/api/devices/{}".format(device["id"])).get_json()["status"]
+             != "profiling", 30, "the profile to fail")
     assert "profiling failed" in client.get("/api/devices/{}".format(device["id"])).get_json()["error"]
     assert client.get("/api/devices/{}".format(device["id"])).get_json()["luts"] == []
 

@@ -153,10 +153,8 @@ def test_a_restarted_dashboard_goes_on_with_its_queue(tmp_path, request, databas
         long = client.post("/api/runs", json=dict(TINY, name="long", epochs=300,
                                                    warmup_epochs=300)).get_json()["id"]
         waiting = client.post("/api/runs", json=dict(TINY, name="waiting")).get_json()["id"]
-        deadline = time.time() + 60
-        while client.get("/api/runs/{}".format(long)).get_json()["phase"] is None:  # it trains
-            assert time.time() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: client.get("/api/runs/{}".format(long)).get_json()["phase"], 60,
+                 "the long run to train")
         assert client.get("/api/runs/{}".format(waiting)).get_json()["queue_position"] == 1
     # the dashboard stopped: its running search with it; the queued one waits in the database
     with dashboard_app(tmp_path, **config) as app:
