@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import threading
-import time
 
 import pytest
 from playwright.sync_api import expect
