@@ -1,7 +1,8 @@
 """What one supernet weight step costs against the standalone child network it samples.
 
 Side by side in one run, at the search's default setting (width 0.5, 32x32x1 input, 10 classes,
-batch 64, SGD with Nesterov momentum 0.9, weight decay 4e-5, label smoothing 0.1):
+batch 64, the search's SGD (Nesterov momentum 0.9, weight decay 4e-5 off batch norm) and gradient
+clipping, label smoothing 0.1):
 
 * time per weight step (forward, cross-entropy, backward, optimizer step) of `Supernet` running one
   fixed sampled path, against `build_model(supernet.architecture(path))` on the same batch, for
@@ -37,7 +38,9 @@ from nano_agent.builder import build_model  # noqa: E402
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core import fastpath  # noqa: E402
 from search_core.config import SearchConfig  # noqa: E402
+from search_core.recipe import Recipe  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
+from search_core.train import clip_gradients, sgd  # noqa: E402
 
 try:
     from torch._C._profiler import _EventType
@@ -48,6 +51,7 @@ except ImportError:  # pragma: no cover - very old or very new torch
 _SEARCH = SearchConfig()
 LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING = (_SEARCH.lr, _SEARCH.momentum, _SEARCH.weight_decay,
                                                _SEARCH.label_smoothing)
+CLIP_NORM = Recipe().clip_norm  # the search's (search.py: RECIPE.clip_norm)
 NUM_CLASSES, IN_CHANNELS = 10, 1
 WARMUP_STEPS = 3
 DARTS_TIMED_STEPS = 3
@@ -56,23 +60,27 @@ ROW = "{:>4}  {:<59} {:>9.2f} {:>9.2f} {:>6.3f}  {:>9.2f} {:>9.2f} {:>6.3f}  {:>
 
 
 class WeightStep(object):
-    """forward, cross-entropy, backward, SGD step: one weight step of `forward` over `params`.
+    """forward, cross-entropy, backward, gradient clipping, SGD step: one weight step of `forward`
+    over `params`, with the search's own optimizer (search_core.train.sgd: Nesterov momentum, no
+    decay on batch norm, fused on the fast path where every parameter gets a gradient each step,
+    `every_step`; multi-tensor where a path leaves some without) and its clipping.
 
     The gradients are released (set to None) at the start of the step, not between forward and
     backward as the search loop does: then what is allocated when a step starts is exactly the
     resident weights and optimizer state, and the gradients the step creates count as its own.
     """
 
-    def __init__(self, forward, params):
+    def __init__(self, forward, params, fast, every_step):
         self.forward = forward
         self.params = list(params)
-        self.optimizer = torch.optim.SGD(self.params, lr=LR, momentum=MOMENTUM, nesterov=True,
-                                         weight_decay=WEIGHT_DECAY)
+        self.fast = fast
+        self.optimizer = sgd(self.params, LR, WEIGHT_DECAY, fast, MOMENTUM, every_step)
 
     def __call__(self, x, y):
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.forward(x), y, label_smoothing=LABEL_SMOOTHING)
         loss.backward()
+        clip_gradients(self.params, CLIP_NORM, self.fast)
         self.optimizer.step()
 
     def grad_bytes(self):
@@ -243,7 +251,7 @@ def main(argv=None):
                         in_channels=IN_CHANNELS)
     net = Supernet(space, shared_weights=not args.independent, fast=not args.eager)
     net.train()
-    super_step = WeightStep(None, net.weight_parameters())  # forward: set per path
+    super_step = WeightStep(None, net.weight_parameters(), not args.eager, every_step=False)
 
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch_size, IN_CHANNELS, args.resolution, args.resolution, generator=g)
@@ -272,7 +280,7 @@ def main(argv=None):
         if not args.eager:
             fastpath.accelerate(child)
         child.train()
-        child_step = WeightStep(child, child.parameters())
+        child_step = WeightStep(child, child.parameters(), not args.eager, every_step=True)
         super_s, child_s, paired = interleaved_medians(super_step, child_step, x, y, WARMUP_STEPS,
                                                args.steps)
         t1 = time.perf_counter()
@@ -352,7 +360,8 @@ def main(argv=None):
 
     if not args.no_darts:
         t0 = time.perf_counter()
-        darts_step = WeightStep(lambda inp: darts_forward(net, inp), net.weight_parameters())
+        darts_step = WeightStep(lambda inp: darts_forward(net, inp), net.weight_parameters(),
+                                not args.eager, every_step=True)
         darts_step(x, y)  # optimizer state
         darts_ms = statistics.median(timed(darts_step, x, y)
                                      for _ in range(DARTS_TIMED_STEPS)) * 1e3
