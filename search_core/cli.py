@@ -28,6 +28,7 @@ from .measurements import Measurer
 from .recipe import Recipe
 from .rundir import CONFIG, DiskFull, RunDirectory, RunDirectoryBusy
 from .search import Search
+from .specialise import GENERATIONS, OVERRIDES, Specialisation
 from .train import DatasetMismatch, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
@@ -57,14 +58,15 @@ def _search_arguments(p):
     _token_argument(p)
 
 
-def _setting_arguments(p, *names):
-    """A flag for each of these settings, from its declaration (config.py)."""
+def _setting_arguments(p, *names, inherited=None):
+    """A flag for each of these settings, from its declaration (config.py); `inherited`: whose
+    value a flag not given leaves (its default is then None)."""
     declared = dict((f.name, f) for f in fields(SearchConfig))
     for name in names:
-        _setting_argument(p, declared[name])
+        _setting_argument(p, declared[name], inherited)
 
 
-def _setting_argument(p, f):
+def _setting_argument(p, f, inherited=None):
     """The flag of one setting: its type, choices, default and range in the help."""
     meta = f.metadata
     flag = meta["flag"] or "--" + f.name.replace("_", "-")
@@ -74,15 +76,17 @@ def _setting_argument(p, f):
                        help=meta["help"])
         return
     told = [meta["help"].replace("%", "%%")] if meta["help"] else []
-    if f.default is not None and f.name not in CHOICES:
+    if inherited:
+        told.append("default: " + inherited)
+    elif f.default is not None and f.name not in CHOICES:
         told.append("default %(default)s")
     if f.name in LIMITS:
         told.append(describe_limit(LIMITS[f.name]))
     # the choices in the usage, not argparse's own check: every wrong value is refused alike, by
     # the settings' check (a `failed` event on the event stream)
     metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else None
-    p.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=metavar,
-                   help="; ".join(told))
+    p.add_argument(flag, dest=f.name, type=kind, default=None if inherited else f.default,
+                   metavar=metavar, help="; ".join(told))
 
 
 def _token_argument(p):
@@ -145,6 +149,17 @@ def cmd_resume(args, events):
     if args.device:  # the same device at a new address (a restarted agent); the cache keys on its identity
         config.device = args.device
     Search(config, args.run_dir, events).run()
+
+
+def cmd_specialise(args, events):
+    _export_token(args)
+    files = RunDirectory(args.out).create()
+    files.lock_worker()
+    if files.exists(CONFIG):
+        raise FileExistsError("{} already holds a run: choose another --out".format(args.out))
+    overrides = dict((name, getattr(args, name)) for name in OVERRIDES
+                     if getattr(args, name) is not None)
+    Specialisation(args.run_dir, args.out, events, args.generations, **overrides).run()
 
 
 def cmd_space(args, events):
@@ -289,6 +304,19 @@ def parser():
     _token_argument(p)
     p.add_argument("--events", choices=("console", "jsonl"), default="console")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("specialise", help="pick for new targets, another device or runtime from "
+                                          "a run's trained supernet, training nothing")
+    p.add_argument("run_dir", help="a search's run directory (its checkpoint holds the supernet)")
+    p.add_argument("--out", required=True, help="the specialisation's directory (must not hold a "
+                                                "run yet)")
+    _setting_arguments(p, *OVERRIDES, inherited="the run's")
+    p.add_argument("--generations", type=int, default=GENERATIONS,
+                   help="generations of the evolutionary search, each measuring the run's "
+                        "samples per epoch + 1 paths on the device (default %(default)s)")
+    _token_argument(p)
+    p.add_argument("--events", choices=("console", "jsonl"), default="console")
+    p.set_defaults(func=cmd_specialise)
 
     p = sub.add_parser("space", help="print the search space and its exact size")
     _space_arguments(p)

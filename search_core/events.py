@@ -91,6 +91,8 @@ class ConsoleEvents(Events):
         elif kind == "epoch":
             self._close_bar()
             self._print(_epoch_line(event))
+        elif kind == "generation":
+            self._print(_generation_line(event))
         elif kind == "finished":
             self._close_bar()
             self._print(_summary(event))
@@ -132,6 +134,15 @@ def _epoch_line(e):
         line += " | argmax: val acc {:.1%}, {:.2f} ms, E[lat] {:.2f} ms".format(
             a["accuracy"], a["latency_ms"], e["expected_latency_ms"])
     return line + " ({:.0f} s)".format(e["duration_s"])
+
+
+def _generation_line(e):
+    line = "generation {:>3}/{}".format(e["generation"] + 1, e["generations"])
+    b = e.get("best")
+    if b is not None:
+        line += ": best val acc {:.1%}, {:.2f} ms{}".format(
+            b["accuracy"], b["latency_ms"], "" if b["feasible"] else " (infeasible)")
+    return line + " ({} samples, {:.0f} s)".format(e["samples"], e["duration_s"])
 
 
 def _summary(e):

@@ -426,6 +426,10 @@ class Search:
         self.files.keep_samples_before(state["epochs_done"])
         return state["epochs_done"], state["wall_time_s"]
 
+    def _summary_extras(self):
+        """What a kind of run adds to its summary (specialise.py: its parent)."""
+        return {}
+
     def _finish(self, wall_time):
         samples = self.files.samples()
         final = self.net.derive()  # derived afresh from the final logits
@@ -441,6 +445,7 @@ class Search:
                    "cache_hits": self.measurer.hits, "wall_time_s": wall_time,
                    "best_arch_path": os.path.abspath(self.files.path(BEST_ARCH)),
                    "target_latency_ms": self.config.target_latency_ms}
+        summary.update(self._summary_extras())
         self.files.write_json(SUMMARY, summary)
         self.events.emit("finished", **summary)
         return summary

@@ -316,6 +316,49 @@ def test_a_search_never_looks_at_the_test_split(monkeypatch, tmp_path):
         len(data.load_dataset("digits", limit=8).test)
 
 
+def test_a_specialisation_picks_for_a_new_target_with_the_trained_weights(tiny_run, tmp_path):
+    """Issue 25's first step: a finished run's supernet, searched again for a tighter T with no
+    weight trained. MobileNetV2, evaluated each generation on the loaded weights, scores what it
+    scored at the parent's last epoch: the weights are the parent's, untouched."""
+    parent, parent_events = tiny_run
+    checkpoint = (parent / "checkpoint.pt").stat().st_mtime_ns
+    target = round(0.8 * json.loads((parent / "summary.json").read_text())["target_latency_ms"], 3)
+    out = tmp_path / "tighter"
+    result = cli("specialise", str(parent), "--out", str(out), "--target-latency-ms", str(target),
+                 "--generations", "2", "--events", "jsonl")
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    started = next(e for e in events if e["event"] == "started")
+    assert started["parent"] == str(parent) and started["config"]["target_latency_ms"] == target
+    assert [e["generation"] for e in events if e["event"] == "generation"] == [0, 1]
+    assert not any(e["event"] in ("progress", "epoch") for e in events)  # nothing trained
+    last = [e["accuracy"] for e in parent_events if e["event"] == "reference"][-1]
+    assert [e["accuracy"] for e in events if e["event"] == "reference"] == [last, last]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parent"] == str(parent) and summary["target_latency_ms"] == target
+    samples = RunDirectory(str(out)).samples()
+    assert summary["best"]["arch_hash"] in {s["arch_hash"] for s in samples}
+    assert {s["epoch"] for s in samples} == {0, 1}
+    assert Architecture.load(str(out / "best_arch.json")).hash == summary["best"]["arch_hash"]
+    assert not (out / "checkpoint.pt").exists()
+    assert (parent / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+
+
+@pytest.mark.unit
+def test_a_specialisation_needs_a_run_that_trained(tmp_path, capsys):
+    empty = in_process(capsys, "specialise", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert empty.returncode == 2 and "holds no search run" in empty.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(SearchConfig(**TINY_SETTINGS).to_dict()))
+    untrained = in_process(capsys, "specialise", str(run), "--out", str(tmp_path / "out2"),
+                           "--generations", "1")
+    assert untrained.returncode == 2 and "has no trained supernet" in untrained.stderr
+    wrong = in_process(capsys, "specialise", str(run), "--out", str(tmp_path / "out3"),
+                       "--target-latency-ms", "-1")
+    assert wrong.returncode == 2 and "target_latency_ms must be positive" in wrong.stderr
+
+
 def test_resume_continues_an_interrupted_search(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "search_core", "search", "--out", str(out),
