@@ -1,5 +1,7 @@
-"""The settings of a search run: names, types, defaults, limits and their validation (the recipe
-that retrains an architecture is search_core/recipe.py).
+"""The settings of a search run, each declared once (`setting`): its type, default, bounds, help,
+flag and place in the dashboard's form, from which the CLI's flags (cli.py), the dashboard's form
+and /api/defaults, and the checks here are all made (the recipe that retrains an architecture is
+search_core/recipe.py).
 
 No torch import: the dashboard validates a new run's settings in its web process, and sends the
 defaults, choices and limits to the browser's form (/api/defaults). Whatever needs the machine (is
