@@ -3,7 +3,7 @@
 
 import * as NAS from "./common.js";
 
-const {el, api, $, $$} = NAS;
+const {el, api, $$} = NAS;
 const form = document.getElementById("new-run-form");
 const submit = document.getElementById("submit-run");
 const formErrors = document.getElementById("form-errors");
