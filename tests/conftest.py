@@ -1,8 +1,8 @@
 """Fixtures shared by the test modules, and the kinds of test. A module sets DASHBOARD_CONFIG
-(overrides of the dashboard's test configuration), AGENT_TIMEOUT (its agent's idle timeout) or
-DATABASES (the databases its dashboard app runs on, each test once per database: "sqlite", the
-default, and "postgresql"; a test's `@pytest.mark.databases("sqlite")` narrows it) to change what
-it gets.
+(overrides of the dashboard's test configuration), AGENT_TIMEOUT and AGENT_ARGS (its agent's idle
+timeout and further options) or DATABASES (the databases its dashboard app runs on, each test once
+per database: "sqlite", the default, and "postgresql"; a test's `@pytest.mark.databases("sqlite")`
+narrows it) to change what it gets.
 
 Every test is of one kind (its closest marker: a module's `pytestmark`, overridden by a test's own):
 - unit: in this process and quick; `pytest -m unit` is the everyday run (under a minute). A unit
@@ -141,8 +141,9 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def agent(request, tmp_path_factory):
-    """A real nano_agent process on loopback."""
+    """A real nano_agent process on loopback (its module's AGENT_TIMEOUT and AGENT_ARGS)."""
     timeout = getattr(request.module, "AGENT_TIMEOUT", processes.AGENT_TIMEOUT)
-    a = processes.Agent(tmp_path_factory.mktemp("agent"), timeout=timeout)
+    a = processes.Agent(tmp_path_factory.mktemp("agent"), timeout=timeout,
+                        args=getattr(request.module, "AGENT_ARGS", ()))
     yield a
     a.stop()
