@@ -2,8 +2,8 @@
 
 Each message is a 4-byte big-endian unsigned length, then that many bytes of one UTF-8 JSON object;
 after the welcome, the bytes are a 32-byte tag (an HMAC under the connection's session key) and then
-the JSON. Standard library only and Python 3.6 compatible: the agent (Python 3.6 on the Jetson Nano) and the
-server-side client (search_core/device_client.py) both use this module.
+the JSON. Standard library only and Python 3.6 compatible: the agent (Python 3.6 on the Jetson Nano)
+and the server-side client (search_core/device_client.py) both use this module.
 """
 import hashlib
 import hmac
