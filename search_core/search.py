@@ -189,20 +189,25 @@ class Search:
         self._setup()
         start_epoch, wall_before = self._restore()
         c = self.config
-        self.files.write_config(c)  # with the resolved target latency
-        self.events.emit(
-            "started", run_dir=os.path.abspath(self.files.root), dataset=c.dataset, epochs=c.epochs,
-            warmup_epochs=c.warmup_epochs, strategy=c.strategy, device=c.device,
-            device_id=self.measurer.source.device_id, start_epoch=start_epoch,
-            constraints=[asdict(x) for x in self.constraints], config=c.to_dict(),
-            space={"size": self.space.size, "blocks": [[op.name for op in sb.ops]
-                                                       for sb in self.space.blocks]},
-            train_size=len(self.dataset.train), val_size=len(self.dataset.val))
+        self._started(c.epochs, c.warmup_epochs, start_epoch)
         for epoch in range(start_epoch, c.epochs):
             self.files.check_free_space(c.min_free_mb * 2 ** 20)
             self._epoch(epoch)
             self._checkpoint(epoch + 1, wall_before + time.time() - start_time)
         return self._finish(wall_before + time.time() - start_time)
+
+    def _started(self, epochs, warmup_epochs, start_epoch, **extra):
+        """The settings written, with the resolved target latency; the `started` event."""
+        c = self.config
+        self.files.write_config(c)
+        self.events.emit(
+            "started", run_dir=os.path.abspath(self.files.root), dataset=c.dataset, epochs=epochs,
+            warmup_epochs=warmup_epochs, strategy=c.strategy, device=c.device,
+            device_id=self.measurer.source.device_id, start_epoch=start_epoch,
+            constraints=[asdict(x) for x in self.constraints], config=c.to_dict(),
+            space={"size": self.space.size, "blocks": [[op.name for op in sb.ops]
+                                                       for sb in self.space.blocks]},
+            train_size=len(self.dataset.train), val_size=len(self.dataset.val), **extra)
 
     def _phase(self, epoch):
         return "warmup" if epoch < self.config.warmup_epochs else "search"

@@ -63,19 +63,9 @@ class Specialisation(Search):
                               "that trained".format(self.parent.root))
         self._setup()
         self.net.load_state_dict(state["supernet"])
-        c = self.config
-        self.files.write_config(c)
-        self.events.emit(
-            "started", run_dir=os.path.abspath(self.files.root), dataset=c.dataset,
-            epochs=self.generations, warmup_epochs=0, strategy=c.strategy, device=c.device,
-            device_id=self.measurer.source.device_id, start_epoch=0,
-            constraints=[dataclasses.asdict(x) for x in self.constraints], config=c.to_dict(),
-            space={"size": self.space.size, "blocks": [[op.name for op in sb.ops]
-                                                       for sb in self.space.blocks]},
-            train_size=len(self.dataset.train), val_size=len(self.dataset.val),
-            parent=self._parent_path())
+        self._started(self.generations, 0, 0, parent=self._parent_path())
         for generation in range(self.generations):
-            self.files.check_free_space(c.min_free_mb * 2 ** 20)
+            self.files.check_free_space(self.config.min_free_mb * 2 ** 20)
             started = time.time()
             samples = self._sample(generation)
             best = max(samples, key=lambda s: s["objective"], default=None)
