@@ -294,6 +294,10 @@ function setBadge(node, status) {
 const PHASES = {warmup: "Warm-up", search: "Search"};
 
 /** Where a queued run stands: "Queued: next", "Queued: 2 ahead". */
+/** The settings a run searched with: as asked (`config`), with what its worker resolved over
+ * them (`resolved`: the automatic T, the device's address). */
+const runSettings = (run) => Object.assign({}, run && run.config, run && run.resolved);
+
 function queueText(run) {
   const position = run.queue_position;
   if (!isNum(position)) return "Queued";
@@ -477,6 +481,6 @@ const fmt = {pct, ms, msVersus, params, macs, mb, num, duration, datetime, ago, 
 export {
   root, el, $, $$, flash, clearFlash, confirmClick, api, apiUrl, ApiError, runSamples, download,
   plotText, fmt, isNum, parseTime, badge, setBadge, ACTIVE, PHASES, STATUS_LABELS, OPS, STAGE_STARTS,
-  queueText, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
+  queueText, runSettings, parseOp, opsCompact, getSocket, emitAck, setConnection, throttleFrame, debounce, fieldErrors,
   PLOT_CONFIG, PLOT_FONT, RUN_COLORS, scatterLayout, sampleHover, SAMPLE_HOVER,
 };

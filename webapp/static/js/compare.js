@@ -14,8 +14,6 @@ if (!hasPlotly) NAS.flash("The charting library did not load: charts are unavail
 
 // a run's name is the user's text: Plotly would draw its tags (a link, a styled span) as HTML
 const label = (e) => NAS.plotText((e.run ? e.run.name : "run") + " #" + e.id);
-// the settings a run searched with: as asked, with what its worker resolved (the automatic T)
-const settings = (run) => Object.assign({}, run.config, run.resolved);
 const hasPoint = (s) => NAS.isNum(s.latency_ms) && NAS.isNum(s.accuracy);
 
 const customdata = (e, s) => [s.id, e.id];  // what a click downloads
@@ -61,7 +59,7 @@ function renderPlot() {
                  hovertemplate: NAS.SAMPLE_HOVER,
                  line: {shape: "hv", color: e.color, width: 2},
                  marker: {color: e.color, size: 8, line: {width: 1, color: "#ffffff"}}});
-    const target = settings(e.run).target_latency_ms;
+    const target = NAS.runSettings(e.run).target_latency_ms;
     if (NAS.isNum(target)) traces.push(targetTrace(e, target));
   }
   node.dataset.traces = String(entries.filter((e) => e.run).length);
@@ -88,7 +86,7 @@ function renderTable() {
     }
     const r = e.run;
     const best = r.best;
-    const target = settings(r).target_latency_ms;
+    const target = NAS.runSettings(r).target_latency_ms;
     return el("tr", {dataset: {runId: e.id, status: r.status}, "data-testid": "compare-row"},
       el("td", {}, swatch, el("a", {href: NAS.root + "/runs/" + e.id}, r.name), el("span", {class: "muted"}, " #" + e.id)),
       el("td", {}, NAS.badge(r.status)),

@@ -36,7 +36,7 @@ export const archUrl = (sampleId) => runUrl("/samples/" + sampleId + "/arch.json
 /** The settings the run searched with: as asked, with what its worker resolved (the automatic T,
  * the device's address) over them; `requested()`: as asked. */
 export const requested = () => (state.run && state.run.config) || {};
-export const config = () => Object.assign({}, requested(), state.run && state.run.resolved);
+export const config = () => NAS.runSettings(state.run);
 export const hasPoint = (s) => NAS.isNum(s.latency_ms) && NAS.isNum(s.accuracy);
 /** "#3": a sample's number within its run (ids count across all runs); by id, its stored copy's. */
 export function sampleLabel(sampleOrId) {
