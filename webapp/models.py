@@ -327,6 +327,14 @@ def queued_runs():
                               .order_by(Run.queued_at, Run.id)).all()
 
 
+def take_queued(model, row_id, **values) -> bool:
+    """Whether this caller took a queued run or retraining (``values`` set by one UPDATE)."""
+    taken = db.session.execute(sa.update(model).where(
+        model.id == row_id, model.status == "queued").values(**values)).rowcount
+    db.session.commit()
+    return bool(taken)
+
+
 def queued_trainings():
     """The retrainings waiting for a slot, first asked first."""
     return db.session.scalars(sa.select(Training).where(Training.status == "queued")

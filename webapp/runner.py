@@ -44,7 +44,7 @@ from .executors import LOST_AFTER_S, worker_resources
 from .extensions import checkpoint_wal, db
 from .measurements import load_measurements, save_lut, save_measurements, stored_luts
 from .models import (RUN_ACTIVE_STATUSES, EpochMetric, Run, Sample, queued_runs,
-                     queued_trainings, utcnow)
+                     queued_trainings, take_queued, utcnow)
 from .serialize import pick_fields, reference_dict
 
 log = logging.getLogger(__name__)
@@ -256,10 +256,7 @@ class RunManager:
         resume when its directory already holds one. A run that cannot start fails, saying why.
         The run is claimed first (queued -> running in one UPDATE): a run is started once, even
         by two dashboards on one database."""
-        claimed = db.session.execute(sa.update(Run).where(
-            Run.id == run.id, Run.status == "queued").values(status="running")).rowcount
-        db.session.commit()
-        if not claimed:
+        if not take_queued(Run, run.id, status="running"):
             return
         checkpoint_wal()  # a run that was running when its WAL was lost comes back interrupted
         try:

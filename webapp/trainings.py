@@ -15,12 +15,10 @@ import subprocess
 import sys
 import threading
 
-import sqlalchemy as sa
-
 from search_core.config import TRAIN_SETTINGS
 
 from .extensions import db
-from .models import ONNX_FILE, WEIGHTS_FILE, Training, utcnow
+from .models import ONNX_FILE, WEIGHTS_FILE, Training, take_queued, utcnow
 from .executors import worker_resources
 from .runner import TERMINATE_GRACE_S, WORKER_LOG
 
@@ -78,11 +76,7 @@ class TrainingManager:
         cancel() takes: a cancel lands before the claim, or finds the thread. Call in an app
         context."""
         with self._lock:
-            claimed = db.session.execute(sa.update(Training).where(
-                Training.id == training.id, Training.status == "queued").values(
-                    status="running")).rowcount
-            db.session.commit()
-            if not claimed:
+            if not take_queued(Training, training.id, status="running"):
                 return
             db.session.refresh(training)
             training.directory = os.path.join(training.run.run_dir, "trainings", str(training.id))
@@ -212,10 +206,8 @@ class TrainingManager:
         queue (under the lock start() claims with: it is never started after). Call in an app
         context."""
         with self._lock:
-            dequeued = db.session.execute(sa.update(Training).where(
-                Training.id == training_id, Training.status == "queued").values(
-                    status="cancelled", finished_at=utcnow())).rowcount
-            db.session.commit()
+            dequeued = take_queued(Training, training_id, status="cancelled",
+                                   finished_at=utcnow())
             process = self._workers.get(training_id)
             thread = self._threads.get(training_id)
             if thread is not None and thread.is_alive():  # its worker, or one being placed
