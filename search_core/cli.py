@@ -130,14 +130,19 @@ def _config_file(path):
     return SearchConfig.from_dict(settings)
 
 
+def _new_run_directory(out, advice):
+    """`out` made and locked for this worker; FileExistsError, giving `advice`, if it holds a run."""
+    files = RunDirectory(out).create()
+    files.lock_worker()  # before the check: two workers started at once cannot both pass it
+    if files.exists(CONFIG):
+        raise FileExistsError("{} already holds a run: {}".format(out, advice))
+
+
 def cmd_search(args, events):
     _export_token(args)  # Search opens the device itself; the token stays out of config.json
     config = _config_file(args.config) if args.config else _config(args)
-    files = RunDirectory(args.out).create()
-    files.lock_worker()  # before the check: two workers started at once cannot both pass it
-    if files.exists(CONFIG):
-        raise FileExistsError("{} already holds a run: continue it with `python -m search_core "
-                              "resume {}` or choose another --out".format(args.out, args.out))
+    _new_run_directory(args.out, "continue it with `python -m search_core resume {}` or choose "
+                                 "another --out".format(args.out))
     Search(config, args.out, events).run()
 
 
@@ -153,10 +158,7 @@ def cmd_resume(args, events):
 
 def cmd_specialise(args, events):
     _export_token(args)
-    files = RunDirectory(args.out).create()
-    files.lock_worker()
-    if files.exists(CONFIG):
-        raise FileExistsError("{} already holds a run: choose another --out".format(args.out))
+    _new_run_directory(args.out, "choose another --out")
     overrides = dict((name, getattr(args, name)) for name in OVERRIDES
                      if getattr(args, name) is not None)
     Specialisation(args.run_dir, args.out, events, args.generations, **overrides).run()
