@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core.device_client import AgentDevice  # noqa: E402
 from search_core.pool import DevicePool  # noqa: E402
-from webapp.runner import MAX_RETRIES  # noqa: E402
+from webapp.workers import MAX_RETRIES  # noqa: E402
 
 TOKEN = "bench-token"
 SPACE = SearchSpace(0.5, 32, 10, 1)

@@ -9,6 +9,12 @@
     best_arch.json, summary.json   at the end
     worker.lock          held (flock) by the worker that runs the search: its pid and host
 
+What the dashboard adds (webapp/workers/):
+    requested_settings.json  the settings as the user asked for them (`search --config`)
+    worker.log           the worker's standard error
+    trainings/<id>/      a retraining: arch.json, settings.json (its run's, for `train --config`),
+                         worker.log, and when it finished weights.pt and model.onnx
+
 No torch import at module level: the dashboard reads run directories in its web process.
 """
 import fcntl
@@ -27,6 +33,14 @@ CHECKPOINT = "checkpoint.pt"
 BEST_ARCH = "best_arch.json"
 SUMMARY = "summary.json"
 WORKER_LOCK = "worker.lock"
+REQUESTED_SETTINGS = "requested_settings.json"
+WORKER_LOG = "worker.log"
+TRAINING_ARCH, TRAINING_SETTINGS = "arch.json", "settings.json"
+WEIGHTS, ONNX = "weights.pt", "model.onnx"  # what a finished retraining leaves for deployment
+
+
+def training_directory(run_dir, training_id):
+    return os.path.join(run_dir, "trainings", str(training_id))
 
 
 class RunDirectoryBusy(Exception):

@@ -91,6 +91,14 @@ def pytest_runtest_protocol(item, nextitem):
     _running["kind"] = None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A test's teardown also ends the wider fixtures no later test uses (the session's PostgreSQL
+    server after the last test): whatever they stop is not the test's doing."""
+    _running["kind"] = None
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_start_no_process():
     yield

@@ -27,7 +27,7 @@ def held_queue(app):
         yield
     finally:
         app.config["MAX_RUNS"] = 1
-        app.extensions["runs"].kick()
+        app.extensions["workers"].kick()
 
 
 def queue(client, **body):
@@ -133,7 +133,7 @@ def test_each_retraining_of_a_sample_downloads_under_a_name_of_its_own(app, clie
         sample = [store_sample(run, index) for index in (1, 2)][1]
         db.session.commit()
         run_id, sample_id = run.id, sample.id
-    monkeypatch.setattr(app.extensions["trainings"], "start", lambda training: None)  # no worker
+    monkeypatch.setattr(app.extensions["workers"], "_claim", lambda kind, row: None)  # no worker
     trainings = [client.post("/api/runs/{}/trainings".format(run_id),
                              json={"sample_id": sample_id, "epochs": epochs}).get_json()
                  for epochs in (3, 10)]

@@ -116,7 +116,7 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
     from nano_agent.space import SearchSpace
     from search_core import cli, data
     from search_core.search import Search
-    from webapp.trainings import train_command, write_training_files
+    from webapp.workers.training import train_command, write_training_files
 
     loaded = []
 

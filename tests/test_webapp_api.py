@@ -1,4 +1,4 @@
-"""The runs API, the RunManager and their Socket.IO events: real worker subprocesses on tiny
+"""The runs API, the workers and their Socket.IO events: real worker subprocesses on tiny
 settings, measuring on the dashboard's own local agent process."""
 import csv
 import io
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from webapp.extensions import db
 from webapp.models import Run, Sample
 from webapp.pareto import pareto_front
-from webapp.runner import Worker
+from webapp.workers.kind import Worker
 from helpers import TINY, read_jsonl, received, run_reaches, wait_for
 from processes import dashboard_app, hold_run_directory, socket_client
 
@@ -41,7 +41,7 @@ def finished_run(app, client):
     assert sio.emit("subscribe", {"run_id": r.get_json()["id"]}, callback=True) == {"ok": True}
     run = run_reaches(client, r.get_json()["id"], ("finished", "failed"))
     assert run["status"] == "finished", run
-    assert app.extensions["runs"].wait(run["id"], 30)  # the worker exited and its end is stored
+    assert app.extensions["workers"].wait(Run, run["id"], 30)  # the worker exited and its end is stored
     deadline = time.time() + 5
     events = []
     while time.time() < deadline:  # the last events are emitted just after the commit seen above
@@ -223,7 +223,7 @@ def test_the_eta_at_the_start_of_the_search_is_within_30_percent_of_the_time_lef
     run_id = r.get_json()["id"]
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
     assert run_reaches(client, run_id, ("finished", "failed"), timeout=300)["status"] == "finished"
-    assert app.extensions["runs"].wait(run_id, 30)
+    assert app.extensions["workers"].wait(Run, run_id, 30)
     events, deadline = [], time.time() + 10
     while not any(name == "run_status" and p["run"]["status"] == "finished" for name, p in events):
         assert time.time() < deadline, "no finished status pushed"
@@ -390,14 +390,14 @@ def start_long_run(client):
 @pytest.mark.databases("sqlite")
 def test_cancel_and_resume(app, client):
     run_id = start_long_run(client)
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     assert client.post("/api/runs/{}/resume".format(run_id)).status_code == 409  # still running
     assert client.delete("/api/runs/{}".format(run_id)).status_code == 409  # active
     with app.app_context():
         pid = db.session.get(Run, run_id).pid
     r = client.post("/api/runs/{}/cancel".format(run_id))
     assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
-    assert not runs.is_alive(run_id)
+    assert not workers.is_alive(Run, run_id)
     with pytest.raises(ProcessLookupError):  # reaped: the process is gone
         os.kill(pid, 0)
     assert client.post("/api/runs/{}/cancel".format(run_id)).status_code == 409
@@ -430,16 +430,16 @@ def test_delete_run(app, client):
 
 @pytest.mark.databases("sqlite")
 def test_garbage_lines_do_not_stop_the_reader(app):
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
         run = Run(name="synthetic", status="running", config="{}")
         db.session.add(run)
         db.session.commit()
         run_id = run.id
-        assert runs.handle_line(run_id, "this is not json\n") is None
-        assert runs.handle_line(run_id, "[1, 2]\n") is None
-        assert runs.handle_line(run_id, '{"event": "sample", "epoch": 0}\n') is None  # incomplete
-        event = runs.handle_line(run_id, json.dumps(
+        assert workers.handle_line(Run, run_id, "this is not json\n") is None
+        assert workers.handle_line(Run, run_id, "[1, 2]\n") is None
+        assert workers.handle_line(Run, run_id, '{"event": "sample", "epoch": 0}\n') is None  # incomplete
+        event = workers.handle_line(Run, run_id, json.dumps(
             {"event": "started", "time": 1.0, "epochs": 3, "start_epoch": 0}))
         assert event["event"] == "started"
         db.session.expire_all()
@@ -462,7 +462,7 @@ def test_best_so_far_follows_the_search_rule(app, client, finished_run, constrai
     downloaded before the end; the run says why it is the pick."""
     run, _ = finished_run
     arch = read_jsonl(os.path.join(on_server(app, run["run_dir"]), "samples.jsonl"))[0]["arch"]
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
         synthetic = Run(name="best so far", status="running",
                         config=json.dumps({"constraint": constraint}), val_size=400)
@@ -470,7 +470,7 @@ def test_best_so_far_follows_the_search_rule(app, client, finished_run, constrai
         db.session.commit()
         for name, accuracy, objective, meets, uses in zip(
                 "abcd", (0.5, 0.7, 0.9, 0.6), (0.5, 0.6, 0.9, 0.65), feasible, uses_budget):
-            runs.handle_line(synthetic.id, json.dumps({
+            workers.handle_line(Run, synthetic.id, json.dumps({
                 "event": "sample", "time": 1.0, "epoch": 0, "kind": "sampled", "arch": arch,
                 "arch_hash": name * 64, "ops": [], "accuracy": accuracy, "latency_ms": 1.0,
                 "objective": objective, "feasible": meets, "uses_budget": uses}))
@@ -509,7 +509,7 @@ def test_a_restart_stops_an_orphaned_worker_and_resume_waits_for_it(app, client,
         with app.app_context():
             db.session.get(Run, run_id).status = "running"  # as the dead dashboard left it
             db.session.commit()
-            app.extensions["runs"].mark_interrupted()  # what the next start does
+            app.extensions["workers"].mark_interrupted()  # what the next start does
             run = db.session.get(Run, run_id)
             assert run.status == "interrupted" and "worker {}".format(holder.pid) in run.message
         assert holder.wait(10) == -signal.SIGTERM
@@ -540,7 +540,9 @@ def test_a_run_whose_end_cannot_be_stored_yet_fails_once_it_can(app, monkeypatch
         commit()
 
     monkeypatch.setattr(db.session, "commit", full_disk_commit)
-    app.extensions["runs"]._follow(run_id, Worker(process))  # the reader thread's whole life
+    workers = app.extensions["workers"]
+    with app.app_context():  # the worker thread's life once it is launched
+        workers._follow(Worker(workers.kinds[Run], run_id, process=process))
     monkeypatch.undo()
     assert refusals == [0]
     with app.app_context():
@@ -553,18 +555,19 @@ def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, clien
     """A worker that sends nothing, not even its heartbeat, for WORKER_SILENCE_S: its run says so;
     its next line takes the warning back."""
     monkeypatch.setitem(app.config, "WORKER_SILENCE_S", 1.0)
+    started = json.dumps({"event": "started", "time": 1.0, "epochs": 2})
+    speaks = json.dumps({"event": "heartbeat", "time": 2.0})
+    go = os.path.join(app.config["DATA_DIR"], "speak")  # silent until this file exists
+    code = ("import os, time; print({!r}, flush=True)\nwhile not os.path.exists({!r}): "
+            "time.sleep(0.05)\nprint({!r}, flush=True); time.sleep(30)").format(started, go, speaks)
+    workers = app.extensions["workers"]
+    monkeypatch.setattr(workers.kinds[Run], "prepare", lambda run: ([sys.executable, "-c", code],
+                                                                     None))
     with app.app_context():
-        run = Run(name="frozen", status="running", config="{}", run_dir=str(app.config["DATA_DIR"]))
+        run = Run(name="frozen", status="queued", config="{}", run_dir=str(app.config["DATA_DIR"]))
         db.session.add(run)
-        db.session.commit()
-        started = json.dumps({"event": "started", "time": 1.0, "epochs": 2})
-        speaks = json.dumps({"event": "heartbeat", "time": 2.0})
-        go = os.path.join(app.config["DATA_DIR"], "speak")  # silent until this file exists
-        code = ("import os, time; print({!r}, flush=True)\nwhile not os.path.exists({!r}): "
-                "time.sleep(0.05)\nprint({!r}, flush=True); time.sleep(30)").format(
-                    started, go, speaks)
-        runs = app.extensions["runs"]
-        runs._launch(run, [sys.executable, "-c", code])
+        db.session.flush()
+        workers.submit(run)
         run_id = run.id
     try:
         def message():
@@ -575,7 +578,7 @@ def test_a_silent_worker_is_reported_and_cleared_when_it_speaks_again(app, clien
         wait_for(lambda: message() == "", 60, "the warning to be taken back")  # it spoke again
     finally:
         with app.app_context():
-            runs.cancel(run_id)
+            workers.cancel(Run, run_id)
 
 
 @pytest.mark.databases("sqlite")

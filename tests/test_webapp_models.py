@@ -139,8 +139,8 @@ def test_a_queued_run_is_in_the_database_file_itself(app, database, tmp_path):
     db.session.commit()
     copy = str(tmp_path / "without-its-wal.db")
     with app.app_context():
-        app.extensions["runs"]._stopping.set()  # no scheduler: nothing may start the run here
-        app.extensions["runs"].submit(run)
+        app.extensions["workers"]._stopping.set()  # no scheduler: nothing may start the run here
+        app.extensions["workers"].submit(run)
         shutil.copy(db.engine.url.database, copy)
     with sqlite3.connect(copy) as alone:
         assert alone.execute("SELECT name, status FROM runs").fetchall() == [("kept", "queued")]

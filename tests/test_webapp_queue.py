@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from nano_agent.space import SearchSpace
 from processes import dashboard_app, socket_client
 from search_core.config import SearchConfig
-from webapp import runner
 from webapp.extensions import db
 from webapp.models import Run
 from helpers import TINY, bearer_client, received, run_reaches, training_reaches, wait_for
@@ -92,32 +91,42 @@ def test_a_retraining_waits_for_a_slot_as_a_run_does(app, client, database):
     assert dropped["status"] == "cancelled" and dropped["epoch"] is None  # never started
 
 
+@pytest.mark.parametrize("when", ["while it is placed", "once it is placed"])
 def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, database,
-                                                                  monkeypatch):
+                                                                  monkeypatch, when):
     """Regression: a cancel that found no worker while the runner was registering one (after its
-    last look at the status) was acknowledged, and the run went on to finish."""
+    last look at the status) was acknowledged, and the run went on to finish. The cancel lands
+    while the executor places the worker (a Ray node may take a while), or just after, before the
+    worker is registered."""
     if database != "sqlite":
-        pytest.skip("the race is the runner's, whatever the database")
-    created, cancelled, started = threading.Event(), [], []
+        pytest.skip("the race is the lifecycle's, whatever the database")
+    workers = app.extensions["workers"]
+    launch, cancelled, started, created = workers.executor.launch, [], [], threading.Event()
 
-    class CancelledMeanwhile(runner.Worker):
-        def __init__(self, process):
-            super().__init__(process)
-            started.append(process)
-            created.wait(30)  # the user's cancel lands now: the worker runs, unregistered
-            answer = threading.Thread(target=lambda: cancelled.append(bearer_client(app).post(
-                "/api/runs/{}/cancel".format(run_id)).get_json()))
-            answer.start()
-            answer.join()
+    def cancel_now():
+        created.wait(30)  # its id is known
+        answer = threading.Thread(target=lambda: cancelled.append(bearer_client(app).post(
+            "/api/runs/{}/cancel".format(run_id)).get_json()))
+        answer.start()
+        answer.join()
 
-    monkeypatch.setattr(runner, "Worker", CancelledMeanwhile)
+    def cancelled_meanwhile(*args, **kwargs):
+        if when == "while it is placed":
+            cancel_now()
+        process = launch(*args, **kwargs)
+        started.append(process)
+        if when == "once it is placed":
+            cancel_now()
+        return process
+
+    monkeypatch.setattr(workers.executor, "launch", cancelled_meanwhile)
     run_id = client.post("/api/runs", json=dict(TINY, name="cancelled at launch")).get_json()["id"]
     created.set()
     run_reaches(client, run_id, ("cancelled", "finished", "failed"))
     assert cancelled and cancelled[0]["status"] == "cancelled"
+    assert workers.wait(Run, run_id, 60)
     [process] = started
-    process.wait(60)  # stopped, not left to run
-    assert app.extensions["runs"].wait(run_id, 60)
+    assert process.poll() is not None  # stopped, not left to run
     run = client.get("/api/runs/{}".format(run_id)).get_json()
     assert run["status"] == "cancelled" and run["best"] is None
 

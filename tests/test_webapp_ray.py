@@ -18,7 +18,8 @@ from processes import ROOT, dashboard_app, free_port
 from search_core.rundir import RunDirectory
 from helpers import TINY, bearer_client, read_jsonl, run_reaches, training_reaches
 from webapp.executors import LOST_AFTER_S, RAY_USAGE_STATS
-from webapp.runner import MAX_RETRIES
+from webapp.models import Run
+from webapp.workers import MAX_RETRIES
 
 pytestmark = pytest.mark.process
 
@@ -143,7 +144,7 @@ def test_a_run_whose_worker_node_is_killed_resumes_on_another(cluster, ray_app):
 
 def test_a_run_lost_more_than_three_times_fails_saying_so(ray_app):
     client = bearer_client(ray_app)
-    runs = ray_app.extensions["runs"]
+    workers = ray_app.extensions["workers"]
     run_id = client.post("/api/runs", json=dict(LONGER, name="lost again")).get_json()["id"]
     killed = []
     deadline = time.time() + 240
@@ -151,8 +152,9 @@ def test_a_run_lost_more_than_three_times_fails_saying_so(ray_app):
         run = client.get("/api/runs/{}".format(run_id)).get_json()
         if run["status"] not in ("queued", "running"):
             break
-        worker = runs._workers.get(run_id)
-        if worker is not None and worker.process.pid not in killed and run["phase"]:
+        worker = workers._workers.get((Run, run_id))
+        if worker is not None and worker.process is not None and \
+                worker.process.pid not in killed and run["phase"]:
             killed.append(worker.process.pid)  # its worker trains: kill its actor's process
             ray.kill(worker.process.actor, no_restart=True)
         assert time.time() < deadline, run

@@ -53,10 +53,10 @@ def test_rooms_keep_runs_apart(app):
     assert a.emit("subscribe", {"run_id": 10 ** 6}, callback=True)["ok"] is False  # unknown run
     assert a.emit("subscribe", {"run_id": first}, callback=True) == {"ok": True}
     assert b.emit("subscribe", {"run_id": second}, callback=True) == {"ok": True}
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
-        runs.handle_line(first, line(first, event="message", text="hello first"))
-        runs.handle_line(second, line(second, event="progress", phase="warmup", epoch=0, epochs=4,
+        workers.handle_line(Run, first, line(first, event="message", text="hello first"))
+        workers.handle_line(Run, second, line(second, event="progress", phase="warmup", epoch=0, epochs=4,
                                       step=1, steps=2, loss=2.0, accuracy=0.1))
     got_a = [(e["name"], e["args"][0]) for e in a.get_received()]
     got_b = [(e["name"], e["args"][0]) for e in b.get_received()]
@@ -66,7 +66,7 @@ def test_rooms_keep_runs_apart(app):
     assert got_b[0][1]["fraction"] == pytest.approx(0.125)  # (0 + 1/2) / 4
     assert b.emit("unsubscribe", {"run_id": second}, callback=True) == {"ok": True}
     with app.app_context():
-        runs.handle_line(second, line(second, event="message", text="after leaving"))
+        workers.handle_line(Run, second, line(second, event="message", text="after leaving"))
     assert b.get_received() == []
     a.disconnect()
     b.disconnect()
@@ -76,14 +76,14 @@ def test_a_lost_device_shows_in_the_runs_progress_until_it_is_back(app):
     run_id = make_run(app, "lost device")
     sio = socket_client(app)
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
-        runs.handle_line(run_id, line(run_id, event="progress", phase="search", epoch=3, epochs=4,
+        workers.handle_line(Run, run_id, line(run_id, event="progress", phase="search", epoch=3, epochs=4,
                                       step=10, steps=20, loss=1.0, accuracy=0.5))
-        runs.handle_line(run_id, line(run_id, event="device_wait", waiting=True, waited_s=31.0,
+        workers.handle_line(Run, run_id, line(run_id, event="device_wait", waiting=True, waited_s=31.0,
                                       limit_s=600.0, error="device agent is unreachable"))
         assert db.session.get(Run, run_id).progress_data["device_wait"]["waited_s"] == 31.0
-        runs.handle_line(run_id, line(run_id, event="device_wait", waiting=False, waited_s=45.0,
+        workers.handle_line(Run, run_id, line(run_id, event="device_wait", waiting=False, waited_s=45.0,
                                       limit_s=600.0, error=None))
         assert db.session.get(Run, run_id).progress_data["device_wait"] is None
     pushed = [e["args"][0] for e in sio.get_received() if e["name"] == "run_progress"]
@@ -98,9 +98,9 @@ def test_the_reference_point_is_kept_on_the_run_and_pushed(app):
     run_id = make_run(app, "reference")
     sio = socket_client(app)
     assert sio.emit("subscribe", {"run_id": run_id}, callback=True) == {"ok": True}
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
-        runs.handle_line(run_id, line(run_id, event="reference", name="mobilenetv2", epoch=3,
+        workers.handle_line(Run, run_id, line(run_id, event="reference", name="mobilenetv2", epoch=3,
                                       kind="reference", arch_hash="ab" * 32, ops=["k3_e6"] * 20,
                                       accuracy=0.81, latency_ms=1.5, arch={"blocks": []}))
         reference = db.session.get(Run, run_id).reference_data
@@ -189,9 +189,9 @@ def test_the_runs_list_hears_every_runs_row_and_its_deletion(app):
     run_id = make_run(app, "listed")
     listing, other = socket_client(app), socket_client(app)
     assert listing.emit("subscribe_runs", callback=True) == {"ok": True}
-    runs = app.extensions["runs"]
+    workers = app.extensions["workers"]
     with app.app_context():
-        runs.handle_line(run_id, line(run_id, event="epoch", epoch=0, phase="warmup",
+        workers.handle_line(Run, run_id, line(run_id, event="epoch", epoch=0, phase="warmup",
                                       train_loss=2.0, train_accuracy=0.1))
         db.session.get(Run, run_id).status = "failed"  # so that it can be deleted
         db.session.commit()

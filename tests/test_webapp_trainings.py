@@ -13,7 +13,7 @@ from nano_agent.arch import Architecture
 from nano_agent.builder import build_model
 from webapp.extensions import db
 from webapp.models import Run, Training
-from webapp.trainings import train_command, write_training_files
+from webapp.workers.training import train_command, write_training_files
 from processes import socket_client
 from helpers import TINY, received, run_reaches, training_reaches, wait_for
 
@@ -142,7 +142,7 @@ def test_trainings_left_running_by_a_dead_dashboard_are_interrupted(app):
                          label="sample #0", status="running", epochs=1, seed=0, pid=1)
         db.session.add(stale)
         db.session.commit()
-        app.extensions["trainings"].mark_interrupted()
+        app.extensions["workers"].mark_interrupted()
         db.session.refresh(stale)
         assert stale.status == "interrupted" and stale.pid is None and "restarted" in stale.error
 

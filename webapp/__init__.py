@@ -1,8 +1,8 @@
 """The dashboard: Flask application factory, SQLAlchemy models, Alembic migrations in migrations/.
 
 Pages (pages.py) and the JSON API (api/, by resource) are blueprints behind auth.py's token, Origin and Host
-checks; runs are workers (subprocesses, or Ray actors: executors.py) followed by runner.py;
-devices and the built-in local agent live in devices.py; Socket.IO pushes in sockets.py.
+checks; searches and retrainings are workers (subprocesses, or Ray actors: executors.py) that live
+one life (workers/); devices and the built-in local agent live in devices.py; Socket.IO pushes in sockets.py.
 """
 import os
 import sqlite3
@@ -84,9 +84,8 @@ def create_app(config=None):
     from .devices import DeviceRegistry
     from .executors import make_executor
     from .pages import bp as pages_bp
-    from .runner import RunManager
     from .sockets import PreAuthGuard, RunPublisher, emit_device, emit_training
-    from .trainings import TrainingManager
+    from .workers import SearchWorkers, TrainingWorkers, Workers
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
@@ -100,21 +99,19 @@ def create_app(config=None):
     app.extensions["executor"] = executor
     if app.config["MAX_RUNS"] is None:
         app.config["MAX_RUNS"] = executor.default_max_runs(app.config["LOCAL_AGENT_THREADS"])
-    runs = RunManager(app, executor, on_event=publisher)
-    app.extensions["runs"] = runs
-    trainings = TrainingManager(app, executor, on_event=emit_training, on_slot_free=runs.kick)
-    app.extensions["trainings"] = trainings
+    workers = Workers(app, executor, [SearchWorkers(app, on_event=publisher),
+                                      TrainingWorkers(app, on_event=emit_training)])
+    app.extensions["workers"] = workers
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices
     with app.app_context():
         try:
-            runs.mark_interrupted()  # active in the database, but no worker of this process
-            trainings.mark_interrupted()
+            workers.mark_interrupted()  # active in the database, but no worker of this process
         except sa.exc.OperationalError:  # no tables yet (AUTO_UPGRADE off)
             db.session.rollback()
             return app
     devices.start()
-    runs.kick()  # the queue a restart left
+    workers.kick()  # the queue a restart left
     return app
 
 
@@ -136,7 +133,6 @@ def _method_not_allowed(e):
 def shutdown(app):
     """Stop the app's workers and its local agent (tests; the server's exit)."""
     with app.app_context():
-        app.extensions["runs"].shutdown()
-        app.extensions["trainings"].shutdown()
+        app.extensions["workers"].shutdown()
     app.extensions["devices"].shutdown()
     app.extensions["executor"].close()

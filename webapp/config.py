@@ -57,9 +57,10 @@ class Config:
     # seconds without a line from a worker (it sends a heartbeat every HEARTBEAT_S,
     # search_core/events.py) before its run says that the worker may be frozen
     WORKER_SILENCE_S = 60
-    # searches that run at once; later ones wait as 'queued' (webapp/runner.py). None: the
-    # executor's default (webapp/executors.py): locally one per 4 cores the local agent leaves, at
-    # least one (a search on 2 cores already uses them all); on Ray the cluster's CPUs
+    # workers (searches, retrainings) that run at once; later ones wait as 'queued'
+    # (webapp/workers/). None: the executor's default (webapp/executors.py): locally one per 4
+    # cores the local agent leaves, at least one (a search on 2 cores already uses them all); on
+    # Ray the cluster's CPUs
     MAX_RUNS = None
     # where workers run (webapp/executors.py): "local" subprocesses, or "ray" actors on the Ray
     # cluster at RAY_ADDRESS (None: a Ray started inside this process)

@@ -2,14 +2,15 @@
 
 An executor's ``launch(cmd, log_path, token, resources)`` starts ``python -m search_core ...`` and
 returns a process-like handle: its JSON-lines ``stdout``, ``pid``, ``poll``, ``wait``,
-``terminate``, ``kill``. The follower in runner.py reads every executor's handle the same way.
+``terminate``, ``kill``. A worker's thread (webapp/workers/) reads every executor's handle the
+same way.
 
 - ``LocalExecutor``: a subprocess of the web server (the default, nothing to install).
 - ``RayExecutor``: a ``NodeWorker`` actor on a node with the resources the run asks for (CPUs, a
   GPU) runs the same command there and hands its lines back in batches. Run directories must be on
   storage that every node mounts at the same path. A handle whose actor dies, or does not answer
   for LOST_AFTER_S (two of the worker's heartbeats), ends its stream with ``lost`` set: the node or
-  its worker is gone, and runner.py resumes the run elsewhere.
+  its worker is gone, and the run resumes elsewhere (webapp/workers/search.py).
 """
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ class NodeWorker:
 
 
 class RayWorker:
-    """A worker run by a NodeWorker actor, seen as a process (what runner.py's follower reads).
+    """A worker run by a NodeWorker actor, seen as a process (what a worker's thread reads).
     ``lost``: why its stream ended without an exit code (the actor died or stopped answering)."""
 
     def __init__(self, ray, actor, start_timeout_s):

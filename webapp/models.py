@@ -12,6 +12,8 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from search_core.rundir import ONNX, WEIGHTS
+
 from .extensions import db
 from .pareto import front_of_sorted
 
@@ -21,9 +23,7 @@ RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interru
 RUN_ACTIVE_STATUSES = ("queued", "running")
 SAMPLE_KINDS = ("argmax", "sampled")
 TRAINING_STATUSES = RUN_STATUSES  # a retraining's worker lives as a search's does
-# what a finished retraining leaves in its directory: the trained state_dict and its ONNX export
-WEIGHTS_FILE, ONNX_FILE = "weights.pt", "model.onnx"
-TRAINING_FILES = (WEIGHTS_FILE, ONNX_FILE)
+TRAINING_FILES = (WEIGHTS, ONNX)  # the trained state_dict and its ONNX export
 PHASES = ("warmup", "search")
 
 

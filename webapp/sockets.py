@@ -149,14 +149,16 @@ def emit_device(device_payload: dict):
     socketio.emit("device_status", {"device": device_payload})
 
 
-def emit_training(training):
-    """A retraining's change (TrainingManager's ``on_event``), to its run's room."""
+def emit_training(training, event=None, stored=None):
+    """A retraining's change (its workers' ``on_event``: webapp/workers/training.py), to its
+    run's room."""
     socketio.emit("training", {"run_id": training.run_id, "training": training_dict(training)},
                   to=room(training.run_id))
 
 
 class RunPublisher:
-    """Turns each stored worker event into its Socket.IO event (RunManager's ``on_event``).
+    """Turns each stored search event into its Socket.IO event (the search workers' ``on_event``:
+    webapp/workers/search.py).
 
     Keeps every followed run's Pareto front in memory, so that a new sample costs a merge, not a
     recomputation, and only the ids that joined or left the front are sent.
@@ -166,12 +168,12 @@ class RunPublisher:
         self._fronts: dict[int, list] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, run_id: int, event: dict, stored=None):
-        kind = event["event"]
+    def __call__(self, run: Run, event: dict, stored=None):
+        run_id, kind = run.id, event["event"]
         to = room(run_id)
         # every payload carries the run and the worker's time of the event (Unix seconds)
         head = {"run_id": run_id, "time": event.get("time")}
-        if kind in ("progress", "device_wait"):  # the runner merged the wait into the progress
+        if kind in ("progress", "device_wait"):  # its handler merged the wait into the progress
             payload = {name: event.get(name) for name in _PROGRESS_FIELDS}
             socketio.emit("run_progress", dict(payload, **head), to=to)
         elif kind == "sample" and isinstance(stored, Sample):
@@ -189,11 +191,9 @@ class RunPublisher:
             with self._lock:
                 self._fronts.pop(run_id, None)
         if kind in _STATUS_EVENTS or kind in ("epoch", "sample"):  # the list's row changed
-            run = db.session.get(Run, run_id)
-            if run is not None:
-                if kind in _STATUS_EVENTS:
-                    socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
-                socketio.emit("run_row", dict(head, run=run_dict(run)), to=RUNS_ROOM)
+            if kind in _STATUS_EVENTS:
+                socketio.emit("run_status", dict(head, run=run_dict(run, full=True)), to=to)
+            socketio.emit("run_row", dict(head, run=run_dict(run)), to=RUNS_ROOM)
 
     def _update_front(self, run_id, sample):
         point = (sample.id, sample.latency_ms, sample.accuracy)

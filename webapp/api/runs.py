@@ -93,7 +93,7 @@ def create_run():
     db.session.add(run)
     db.session.flush()
     run.run_dir = _new_run_dir(run.id)
-    current_app.extensions["runs"].submit(run)
+    current_app.extensions["workers"].submit(run)
     return jsonify(run_dict(run, full=True)), 201
 
 
@@ -120,7 +120,7 @@ def show_run(run_id):
 @bp.delete("/runs/<id:run_id>")
 def delete_run(run_id):
     run = get_run(run_id)
-    if run.status == "running" or current_app.extensions["runs"].is_alive(run_id):
+    if run.status == "running" or current_app.extensions["workers"].is_alive(Run, run_id):
         raise ApiError(409, "run {} is {}: cancel it first".format(run_id, run.status))
     if any(t.active for t in run.trainings):
         raise ApiError(409, "run {} has a retraining in progress: cancel it first".format(run_id))
@@ -131,7 +131,7 @@ def delete_run(run_id):
     if run_dir and os.path.dirname(os.path.abspath(run_dir)) == os.path.abspath(runs_root):
         shutil.rmtree(run_dir, ignore_errors=True)  # only a directory the dashboard made
     current_app.extensions["publisher"].deleted(run_id)
-    current_app.extensions["runs"].kick()  # the runs queued behind it move up
+    current_app.extensions["workers"].kick()  # the runs queued behind it move up
     return "", 204
 
 
@@ -140,7 +140,7 @@ def cancel_run(run_id):
     run = get_run(run_id)
     if not run.active:
         raise ApiError(409, "run {} is {}, not running".format(run_id, run.status))
-    current_app.extensions["runs"].cancel(run_id)
+    current_app.extensions["workers"].cancel(Run, run_id)
     db.session.expire_all()
     return jsonify(run_dict(get_run(run_id), full=True))
 
@@ -151,12 +151,12 @@ def resume_run(run_id):
     if not resumable(run):
         raise ApiError(409, "run {} is {}{}: it cannot be resumed".format(
             run_id, run.status, "" if run.status not in RESUMABLE else " without a checkpoint"))
-    current_app.extensions["runs"].wait(run_id, 10)  # a worker that just failed is still exiting
+    current_app.extensions["workers"].wait(Run, run_id, 10)  # a worker that just failed is still exiting
     holder = RunDirectory(run.run_dir).worker_pid()
     if holder is not None:  # e.g. an orphan that did not stop: never two writers
         raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(
             holder, run_id))
     for device in run.measuring_devices:
         _device_address(device)  # refuse now what would fail in the queue
-    current_app.extensions["runs"].submit(run)  # resumed on its device's address at its turn
+    current_app.extensions["workers"].submit(run)  # resumed on its device's address at its turn
     return jsonify(run_dict(run, full=True))

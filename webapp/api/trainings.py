@@ -68,8 +68,8 @@ def create_training(run_id):
                         epochs=values["epochs"], seed=values["seed"])
     training.arch = values["arch"]
     db.session.add(training)
-    db.session.commit()
-    current_app.extensions["runs"].kick()  # it waits for a slot in the runs' queue
+    db.session.flush()
+    current_app.extensions["workers"].submit(training)  # it waits for a slot as a run does
     return jsonify(training_dict(training)), 201
 
 
@@ -85,7 +85,7 @@ def cancel_training(training_id):
     training = get_training(training_id)
     if not training.active:
         raise ApiError(409, "training {} is {}, not running".format(training_id, training.status))
-    current_app.extensions["trainings"].cancel(training_id)
+    current_app.extensions["workers"].cancel(Training, training_id)
     db.session.expire_all()
     return jsonify(training_dict(get_training(training_id)))
 

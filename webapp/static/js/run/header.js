@@ -46,7 +46,7 @@ export function renderHeader() {
   }
 }
 
-// a cluster worker lost with its node: the run resumed by itself (runner.py, MAX_RETRIES)
+// a cluster worker lost with its node: the run resumed by itself (webapp/workers/search.py, MAX_RETRIES)
 function renderRetries(retries) {
   const node = $id("run-retries");
   node.hidden = retries.length === 0;
