@@ -22,6 +22,7 @@ class Worker:
     row_id: int
     thread: threading.Thread | None = None
     process: subprocess.Popen | None = None  # or an executor's handle; None while it is launched
+    placed: threading.Event = field(default_factory=threading.Event)  # its launch returned
     cancel_requested: bool = False
     error: str | None = None  # the worker's own 'failed' message, even if storing it failed
     last_line: float = field(default_factory=time.monotonic)  # when the worker last said anything

@@ -5,9 +5,9 @@ At most MAX_RUNS workers run at once, searches and retrainings alike (each is a 
 same cores, or a Ray node's): the others wait as ``queued``, first in line first, and one
 scheduler thread starts the next whenever a slot frees (``submit``, ``kick``). The queue is the
 database's: a dashboard that restarts goes on with it. A claimed worker holds its slot from the
-claim to its recorded exit, while it is placed (a Ray node may take a while) and while it runs;
-one thread of its own launches it, reads its JSON-lines event stream and applies each event to
-the database through its kind's handler (webapp/workers/search.py, training.py).
+claim to its recorded exit; one thread of its own launches it (the scheduler waits until it is
+placed, so that the executor's room counts it), reads its JSON-lines event stream and applies
+each event to the database through its kind's handler (webapp/workers/search.py, training.py).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Workers:
         self._scheduler = None
         self._watchdog = None
 
-    # --- the queue ---------------------------------------------------------------------------------
+    # --- the queue --------------------------------------------------------------------------------
 
     def submit(self, row):
         """Put a row (new, or to resume) at the end of the queue. Call in an app context."""
@@ -106,27 +106,33 @@ class Workers:
             if waiting:
                 kind.say(first, waiting)
                 break
-            self._claim(kind, first)
+            self._until_placed(self._claim(kind, first))
         for kind in self.kinds.values():
             for row in kind.queued():
                 kind.publish(row, event_now("queued"))
         return bool(waiting)
 
-    def _claim(self, kind: WorkerKind, row):
+    def _until_placed(self, worker: Worker | None):
+        """The executor's room counts a worker once it is placed: the next in line waits."""
+        while worker is not None and not worker.placed.wait(0.5) and not self._stopping.is_set():
+            pass
+
+    def _claim(self, kind: WorkerKind, row) -> Worker | None:
         """Take the row (queued -> running in one UPDATE: started once, even by two dashboards on
         one database) and give it a slot and a thread; under the lock that cancel() takes, so a
         cancel lands before the claim, or finds the worker."""
         with self._lock:
             if not take_queued(kind.model, row.id, status="running"):
-                return
+                return None
             worker = Worker(kind, row.id)
             worker.thread = threading.Thread(target=self._live, args=(worker,), daemon=True,
                                              name="{}-{}".format(kind.name, row.id))
             self._workers[(kind.model, row.id)] = worker
         checkpoint_wal()  # a row that was running when its WAL was lost comes back interrupted
         worker.thread.start()
+        return worker
 
-    # --- one worker's life, in its own thread --------------------------------------------------------
+    # --- one worker's life, in its own thread -----------------------------------------------------
 
     def _live(self, worker: Worker):
         try:
@@ -142,6 +148,14 @@ class Workers:
             self.kick()  # a slot is free
 
     def _launch(self, worker: Worker) -> bool:
+        try:
+            return self._place(worker)
+        finally:
+            worker.placed.set()
+
+    def _place(self, worker: Worker) -> bool:
+        """Launch the worker through the executor; whether it runs (not cancelled meanwhile, and
+        started)."""
         kind = worker.kind
         row = db.session.get(kind.model, worker.row_id)
         try:
@@ -237,7 +251,7 @@ class Workers:
         db.session.commit()
         return row, stored
 
-    # --- silence -----------------------------------------------------------------------------------
+    # --- silence ----------------------------------------------------------------------------------
 
     def _watch_silence(self):
         with self._lock:
@@ -272,7 +286,7 @@ class Workers:
         except sa.exc.OperationalError:
             db.session.rollback()
 
-    # --- the end -----------------------------------------------------------------------------------
+    # --- the end ----------------------------------------------------------------------------------
 
     def _record_exit(self, worker: Worker, returncode: int):
         """The end reaches the database even when the database cannot take it yet (its disk is
@@ -310,7 +324,7 @@ class Workers:
         db.session.commit()
         kind.publish(row, event_now("exited", returncode=returncode, status=row.status))
 
-    # --- control -----------------------------------------------------------------------------------
+    # --- control ----------------------------------------------------------------------------------
 
     def is_alive(self, model, row_id: int) -> bool:
         """Whether the row has a worker: being launched, or running."""
