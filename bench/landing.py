@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from nano_agent.arch import Architecture
-from search_core.config import SearchConfig
+from search_core.settings import SearchConfig
 from search_core.events import Events
 from search_core.latency import LocalDevice, measure_interleaved
 from search_core.objectives import BUDGET_FLOOR

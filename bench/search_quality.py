@@ -66,7 +66,7 @@ from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 from search_core import data
 from search_core.data import DatasetError
-from search_core.config import ConfigError, SearchConfig
+from search_core.settings import ConfigError, SearchConfig
 from search_core.latency import LocalDevice, measure_interleaved
 from search_core.lut import Lut, calibration_paths
 from search_core.rundir import BEST_ARCH, LUT, SUMMARY, RunDirectory

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nano_agent.builder import build_model  # noqa: E402
 from nano_agent.space import SearchSpace  # noqa: E402
 from search_core import fastpath  # noqa: E402
-from search_core.config import SearchConfig  # noqa: E402
+from search_core.settings import SearchConfig  # noqa: E402
 from search_core.recipe import Recipe  # noqa: E402
 from search_core.supernet import Supernet  # noqa: E402
 from search_core.train import clip_gradients, sgd  # noqa: E402

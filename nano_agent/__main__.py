@@ -6,7 +6,7 @@ import sys
 
 
 def parser():
-    from .config import DEFAULT_CONFIG, TOKEN_ENV
+    from .credentials import DEFAULT_CONFIG, TOKEN_ENV
     from .limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_REQUEST_S
     from .protocol import DEFAULT_PORT
     p = argparse.ArgumentParser(prog="python3 -m nano_agent",
@@ -45,7 +45,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
-    from .config import ConfigError, resolve_token
+    from .credentials import ConfigError, resolve_token
     try:
         token, source = resolve_token(args.token, args.config, os.environ)
     except (ConfigError, OSError) as e:

@@ -1,6 +1,10 @@
-"""Hardware-aware neural architecture search: search space, supernet, latency-aware search.
+"""Hardware-aware neural architecture search: the supernet, the latency-aware search, retraining.
 
-This package is imported by the device agent (for the architecture builder), so this file and the
-modules the builder needs (arch, space, blocks, builder, complexity, measure) stay Python 3.6 /
-PyTorch 1.10 compatible and import nothing heavy at package level.
+Two halves. The torch-free half (TORCH_FREE: the settings, the run directory, the events, the pick
+rule, the lookup table, the recipe, the device client and its pool) is all that the dashboard's
+web process imports; the rest (data, supernet, search, training, export) runs in the worker
+processes. tests/test_layout.py checks both. The device side (the space, the builder, the
+measurement) is nano_agent, which runs alone on the Jetson.
 """
+TORCH_FREE = ("best", "device_client", "events", "lut", "measurements", "pool", "recipe", "rundir",
+              "settings", "shapes")

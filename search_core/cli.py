@@ -10,13 +10,13 @@ import torch
 
 from nano_agent.arch import Architecture, ArchitectureError
 from nano_agent.complexity import complexity
-from nano_agent.config import TOKEN_ENV
+from nano_agent.credentials import TOKEN_ENV
 from nano_agent.onnx_backend import OPSET
 from nano_agent.protocol import BACKENDS
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .config import (CHOICES, LIMITS, TRAIN_SETTINGS, TYPES, ConfigError, SearchConfig,
+from .settings import (CHOICES, LIMITS, TRAIN_SETTINGS, TYPES, ConfigError, SearchConfig,
                      describe_limit)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
@@ -59,7 +59,7 @@ def _search_arguments(p):
 
 
 def _setting_arguments(p, *names, inherited=None):
-    """A flag for each of these settings, from its declaration (config.py); `inherited`: whose
+    """A flag for each of these settings, from its declaration (settings.py); `inherited`: whose
     value a flag not given leaves (its default is then None)."""
     declared = dict((f.name, f) for f in fields(SearchConfig))
     for name in names:
@@ -215,7 +215,7 @@ def cmd_measure(args, events):
         return
     print("{} on {}: latency {:.3f} ms (the fastest run); median {:.3f} ms, mean {:.3f} +- {:.3f} "
           "ms, p90 {:.3f} ms ({} runs after {} warm-up)".format(
-              arch.short_hash, source.device_id, latency_ms(stats), stats["median_ms"],
+              arch.short_hash, source.device_key, latency_ms(stats), stats["median_ms"],
               stats["mean_ms"], stats["std_ms"], stats["p90_ms"], stats["runs"], stats["warmup"]))
 
 

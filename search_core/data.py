@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nano_agent import limits
 
 from . import shapes
-from .config import BUNDLED_DATASETS, DATASETS
+from .settings import BUNDLED_DATASETS, DATASETS
 
 MIN_IMAGES_PER_CLASS = 3  # one each for train, val and test
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")

@@ -30,9 +30,9 @@ def backend_suffix(backend):
     return "" if backend == "pytorch" else ":" + backend
 
 
-def backend_of(device_id):
+def backend_of(device_key):
     """The measuring backend of a device identity (`backend_suffix`'s inverse)."""
-    return next((b for b in BACKENDS[1:] if device_id.endswith(backend_suffix(b))), BACKENDS[0])
+    return next((b for b in BACKENDS[1:] if device_key.endswith(backend_suffix(b))), BACKENDS[0])
 
 
 class _HandshakeDropped(DeviceLost):
@@ -273,7 +273,7 @@ class DeviceClient:
 
 
 class AgentDevice:
-    """A device agent as a latency source; `device_id` is "agent:" + the id the agent reports
+    """A device agent as a latency source; `device_key` is "agent:" + the id the agent reports
     (hostname, cuda/cpu and threads), so that cached measurements follow the device, not its IP."""
 
     def __init__(self, host, port=DEFAULT_PORT, token="", warmup=10, runs=30, backend="pytorch",
@@ -282,7 +282,7 @@ class AgentDevice:
         self.warmup, self.runs, self.backend = warmup, runs, backend
 
     @property
-    def device_id(self):
+    def device_key(self):
         """From the agent's welcome: one handshake on first use, none after (a reconnection
         renews the welcome)."""
         welcome = self.client.welcome or self.client.connect()
@@ -302,7 +302,7 @@ class AgentDevice:
 
     def info(self):
         info = self.client.info()
-        info["device_id"] = self.device_id
+        info["device_id"] = self.device_key
         info["address"] = self.client.address
         return info
 

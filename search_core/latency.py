@@ -1,7 +1,7 @@
 """Latency sources behind one interface: this machine's CPU (`LocalDevice`) and device agents
 (`device_client.AgentDevice`).
 
-A source has a `device_id` (names the device in caches), `measure(arch, input_shape=None)` (end-to-end
+A source has a `device_key` (names the device in caches), `measure(arch, input_shape=None)` (end-to-end
 statistics, see nano_agent.measure.measure_architecture), `profile(space, progress=None)` (the per-op
 lookup table, see nano_agent.measure.profile_lut) and `info()`.
 """
@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
-from nano_agent.config import TOKEN_ENV
+from nano_agent.credentials import TOKEN_ENV
 from nano_agent.measure import measure_architecture, profile_lut
 from nano_agent.results import latency_ms
 
@@ -35,7 +35,7 @@ class LocalDevice:
         self.threads, self.warmup, self.runs, self.backend = threads, warmup, runs, backend
         self.isolated = isolated
         self._worker = None
-        self.device_id = "local:{}:cpu:{}t".format(platform.node() or "host",
+        self.device_key = "local:{}:cpu:{}t".format(platform.node() or "host",
                                                    threads) + backend_suffix(backend)
 
     def measure(self, arch, input_shape=None):
@@ -69,7 +69,7 @@ class LocalDevice:
             self._worker = None
 
     def info(self):
-        return {"device_id": self.device_id, "hostname": platform.node(),
+        return {"device_id": self.device_key, "hostname": platform.node(),
                 "platform": platform.platform(), "torch": torch.__version__,
                 "cpu_count": os.cpu_count(), "threads": self.threads}
 
@@ -86,13 +86,13 @@ class PatientDevice:
         self.source, self.wait_s = source, wait_s
         self.on_wait = on_wait or (lambda waiting, error, waited_s: None)
         self.clock, self.sleep = clock, sleep
-        self._device_id = None
+        self._device_key = None
 
     @property
-    def device_id(self):
-        if self._device_id is None:  # an agent's comes from its welcome: a network call
-            self._device_id = self._patiently(lambda: self.source.device_id)
-        return self._device_id
+    def device_key(self):
+        if self._device_key is None:  # an agent's comes from its welcome: a network call
+            self._device_key = self._patiently(lambda: self.source.device_key)
+        return self._device_key
 
     def measure(self, arch, input_shape=None):
         return self._patiently(self.source.measure, arch, input_shape)

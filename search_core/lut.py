@@ -119,6 +119,6 @@ def profile_and_calibrate(source, space, measurer, count=CALIBRATION_ARCHS, seed
     """Profile `space` on `source`, then calibrate the table end to end through `measurer` (whose
     cache keeps the calibration measurements). Returns the calibrated Lut."""
     lut = Lut(source.profile(space, progress), space)
-    lut.data["device_id"] = source.device_id  # the id its measurements are cached under
+    lut.data["device_id"] = source.device_key  # the id its measurements are cached under
     lut.calibrate(space, measurer, count, seed)
     return lut

@@ -30,8 +30,8 @@ class LatencyCache:
                         continue  # a line cut short by an interrupted run: measure again
 
     @staticmethod
-    def key(device_id, arch_hash, input_shape):
-        return "{}|{}|{}".format(device_id, arch_hash, "x".join(str(d) for d in input_shape))
+    def key(device_key, arch_hash, input_shape):
+        return "{}|{}|{}".format(device_key, arch_hash, "x".join(str(d) for d in input_shape))
 
     def get(self, key):
         with self._lock:
@@ -64,7 +64,7 @@ class Measurer:
 
     def key(self, arch, input_shape=None):
         """The cache key of `arch` on this source (at its own input shape by default)."""
-        return LatencyCache.key(self.source.device_id, arch.hash, input_shape or arch.input_shape)
+        return LatencyCache.key(self.source.device_key, arch.hash, input_shape or arch.input_shape)
 
     def measure(self, arch, input_shape=None):
         shape = tuple(input_shape or arch.input_shape)

@@ -39,7 +39,7 @@ class DevicePool:
         if not sources:
             raise ValueError("a device pool needs at least one device")
         self.members = [Member(s, a) for s, a in zip(sources, addresses)]
-        self.device_id = "group:{}{}".format(name, backend_suffix(backend))
+        self.device_key = "group:{}{}".format(name, backend_suffix(backend))
         self.rest_s, self.clock = rest_s, clock
         self._idle = list(self.members)
         self._waiting = 0  # calls waiting for an idle member: the pool's queue
@@ -59,7 +59,7 @@ class DevicePool:
         return self._on_a_member(lambda source: source.profile(space, progress))
 
     def info(self):
-        return {"device_id": self.device_id, "members": self.stats()}
+        return {"device_id": self.device_key, "members": self.stats()}
 
     def stats(self):
         """Per member: its address, measurements, losses, busy seconds and whether it measures."""

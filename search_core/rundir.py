@@ -22,7 +22,7 @@ import json
 import os
 import socket
 
-from .config import ConfigError, SearchConfig
+from .settings import ConfigError, SearchConfig
 
 CONFIG = "config.json"
 LUT = "lut.json"

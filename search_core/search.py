@@ -2,7 +2,7 @@
 with architecture steps on the validation split; after every search epoch the argmax architecture
 and K sampled ones are evaluated with the shared weights and measured on the device.
 
-A run lives in a directory (rundir.py); the settings are in config.py.
+A run lives in a directory (rundir.py); the settings are in settings.py.
 """
 import itertools
 import os
@@ -19,7 +19,7 @@ from nano_agent.space import SearchSpace
 
 from . import data, fastpath
 from .best import best_sample, explain
-from .config import ConfigError
+from .settings import ConfigError
 from .recipe import Recipe
 from .latency import PatientDevice, open_device
 from .lut import Lut, profile_and_calibrate
@@ -131,11 +131,11 @@ class Search:
         if self.files.exists(LUT):
             return Lut.load(self.files.path(LUT), self.space)
         source = self.measurer.source
-        lut = self._stored_lut(source.device_id)
+        lut = self._stored_lut(source.device_key)
         stored = lut is not None
         if not stored:
             self.events.emit("message", text="Profiling the latency lookup table on {} ...".format(
-                source.device_id))
+                source.device_key))
             lut = profile_and_calibrate(source, self.space, self.measurer,
                                         self.config.calibration_archs, self.config.seed)
             self._pool_event()
@@ -147,12 +147,12 @@ class Search:
         lut.save(self.files.path(LUT))
         return lut
 
-    def _stored_lut(self, device_id):
+    def _stored_lut(self, device_key):
         """A calibrated table stored for this device and exactly this space, if one was offered."""
         if not self.files.exists(STORED_LUTS):
             return None
         for table in self.files.read_json(STORED_LUTS):
-            if table.get("device_id") == device_id and table.get("calibration"):
+            if table.get("device_id") == device_key and table.get("calibration"):
                 try:
                     return Lut(table, self.space)
                 except (ValueError, KeyError, TypeError):
@@ -203,7 +203,7 @@ class Search:
         self.events.emit(
             "started", run_dir=os.path.abspath(self.files.root), dataset=c.dataset, epochs=epochs,
             warmup_epochs=warmup_epochs, strategy=c.strategy, device=c.device,
-            device_id=self.measurer.source.device_id, start_epoch=start_epoch,
+            device_id=self.measurer.source.device_key, start_epoch=start_epoch,
             constraints=[asdict(x) for x in self.constraints], config=c.to_dict(),
             space={"size": self.space.size, "blocks": [[op.name for op in sb.ops]
                                                        for sb in self.space.blocks]},

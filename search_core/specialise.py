@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 
-from .config import ConfigError
+from .settings import ConfigError
 from .lut import Lut
 from .rundir import CONFIG, LATENCY_CACHE, LUT, RunDirectory
 from .search import Search
@@ -76,13 +76,13 @@ class Specialisation(Search):
                                                       "objective", "feasible")})
         return self._finish(time.time() - start_time)
 
-    def _stored_lut(self, device_id):
+    def _stored_lut(self, device_key):
         """The device's stored table, else the parent's where it was made on this device (and
         runtime): no profiling again."""
-        lut = super()._stored_lut(device_id)
+        lut = super()._stored_lut(device_key)
         if lut is None and self.parent.exists(LUT):
             parents = Lut.load(self.parent.path(LUT), self.space)
-            if parents.data.get("device_id") == device_id and parents.data.get("calibration"):
+            if parents.data.get("device_id") == device_key and parents.data.get("calibration"):
                 return parents
         return lut
 

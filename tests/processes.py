@@ -16,7 +16,7 @@ import requests
 
 from helpers import tiny_flags
 from nano_agent import protocol as P
-from nano_agent.config import TOKEN_ENV
+from nano_agent.credentials import TOKEN_ENV
 from search_core.device_client import DeviceClient
 from webapp import create_app, shutdown
 from webapp.extensions import db, socketio

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from nano_agent import protocol as P
-from nano_agent.config import TOKEN_ENV, resolve_token
+from nano_agent.credentials import TOKEN_ENV, resolve_token
 from search_core.device_client import AgentDevice, DeviceClient, parse_address
 from search_core.device_client import LatencyError
 from search_core.lut import Lut
@@ -96,7 +96,7 @@ def test_the_agent_measures_in_onnxruntime_when_asked(agent):
                 c.request(kind, backend="tvm", **fields)
     device = AgentDevice("127.0.0.1", agent.port, TOKEN, warmup=1, runs=2, backend="onnxruntime")
     try:
-        assert device.device_id.endswith(":onnxruntime")  # its cache entries stay apart
+        assert device.device_key.endswith(":onnxruntime")  # its cache entries stay apart
         assert device.measure(arch)["backend"] == "onnxruntime"
     finally:
         device.close()
@@ -136,7 +136,7 @@ def test_profile_returns_a_lut_of_the_space(agent):
 def test_agent_device_is_a_latency_source(agent):
     source = AgentDevice("127.0.0.1", agent.port, TOKEN, warmup=1, runs=3, **FAST)
     try:
-        assert source.device_id.startswith("agent:") and source.device_id.endswith(":cpu:1t")
+        assert source.device_key.startswith("agent:") and source.device_key.endswith(":cpu:1t")
         measurer = Measurer(source)
         arch = SPACE.architecture([0] * 20)
         first, second = measurer.measure(arch), measurer.measure(arch)
@@ -729,10 +729,10 @@ def test_a_search_waits_for_its_lost_device_and_finishes(tmp_path):
 def test_the_cache_key_does_no_network_io_per_measurement(agent):
     """A device's identity comes from the agent's welcome: one handshake, then none."""
     device = AgentDevice("127.0.0.1", agent.port, TOKEN, **FAST)
-    first = device.device_id
+    first = device.device_key
     assert first.startswith("agent:")
     device.client.close()  # no connection any more: reading the id again must not open one
-    assert device.device_id == first and device.client.sock is None
+    assert device.device_key == first and device.client.sock is None
 
 
 def test_tensorrt_fp16_is_an_agent_option_and_a_measuring_identity_of_its_own():

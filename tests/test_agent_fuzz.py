@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nano_agent import protocol as P
 from search_core import cli
-from search_core.config import ConfigError, SearchConfig
+from search_core.settings import ConfigError, SearchConfig
 
 pytestmark = pytest.mark.process
 # the frames are mostly not work (pings, info, garbage), and an agent closes a connection that only

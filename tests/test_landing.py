@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from helpers import TINY
-from search_core.config import SearchConfig
+from search_core.settings import SearchConfig
 from search_core.events import Events
 from search_core.rundir import LATENCY_CACHE, LUT
 from search_core.search import Search

@@ -42,7 +42,7 @@ def test_local_device_measures_end_to_end():
     assert stats["input_shape"] == [1, 1, 32, 32] and stats["threads"] == 1
     assert stats["memory_source"] == "estimated" and stats["memory_bytes"] > 0
     assert stats["build_ms"] > 0
-    assert device.info()["threads"] == 1 and device.device_id.startswith("local:")
+    assert device.info()["threads"] == 1 and device.device_key.startswith("local:")
 
 
 def test_agent_device_needs_a_token(monkeypatch):
@@ -167,7 +167,7 @@ def test_lut_predicts_and_refuses_another_space():
 class LinearDevice:
     """A fake device whose end-to-end latency (the fastest run) is exactly 2 x table + 1 ms."""
 
-    device_id = "linear"
+    device_key = "linear"
 
     def __init__(self, lut):
         self.lut = lut
@@ -247,7 +247,7 @@ def test_corrected_latency_stays_positive():
 
 class FlakySource:
     """A source whose device is lost for its first `lost` calls; `refuse` raises a refusal."""
-    device_id = "agent:flaky"
+    device_key = "agent:flaky"
 
     def __init__(self, lost, refuse=False):
         self.lost, self.refuse, self.calls = lost, refuse, 0

@@ -153,6 +153,25 @@ def test_the_web_process_does_not_import_torch(tmp_path):
     assert out.strip() == "False"
 
 
+def test_the_dashboard_imports_only_the_torch_free_half_of_search_core():
+    from search_core import TORCH_FREE
+    allowed = {"search_core"} | {"search_core." + name for name in TORCH_FREE}
+    heavy = {name: sorted(m for m in imports_of(name) if m.startswith("search_core") and
+                          m not in allowed)
+             for name in project_modules() if name.split(".")[0] == "webapp"}
+    assert not {name: modules for name, modules in heavy.items() if modules}
+
+
+@pytest.mark.process
+def test_the_torch_free_half_of_search_core_imports_no_torch():
+    from search_core import TORCH_FREE
+    code = ("import importlib, sys; [importlib.import_module('search_core.' + m) for m in "
+            "sys.argv[1:]]; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code] + list(TORCH_FREE), cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 @pytest.mark.process
 def test_the_device_folder_is_python36_compatible():
     """vermin over the whole folder that is copied to the Jetson (JetPack 4.6: Python 3.6)."""

@@ -18,7 +18,7 @@ from nano_agent.builder import build_model
 from nano_agent.space import SearchSpace
 from search_core.events import Events, JsonLinesEvents
 from search_core.best import best_sample
-from search_core.config import SearchConfig
+from search_core.settings import SearchConfig
 from search_core.recipe import Recipe
 from search_core.data import load_dataset
 from search_core.rundir import RunDirectory

@@ -2,7 +2,7 @@
 import pytest
 
 from search_core.best import best_sample, better, explain
-from search_core.config import DEFAULT_WEIGHTS, ConfigError, SearchConfig
+from search_core.settings import DEFAULT_WEIGHTS, ConfigError, SearchConfig
 
 pytestmark = pytest.mark.unit
 
@@ -138,12 +138,12 @@ def test_a_dashboard_retraining_draws_the_split_its_run_searched_on(monkeypatch,
 
 
 def test_a_settings_range_is_declared_once(monkeypatch, client, tmp_path, capsys):
-    """search_core.config.LIMITS (built from the settings' declarations) bounds the CLI, the API
+    """search_core.settings.LIMITS (built from the settings' declarations) bounds the CLI, the API
     and the form (which takes its bounds from /api/defaults): a range changed there changes all
     three, the CLI's help too."""
     from nano_agent.limits import Limit
-    from search_core import cli, config
-    monkeypatch.setitem(config.LIMITS, "epochs", Limit(1, 7))
+    from search_core import cli, settings
+    monkeypatch.setitem(settings.LIMITS, "epochs", Limit(1, 7))
     assert cli.main(["search", "--out", str(tmp_path / "run"), "--epochs", "8"]) == 2
     assert "epochs must be in [1, 7]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -159,11 +159,11 @@ def test_every_setting_has_a_flag_and_the_forms_fields_are_the_declared_ones(cli
     """The CLI's flags and the form's fields are generated from the declarations: a setting added
     to SearchConfig gets its flag (and its field, where it says so) with nothing else to edit."""
     from dataclasses import fields
-    from search_core import cli, config
+    from search_core import cli, settings
     args = vars(cli.parser().parse_args(["search", "--out", "run"]))
-    assert all(args[f.name] == f.default for f in fields(config.SearchConfig))
+    assert all(args[f.name] == f.default for f in fields(settings.SearchConfig))
     page = client.get("/runs/new").get_data(as_text=True)
-    shown = {name for _, section in config.form_sections() for name, _ in section}
+    shown = {name for _, section in settings.form_sections() for name, _ in section}
     assert shown and all('id="f-{}"'.format(name) in page for name in shown)
-    hidden = {f.name for f in fields(config.SearchConfig)} - shown
+    hidden = {f.name for f in fields(settings.SearchConfig)} - shown
     assert not any('id="f-{}"'.format(name) in page for name in hidden)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from processes import free_port
-from search_core.config import CHOICES, LIMITS, TYPES
+from search_core.settings import CHOICES, LIMITS, TYPES
 from webapp.extensions import db
 from webapp.ids import MAX_ID
 from webapp.models import Run

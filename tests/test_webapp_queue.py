@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from nano_agent.space import SearchSpace
 from processes import dashboard_app, socket_client
-from search_core.config import SearchConfig
+from search_core.settings import SearchConfig
 from webapp.extensions import db
 from webapp.models import Run
 from helpers import TINY, bearer_client, received, run_reaches, training_reaches, wait_for

@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 
-from search_core.config import ConfigError, SearchConfig
+from search_core.settings import ConfigError, SearchConfig
 from search_core.rundir import LockHeld, hold_lock
 
 from .auth import LOOPBACK_HOSTS

@@ -21,16 +21,16 @@ import threading
 
 import sqlalchemy as sa
 
-from nano_agent.config import TOKEN_ENV
+from nano_agent.credentials import TOKEN_ENV
 from nano_agent.space import SearchSpace
-from search_core.config import SearchConfig
+from search_core.settings import SearchConfig
 from search_core.device_client import AgentDevice, DeviceClient, LatencyError
 from search_core.lut import profile_and_calibrate
 from search_core.measurements import LatencyCache, Measurer
 
 from .config import REPO_ROOT
 from .extensions import db
-from .measurements import load_measurements, save_lut, save_measurements
+from .measurement_store import load_measurements, save_lut, save_measurements
 from .models import Device, utcnow
 from .serialize import device_dict
 

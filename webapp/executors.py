@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 
-from nano_agent.config import TOKEN_ENV
+from nano_agent.credentials import TOKEN_ENV
 from search_core.events import HEARTBEAT_S
 
 from .config import REPO_ROOT

@@ -6,7 +6,7 @@ from flask import Blueprint, render_template, request
 
 from nano_agent.protocol import DEFAULT_PORT
 from nano_agent.space import ALL_OPS, STAGES
-from search_core.config import form_sections
+from search_core.settings import form_sections
 
 from .extensions import db
 from .models import RUN_ACTIVE_STATUSES, Run

@@ -7,7 +7,7 @@ from flask import Response, current_app, jsonify
 from nano_agent import limits
 from nano_agent.protocol import DEFAULT_PORT
 from nano_agent.space import SearchSpace
-from search_core.config import CHOICES, SearchConfig
+from search_core.settings import CHOICES, SearchConfig
 
 from ..devices import DeviceError
 from ..extensions import db

@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 from flask import current_app, jsonify
 
 from nano_agent import limits
-from search_core.config import BUNDLED_DATASETS, SearchConfig, describe_settings
+from search_core.settings import BUNDLED_DATASETS, SearchConfig, describe_settings
 from search_core.rundir import RunDirectory
 
 from ..devices import DeviceError

@@ -1,4 +1,4 @@
-"""What the API checks in its bodies: names, host names, a run's settings (search_core.config checks
+"""What the API checks in its bodies: names, host names, a run's settings (search_core.settings checks
 each by its declared type and limit), dataset directories."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import unicodedata
 import sqlalchemy as sa
 from flask import current_app
 
-from search_core.config import SearchConfig, is_text, setting_errors
+from search_core.settings import SearchConfig, is_text, setting_errors
 
 from ..config import SERVER_SETTINGS
 from ..extensions import db
@@ -85,7 +85,7 @@ def default_run_name(config: dict) -> str:
 
 def validate_settings(body: dict) -> tuple[str, int | None, int | None, dict]:
     """``(name, device_id, group_id, full config dict)`` of a new-run request, or ApiError(400)
-    naming every field that is wrong (search_core.config checks each setting by its declared type
+    naming every field that is wrong (search_core.settings checks each setting by its declared type
     and limit). A run without a name (missing, null or blank) is named after its settings."""
     errors = {}
     name = body.get("name")

@@ -22,7 +22,7 @@ from search_core.rundir import (CONFIG, LATENCY_CACHE, REQUESTED_SETTINGS, STORE
 
 from ..eta import Pace
 from ..extensions import db
-from ..measurements import load_measurements, save_lut, save_measurements, stored_luts
+from ..measurement_store import load_measurements, save_lut, save_measurements, stored_luts
 from ..models import EpochMetric, Run, Sample, queued_runs, utcnow
 from ..serialize import pick_fields, reference_dict
 from .kind import NOT_STORED, WorkerKind, end
@@ -160,7 +160,7 @@ class SearchWorkers(WorkerKind):
             self.publish(run, {"event": "message", "time": round(time.time(), 3), "text": text})
 
     def before_exit(self, run):
-        """The run's measurements go to the shared latency cache (webapp/measurements.py)."""
+        """The run's measurements go to the shared latency cache (webapp/measurement_store.py)."""
         try:
             path = os.path.join(run.run_dir or "", LATENCY_CACHE)
             if os.path.exists(path):
@@ -191,7 +191,7 @@ class SearchWorkers(WorkerKind):
                            "stopped. Resume continues from the last finished epoch."
                            .format(orphan))
 
-    # --- the events (docs/events.md) ---------------------------------------------------------------
+    # --- the events (docs/events.md) --------------------------------------------------------------
 
     def _on_started(self, run, event, worker):
         start_epoch = int(event.get("start_epoch") or 0)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from search_core.config import TRAIN_SETTINGS
+from search_core.settings import TRAIN_SETTINGS
 from search_core.rundir import ONNX, TRAINING_ARCH, TRAINING_SETTINGS, WEIGHTS, training_directory
 
 from ..extensions import db
