@@ -16,8 +16,8 @@ from nano_agent.protocol import BACKENDS
 from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 
-from .settings import (CHOICES, LIMITS, TRAIN_SETTINGS, TYPES, ConfigError, SearchConfig,
-                     describe_limit)
+from .settings import (CHOICES, GENERATIONS, LIMITS, TRAIN_SETTINGS, TYPES, ConfigError,
+                       SearchConfig, describe_limit)
 from .data import DatasetError, load_dataset
 from .device_client import LatencyError
 from .events import HEARTBEAT_S, ConsoleEvents, JsonLinesEvents
@@ -28,7 +28,7 @@ from .measurements import Measurer
 from .recipe import Recipe
 from .rundir import CONFIG, DiskFull, RunDirectory, RunDirectoryBusy
 from .search import Search
-from .specialise import GENERATIONS, OVERRIDES, Specialisation
+from .specialise import OVERRIDES, Specialisation
 from .train import DatasetMismatch, train_architecture
 
 USER_ERRORS = (ArchitectureError, ConfigError, DatasetError, DatasetMismatch, LatencyError,
@@ -117,7 +117,7 @@ def _events(args):
     return ConsoleEvents()
 
 
-def _config_file(path):
+def _settings_object(path):
     try:
         with open(path, encoding="utf-8") as f:
             settings = json.load(f)
@@ -127,7 +127,11 @@ def _config_file(path):
         raise ConfigError("cannot read settings from {}: nested too deeply".format(path))
     if not isinstance(settings, dict):
         raise ConfigError("{} must hold a JSON object of settings".format(path))
-    return SearchConfig.from_dict(settings)
+    return settings
+
+
+def _config_file(path):
+    return SearchConfig.from_dict(_settings_object(path))
 
 
 def _new_run_directory(out, advice):
@@ -159,7 +163,8 @@ def cmd_resume(args, events):
 def cmd_specialise(args, events):
     _export_token(args)
     _new_run_directory(args.out, "choose another --out")
-    overrides = dict((name, getattr(args, name)) for name in OVERRIDES
+    overrides = _settings_object(args.config) if args.config else {}
+    overrides.update((name, getattr(args, name)) for name in OVERRIDES
                      if getattr(args, name) is not None)
     Specialisation(args.run_dir, args.out, events, args.generations, **overrides).run()
 
@@ -312,6 +317,8 @@ def parser():
     p.add_argument("run_dir", help="a search's run directory (its checkpoint holds the supernet)")
     p.add_argument("--out", required=True, help="the specialisation's directory (must not hold a "
                                                 "run yet)")
+    p.add_argument("--config", help="take the new targets, device and runtime from this JSON "
+                                    "object (any of the settings below; a flag given wins)")
     _setting_arguments(p, *OVERRIDES, inherited="the run's")
     p.add_argument("--generations", type=int, default=GENERATIONS,
                    help="generations of the evolutionary search, each measuring the run's "

@@ -14,6 +14,9 @@ What the dashboard adds (webapp/workers/):
     worker.log           the worker's standard error
     trainings/<id>/      a retraining: arch.json, settings.json (its run's, for `train --config`),
                          worker.log, and when it finished weights.pt and model.onnx
+    specialisations/<id>/  a specialisation (`specialise`): settings.json (its targets, device
+                         and runtime, for `specialise --config`), worker.log, and a search's
+                         files: lut.json, samples.jsonl, best_arch.json, summary.json
 
 No torch import at module level: the dashboard reads run directories in its web process.
 """
@@ -39,8 +42,15 @@ TRAINING_ARCH, TRAINING_SETTINGS = "arch.json", "settings.json"
 WEIGHTS, ONNX = "weights.pt", "model.onnx"  # what a finished retraining leaves for deployment
 
 
+SPECIALISATION_SETTINGS = "settings.json"
+
+
 def training_directory(run_dir, training_id):
     return os.path.join(run_dir, "trainings", str(training_id))
+
+
+def specialisation_directory(run_dir, specialisation_id):
+    return os.path.join(run_dir, "specialisations", str(specialisation_id))
 
 
 class RunDirectoryBusy(Exception):

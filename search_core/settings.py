@@ -240,6 +240,9 @@ TRAIN_SETTINGS = ("dataset", "data_dir", "split_seed", "threads", "train_device"
 # the bounds of every setting, from its declaration: the values it may take, or its range
 CHOICES = {f.name: f.metadata["choices"] for f in fields(SearchConfig) if f.metadata["choices"]}
 LIMITS = {f.name: f.metadata["limit"] for f in fields(SearchConfig) if f.metadata["limit"]}
+# a specialisation's evolutionary search (specialise.py): its generations, each measuring the
+# run's samples per epoch + 1 paths on the device
+GENERATIONS, GENERATIONS_LIMIT = 10, Limit(1, 1000)
 TEXT_LIMIT = 4096  # characters of a string setting
 
 

@@ -15,12 +15,11 @@ import os
 import shutil
 import time
 
-from .settings import ConfigError
+from .settings import GENERATIONS, GENERATIONS_LIMIT, ConfigError
 from .lut import Lut
 from .rundir import CONFIG, LATENCY_CACHE, LUT, RunDirectory
 from .search import Search
 
-GENERATIONS = 10
 # what a specialisation may set anew; the rest (data, space, constraint form, seed) is its
 # parent's: the supernet was trained on them
 OVERRIDES = ("target_latency_ms", "target_latency_fraction", "target_memory_mb", "target_params_m",
@@ -42,8 +41,9 @@ class Specialisation(Search):
         if unknown:
             raise ConfigError("a specialisation keeps its parent's {}".format(", ".join(unknown)),
                               unknown[0])
-        if not isinstance(generations, int) or not 1 <= generations <= 1000:
-            raise ConfigError("generations must be in [1, 1000]", "generations")
+        if not isinstance(generations, int) or generations not in GENERATIONS_LIMIT:
+            raise ConfigError("generations must be in " + GENERATIONS_LIMIT.describe(),
+                              "generations")
         settings = dict(overrides)
         if "target_latency_fraction" in settings:  # the new table's automatic T
             settings.setdefault("target_latency_ms", None)

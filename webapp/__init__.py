@@ -84,8 +84,9 @@ def create_app(config=None):
     from .devices import DeviceRegistry
     from .executors import make_executor
     from .pages import bp as pages_bp
-    from .sockets import PreAuthGuard, RunPublisher, emit_device, emit_training
-    from .workers import SearchWorkers, TrainingWorkers, Workers
+    from .sockets import (PreAuthGuard, RunPublisher, emit_device, emit_specialisation,
+                          emit_training)
+    from .workers import SearchWorkers, SpecialisationWorkers, TrainingWorkers, Workers
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
@@ -100,7 +101,8 @@ def create_app(config=None):
     if app.config["MAX_RUNS"] is None:
         app.config["MAX_RUNS"] = executor.default_max_runs(app.config["LOCAL_AGENT_THREADS"])
     workers = Workers(app, executor, [SearchWorkers(app, on_event=publisher),
-                                      TrainingWorkers(app, on_event=emit_training)])
+                                      TrainingWorkers(app, on_event=emit_training),
+                                      SpecialisationWorkers(app, on_event=emit_specialisation)])
     app.extensions["workers"] = workers
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices

@@ -1,3 +1,4 @@
+# length: the whole schema in one module, as the migrations (migrations/) and their test see it
 """The dashboard's tables (SQLAlchemy 2.0 style). Schema changes go through migrations/ only.
 
 JSON values are stored in plain Text columns (``json.dumps``) and read through the ``*_data``
@@ -214,6 +215,9 @@ class Run(db.Model):
     trainings: Mapped[list["Training"]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
         order_by="Training.id")
+    specialisations: Mapped[list["Specialisation"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Specialisation.id")
 
     @property
     def active(self) -> bool:
@@ -221,13 +225,18 @@ class Run(db.Model):
 
     @property
     def measuring_devices(self) -> list:
-        """Where the run measures: its group's members (a pool), else its device, else none."""
-        if self.group is not None:
-            return list(self.group.devices)
-        return [self.device] if self.device is not None else []
+        return measuring_devices(self)
 
     def __repr__(self):
         return f"<Run {self.id} {self.name!r} {self.status}>"
+
+
+def measuring_devices(row) -> list:
+    """Where a run or a specialisation measures: its group's members (a pool), else its device,
+    else none."""
+    if row.group is not None:
+        return list(row.group.devices)
+    return [row.device] if row.device is not None else []
 
 
 class Sample(db.Model):
@@ -321,6 +330,52 @@ class Training(db.Model):
         return f"<Training {self.id} run={self.run_id} {self.label!r} {self.status}>"
 
 
+class Specialisation(db.Model):
+    """A finished run's trained supernet searched again, training nothing, for new targets on a
+    device or runtime of the user's choice (`search_core specialise`): its pick, kept with the run."""
+
+    __tablename__ = "specialisations"
+    __table_args__ = (sa.CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
+    target_latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    target_memory_mb: Mapped[Optional[float]] = mapped_column(sa.Float)
+    device_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("devices.id", ondelete="SET NULL"))
+    group_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("device_groups.id", ondelete="SET NULL"))
+    backend: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    generations: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    generation: Mapped[Optional[int]] = mapped_column(sa.Integer)  # generations done
+    pick: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the picked sample (summary's best)
+    directory: Mapped[Optional[str]] = mapped_column(sa.String(1024))
+    pid: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    node: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    message: Mapped[Optional[str]] = mapped_column(sa.Text)
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+
+    pick_data = json_property("pick")
+
+    run: Mapped[Run] = relationship(back_populates="specialisations")
+    device: Mapped[Optional[Device]] = relationship()
+    group: Mapped[Optional[DeviceGroup]] = relationship()
+
+    @property
+    def active(self) -> bool:
+        return self.status in RUN_ACTIVE_STATUSES
+
+    @property
+    def measuring_devices(self) -> list:
+        return measuring_devices(self)
+
+    def __repr__(self):
+        return f"<Specialisation {self.id} run={self.run_id} T={self.target_latency_ms} {self.status}>"
+
+
 def queued_runs():
     """The runs waiting for a slot, first in line first."""
     return db.session.scalars(sa.select(Run).where(Run.status == "queued")
@@ -335,10 +390,10 @@ def take_queued(model, row_id, **values) -> bool:
     return bool(taken)
 
 
-def queued_trainings():
-    """The retrainings waiting for a slot, first asked first."""
-    return db.session.scalars(sa.select(Training).where(Training.status == "queued")
-                              .order_by(Training.created_at, Training.id)).all()
+def queued(model):
+    """The retrainings or specialisations waiting for a slot, first asked first."""
+    return db.session.scalars(sa.select(model).where(model.status == "queued")
+                              .order_by(model.created_at, model.id)).all()
 
 
 def queue_position(run: Run) -> int | None:

@@ -13,7 +13,7 @@ from search_core.rundir import CONFIG, RunDirectory
 
 from .extensions import db
 from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
-                     Training, queue_position)
+                     Specialisation, Training, queue_position)
 from .paths import dataset_roots, public_path, public_text
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
@@ -88,6 +88,31 @@ def training_dict(training: Training) -> dict:
     return d
 
 
+SPECIALISATION_FIELDS = ("id", "run_id", "status", "target_latency_ms", "target_memory_mb",
+                         "device_id", "group_id", "backend", "generations", "generation", "node")
+SPECIALISED_PICK_FIELDS = ("arch_hash", "accuracy", "latency_ms", "memory_mb", "feasible", "params",
+                           "macs", "predicted_latency_ms")
+
+
+def specialisation_dict(specialisation: Specialisation) -> dict:
+    """A specialisation and its pick: the shared-weight accuracy, the measured latency and its
+    ratio to T, and the test accuracy of its best finished retraining in the run, if any."""
+    d = {name: getattr(specialisation, name) for name in SPECIALISATION_FIELDS}
+    pick = specialisation.pick_data
+    if pick is not None:
+        pick = {name: pick.get(name) for name in SPECIALISED_PICK_FIELDS}
+        if isinstance(pick["latency_ms"], (int, float)):
+            pick["latency_ratio"] = pick["latency_ms"] / specialisation.target_latency_ms
+        trained = [t.test_accuracy for t in specialisation.run.trainings
+                   if t.arch_hash == pick["arch_hash"] and t.status == "finished"
+                   and t.test_accuracy is not None]
+        pick["test_accuracy"] = max(trained) if trained else None
+    d.update(pick=pick, device=_device_label(specialisation), message=public_text(
+        specialisation.message), error=public_text(specialisation.error),
+        created_at=iso(specialisation.created_at), finished_at=iso(specialisation.finished_at))
+    return d
+
+
 def resumable(run: Run) -> bool:
     """Can the run be queued again: from its checkpoint, or afresh when its worker never began
     (cancelled while queued, or it could not start): there is nothing to lose."""
@@ -103,12 +128,14 @@ def _public_config(config: dict | None) -> dict | None:
     return dict(config, data_dir=public_path(config["data_dir"], dataset_roots()))
 
 
-def _device_label(run: Run) -> str | None:
-    if run.group is not None:
-        return "group " + run.group.name
-    if run.device is not None:
-        return run.device.name
-    return (run.resolved_data or {}).get("device") or (run.config_data or {}).get("device")
+def _device_label(row: Run | Specialisation) -> str | None:
+    if row.group is not None:
+        return "group " + row.group.name
+    if row.device is not None:
+        return row.device.name
+    if isinstance(row, Specialisation):
+        return None  # its device was deleted
+    return (row.resolved_data or {}).get("device") or (row.config_data or {}).get("device")
 
 
 # what the pick's rule (search_core.best) reads of a stored sample

@@ -30,7 +30,7 @@ from .models import EpochMetric, Run, Sample, stored_front
 from .pareto import update_front
 from .paths import public_text
 from .serialize import (metric_dict, public_reference, reference_dict, run_dict, sample_dict,
-                        training_dict)
+                        specialisation_dict, training_dict)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,13 @@ def unsubscribe(data=None):
 
 def emit_device(device_payload: dict):
     socketio.emit("device_status", {"device": device_payload})
+
+
+def emit_specialisation(specialisation, event=None, stored=None):
+    """A specialisation's change (webapp/workers/specialisation.py), to its run's room."""
+    socketio.emit("specialisation", {"run_id": specialisation.run_id,
+                                     "specialisation": specialisation_dict(specialisation)},
+                  to=room(specialisation.run_id))
 
 
 def emit_training(training, event=None, stored=None):

@@ -124,6 +124,9 @@ def delete_run(run_id):
         raise ApiError(409, "run {} is {}: cancel it first".format(run_id, run.status))
     if any(t.active for t in run.trainings):
         raise ApiError(409, "run {} has a retraining in progress: cancel it first".format(run_id))
+    if any(s.active for s in run.specialisations):
+        raise ApiError(409, "run {} has a specialisation in progress: cancel it first".format(
+            run_id))
     run_dir = run.run_dir
     db.session.delete(run)
     db.session.commit()

@@ -10,7 +10,7 @@ from search_core.recipe import Recipe
 
 from ..extensions import db
 from ..ids import is_id
-from ..models import TRAINING_FILES, Run, Sample, Training
+from ..models import TRAINING_FILES, Run, Sample, Specialisation, Training
 from ..serialize import sample_number, training_dict
 
 from .errors import ApiError, bp, get_run, json_body
@@ -20,24 +20,39 @@ TRAINING_LIMITS = {"epochs": limits.Limit(1, 10000), "seed": limits.Limit(0, 2 *
 
 
 def validate_training(run: Run, body: dict) -> dict:
-    """What to retrain (``sample_id``, or ``reference``: true for MobileNetV2) and how (``epochs``
-    default the recipe's, ``seed`` default the run's), or ApiError(400) per field."""
+    """What to retrain (``sample_id``, ``reference``: true for MobileNetV2, or the pick of a
+    ``specialisation_id``) and how (``epochs`` default the recipe's, ``seed`` default the run's),
+    or ApiError(400) per field."""
     errors, values = {}, {}
     for name, default in (("epochs", Recipe.epochs), ("seed", run.config_data.get("seed", 0))):
         value = body.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or value not in TRAINING_LIMITS[name]:
             errors[name] = "must be an integer in " + TRAINING_LIMITS[name].describe()
         values[name] = value
-    unknown = sorted(set(body) - {"sample_id", "reference", "epochs", "seed"})
+    what = [name for name in ("sample_id", "reference", "specialisation_id") if name in body]
+    unknown = sorted(set(body) - set(what) - {"epochs", "seed"})
     for name in unknown:
         errors[name] = "unknown field"
-    if body.get("reference") is True and "sample_id" not in body:
+    if what == ["specialisation_id"]:
+        specialisation = db.session.get(Specialisation, body["specialisation_id"]) \
+            if is_id(body["specialisation_id"]) else None
+        pick = specialisation.pick_data if specialisation is not None else None
+        if specialisation is None or specialisation.run_id != run.id:
+            errors["specialisation_id"] = "run {} has no specialisation {}".format(
+                run.id, body["specialisation_id"])
+        elif not isinstance(pick, dict) or not isinstance(pick.get("arch"), dict):
+            errors["specialisation_id"] = "specialisation {} has no pick yet".format(
+                specialisation.id)
+        else:
+            values.update(sample=None, arch=pick["arch"], arch_hash=pick["arch_hash"],
+                          label="pick for {:g} ms".format(specialisation.target_latency_ms))
+    elif body.get("reference") is True and what == ["reference"]:
         reference = run.reference_data or {}
         if not isinstance(reference.get("arch"), dict):
             errors["reference"] = "this run has no reference architecture to retrain yet"
         values.update(sample=None, arch=reference.get("arch"), arch_hash=reference.get("arch_hash"),
                       label="MobileNetV2")
-    elif is_id(body.get("sample_id")) and "reference" not in body:
+    elif is_id(body.get("sample_id")) and what == ["sample_id"]:
         sample = db.session.get(Sample, body["sample_id"])
         if sample is None or sample.run_id != run.id:
             errors["sample_id"] = "run {} has no sample {}".format(run.id, body["sample_id"])
@@ -45,7 +60,8 @@ def validate_training(run: Run, body: dict) -> dict:
             values.update(sample=sample, arch=sample.arch, arch_hash=sample.arch_hash,
                           label="sample #{}".format(sample_number(sample)))
     else:
-        errors["sample_id"] = 'give a sample of the run ("sample_id") or "reference": true'
+        errors["sample_id"] = 'give a sample of the run ("sample_id"), "reference": true, or a ' \
+            'specialisation of the run ("specialisation_id")'
     if errors:
         raise ApiError(400, errors=errors)
     return values

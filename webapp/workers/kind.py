@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..eta import Pace
+from ..measurement_store import save_lut
 from ..models import utcnow
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,15 @@ class WorkerKind:
         Runs in the worker's thread, after the claim; raising fails the row, saying why."""
         raise NotImplementedError
 
+    def measuring_address(self, row):
+        """``(address, token)`` of where the row measures now (a group's members are a pool:
+        their addresses, one token); (None, None) where it names no device."""
+        devices = row.measuring_devices
+        if not devices:
+            return None, None
+        registry = self.app.extensions["devices"]
+        return ",".join(registry.address(device) for device in devices), devices[0].token
+
     def requeue(self, row):
         """Its fields when it is queued (again)."""
 
@@ -105,3 +115,9 @@ def end(row, status: str, error: str | None = None):
 
 def event_now(name: str, **fields) -> dict:
     return dict(fields, event=name, time=round(time.time(), 3))
+
+
+def keep_lut(row, event, run_id):
+    """A table the worker profiled is kept for its device's next runs with that setting."""
+    if not event.get("stored") and row.device_id is not None and isinstance(event.get("lut"), dict):
+        save_lut(row.device_id, event["lut"], run_id)

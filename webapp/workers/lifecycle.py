@@ -138,20 +138,15 @@ class Workers:
         try:
             with self.app.app_context():
                 try:
-                    if self._launch(worker):
+                    if self._place(worker):
                         self._follow(worker)
                 finally:
                     db.session.remove()
         finally:
+            worker.placed.set()  # whatever went wrong: the scheduler goes on
             with self._lock:
                 self._workers.pop((worker.kind.model, worker.row_id), None)
             self.kick()  # a slot is free
-
-    def _launch(self, worker: Worker) -> bool:
-        try:
-            return self._place(worker)
-        finally:
-            worker.placed.set()
 
     def _place(self, worker: Worker) -> bool:
         """Launch the worker through the executor; whether it runs (not cancelled meanwhile, and
@@ -164,6 +159,7 @@ class Workers:
             process = self.executor.launch(cmd, os.path.join(kind.directory(row), WORKER_LOG),
                                            token, worker_resources(kind.settings(row)))
         except Exception as e:  # noqa: BLE001  a row that cannot start must not block the queue
+            worker.placed.set()
             if not isinstance(e, (DeviceError, OSError, RuntimeError)):
                 log.exception("%s %s: starting its worker failed", kind.name, worker.row_id)
             self._not_started(worker, e)
@@ -171,6 +167,7 @@ class Workers:
         with self._lock:  # cancelled while it was placed: cancel() had no process to stop
             worker.process = process
             cancelled = worker.cancel_requested
+        worker.placed.set()
         if cancelled:
             process.kill()
             for _ in process.stdout:  # to its end: a Ray worker's node is then released

@@ -22,10 +22,10 @@ from search_core.rundir import (CONFIG, LATENCY_CACHE, REQUESTED_SETTINGS, STORE
 
 from ..eta import Pace
 from ..extensions import db
-from ..measurement_store import load_measurements, save_lut, save_measurements, stored_luts
+from ..measurement_store import load_measurements, save_measurements, stored_luts
 from ..models import EpochMetric, Run, Sample, queued_runs, utcnow
 from ..serialize import pick_fields, reference_dict
-from .kind import NOT_STORED, WorkerKind, end
+from .kind import NOT_STORED, WorkerKind, end, event_now, keep_lut
 from .orphans import stop_orphan
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,8 @@ class SearchWorkers(WorkerKind):
 
     def prepare(self, run):
         """A search, or a resume when the directory already holds one, on the current address
-        of its device (a group's members are a pool: their addresses, one token)."""
-        address, token = None, None
-        devices = run.measuring_devices
-        if devices:
-            registry = self.app.extensions["devices"]
-            address = ",".join(registry.address(device) for device in devices)
-            token = devices[0].token
+        of its device."""
+        address, token = self.measuring_address(run)
         files = RunDirectory(run.run_dir)
         if files.exists(CONFIG):
             self._restore_samples(run)
@@ -157,7 +152,7 @@ class SearchWorkers(WorkerKind):
         if run.message != text:
             run.message = text
             db.session.commit()
-            self.publish(run, {"event": "message", "time": round(time.time(), 3), "text": text})
+            self.publish(run, event_now("message", text=text))
 
     def before_exit(self, run):
         """The run's measurements go to the shared latency cache (webapp/measurement_store.py)."""
@@ -266,10 +261,7 @@ class SearchWorkers(WorkerKind):
         run.message = str(event.get("text"))[:2000]
 
     def _on_lut(self, run, event, worker):
-        """A table the run profiled is kept for the device's next runs with that setting."""
-        if not event.get("stored") and run.device_id is not None and \
-                isinstance(event.get("lut"), dict):
-            save_lut(run.device_id, event["lut"], run.id)
+        return keep_lut(run, event, run.id)
 
     def _on_sample(self, run, event, worker):
         stored = self._store_sample(run.id, event)

@@ -15,7 +15,7 @@ from search_core.settings import TRAIN_SETTINGS
 from search_core.rundir import ONNX, TRAINING_ARCH, TRAINING_SETTINGS, WEIGHTS, training_directory
 
 from ..extensions import db
-from ..models import Training, queued_trainings
+from ..models import Training, queued
 from .kind import NOT_STORED, WorkerKind, end
 
 
@@ -50,7 +50,7 @@ class TrainingWorkers(WorkerKind):
                   "failed")
 
     def queued(self):
-        return queued_trainings()
+        return queued(Training)
 
     def queued_at(self, training):
         return training.created_at

@@ -1,0 +1,140 @@
+"""Specialising from the dashboard: a tiny run's trained supernet searched again for a new target
+by a real `specialise` worker through the queue, training nothing; its pick downloaded, retrained,
+and its test accuracy shown with it."""
+import json
+import os
+
+import pytest
+
+from helpers import TINY, received, run_reaches, training_reaches, wait_for
+from processes import socket_client
+from webapp.extensions import db
+from webapp.models import Run
+
+pytestmark = pytest.mark.process
+
+DASHBOARD_CONFIG = {"MAX_RUNS": 1}  # one slot: a specialisation waits its turn as a run does
+
+RUN = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def finished(app, client):
+    r = client.post("/api/runs", json=dict(TINY, name="to specialise"))
+    assert r.status_code == 201, r.get_json()
+    RUN.update(run_reaches(client, r.get_json()["id"], ("finished", "failed")))
+    assert RUN["status"] == "finished", RUN
+
+
+def run_target():
+    return RUN["resolved"].get("target_latency_ms") or RUN["config"]["target_latency_ms"]
+
+
+def specialise(client, **body):
+    r = client.post("/api/runs/{}/specialisations".format(RUN["id"]), json=body)
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def specialisation_reaches(client, specialisation_id, statuses=("finished", "failed", "cancelled"),
+                           timeout=180):
+    last = {}
+
+    def reached():
+        last["s"] = client.get("/api/specialisations/{}".format(specialisation_id)).get_json()
+        return last["s"] if last["s"]["status"] in statuses else None
+    return wait_for(reached, timeout, lambda _: "specialisation {} to be one of {}: {}".format(
+        specialisation_id, statuses, last["s"]), interval=0.2)
+
+
+def test_a_run_is_specialised_for_a_new_target_and_its_pick_is_retrained(app, client):
+    sio = socket_client(app)
+    assert sio.emit("subscribe", {"run_id": RUN["id"]}, callback=True) == {"ok": True}
+    samples_before = client.get("/api/runs/{}/samples".format(RUN["id"])).get_json()
+    target = round(1.5 * run_target(), 3)
+    queued = specialise(client, target_latency_ms=target, generations=2)
+    assert queued["status"] == "queued" and queued["device_id"] == RUN["device_id"]
+    assert queued["backend"] == RUN["config"]["backend"] and queued["pick"] is None
+    done = specialisation_reaches(client, queued["id"])
+    assert done["status"] == "finished", done
+    pick = done["pick"]
+    assert pick["latency_ms"] > 0 and 0 < pick["accuracy"] <= 1 and pick["test_accuracy"] is None
+    assert pick["latency_ratio"] == pytest.approx(pick["latency_ms"] / target)
+    assert done["generation"] == done["generations"] == 2
+    pushed = [p["specialisation"]["status"] for _, p in received(sio, "specialisation")]
+    assert pushed[0] == "queued" and pushed[-1] == "finished"  # live, in its run's room
+    sio.disconnect()
+
+    # the worker's own record: trained nothing, named its parent, wrote the pick it reported
+    with app.app_context():
+        run_dir = db.session.get(Run, RUN["id"]).run_dir
+    directory = os.path.join(run_dir, "specialisations", str(done["id"]))
+    with open(os.path.join(directory, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["parent"] == os.path.abspath(run_dir) and summary["generations"] == 2
+    assert not os.path.exists(os.path.join(directory, "checkpoint.pt"))
+    assert summary["best"]["arch_hash"] == pick["arch_hash"]
+    r = client.get("/api/specialisations/{}/best_arch.json".format(done["id"]))
+    assert r.status_code == 200 and r.get_json() == summary["best"]["arch"]
+    # the run itself is as it was: its samples and its pick
+    assert client.get("/api/runs/{}/samples".format(RUN["id"])).get_json() == samples_before
+    assert client.get("/api/runs/{}".format(RUN["id"])).get_json()["best"] == RUN["best"]
+
+    r = client.post("/api/runs/{}/trainings".format(RUN["id"]),
+                    json={"specialisation_id": done["id"], "epochs": 1})
+    assert r.status_code == 201, r.get_json()
+    training = r.get_json()
+    assert training["arch_hash"] == pick["arch_hash"]
+    assert training["label"] == "pick for {:g} ms".format(target)
+    trained = training_reaches(client, RUN["id"], training["id"])
+    assert trained["status"] == "finished", trained
+    [listed] = [s for s in client.get("/api/runs/{}/specialisations".format(RUN["id"])).get_json()
+                if s["id"] == done["id"]]
+    assert listed["pick"]["test_accuracy"] == trained["test_accuracy"]
+
+
+def test_a_specialisation_waits_in_the_queue_and_leaves_it_when_cancelled(app, client):
+    busy = client.post("/api/runs", json=dict(TINY, name="busy", epochs=300,
+                                              warmup_epochs=300)).get_json()
+    run_reaches(client, busy["id"], ("running",))
+    waiting = specialise(client, target_latency_ms=run_target(), generations=1)
+    try:
+        assert specialisation_reaches(client, waiting["id"], ("queued", "running"))["status"] == \
+            "queued"
+        r = client.post("/api/specialisations/{}/cancel".format(waiting["id"]))
+        assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
+    finally:
+        assert client.post("/api/runs/{}/cancel".format(busy["id"])).status_code == 200
+    dropped = client.get("/api/specialisations/{}".format(waiting["id"])).get_json()
+    assert dropped["status"] == "cancelled" and dropped["generation"] is None  # never started
+    assert client.post("/api/specialisations/{}/cancel".format(waiting["id"])).status_code == 409
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"target_latency_ms": -1}, "target_latency_ms"),
+    ({"target_latency_ms": "fast"}, "target_latency_ms"),
+    ({"backend": "tvm"}, "backend"),
+    ({"target_memory_mb": 0}, "target_memory_mb"),
+    ({"generations": 0}, "generations"),
+    ({"generations": True}, "generations"),
+    ({"device_id": 999999}, "device_id"),
+    ({"group_id": 999999}, "group_id"),
+    ({"device_id": None}, "device_id"),
+    ({"epochs": 3}, "epochs"),
+])
+def test_bad_specialisation_requests_are_refused_per_field(client, body, field):
+    r = client.post("/api/runs/{}/specialisations".format(RUN["id"]), json=body)
+    assert r.status_code == 400 and field in r.get_json()["errors"], r.get_json()
+
+
+def test_only_a_finished_run_with_its_supernet_is_specialised(app, client):
+    with app.app_context():
+        run = Run(name="never trained", status="failed", config=json.dumps(dict(TINY)))
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    r = client.post("/api/runs/{}/specialisations".format(run_id), json={"target_latency_ms": 1})
+    assert r.status_code == 409 and "finished run" in r.get_json()["error"]
+    assert client.get("/api/specialisations/999999").status_code == 404
+    r = client.post("/api/runs/{}/trainings".format(RUN["id"]), json={"specialisation_id": 999999})
+    assert r.status_code == 400 and "specialisation_id" in r.get_json()["errors"]

@@ -1,0 +1,110 @@
+"""Specialising a finished run's trained supernet for new targets, devices and runtimes, training
+nothing: create, list, cancel, download the pick."""
+from __future__ import annotations
+
+from flask import current_app, jsonify, send_file
+
+from search_core.rundir import CHECKPOINT, RunDirectory
+from search_core.settings import GENERATIONS, GENERATIONS_LIMIT, setting_errors
+
+from ..extensions import db
+from ..ids import is_id
+from ..models import Device, DeviceGroup, Run, Specialisation
+from ..serialize import specialisation_dict
+from ..workers.specialisation import pick_file
+
+from .errors import ApiError, bp, get_run, json_body
+
+TARGETS = ("target_latency_ms", "target_memory_mb", "backend")
+
+
+def validate_specialisation(run: Run, body: dict) -> dict:
+    """The new targets (T, memory; the run's where not given), where to measure (``device_id`` or
+    ``group_id``; the run's where neither is given), the runtime (``backend``) and the
+    ``generations`` of the evolutionary search, or ApiError(400) per field."""
+    errors = {name: "unknown field" for name in sorted(
+        set(body) - set(TARGETS) - {"device_id", "group_id", "generations"})}
+    config = dict(run.config_data or {}, **(run.resolved_data or {}))
+    values = {name: body.get(name, config.get(name)) for name in TARGETS}
+    errors.update(setting_errors(values))
+    if not errors.get("target_latency_ms") and values["target_latency_ms"] is None:
+        errors["target_latency_ms"] = "a latency target in ms is required"
+    generations = body.get("generations", GENERATIONS)
+    if isinstance(generations, bool) or not isinstance(generations, int) or \
+            generations not in GENERATIONS_LIMIT:
+        errors["generations"] = "must be an integer in " + GENERATIONS_LIMIT.describe()
+    where = {"device_id": run.device_id, "group_id": run.group_id}
+    if "device_id" in body or "group_id" in body:
+        where = {"device_id": body.get("device_id"), "group_id": body.get("group_id")}
+        errors.update(_where_errors(**where))
+    if errors:
+        raise ApiError(400, errors=errors)
+    return dict(values, generations=generations, **where)
+
+
+def _where_errors(device_id, group_id) -> dict:
+    if (device_id is None) == (group_id is None):
+        return {"device_id": "give a device (device_id) or a group (group_id) to measure on"}
+    if device_id is not None and not (is_id(device_id) and db.session.get(Device, device_id)):
+        return {"device_id": "must be the id of a registered device"}
+    if group_id is not None and not (is_id(group_id) and db.session.get(DeviceGroup, group_id)):
+        return {"group_id": "must be the id of a device group"}
+    return {}
+
+
+@bp.get("/runs/<id:run_id>/specialisations")
+def list_specialisations(run_id):
+    return jsonify([specialisation_dict(s) for s in get_run(run_id).specialisations])
+
+
+@bp.post("/runs/<id:run_id>/specialisations")
+def create_specialisation(run_id):
+    """Pick from the run's trained supernet for other targets, on another device or runtime: a
+    worker of its own, through the queue."""
+    run = get_run(run_id)
+    if run.status != "finished" or not run.run_dir or \
+            not RunDirectory(run.run_dir).exists(CHECKPOINT):
+        raise ApiError(409, "run {} is {}: specialise a finished run, whose supernet is "
+                            "trained".format(run_id, run.status))
+    specialisation = Specialisation(run_id=run.id, **validate_specialisation(run, json_body()))
+    db.session.add(specialisation)
+    db.session.flush()
+    current_app.extensions["workers"].submit(specialisation)
+    return jsonify(specialisation_dict(specialisation)), 201
+
+
+def get_specialisation(specialisation_id) -> Specialisation:
+    specialisation = db.session.get(Specialisation, specialisation_id)
+    if specialisation is None:
+        raise ApiError(404, "no specialisation {}".format(specialisation_id))
+    return specialisation
+
+
+@bp.get("/specialisations/<id:specialisation_id>")
+def show_specialisation(specialisation_id):
+    return jsonify(specialisation_dict(get_specialisation(specialisation_id)))
+
+
+@bp.post("/specialisations/<id:specialisation_id>/cancel")
+def cancel_specialisation(specialisation_id):
+    specialisation = get_specialisation(specialisation_id)
+    if not specialisation.active:
+        raise ApiError(409, "specialisation {} is {}, not running".format(
+            specialisation_id, specialisation.status))
+    current_app.extensions["workers"].cancel(Specialisation, specialisation_id)
+    db.session.expire_all()
+    return jsonify(specialisation_dict(get_specialisation(specialisation_id)))
+
+
+@bp.get("/specialisations/<id:specialisation_id>/best_arch.json")
+def specialisation_pick(specialisation_id):
+    """The pick's architecture JSON (the builder's input, as a search's best_arch.json)."""
+    specialisation = get_specialisation(specialisation_id)
+    path = pick_file(specialisation)
+    if path is None:
+        raise ApiError(404, "specialisation {} has no pick ({})".format(specialisation_id,
+                                                                        specialisation.status))
+    return send_file(path, as_attachment=True, mimetype="application/json",
+                     download_name="run{}_specialisation{}_{:g}ms_best_arch.json".format(
+                         specialisation.run_id, specialisation.id,
+                         specialisation.target_latency_ms))
