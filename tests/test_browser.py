@@ -289,6 +289,54 @@ def test_a_retraining_asked_for_while_a_search_runs_waits_in_the_queue(dashboard
     expect(row).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
 
 
+def test_pick_for_another_target_from_a_finished_run_and_retrain_the_pick(dashboard, server, page,
+                                                                         tmp_path):
+    """On a finished run's page: a new T, the device and runtime; the specialisation runs live
+    (its row, then its pick on the scatter), its JSON downloads, and its pick retrains from its
+    row, the test accuracy then shown beside it."""
+    tiny = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 1,
+            "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
+    done = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="to specialise"),
+                               timeout=30).json()
+    page.goto("{}/runs/{}".format(server, done["id"]))
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished",
+                                                                timeout=TIMEOUT_MS)
+    run = dashboard.http.get("{}/api/runs/{}".format(server, done["id"]), timeout=5).json()
+    target = round(1.5 * (run["resolved"].get("target_latency_ms")
+                          or run["config"]["target_latency_ms"]), 3)
+    expect(page.get_by_test_id("specialise-submit")).to_be_enabled()
+    expect(page.get_by_test_id("specialise-device")).to_have_value("device:{}".format(run["device_id"]))
+    page.get_by_test_id("specialise-generations").fill("0")
+    page.get_by_test_id("specialise-submit").click()
+    expect(page.get_by_test_id("specialise-error")).to_contain_text("generations: must be an integer in")
+    page.get_by_test_id("specialise-target").fill(str(target))
+    page.get_by_test_id("specialise-generations").fill("1")
+    page.get_by_test_id("specialise-submit").click()
+    row = page.get_by_test_id("specialisation-row")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
+    [listed] = dashboard.http.get("{}/api/runs/{}/specialisations".format(server, done["id"]),
+                                  timeout=5).json()
+    expect(row.get_by_test_id("specialisation-ratio")).to_have_text(
+        "{:.2f}".format(listed["pick"]["latency_ratio"]))
+    expect(row.get_by_test_id("specialisation-accuracy")).to_contain_text("%")
+    expect(page.get_by_test_id("pareto-plot")).to_have_attribute("data-picks", "1")
+    with page.expect_download() as download:
+        row.get_by_test_id("specialisation-download").click()
+    path = tmp_path / "pick.json"
+    download.value.save_as(path)
+    assert Architecture.from_dict(json.loads(path.read_text())).hash == listed["pick"]["arch_hash"]
+
+    row.get_by_test_id("specialisation-retrain").click()
+    expect(page.get_by_test_id("retrain-arch")).to_have_value("specialisation:{}".format(listed["id"]))
+    page.get_by_test_id("retrain-epochs").fill("1")
+    page.get_by_test_id("retrain-submit").click()
+    training = page.get_by_test_id("training-row")
+    expect(training).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
+    expect(training).to_contain_text("pick for")
+    expect(row.get_by_test_id("specialisation-test-accuracy")).to_contain_text("%")
+
+
 def test_the_runs_list_is_live_without_polling(dashboard, server, page):
     """A run created, cancelled and deleted elsewhere shows in the open runs list as it happens,
     pushed over Socket.IO: the page asks for the list no more once it is live."""

@@ -10,7 +10,8 @@ from sqlalchemy.orm import selectinload
 from flask import current_app, jsonify
 
 from nano_agent import limits
-from search_core.settings import BUNDLED_DATASETS, SearchConfig, describe_settings
+from search_core.settings import (BUNDLED_DATASETS, GENERATIONS, GENERATIONS_LIMIT, SearchConfig,
+                                  describe_settings)
 from search_core.rundir import RunDirectory
 
 from ..devices import DeviceError
@@ -59,7 +60,9 @@ def defaults():
                    profile={"defaults": PROFILE_DEFAULTS,
                             "limits": {k: {"min": lim.low, "max": lim.high}
                                        for k, (_, lim) in PROFILE_LIMITS.items()}},
-                   device_limits=limits.as_dict(), max_id=MAX_ID)
+                   device_limits=limits.as_dict(), max_id=MAX_ID,
+                   specialise={"generations": GENERATIONS, "min": GENERATIONS_LIMIT.low,
+                               "max": GENERATIONS_LIMIT.high})
 
 
 @bp.get("/runs")

@@ -39,6 +39,8 @@ def validate_specialisation(run: Run, body: dict) -> dict:
         errors.update(_where_errors(**where))
     if errors:
         raise ApiError(400, errors=errors)
+    if where["group_id"] is not None:  # its first member keeps the group's lookup tables
+        where["device_id"] = db.session.get(DeviceGroup, where["group_id"]).devices[0].id
     return dict(values, generations=generations, **where)
 
 
@@ -47,8 +49,9 @@ def _where_errors(device_id, group_id) -> dict:
         return {"device_id": "give a device (device_id) or a group (group_id) to measure on"}
     if device_id is not None and not (is_id(device_id) and db.session.get(Device, device_id)):
         return {"device_id": "must be the id of a registered device"}
-    if group_id is not None and not (is_id(group_id) and db.session.get(DeviceGroup, group_id)):
-        return {"group_id": "must be the id of a device group"}
+    group = db.session.get(DeviceGroup, group_id) if is_id(group_id) else None
+    if group_id is not None and (group is None or not group.devices):
+        return {"group_id": "must be the id of a device group with members"}
     return {}
 
 

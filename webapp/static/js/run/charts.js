@@ -4,6 +4,7 @@ import * as NAS from "../common.js";
 import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sampleLabel, sortedSamples,
   state} from "./state.js";
 import {retrained} from "./trainings.js";
+import {pickLabel, picks} from "./specialisations.js";
 
 const {fmt, ACTIVE, OPS, STAGE_STARTS} = NAS;
 
@@ -127,6 +128,19 @@ export function renderScatter() {
       customdata: trained.map((p) => [p.label, fmt.pct(p.accuracy) + p.note]),
       hovertemplate: "<b>%{customdata[0]}</b> retrained from scratch<br>test accuracy <b>%{customdata[1]}</b> \u00b7 latency %{x:.2f} ms<extra></extra>",
       marker: {symbol: "triangle-up", size: 12, color: "#16a34a", line: {width: 1.5, color: "#14532d"}},
+    });
+  }
+  const specialised = picks();
+  node.dataset.picks = String(specialised.length);
+  if (specialised.length) {
+    traces.push({
+      type: "scatter", mode: "markers", name: "picks for other targets (specialised)",
+      x: specialised.map((s) => s.pick.latency_ms), y: specialised.map((s) => 100 * s.pick.accuracy),
+      customdata: specialised.map((s) => [pickLabel(s) + " (" + s.backend + ")",
+                                          fmt.num(s.pick.latency_ratio, 2)]),
+      hovertemplate: "<b>%{customdata[0]}</b><br>%{x:.3f} ms (%{customdata[1]} of its T), "
+        + "shared-weight accuracy %{y:.2f}%<extra></extra>",
+      marker: {symbol: "star-diamond", size: 13, color: "#db2777", line: {width: 1.5, color: "#831843"}},
     });
   }
   const target = config().target_latency_ms;

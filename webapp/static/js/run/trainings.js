@@ -3,6 +3,7 @@
  * trainings with their live progress, test accuracy and downloads (weights, ONNX). */
 import * as NAS from "../common.js";
 import {$id, bestSample, config, mark, runId, sampleLabel, state} from "./state.js";
+import {pickLabel, picks} from "./specialisations.js";
 
 const {el, api, fmt, ACTIVE} = NAS;
 
@@ -10,7 +11,7 @@ const trainingUrl = (t, name) => NAS.apiUrl("/trainings/" + t.id + "/" + name);
 
 export function addTrainings(trainings) {
   for (const t of trainings || []) if (t && NAS.isNum(t.id)) state.trainings.set(t.id, t);
-  mark("trainings", "scatter", "table");
+  mark("trainings", "scatter", "table", "specialisations");
 }
 
 /** The latest finished retraining of each sample (id -> training), and of the reference. */
@@ -28,8 +29,17 @@ export function retrained() {
 /** Offer sample `id` in the form (the samples table's "retrain" button) and go there. */
 export function pickSample(id) {
   state.retrainPick = id;
+  offer("sample:" + id);
+}
+
+/** Offer specialisation `id`'s pick in the form (its row's "retrain" button) and go there. */
+export function pickSpecialisation(id) {
+  offer("specialisation:" + id);
+}
+
+function offer(choice) {
   renderTrainings();
-  $id("retrain-arch").value = "sample:" + id;
+  $id("retrain-arch").value = choice;
   $id("trainings").scrollIntoView({behavior: "smooth", block: "start"});
   $id("retrain-epochs").focus({preventScroll: true});
 }
@@ -42,6 +52,7 @@ function choices() {
     options.push(["sample:" + state.retrainPick, "sample " + sampleLabel(state.retrainPick)]);
   }
   if (state.reference && state.reference.arch_hash) options.push(["reference", "MobileNetV2 (reference)"]);
+  for (const s of picks()) options.push(["specialisation:" + s.id, pickLabel(s)]);
   return options;
 }
 
@@ -107,7 +118,9 @@ $id("retrain-form").addEventListener("submit", async (event) => {
   const error = $id("retrain-error");
   error.hidden = true;
   const choice = $id("retrain-arch").value;
-  const body = choice === "reference" ? {reference: true} : {sample_id: Number(choice.split(":")[1])};
+  const [what, id] = choice.split(":");
+  const body = choice === "reference" ? {reference: true} : {[what + "_id"]: Number(id)};
+  const label = $id("retrain-arch").selectedOptions[0].textContent;
   for (const key of ["epochs", "seed"]) {
     const raw = $id("retrain-" + key).value.trim();
     if (raw !== "") body[key] = Number(raw);
@@ -116,8 +129,8 @@ $id("retrain-form").addEventListener("submit", async (event) => {
   submit.disabled = true;
   try {
     addTrainings([await api("/runs/" + runId + "/trainings", {method: "POST", body})]);
-    NAS.flash("Retraining " + (choice === "reference" ? "MobileNetV2" : "sample " + sampleLabel(body.sample_id))
-              + (NAS.isNum(body.epochs) ? " for " + body.epochs + " epochs." : "."), "info", 3000);
+    NAS.flash("Retraining " + label + (NAS.isNum(body.epochs) ? " for " + body.epochs + " epochs." : "."),
+              "info", 3000);
   } catch (e) {
     if (e.errors) {
       error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
