@@ -336,6 +336,23 @@ def test_pick_for_another_target_from_a_finished_run_and_retrain_the_pick(dashbo
     expect(training).to_contain_text("pick for")
     expect(row.get_by_test_id("specialisation-test-accuracy")).to_contain_text("%")
 
+    # the front across targets: one pick per fraction of the uniform expectation, drawn as a line
+    page.get_by_test_id("specialise-front").click()
+    rows = page.get_by_test_id("specialisation-row")
+    expect(rows).to_have_count(8)
+    expect(page.locator('[data-testid="specialisation-row"][data-status="finished"]')).to_have_count(
+        8, timeout=TIMEOUT_MS)
+    listed = dashboard.http.get("{}/api/runs/{}/specialisations".format(server, done["id"]),
+                                timeout=5).json()
+    assert sorted(s["target_latency_fraction"] for s in listed[1:]) == \
+        [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    front = []
+    for s in sorted(listed, key=lambda s: s["pick"]["latency_ms"]):
+        if not front or s["pick"]["accuracy"] > front[-1]["pick"]["accuracy"]:
+            front.append(s)
+    expect(page.get_by_test_id("pareto-plot")).to_have_attribute("data-specialised-front",
+                                                                 str(len(front)))
+
 
 def test_the_runs_list_is_live_without_polling(dashboard, server, page):
     """A run created, cancelled and deleted elsewhere shows in the open runs list as it happens,

@@ -110,6 +110,26 @@ def test_a_specialisation_waits_in_the_queue_and_leaves_it_when_cancelled(app, c
     assert client.post("/api/specialisations/{}/cancel".format(waiting["id"])).status_code == 409
 
 
+def test_a_front_across_targets_picks_for_each_fraction_of_the_uniform_expectation(client):
+    r = client.post("/api/runs/{}/specialisations/front".format(RUN["id"]),
+                    json={"fractions": [0.6, 1.0], "generations": 1})
+    assert r.status_code == 201, r.get_json()
+    asked = r.get_json()
+    assert [(s["target_latency_fraction"], s["target_latency_ms"]) for s in asked] == \
+        [(0.6, None), (1.0, None)]  # each worker turns its fraction into T, on its device's table
+    done = [specialisation_reaches(client, s["id"]) for s in asked]
+    assert [s["status"] for s in done] == ["finished", "finished"], done
+    low, high = (s["target_latency_ms"] for s in done)
+    assert high / low == pytest.approx(1.0 / 0.6, rel=1e-2)  # one table, two fractions of it
+    assert all(s["pick"]["latency_ratio"] == pytest.approx(s["pick"]["latency_ms"] /
+                                                           s["target_latency_ms"]) for s in done)
+    for body, field in (({"fractions": []}, "fractions"), ({"fractions": "all"}, "fractions"),
+                        ({"fractions": [0]}, "target_latency_fraction"),
+                        ({"fractions": [0.5], "target_latency_ms": 2}, "target_latency_ms")):
+        r = client.post("/api/runs/{}/specialisations/front".format(RUN["id"]), json=body)
+        assert r.status_code == 400 and field in r.get_json()["errors"], (body, r.get_json())
+
+
 @pytest.mark.parametrize("body, field", [
     ({"target_latency_ms": -1}, "target_latency_ms"),
     ({"target_latency_ms": "fast"}, "target_latency_ms"),

@@ -340,7 +340,9 @@ class Specialisation(db.Model):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
-    target_latency_ms: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    # T, or the fraction of the new table's uniform expectation that its worker turns into T
+    target_latency_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    target_latency_fraction: Mapped[Optional[float]] = mapped_column(sa.Float)
     target_memory_mb: Mapped[Optional[float]] = mapped_column(sa.Float)
     device_id: Mapped[Optional[int]] = mapped_column(
         sa.Integer, sa.ForeignKey("devices.id", ondelete="SET NULL"))

@@ -88,8 +88,9 @@ def training_dict(training: Training) -> dict:
     return d
 
 
-SPECIALISATION_FIELDS = ("id", "run_id", "status", "target_latency_ms", "target_memory_mb",
-                         "device_id", "group_id", "backend", "generations", "generation", "node")
+SPECIALISATION_FIELDS = ("id", "run_id", "status", "target_latency_ms", "target_latency_fraction",
+                         "target_memory_mb", "device_id", "group_id", "backend", "generations",
+                         "generation", "node")
 SPECIALISED_PICK_FIELDS = ("arch_hash", "accuracy", "latency_ms", "memory_mb", "feasible", "params",
                            "macs", "predicted_latency_ms")
 
@@ -101,7 +102,7 @@ def specialisation_dict(specialisation: Specialisation) -> dict:
     pick = specialisation.pick_data
     if pick is not None:
         pick = {name: pick.get(name) for name in SPECIALISED_PICK_FIELDS}
-        if isinstance(pick["latency_ms"], (int, float)):
+        if isinstance(pick["latency_ms"], (int, float)) and specialisation.target_latency_ms:
             pick["latency_ratio"] = pick["latency_ms"] / specialisation.target_latency_ms
         trained = [t.test_accuracy for t in specialisation.run.trainings
                    if t.arch_hash == pick["arch_hash"] and t.status == "finished"

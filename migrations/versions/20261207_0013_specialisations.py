@@ -4,7 +4,8 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07 02:00:00
 
-A `specialise` worker from the dashboard: the targets it picks for (T, memory), where it measures
+A `specialise` worker from the dashboard: the targets it picks for (T, or the fraction of the
+uniform expectation its worker turns into T; memory), where it measures
 (a device or a group) and on which runtime, its progress in generations, and its pick (the picked
 sample as the worker's summary gives it, JSON), kept with the parent run.
 """
@@ -25,7 +26,8 @@ def upgrade():
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('run_id', sa.Integer(), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
-        sa.Column('target_latency_ms', sa.Float(), nullable=False),
+        sa.Column('target_latency_ms', sa.Float(), nullable=True),
+        sa.Column('target_latency_fraction', sa.Float(), nullable=True),
         sa.Column('target_memory_mb', sa.Float(), nullable=True),
         sa.Column('device_id', sa.Integer(), nullable=True),
         sa.Column('group_id', sa.Integer(), nullable=True),

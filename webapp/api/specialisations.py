@@ -16,18 +16,28 @@ from ..workers.specialisation import pick_file
 from .errors import ApiError, bp, get_run, json_body
 
 TARGETS = ("target_latency_ms", "target_memory_mb", "backend")
+FRACTIONS = tuple(round(0.4 + 0.1 * i, 1) for i in range(7))  # a front's default targets: 40..100%
+MAX_FRONT = 20  # specialisations one front asks for
 
 
 def validate_specialisation(run: Run, body: dict) -> dict:
-    """The new targets (T, memory; the run's where not given), where to measure (``device_id`` or
+    """The new targets (T in ms, or ``target_latency_fraction`` of the new table's uniform
+    expectation; memory; the run's where not given), where to measure (``device_id`` or
     ``group_id``; the run's where neither is given), the runtime (``backend``) and the
     ``generations`` of the evolutionary search, or ApiError(400) per field."""
     errors = {name: "unknown field" for name in sorted(
-        set(body) - set(TARGETS) - {"device_id", "group_id", "generations"})}
+        set(body) - set(TARGETS) - {"target_latency_fraction", "device_id", "group_id",
+                                    "generations"})}
     config = dict(run.config_data or {}, **(run.resolved_data or {}))
     values = {name: body.get(name, config.get(name)) for name in TARGETS}
+    if "target_latency_fraction" in body:
+        values.update(target_latency_ms=None,
+                      target_latency_fraction=body["target_latency_fraction"])
+        if "target_latency_ms" in body:
+            errors["target_latency_ms"] = "give a T in ms or a target_latency_fraction, not both"
     errors.update(setting_errors(values))
-    if not errors.get("target_latency_ms") and values["target_latency_ms"] is None:
+    if not errors.get("target_latency_ms") and values["target_latency_ms"] is None and \
+            values.get("target_latency_fraction") is None:
         errors["target_latency_ms"] = "a latency target in ms is required"
     generations = body.get("generations", GENERATIONS)
     if isinstance(generations, bool) or not isinstance(generations, int) or \
@@ -65,15 +75,39 @@ def create_specialisation(run_id):
     """Pick from the run's trained supernet for other targets, on another device or runtime: a
     worker of its own, through the queue."""
     run = get_run(run_id)
-    if run.status != "finished" or not run.run_dir or \
-            not RunDirectory(run.run_dir).exists(CHECKPOINT):
-        raise ApiError(409, "run {} is {}: specialise a finished run, whose supernet is "
-                            "trained".format(run_id, run.status))
+    _check_specialisable(run)
     specialisation = Specialisation(run_id=run.id, **validate_specialisation(run, json_body()))
     db.session.add(specialisation)
     db.session.flush()
     current_app.extensions["workers"].submit(specialisation)
     return jsonify(specialisation_dict(specialisation)), 201
+
+
+@bp.post("/runs/<id:run_id>/specialisations/front")
+def create_front(run_id):
+    """One specialisation per fraction of the new table's uniform expectation (``fractions``,
+    default 40 to 100% in steps of 10): the run's picks across targets, its specialised front."""
+    run = get_run(run_id)
+    _check_specialisable(run)
+    body = json_body()
+    fractions = body.pop("fractions", list(FRACTIONS))
+    if not isinstance(fractions, list) or not 1 <= len(fractions) <= MAX_FRONT:
+        raise ApiError(400, errors={"fractions": "a list of 1 to {} fractions".format(MAX_FRONT)})
+    asked = [validate_specialisation(run, dict(body, target_latency_fraction=f))
+             for f in fractions]
+    created = [Specialisation(run_id=run.id, **values) for values in asked]
+    db.session.add_all(created)
+    db.session.flush()
+    for specialisation in created:
+        current_app.extensions["workers"].submit(specialisation)
+    return jsonify([specialisation_dict(s) for s in created]), 201
+
+
+def _check_specialisable(run: Run):
+    if run.status != "finished" or not run.run_dir or \
+            not RunDirectory(run.run_dir).exists(CHECKPOINT):
+        raise ApiError(409, "run {} is {}: specialise a finished run, whose supernet is "
+                            "trained".format(run.id, run.status))
 
 
 def get_specialisation(specialisation_id) -> Specialisation:
@@ -110,4 +144,4 @@ def specialisation_pick(specialisation_id):
     return send_file(path, as_attachment=True, mimetype="application/json",
                      download_name="run{}_specialisation{}_{:g}ms_best_arch.json".format(
                          specialisation.run_id, specialisation.id,
-                         specialisation.target_latency_ms))
+                         specialisation.target_latency_ms or 0))

@@ -45,7 +45,7 @@ def validate_training(run: Run, body: dict) -> dict:
                 specialisation.id)
         else:
             values.update(sample=None, arch=pick["arch"], arch_hash=pick["arch_hash"],
-                          label="pick for {:g} ms".format(specialisation.target_latency_ms))
+                          label="pick for {:g} ms".format(specialisation.target_latency_ms or 0))
     elif body.get("reference") is True and what == ["reference"]:
         reference = run.reference_data or {}
         if not isinstance(reference.get("arch"), dict):

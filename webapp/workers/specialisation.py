@@ -60,9 +60,12 @@ class SpecialisationWorkers(WorkerKind):
         specialisation.directory = specialisation_directory(specialisation.run.run_dir,
                                                             specialisation.id)
         os.makedirs(specialisation.directory, exist_ok=True)
-        settings = {"target_latency_ms": specialisation.target_latency_ms,
-                    "target_memory_mb": specialisation.target_memory_mb,
+        settings = {"target_memory_mb": specialisation.target_memory_mb,
                     "backend": specialisation.backend}
+        if specialisation.target_latency_ms is None:  # the new table's automatic T
+            settings["target_latency_fraction"] = specialisation.target_latency_fraction
+        else:
+            settings["target_latency_ms"] = specialisation.target_latency_ms
         if address:
             settings["device"] = address
         write_json(os.path.join(specialisation.directory, SPECIALISATION_SETTINGS), settings)
@@ -88,6 +91,9 @@ class SpecialisationWorkers(WorkerKind):
     def _on_started(self, specialisation, event, worker):
         specialisation.status = "running"
         specialisation.generation = 0
+        resolved = (event.get("config") or {}).get("target_latency_ms")
+        if specialisation.target_latency_ms is None and isinstance(resolved, (int, float)):
+            specialisation.target_latency_ms = resolved  # the automatic T of its table
 
     def _on_generation(self, specialisation, event, worker):
         if isinstance(event.get("generation"), int):

@@ -4,7 +4,7 @@ import * as NAS from "../common.js";
 import {$id, archUrl, bestSample, config, hasPlotly, hasPoint, mark, sampleLabel, sortedSamples,
   state} from "./state.js";
 import {retrained} from "./trainings.js";
-import {pickLabel, picks} from "./specialisations.js";
+import {pickLabel, picks, specialisedFront} from "./specialisations.js";
 
 const {fmt, ACTIVE, OPS, STAGE_STARTS} = NAS;
 
@@ -130,17 +130,25 @@ export function renderScatter() {
       marker: {symbol: "triangle-up", size: 12, color: "#16a34a", line: {width: 1.5, color: "#14532d"}},
     });
   }
-  const specialised = picks();
-  node.dataset.picks = String(specialised.length);
-  if (specialised.length) {
+  const picked = picks();
+  node.dataset.picks = String(picked.length);
+  if (picked.length) {
     traces.push({
       type: "scatter", mode: "markers", name: "picks for other targets (specialised)",
-      x: specialised.map((s) => s.pick.latency_ms), y: specialised.map((s) => 100 * s.pick.accuracy),
-      customdata: specialised.map((s) => [pickLabel(s) + " (" + s.backend + ")",
-                                          fmt.num(s.pick.latency_ratio, 2)]),
+      x: picked.map((s) => s.pick.latency_ms), y: picked.map((s) => 100 * s.pick.accuracy),
+      customdata: picked.map((s) => [pickLabel(s) + " (" + s.backend + ")", fmt.num(s.pick.latency_ratio, 2)]),
       hovertemplate: "<b>%{customdata[0]}</b><br>%{x:.3f} ms (%{customdata[1]} of its T), "
         + "shared-weight accuracy %{y:.2f}%<extra></extra>",
       marker: {symbol: "star-diamond", size: 13, color: "#db2777", line: {width: 1.5, color: "#831843"}},
+    });
+  }
+  const specialised = specialisedFront();
+  node.dataset.specialisedFront = String(specialised.length);
+  if (specialised.length > 1) {
+    traces.push({
+      type: "scatter", mode: "lines", name: "specialised front (picks across targets)",
+      x: specialised.map((s) => s.pick.latency_ms), y: specialised.map((s) => 100 * s.pick.accuracy),
+      hoverinfo: "skip", line: {shape: "hv", color: "#db2777", width: 2, dash: "dot"},
     });
   }
   const target = config().target_latency_ms;

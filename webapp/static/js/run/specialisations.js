@@ -29,6 +29,23 @@ function testAccuracy(s) {
 
 export const pickLabel = (s) => "pick for " + fmt.ms(s.target_latency_ms) + (s.device ? " on " + s.device : "");
 
+/** The picks measured where the run measured, on its runtime, that no faster one beats: the run's
+ * specialised front (picks on other devices or runtimes are on another latency scale). */
+export function specialisedFront() {
+  const run = state.run || {};
+  const here = picks().filter((s) => s.device_id === run.device_id && s.group_id === run.group_id
+    && s.backend === config().backend).sort((a, b) => a.pick.latency_ms - b.pick.latency_ms);
+  const front = [];
+  for (const s of here) if (!front.length || s.pick.accuracy > front[front.length - 1].pick.accuracy) front.push(s);
+  return front;
+}
+
+function targetText(s) {
+  const t = NAS.isNum(s.target_latency_ms) ? fmt.ms(s.target_latency_ms)
+    : "automatic (" + fmt.pct(s.target_latency_fraction, 0) + ")";
+  return t + (NAS.isNum(s.target_memory_mb) ? " \u00b7 " + fmt.num(s.target_memory_mb, 1) + " MB" : "");
+}
+
 // --- the form ----------------------------------------------------------------------------------
 
 let formReady = false;
@@ -62,25 +79,30 @@ async function fillForm() {
 function renderForm() {
   const finished = state.run && state.run.status === "finished";
   $id("specialise-submit").disabled = !finished || !formReady;
+  $id("specialise-front").disabled = !finished || !formReady;
   $id("specialise-unavailable").hidden = finished || !state.run;
 }
 
-$id("specialise-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const error = $id("specialise-error");
-  error.hidden = true;
+/** The form's device, runtime, memory and generations as a request's body. */
+function formBody() {
   const [where, id] = $id("specialise-device").value.split(":");
-  const body = {target_latency_ms: Number($id("specialise-target").value),
-                backend: $id("specialise-backend").value, [where + "_id"]: Number(id)};
+  const body = {backend: $id("specialise-backend").value, [where + "_id"]: Number(id)};
   const memory = $id("specialise-memory").value.trim();
   if (memory !== "") body.target_memory_mb = Number(memory);
   const generations = $id("specialise-generations").value.trim();
   if (generations !== "") body.generations = Number(generations);
-  const submit = $id("specialise-submit");
-  submit.disabled = true;
+  return body;
+}
+
+/** POST `body` to `path`; the answer's specialisations are shown, a refusal under the form. */
+async function ask(path, body, said) {
+  const error = $id("specialise-error");
+  error.hidden = true;
+  for (const id of ["specialise-submit", "specialise-front"]) $id(id).disabled = true;
   try {
-    addSpecialisations([await api("/runs/" + runId + "/specialisations", {method: "POST", body})]);
-    NAS.flash("Picking for " + fmt.ms(body.target_latency_ms) + " from the trained supernet.", "info", 3000);
+    const answer = await api("/runs/" + runId + path, {method: "POST", body});
+    addSpecialisations(Array.isArray(answer) ? answer : [answer]);
+    NAS.flash(said, "info", 3000);
   } catch (e) {
     if (e.errors) {
       error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
@@ -89,6 +111,16 @@ $id("specialise-form").addEventListener("submit", async (event) => {
   } finally {
     renderForm();
   }
+}
+
+$id("specialise-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = Object.assign(formBody(), {target_latency_ms: Number($id("specialise-target").value)});
+  ask("/specialisations", body, "Picking for " + fmt.ms(body.target_latency_ms) + " from the trained supernet.");
+});
+
+$id("specialise-front").addEventListener("click", () => {
+  ask("/specialisations/front", formBody(), "Picking for 40 to 100% of the uniform expectation, one target at a time.");
 });
 
 // --- the table ---------------------------------------------------------------------------------
@@ -134,8 +166,7 @@ export function renderSpecialisations() {
     return el("tr", {dataset: {specialisationId: s.id, status: s.status}, "data-testid": "specialisation-row"},
       el("td", {}, s.device || "(deleted device)"),
       el("td", {}, s.backend),
-      el("td", {class: "num"}, fmt.ms(s.target_latency_ms)
-        + (NAS.isNum(s.target_memory_mb) ? " \u00b7 " + fmt.num(s.target_memory_mb, 1) + " MB" : "")),
+      el("td", {class: "num", "data-testid": "specialisation-target"}, targetText(s)),
       statusCell(s),
       el("td", {class: "num", "data-testid": "specialisation-ratio",
                 title: NAS.isNum(pick.latency_ms) ? fmt.ms(pick.latency_ms) + " measured" : ""}, ratio),
