@@ -312,7 +312,7 @@ def test_the_local_device_measures_in_onnxruntime_apart_from_pytorch(monkeypatch
     space = SearchSpace(0.5, 32, 10, 1)
     arch = space.mobilenet_v2()
     pytorch, onnx = LocalDevice(1, 1, 3), LocalDevice(1, 1, 3, backend="onnxruntime")
-    assert onnx.device_id == pytorch.device_id + ":onnxruntime"
+    assert onnx.device_key == pytorch.device_key + ":onnxruntime"
     stats = onnx.measure(arch)
     assert stats["backend"] == "onnxruntime" and stats["runs"] == 3 and stats["min_ms"] > 0
     assert len(sessions) == 1

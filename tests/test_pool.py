@@ -37,7 +37,7 @@ def test_a_pool_spreads_its_measurements_and_outlives_a_lost_member(agents):
     spec = ",".join("127.0.0.1:{}".format(a.port) for a in agents)
     pool = open_device(spec, warmup=1, runs=3, token=TOKEN, group="nanos")
     try:
-        assert isinstance(pool, DevicePool) and pool.device_id == "group:nanos"
+        assert isinstance(pool, DevicePool) and pool.device_key == "group:nanos"
         archs = members(8, 0)
         stats = pool.measure_many(archs)
         assert [s["arch_hash"] for s in stats] == [a.hash for a in archs]  # in order
