@@ -1,5 +1,6 @@
-"""What a worker is, and what one kind of worker (a search, a retraining) adds to the common life
-(lifecycle.py): its table, its command, and the handlers that turn its events into rows."""
+"""What a worker is, and what one kind of worker (a search, a retraining, a specialisation) adds to
+the common life (lifecycle.py): its table, its command, and the handlers that turn its events into
+rows."""
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,7 @@ class Worker:
 class WorkerKind:
     """One kind of worker; the defaults are a kind's that has no more to say."""
 
-    model = None  # the table of its rows: Run, Training
+    model = None  # the table of its rows: Run, Training, Specialisation
     name = "worker"
     handlers: dict = {}  # event name -> handler(kind, row, event, worker); NOT_STORED: no commit
 

@@ -1,13 +1,13 @@
 """The one life of every worker, whatever its kind: queued, claimed, launched through the app's
 executor, followed, watched for silence, cancelled, its exit recorded.
 
-At most MAX_RUNS workers run at once, searches and retrainings alike (each is a process on the
-same cores, or a Ray node's): the others wait as ``queued``, first in line first, and one
-scheduler thread starts the next whenever a slot frees (``submit``, ``kick``). The queue is the
-database's: a dashboard that restarts goes on with it. A claimed worker holds its slot from the
-claim to its recorded exit; one thread of its own launches it (the scheduler waits until it is
-placed, so that the executor's room counts it), reads its JSON-lines event stream and applies
-each event to the database through its kind's handler (webapp/workers/search.py, training.py).
+At most MAX_RUNS workers run at once, searches, retrainings and specialisations alike (each is a
+process on the same cores, or a Ray node's): the others wait as ``queued``, first in line first,
+and one scheduler thread starts the next whenever a slot frees (``submit``, ``kick``). The queue
+is the database's: a dashboard that restarts goes on with it. A claimed worker holds its slot from
+the claim to its recorded exit; one thread of its own launches it (the scheduler waits until it is
+placed, so that the executor's room counts it), reads its JSON-lines event stream and applies each
+event to the database through its kind's handler (search.py, training.py, specialisation.py).
 """
 from __future__ import annotations
 
