@@ -289,14 +289,16 @@ def test_a_retraining_asked_for_while_a_search_runs_waits_in_the_queue(dashboard
     expect(row).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
 
 
-def test_pick_for_another_target_from_a_finished_run_and_retrain_the_pick(dashboard, server, page,
-                                                                         tmp_path):
+def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, server, page,
+                                                                  tmp_path):
     """On a finished run's page: a new T, the device and runtime; the specialisation runs live
     (its row, then its pick on the scatter), its JSON downloads, and its pick retrains from its
-    row, the test accuracy then shown beside it."""
-    tiny = {"epochs": 2, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 1,
+    row, the test accuracy then shown beside it; a front across targets draws its line. Then the
+    ranking check: its retrainings go through the queue, and the answer fills in live (the
+    scatter of shared-weight against test accuracy, Kendall's tau as the API gives it, the CSV)."""
+    tiny = {"epochs": 3, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 3,
             "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
-    done = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="to specialise"),
+    done = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="finished"),
                                timeout=30).json()
     page.goto("{}/runs/{}".format(server, done["id"]))
     expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "finished",
@@ -337,21 +339,43 @@ def test_pick_for_another_target_from_a_finished_run_and_retrain_the_pick(dashbo
     expect(row.get_by_test_id("specialisation-test-accuracy")).to_contain_text("%")
 
     # the front across targets: one pick per fraction of the uniform expectation, drawn as a line
+    expect(page.get_by_test_id("specialise-front-targets")).to_have_value("7")  # /api/defaults'
+    page.get_by_test_id("specialise-front-targets").fill("2")
     page.get_by_test_id("specialise-front").click()
-    rows = page.get_by_test_id("specialisation-row")
-    expect(rows).to_have_count(8)
+    expect(page.get_by_test_id("specialisation-row")).to_have_count(3)
     expect(page.locator('[data-testid="specialisation-row"][data-status="finished"]')).to_have_count(
-        8, timeout=TIMEOUT_MS)
+        3, timeout=TIMEOUT_MS)
     listed = dashboard.http.get("{}/api/runs/{}/specialisations".format(server, done["id"]),
                                 timeout=5).json()
-    assert sorted(s["target_latency_fraction"] for s in listed[1:]) == \
-        [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert [s["target_latency_fraction"] for s in listed[1:]] == [0.4, 1.0]
     front = []
     for s in sorted(listed, key=lambda s: s["pick"]["latency_ms"]):
         if not front or s["pick"]["accuracy"] > front[-1]["pick"]["accuracy"]:
             front.append(s)
     expect(page.get_by_test_id("pareto-plot")).to_have_attribute("data-specialised-front",
                                                                  str(len(front)))
+
+    expect(page.get_by_test_id("ranking-architectures")).to_have_value("8")  # /api/defaults'
+    page.get_by_test_id("ranking-architectures").fill("2")
+    page.get_by_test_id("ranking-submit").click()
+    expect(page.get_by_test_id("ranking-error")).to_contain_text("architectures: must be an integer in [3, 30]")
+    page.get_by_test_id("ranking-architectures").fill("3")
+    page.get_by_test_id("ranking-epochs").fill("1")
+    page.get_by_test_id("ranking-submit").click()
+    expect(page.get_by_test_id("training-row")).to_have_count(4)  # the pick's, and the check's
+    expect(page.get_by_test_id("ranking-plot")).to_have_attribute("data-points", "3",
+                                                                  timeout=TIMEOUT_MS)
+    [check] = dashboard.http.get("{}/api/runs/{}/ranking_checks".format(server, done["id"]),
+                                 timeout=5).json()
+    summary = page.get_by_test_id("ranking-summary")
+    if check["kendall_tau"] is None:
+        expect(summary).to_contain_text("3 of 3 architectures retrained")
+    else:
+        expect(summary).to_have_attribute("data-tau", str(check["kendall_tau"]))
+        expect(summary).to_contain_text("Kendall's tau {:.2f}".format(check["kendall_tau"]))
+    expect(summary).to_contain_text("The pick ranks")
+    expect(page.get_by_test_id("ranking-csv")).to_have_attribute(
+        "href", re.compile(r".*/api/ranking_checks/{}\.csv$".format(check["id"])))
 
 
 def test_the_runs_list_is_live_without_polling(dashboard, server, page):

@@ -123,7 +123,13 @@ def test_a_front_across_targets_picks_for_each_fraction_of_the_uniform_expectati
     assert high / low == pytest.approx(1.0 / 0.6, rel=1e-2)  # one table, two fractions of it
     assert all(s["pick"]["latency_ratio"] == pytest.approx(s["pick"]["latency_ms"] /
                                                            s["target_latency_ms"]) for s in done)
+    r = client.post("/api/runs/{}/specialisations/front".format(RUN["id"]),
+                    json={"targets": 4, "generations": 1})
+    assert [s["target_latency_fraction"] for s in r.get_json()] == [0.4, 0.6, 0.8, 1.0]
+    for s in r.get_json():  # the fractions were the point here: not their picks
+        assert client.post("/api/specialisations/{}/cancel".format(s["id"])).status_code == 200
     for body, field in (({"fractions": []}, "fractions"), ({"fractions": "all"}, "fractions"),
+                        ({"targets": 1}, "targets"), ({"targets": 21}, "targets"),
                         ({"fractions": [0]}, "target_latency_fraction"),
                         ({"fractions": [0.5], "target_latency_ms": 2}, "target_latency_ms")):
         r = client.post("/api/runs/{}/specialisations/front".format(RUN["id"]), json=body)

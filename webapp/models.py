@@ -218,6 +218,9 @@ class Run(db.Model):
     specialisations: Mapped[list["Specialisation"]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
         order_by="Specialisation.id")
+    ranking_checks: Mapped[list["RankingCheck"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="RankingCheck.id")
 
     @property
     def active(self) -> bool:
@@ -317,10 +320,14 @@ class Training(db.Model):
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(sa.DateTime(timezone=True))
+    # the ranking check it retrains for, if any
+    ranking_check_id: Mapped[Optional[int]] = mapped_column(
+        sa.Integer, sa.ForeignKey("ranking_checks.id", ondelete="SET NULL"))
 
     arch = json_property("arch_json")
 
     run: Mapped[Run] = relationship(back_populates="trainings")
+    ranking_check: Mapped[Optional["RankingCheck"]] = relationship(back_populates="trainings")
 
     @property
     def active(self) -> bool:
@@ -328,6 +335,24 @@ class Training(db.Model):
 
     def __repr__(self):
         return f"<Training {self.id} run={self.run_id} {self.label!r} {self.status}>"
+
+
+class RankingCheck(db.Model):
+    """Architectures spread across a run's samples, retrained from scratch: does the shared-weight
+    accuracy the search ranked them by rank them as standalone training does?"""
+
+    __tablename__ = "ranking_checks"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    architectures: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    epochs: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="ranking_checks")
+    trainings: Mapped[list[Training]] = relationship(back_populates="ranking_check",
+                                                     order_by="Training.id")
 
 
 class Specialisation(db.Model):

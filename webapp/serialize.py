@@ -9,11 +9,12 @@ from flask import current_app
 
 from search_core.best import explain
 from search_core.device_client import backend_of
+from search_core.ranking import agreement
 from search_core.rundir import CONFIG, RunDirectory
 
 from .extensions import db
-from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, Run, Sample,
-                     Specialisation, Training, queue_position)
+from .models import (TRAINING_FILES, Device, DeviceGroup, DeviceLut, EpochMetric, RankingCheck,
+                     Run, Sample, Specialisation, Training, queue_position)
 from .paths import dataset_roots, public_path, public_text
 
 SAMPLE_FIELDS = ("id", "epoch", "kind", "arch_hash", "accuracy", "latency_ms", "latency_median_ms",
@@ -75,7 +76,8 @@ def public_reference(reference: dict | None) -> dict | None:
 
 
 TRAINING_FIELDS = ("id", "run_id", "sample_id", "arch_hash", "label", "status", "epochs", "seed",
-                   "epoch", "loss", "val_accuracy", "test_accuracy", "train_time_s", "node")
+                   "epoch", "loss", "val_accuracy", "test_accuracy", "train_time_s", "node",
+                   "ranking_check_id")
 
 
 def training_dict(training: Training) -> dict:
@@ -112,6 +114,42 @@ def specialisation_dict(specialisation: Specialisation) -> dict:
         specialisation.message), error=public_text(specialisation.error),
         created_at=iso(specialisation.created_at), finished_at=iso(specialisation.finished_at))
     return d
+
+
+def ranking_check_dict(check: RankingCheck) -> dict:
+    """A ranking check: each architecture's shared-weight and (once retrained) test accuracy,
+    Kendall's tau between the two over those retrained with its p-value, where the pick stands
+    by each, and what the retrainings cost."""
+    run = check.run
+    numbers = sample_numbers(run.id)
+    pick = run.best_sample.arch_hash if run.best_sample is not None else None
+    points = []
+    for training in check.trainings:
+        sample = db.session.get(Sample, training.sample_id) if training.sample_id else None
+        points.append({
+            "training_id": training.id, "status": training.status,
+            "number": numbers.get(training.sample_id), "arch_hash": training.arch_hash,
+            "shared_weight_accuracy": sample.accuracy if sample else None,
+            "latency_ms": sample.latency_ms if sample else None,
+            "test_accuracy": training.test_accuracy if training.status == "finished" else None,
+            "train_time_s": training.train_time_s, "pick": training.arch_hash == pick})
+    done = [p for p in points if p["test_accuracy"] is not None
+            and p["shared_weight_accuracy"] is not None]
+    tau, p_value = agreement([p["shared_weight_accuracy"] for p in done],
+                             [p["test_accuracy"] for p in done])
+    return {"id": check.id, "run_id": check.run_id, "architectures": check.architectures,
+            "epochs": check.epochs, "seed": check.seed, "created_at": iso(check.created_at),
+            "active": any(t.active for t in check.trainings), "points": points,
+            "retrained": len(done), "kendall_tau": tau, "p_value": p_value,
+            "pick_rank": _rank_of_pick(done, "test_accuracy"),
+            "pick_shared_rank": _rank_of_pick(done, "shared_weight_accuracy"),
+            "train_time_s": sum(p["train_time_s"] or 0.0 for p in done)}
+
+
+def _rank_of_pick(points, key) -> int | None:
+    """1 for the most accurate of ``points`` by ``key``; None when the pick is not among them."""
+    pick = next((p for p in points if p["pick"]), None)
+    return None if pick is None else 1 + sum(p[key] > pick[key] for p in points)
 
 
 def resumable(run: Run) -> bool:

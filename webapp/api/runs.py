@@ -21,6 +21,8 @@ from ..models import Device, DeviceGroup, Run
 from ..serialize import RESUMABLE, resumable, run_dict
 
 from .devices import PROFILE_DEFAULTS, PROFILE_LIMITS
+from .ranking import ARCHITECTURES, CHECK_LIMITS
+from .specialisations import FRONT_DEFAULT, FRONT_RANGE, FRONT_TARGETS
 from .errors import ApiError, bp, get_run, json_body
 from .validation import validate_settings
 
@@ -62,7 +64,12 @@ def defaults():
                                        for k, (_, lim) in PROFILE_LIMITS.items()}},
                    device_limits=limits.as_dict(), max_id=MAX_ID,
                    specialise={"generations": GENERATIONS, "min": GENERATIONS_LIMIT.low,
-                               "max": GENERATIONS_LIMIT.high})
+                               "max": GENERATIONS_LIMIT.high, "front_targets": FRONT_DEFAULT,
+                               "front_min": FRONT_TARGETS.low, "front_max": FRONT_TARGETS.high,
+                               "front_range": list(FRONT_RANGE)},
+                   ranking_check={"architectures": ARCHITECTURES,
+                                  "min": CHECK_LIMITS["architectures"].low,
+                                  "max": CHECK_LIMITS["architectures"].high})
 
 
 @bp.get("/runs")

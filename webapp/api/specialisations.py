@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, jsonify, send_file
 
 from search_core.rundir import CHECKPOINT, RunDirectory
+from nano_agent.limits import Limit
 from search_core.settings import GENERATIONS, GENERATIONS_LIMIT, setting_errors
 
 from ..extensions import db
@@ -16,8 +17,14 @@ from ..workers.specialisation import pick_file
 from .errors import ApiError, bp, get_run, json_body
 
 TARGETS = ("target_latency_ms", "target_memory_mb", "backend")
-FRACTIONS = tuple(round(0.4 + 0.1 * i, 1) for i in range(7))  # a front's default targets: 40..100%
-MAX_FRONT = 20  # specialisations one front asks for
+# a front's targets: fractions of the uniform expectation spread evenly over this range
+FRONT_RANGE, FRONT_TARGETS = (0.4, 1.0), Limit(2, 20)
+FRONT_DEFAULT = 7  # 40, 50, ... 100%
+
+
+def front_fractions(count: int) -> list:
+    low, high = FRONT_RANGE
+    return [round(low + (high - low) * i / (count - 1), 3) for i in range(count)]
 
 
 def validate_specialisation(run: Run, body: dict) -> dict:
@@ -85,14 +92,21 @@ def create_specialisation(run_id):
 
 @bp.post("/runs/<id:run_id>/specialisations/front")
 def create_front(run_id):
-    """One specialisation per fraction of the new table's uniform expectation (``fractions``,
-    default 40 to 100% in steps of 10): the run's picks across targets, its specialised front."""
+    """One specialisation per fraction of the new table's uniform expectation: ``fractions``, or
+    ``targets`` of them spread evenly over FRONT_RANGE (default FRONT_DEFAULT): the run's picks
+    across targets, its specialised front."""
     run = get_run(run_id)
     _check_specialisable(run)
     body = json_body()
-    fractions = body.pop("fractions", list(FRACTIONS))
-    if not isinstance(fractions, list) or not 1 <= len(fractions) <= MAX_FRONT:
-        raise ApiError(400, errors={"fractions": "a list of 1 to {} fractions".format(MAX_FRONT)})
+    targets = body.pop("targets", None if "fractions" in body else FRONT_DEFAULT)
+    if targets is not None:
+        if isinstance(targets, bool) or not isinstance(targets, int) or targets not in FRONT_TARGETS:
+            raise ApiError(400, errors={"targets": "must be an integer in " + FRONT_TARGETS.describe()})
+        body["fractions"] = front_fractions(targets)
+    fractions = body.pop("fractions")
+    if not isinstance(fractions, list) or not 1 <= len(fractions) <= FRONT_TARGETS.high:
+        raise ApiError(400, errors={"fractions": "a list of 1 to {} fractions".format(
+            FRONT_TARGETS.high)})
     asked = [validate_specialisation(run, dict(body, target_latency_fraction=f))
              for f in fractions]
     created = [Specialisation(run_id=run.id, **values) for values in asked]

@@ -16,6 +16,7 @@ import {renderScatter, renderCurves, renderHeatmap} from "./charts.js";
 import {buildHead, renderBest, renderConfig, renderTable} from "./details.js";
 import {addTrainings, renderTrainings} from "./trainings.js";
 import {addSpecialisations, renderSpecialisations} from "./specialisations.js";
+import {refreshChecks, renderRanking, setChecks} from "./ranking.js";
 
 const {api} = NAS;
 
@@ -24,7 +25,7 @@ if (!hasPlotly) NAS.flash("The charting library did not load: charts are unavail
 registerRenderers({
   header: renderHeader, progress: renderProgress, scatter: renderScatter, curves: renderCurves,
   heatmap: renderHeatmap, best: renderBest, table: renderTable, config: renderConfig,
-  trainings: renderTrainings, specialisations: renderSpecialisations,
+  trainings: renderTrainings, specialisations: renderSpecialisations, ranking: renderRanking,
 });
 
 // the best sample is the server's call (search_core/best.py): refetch the run after samples
@@ -57,6 +58,7 @@ const HANDLERS = {
   },
   training(data) {
     addTrainings([data.training]);
+    if (data.training && NAS.isNum(data.training.ranking_check_id)) refreshChecks();
   },
   specialisation(data) {
     addSpecialisations([data.specialisation]);
@@ -84,13 +86,14 @@ function onEvent(name, data) {
 
 /** The run, its samples and its metrics; a failed part is flashed (unless quiet) and skipped. */
 async function fetchParts(afterId, quiet) {
-  const [run, samples, metrics, front, trainings, specialisations] = await Promise.allSettled([
+  const [run, samples, metrics, front, trainings, specialisations, checks] = await Promise.allSettled([
     api("/runs/" + runId, {quiet}),
     NAS.runSamples(runId, afterId, {quiet}),
     api("/runs/" + runId + "/metrics", {quiet}),
     api("/runs/" + runId + "/pareto", {quiet}),
     api("/runs/" + runId + "/trainings", {quiet}),
     api("/runs/" + runId + "/specialisations", {quiet}),
+    api("/runs/" + runId + "/ranking_checks", {quiet}),
   ]);
   if (run.status === "fulfilled" && run.value) setRun(run.value, {announce: state.loaded});
   if (front.status === "fulfilled" && Array.isArray(front.value)) {
@@ -100,6 +103,7 @@ async function fetchParts(afterId, quiet) {
   if (metrics.status === "fulfilled") addMetrics(metrics.value);
   if (trainings.status === "fulfilled") addTrainings(trainings.value);
   if (specialisations.status === "fulfilled") addSpecialisations(specialisations.value);
+  if (checks.status === "fulfilled") setChecks(checks.value);
   if (run.status === "rejected" && run.reason && run.reason.status === 404 && state.loaded) {
     NAS.flash("This run no longer exists.");
   }

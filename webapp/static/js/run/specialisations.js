@@ -61,7 +61,14 @@ async function fillForm() {
   $id("specialise-backend").value = config().backend || "";
   const specialise = defaults.status === "fulfilled" ? defaults.value.specialise : null;
   const generations = $id("specialise-generations");
-  if (specialise) Object.assign(generations, {value: specialise.generations, min: specialise.min, max: specialise.max});
+  if (specialise) {
+    Object.assign(generations, {value: specialise.generations, min: specialise.min, max: specialise.max});
+    Object.assign($id("specialise-front-targets"), {value: specialise.front_targets,
+                                                   min: specialise.front_min, max: specialise.front_max});
+    const [low, high] = specialise.front_range;
+    $id("specialise-front").title = "one pick at each of that many targets spread evenly from "
+      + fmt.pct(low, 0) + " to " + fmt.pct(high, 0) + " of the uniform expectation of the device's table";
+  }
   const options = [];
   for (const g of groups.status === "fulfilled" ? groups.value : []) {
     options.push(el("option", {value: "group:" + g.id}, "group " + g.name));
@@ -120,7 +127,10 @@ $id("specialise-form").addEventListener("submit", (event) => {
 });
 
 $id("specialise-front").addEventListener("click", () => {
-  ask("/specialisations/front", formBody(), "Picking for 40 to 100% of the uniform expectation, one target at a time.");
+  const body = formBody();
+  const targets = $id("specialise-front-targets").value.trim();
+  if (targets !== "") body.targets = Number(targets);
+  ask("/specialisations/front", body, "Picking across targets, one at a time.");
 });
 
 // --- the table ---------------------------------------------------------------------------------

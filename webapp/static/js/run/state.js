@@ -25,6 +25,7 @@ export const state = {
   trainings: new Map(), // id -> retraining of one of the run's architectures
   retrainPick: null, // the sample the user chose to retrain from the samples table
   specialisations: new Map(), // id -> a pick of the trained supernet for another target or device
+  rankingChecks: [], // the run's ranking checks, oldest first (the page shows the latest)
   statusEvents: 0, // run_status events seen: a button's answer older than one is not applied
 };
 
@@ -92,7 +93,7 @@ const flush = NAS.throttleFrame(() => {
 });
 export function mark(...parts) { parts.forEach((p) => dirty.add(p)); flush(); }
 export const ALL = ["header", "progress", "scatter", "curves", "heatmap", "best", "table", "config",
-                    "trainings", "specialisations"];
+                    "trainings", "specialisations", "ranking"];
 
 const RENDER = {}; // part -> function, given by the modules that draw them (main.js)
 export function registerRenderers(parts) { Object.assign(RENDER, parts); }
