@@ -162,5 +162,7 @@ def test_only_a_finished_run_with_its_supernet_is_specialised(app, client):
     r = client.post("/api/runs/{}/specialisations".format(run_id), json={"target_latency_ms": 1})
     assert r.status_code == 409 and "finished run" in r.get_json()["error"]
     assert client.get("/api/specialisations/999999").status_code == 404
+    assert client.post("/api/runs/999999/specialisations", json={}).status_code == 404
+    assert client.post("/api/runs/999999/specialisations/front", json={}).status_code == 404
     r = client.post("/api/runs/{}/trainings".format(RUN["id"]), json={"specialisation_id": 999999})
     assert r.status_code == 400 and "specialisation_id" in r.get_json()["errors"]
