@@ -164,7 +164,8 @@ def resume_run(run_id):
     if not resumable(run):
         raise ApiError(409, "run {} is {}{}: it cannot be resumed".format(
             run_id, run.status, "" if run.status not in RESUMABLE else " without a checkpoint"))
-    current_app.extensions["workers"].wait(Run, run_id, 10)  # a worker that just failed is still exiting
+    # a worker that just failed is still exiting
+    current_app.extensions["workers"].wait(Run, run_id, 10)
     holder = RunDirectory(run.run_dir).worker_pid()
     if holder is not None:  # e.g. an orphan that did not stop: never two writers
         raise ApiError(409, "a worker (pid {}) still runs on run {}: stop it first".format(

@@ -100,8 +100,10 @@ def create_front(run_id):
     body = json_body()
     targets = body.pop("targets", None if "fractions" in body else FRONT_DEFAULT)
     if targets is not None:
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets not in FRONT_TARGETS:
-            raise ApiError(400, errors={"targets": "must be an integer in " + FRONT_TARGETS.describe()})
+        if isinstance(targets, bool) or not isinstance(targets, int) or \
+                targets not in FRONT_TARGETS:
+            raise ApiError(400, errors={"targets": "must be an integer in " +
+                                                   FRONT_TARGETS.describe()})
         body["fractions"] = front_fractions(targets)
     fractions = body.pop("fractions")
     if not isinstance(fractions, list) or not 1 <= len(fractions) <= FRONT_TARGETS.high:
