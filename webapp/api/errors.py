@@ -48,18 +48,20 @@ def _internal_error(e):
         type(e).__name__)), 500
 
 
+def get_row(model, row_id, name: str):
+    """The ``model`` row ``row_id``, or a 404 naming it (``name``: what the user calls it)."""
+    row = db.session.get(model, row_id)
+    if row is None:
+        raise ApiError(404, "no {} {}".format(name, row_id))
+    return row
+
+
 def get_run(run_id) -> Run:
-    run = db.session.get(Run, run_id)
-    if run is None:
-        raise ApiError(404, "no run {}".format(run_id))
-    return run
+    return get_row(Run, run_id, "run")
 
 
 def get_device(device_id) -> Device:
-    device = db.session.get(Device, device_id)
-    if device is None:
-        raise ApiError(404, "no device {}".format(device_id))
-    return device
+    return get_row(Device, device_id, "device")
 
 
 def json_body(optional=False) -> dict:

@@ -17,7 +17,8 @@ from ..extensions import db
 from ..models import RankingCheck, Run, Sample, Training
 from ..serialize import ranking_check_dict, sample_numbers
 
-from .errors import ApiError, bp, get_run, json_body
+from .errors import ApiError, bp, get_row, get_run, json_body
+from .validation import integer_error
 
 CHECK_LIMITS = {"architectures": Limit(MIN_ARCHITECTURES, 30), "epochs": Limit(1, 10000),
                 "seed": Limit(0, 2 ** 31 - 1)}
@@ -34,10 +35,9 @@ def validate_check(run: Run, body: dict) -> dict:
     defaults = {"architectures": ARCHITECTURES, "epochs": Recipe.epochs,
                 "seed": (run.config_data or {}).get("seed", 0)}
     for name, limit in CHECK_LIMITS.items():
-        value = body.get(name, defaults[name])
-        if isinstance(value, bool) or not isinstance(value, int) or value not in limit:
-            errors[name] = "must be an integer in " + limit.describe()
-        values[name] = value
+        values[name] = body.get(name, defaults[name])
+        if message := integer_error(values[name], limit):
+            errors[name] = message
     if errors:
         raise ApiError(400, errors=errors)
     return values
@@ -83,9 +83,7 @@ def create_check(run_id):
 
 @bp.get("/ranking_checks/<id:check_id>.csv")
 def check_csv(check_id):
-    check = db.session.get(RankingCheck, check_id)
-    if check is None:
-        raise ApiError(404, "no ranking check {}".format(check_id))
+    check = get_row(RankingCheck, check_id, "ranking check")
     out = io.StringIO()
     writer = csv.writer(out)
     columns = ("number", "arch_hash", "shared_weight_accuracy", "test_accuracy", "latency_ms",

@@ -14,7 +14,8 @@ from ..models import Device, DeviceGroup, Run, Specialisation
 from ..serialize import specialisation_dict
 from ..workers.specialisation import pick_file
 
-from .errors import ApiError, bp, get_run, json_body
+from .errors import ApiError, bp, get_row, get_run, json_body
+from .validation import integer_error
 
 TARGETS = ("target_latency_ms", "target_memory_mb", "backend")
 # a front's targets: fractions of the uniform expectation spread evenly over this range
@@ -47,9 +48,8 @@ def validate_specialisation(run: Run, body: dict) -> dict:
             values.get("target_latency_fraction") is None:
         errors["target_latency_ms"] = "a latency target in ms is required"
     generations = body.get("generations", GENERATIONS)
-    if isinstance(generations, bool) or not isinstance(generations, int) or \
-            generations not in GENERATIONS_LIMIT:
-        errors["generations"] = "must be an integer in " + GENERATIONS_LIMIT.describe()
+    if message := integer_error(generations, GENERATIONS_LIMIT):
+        errors["generations"] = message
     where = {"device_id": run.device_id, "group_id": run.group_id}
     if "device_id" in body or "group_id" in body:
         where = {"device_id": body.get("device_id"), "group_id": body.get("group_id")}
@@ -100,10 +100,8 @@ def create_front(run_id):
     body = json_body()
     targets = body.pop("targets", None if "fractions" in body else FRONT_DEFAULT)
     if targets is not None:
-        if isinstance(targets, bool) or not isinstance(targets, int) or \
-                targets not in FRONT_TARGETS:
-            raise ApiError(400, errors={"targets": "must be an integer in " +
-                                                   FRONT_TARGETS.describe()})
+        if message := integer_error(targets, FRONT_TARGETS):
+            raise ApiError(400, errors={"targets": message})
         body["fractions"] = front_fractions(targets)
     fractions = body.pop("fractions")
     if not isinstance(fractions, list) or not 1 <= len(fractions) <= FRONT_TARGETS.high:
@@ -127,10 +125,7 @@ def _check_specialisable(run: Run):
 
 
 def get_specialisation(specialisation_id) -> Specialisation:
-    specialisation = db.session.get(Specialisation, specialisation_id)
-    if specialisation is None:
-        raise ApiError(404, "no specialisation {}".format(specialisation_id))
-    return specialisation
+    return get_row(Specialisation, specialisation_id, "specialisation")
 
 
 @bp.get("/specialisations/<id:specialisation_id>")

@@ -13,7 +13,8 @@ from ..ids import is_id
 from ..models import TRAINING_FILES, Run, Sample, Specialisation, Training
 from ..serialize import sample_number, training_dict
 
-from .errors import ApiError, bp, get_run, json_body
+from .errors import ApiError, bp, get_row, get_run, json_body
+from .validation import integer_error
 
 
 TRAINING_LIMITS = {"epochs": limits.Limit(1, 10000), "seed": limits.Limit(0, 2 ** 31 - 1)}
@@ -25,10 +26,9 @@ def validate_training(run: Run, body: dict) -> dict:
     or ApiError(400) per field."""
     errors, values = {}, {}
     for name, default in (("epochs", Recipe.epochs), ("seed", run.config_data.get("seed", 0))):
-        value = body.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value not in TRAINING_LIMITS[name]:
-            errors[name] = "must be an integer in " + TRAINING_LIMITS[name].describe()
-        values[name] = value
+        values[name] = body.get(name, default)
+        if message := integer_error(values[name], TRAINING_LIMITS[name]):
+            errors[name] = message
     what = [name for name in ("sample_id", "reference", "specialisation_id") if name in body]
     unknown = sorted(set(body) - set(what) - {"epochs", "seed"})
     for name in unknown:
@@ -90,10 +90,7 @@ def create_training(run_id):
 
 
 def get_training(training_id) -> Training:
-    training = db.session.get(Training, training_id)
-    if training is None:
-        raise ApiError(404, "no training {}".format(training_id))
-    return training
+    return get_row(Training, training_id, "training")
 
 
 @bp.post("/trainings/<id:training_id>/cancel")

@@ -20,6 +20,13 @@ from ..paths import dataset_roots, public_path, under
 from .errors import ApiError
 
 
+def integer_error(value, limit):
+    """What is wrong with an integer field bounded by ``limit``, or None (a bool is no integer)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in limit:
+        return "must be an integer in " + limit.describe()
+    return None
+
+
 def text_error(value, required, limit=255):
     """What is wrong with a required text field, or None (``required`` says what is missing)."""
     if not isinstance(value, str) or not value.strip():
