@@ -52,6 +52,25 @@ class json_property:
         setattr(obj, self.column, None if value is None else json.dumps(value, separators=(",", ":")))
 
 
+class WorkerRow:
+    """A row that a worker lives for (a run, a retraining, a specialisation: webapp/workers/)."""
+
+    @property
+    def active(self) -> bool:
+        return self.status in RUN_ACTIVE_STATUSES
+
+
+class MeasuresOnDevices:
+    """A row that measures on a device or a group (a run, a specialisation)."""
+
+    @property
+    def measuring_devices(self) -> list:
+        """Its group's members (a pool), else its device, else none."""
+        if self.group is not None:
+            return list(self.group.devices)
+        return [self.device] if self.device is not None else []
+
+
 class DeviceGroup(db.Model):
     """Identical device agents that measure as one pool (search_core/pool.py): a run on the group
     sends each measurement to whichever member is idle, and their measurements are one device's
@@ -136,7 +155,7 @@ class DeviceLut(db.Model):
         return (self.lut_data or {}).get("calibration")
 
 
-class Run(db.Model):
+class Run(WorkerRow, MeasuresOnDevices, db.Model):
     __tablename__ = "runs"
     __table_args__ = (
         sa.UniqueConstraint("run_dir"),
@@ -222,24 +241,8 @@ class Run(db.Model):
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
         order_by="RankingCheck.id")
 
-    @property
-    def active(self) -> bool:
-        return self.status in RUN_ACTIVE_STATUSES
-
-    @property
-    def measuring_devices(self) -> list:
-        return measuring_devices(self)
-
     def __repr__(self):
         return f"<Run {self.id} {self.name!r} {self.status}>"
-
-
-def measuring_devices(row) -> list:
-    """Where a run or a specialisation measures: its group's members (a pool), else its device,
-    else none."""
-    if row.group is not None:
-        return list(row.group.devices)
-    return [row.device] if row.device is not None else []
 
 
 class Sample(db.Model):
@@ -287,7 +290,7 @@ class Sample(db.Model):
         return f"<Sample {self.id} run={self.run_id} e{self.epoch} {self.kind} {self.arch_hash[:8]}>"
 
 
-class Training(db.Model):
+class Training(WorkerRow, db.Model):
     """An architecture of a run (a sample, or the MobileNetV2 reference) retrained from scratch on
     the run's data by a `train` worker: its test accuracy, and the files for deployment (the
     trained state_dict and its ONNX export) in its directory."""
@@ -329,10 +332,6 @@ class Training(db.Model):
     run: Mapped[Run] = relationship(back_populates="trainings")
     ranking_check: Mapped[Optional["RankingCheck"]] = relationship(back_populates="trainings")
 
-    @property
-    def active(self) -> bool:
-        return self.status in RUN_ACTIVE_STATUSES
-
     def __repr__(self):
         return f"<Training {self.id} run={self.run_id} {self.label!r} {self.status}>"
 
@@ -355,7 +354,7 @@ class RankingCheck(db.Model):
                                                      order_by="Training.id")
 
 
-class Specialisation(db.Model):
+class Specialisation(WorkerRow, MeasuresOnDevices, db.Model):
     """A finished run's trained supernet searched again, training nothing, for new targets on a
     device or runtime of the user's choice (`search_core specialise`): its pick, kept with the run."""
 
@@ -390,14 +389,6 @@ class Specialisation(db.Model):
     run: Mapped[Run] = relationship(back_populates="specialisations")
     device: Mapped[Optional[Device]] = relationship()
     group: Mapped[Optional[DeviceGroup]] = relationship()
-
-    @property
-    def active(self) -> bool:
-        return self.status in RUN_ACTIVE_STATUSES
-
-    @property
-    def measuring_devices(self) -> list:
-        return measuring_devices(self)
 
     def __repr__(self):
         return f"<Specialisation {self.id} run={self.run_id} T={self.target_latency_ms} {self.status}>"

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..eta import Pace
+from ..extensions import db
 from ..measurement_store import save_lut
 from ..models import utcnow
 
@@ -89,7 +90,12 @@ class WorkerKind:
         """It was left running by a dashboard that stopped (``orphan``: the worker stopped)."""
 
     def say(self, row, text: str | None):
-        """Tell the user something about the worker (its silence, the room it waits for)."""
+        """Tell the user something about the worker (its silence, the room it waits for), on its
+        row's message where its table has one."""
+        if "message" in self.model.__table__.columns and row.message != text:
+            row.message = text
+            db.session.commit()
+            self.publish(row, event_now("message", text=text))
 
     def publish(self, row, event: dict, stored=None):
         if self.on_event is not None:

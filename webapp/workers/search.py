@@ -25,7 +25,7 @@ from ..extensions import db
 from ..measurement_store import load_measurements, save_measurements, stored_luts
 from ..models import EpochMetric, Run, Sample, queued_runs, utcnow
 from ..serialize import pick_fields, reference_dict
-from .kind import NOT_STORED, WorkerKind, end, event_now, keep_lut
+from .kind import NOT_STORED, WorkerKind, end, keep_lut
 from .orphans import stop_orphan
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,6 @@ class SearchWorkers(WorkerKind):
     def launched(self, run):
         run.phase = None  # it comes with the 'started' event
         run.progress = run.message = None
-
-    def say(self, run, text):
-        if run.message != text:
-            run.message = text
-            db.session.commit()
-            self.publish(run, event_now("message", text=text))
 
     def before_exit(self, run):
         """The run's measurements go to the shared latency cache (webapp/measurement_store.py)."""

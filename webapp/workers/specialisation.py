@@ -15,7 +15,7 @@ from search_core.rundir import (BEST_ARCH, SPECIALISATION_SETTINGS, write_json,
 
 from ..extensions import db
 from ..models import Specialisation, queued
-from .kind import NOT_STORED, WorkerKind, end, event_now, keep_lut
+from .kind import NOT_STORED, WorkerKind, end, keep_lut
 
 
 def specialise_command(specialisation: Specialisation):
@@ -77,12 +77,6 @@ class SpecialisationWorkers(WorkerKind):
 
     def interrupted(self, specialisation, orphan):
         specialisation.error = "the dashboard restarted while this specialisation ran"
-
-    def say(self, specialisation, text):
-        if specialisation.message != text:
-            specialisation.message = text
-            db.session.commit()
-            self.publish(specialisation, event_now("message", text=text))
 
     def publish(self, specialisation, event, stored=None):
         if event["event"] in self._PASSED_ON:
