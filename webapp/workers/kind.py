@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..eta import Pace
 from ..extensions import db
 from ..measurement_store import save_lut
-from ..models import utcnow
+from ..models import queued, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,18 @@ class WorkerKind:
 
     def queued(self):
         """Its rows waiting for a slot, first in line first."""
-        raise NotImplementedError
+        return queued(self.model)
 
     def queued_at(self, row):
-        raise NotImplementedError
+        return row.created_at
 
     def settings(self, row) -> dict:
-        """The settings its worker runs with (what it asks of a node: webapp/executors.py)."""
-        raise NotImplementedError
+        """The settings its worker runs with (what it asks of a node: webapp/executors.py): its
+        run's."""
+        return row.run.config_data or {}
 
     def directory(self, row) -> str | None:
-        raise NotImplementedError
+        return row.directory
 
     def prepare(self, row):
         """Write what the worker reads; return its command and the device's token (or None).

@@ -14,7 +14,7 @@ from search_core.rundir import (BEST_ARCH, SPECIALISATION_SETTINGS, write_json,
                                 specialisation_directory)
 
 from ..extensions import db
-from ..models import Specialisation, queued
+from ..models import Specialisation
 from .kind import NOT_STORED, WorkerKind, end, keep_lut
 
 
@@ -41,18 +41,6 @@ class SpecialisationWorkers(WorkerKind):
     name = "specialisation"
     _PASSED_ON = ("queued", "launched", "exited", "started", "generation", "message",
                   "device_wait", "finished", "failed")
-
-    def queued(self):
-        return queued(Specialisation)
-
-    def queued_at(self, specialisation):
-        return specialisation.created_at
-
-    def settings(self, specialisation):
-        return specialisation.run.config_data or {}
-
-    def directory(self, specialisation):
-        return specialisation.directory
 
     def prepare(self, specialisation):
         """Its settings file: the new targets and runtime, and its device's current address."""

@@ -15,7 +15,7 @@ from search_core.settings import TRAIN_SETTINGS
 from search_core.rundir import ONNX, TRAINING_ARCH, TRAINING_SETTINGS, WEIGHTS, training_directory
 
 from ..extensions import db
-from ..models import Training, queued
+from ..models import Training
 from .kind import NOT_STORED, WorkerKind, end
 
 
@@ -48,18 +48,6 @@ class TrainingWorkers(WorkerKind):
     name = "training"
     _PASSED_ON = ("queued", "launched", "exited", "training_started", "training_epoch", "trained",
                   "failed")
-
-    def queued(self):
-        return queued(Training)
-
-    def queued_at(self, training):
-        return training.created_at
-
-    def settings(self, training):
-        return training.run.config_data or {}
-
-    def directory(self, training):
-        return training.directory
 
     def prepare(self, training):
         training.directory = training_directory(training.run.run_dir, training.id)

@@ -3,7 +3,7 @@
  * Kendall's tau with its p-value, where the pick stands, the retrainings' cost, and its CSV. Its
  * retrainings are the run's (trainings.js lists them); each change of one refetches the checks. */
 import * as NAS from "../common.js";
-import {$id, hasPlotly, mark, runId, state} from "./state.js";
+import {$id, hasPlotly, mark, runId, showErrors, state} from "./state.js";
 
 const {api, fmt} = NAS;
 
@@ -98,10 +98,7 @@ $id("ranking-form").addEventListener("submit", async (event) => {
     setChecks(state.rankingChecks.concat([check]));
     NAS.flash("Retraining " + check.points.length + " architectures to check the ranking.", "info", 3000);
   } catch (e) {
-    if (e.errors) {
-      error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
-      error.hidden = false;
-    }
+    showErrors(error, e);
   } finally {
     renderRanking();
   }

@@ -3,7 +3,7 @@
  * their latency against their T, shared-weight accuracy, test accuracy once retrained, and the
  * pick's JSON. Kept live over Socket.IO ("specialisation" events in the run's room). */
 import * as NAS from "../common.js";
-import {$id, config, mark, runId, state} from "./state.js";
+import {$id, config, mark, runId, showErrors, state} from "./state.js";
 import {pickSpecialisation} from "./trainings.js";
 
 const {el, api, fmt, ACTIVE} = NAS;
@@ -111,10 +111,7 @@ async function ask(path, body, said) {
     addSpecialisations(Array.isArray(answer) ? answer : [answer]);
     NAS.flash(said, "info", 3000);
   } catch (e) {
-    if (e.errors) {
-      error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
-      error.hidden = false;
-    }
+    showErrors(error, e);
   } finally {
     renderForm();
   }

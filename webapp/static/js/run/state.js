@@ -48,6 +48,13 @@ export function sampleLabel(sampleOrId) {
   return "#" + (NAS.isNum(number) ? number : id);
 }
 
+/** A refused form's field errors in its one error line ("epochs: must be ...; seed: ..."). */
+export function showErrors(box, error) {
+  if (!error || !error.errors) return;
+  box.textContent = Object.entries(error.errors).map(([k, v]) => k + ": " + v).join("; ");
+  box.hidden = false;
+}
+
 /** The server's front as samples, latency ascending (ids whose sample is not here yet wait). */
 export function frontSamples() {
   return Array.from(state.frontIds).map((id) => state.samples.get(id)).filter((s) => s && hasPoint(s))

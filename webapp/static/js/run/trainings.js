@@ -2,7 +2,7 @@
  * MobileNetV2 reference, or a sample picked in the samples table) from scratch, and the table of
  * trainings with their live progress, test accuracy and downloads (weights, ONNX). */
 import * as NAS from "../common.js";
-import {$id, bestSample, config, mark, runId, sampleLabel, state} from "./state.js";
+import {$id, bestSample, config, mark, runId, sampleLabel, showErrors, state} from "./state.js";
 import {pickLabel, picks} from "./specialisations.js";
 
 const {el, api, fmt, ACTIVE} = NAS;
@@ -132,10 +132,7 @@ $id("retrain-form").addEventListener("submit", async (event) => {
     NAS.flash("Retraining " + label + (NAS.isNum(body.epochs) ? " for " + body.epochs + " epochs." : "."),
               "info", 3000);
   } catch (e) {
-    if (e.errors) {
-      error.textContent = Object.entries(e.errors).map(([k, v]) => k + ": " + v).join("; ");
-      error.hidden = false;
-    }
+    showErrors(error, e);
   } finally {
     submit.disabled = !choices().length;
   }
