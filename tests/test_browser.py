@@ -291,10 +291,10 @@ def test_a_retraining_asked_for_while_a_search_runs_waits_in_the_queue(dashboard
 
 def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, server, page,
                                                                   tmp_path):
-    """On a finished run's page: a new T, the device and runtime; the specialisation runs live
-    (its row, then its pick on the scatter), its JSON downloads, and its pick retrains from its
-    row, the test accuracy then shown beside it; a front across targets draws its line. Then the
-    ranking check: its retrainings go through the queue, and the answer fills in live (the
+    """On a finished run's page: a new T, the device and another runtime; the specialisation runs
+    live (its row, then its pick on the scatter), its JSON downloads, and its pick retrains from
+    its row, the test accuracy then shown beside it; a front across targets draws its line; every
+    pick is measured on both runtimes, cell by cell. Then the ranking check: its retrainings go through the queue, and the answer fills in live (the
     scatter of shared-weight against test accuracy, Kendall's tau as the API gives it, the CSV)."""
     tiny = {"epochs": 3, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 3,
             "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
@@ -313,6 +313,8 @@ def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, s
     expect(page.get_by_test_id("specialise-error")).to_contain_text("generations: must be an integer in")
     page.get_by_test_id("specialise-target").fill(str(target))
     page.get_by_test_id("specialise-generations").fill("1")
+    expect(page.get_by_test_id("cross-measure")).to_be_disabled()  # one device and runtime yet
+    page.get_by_test_id("specialise-backend").select_option("onnxruntime")
     page.get_by_test_id("specialise-submit").click()
     row = page.get_by_test_id("specialisation-row")
     expect(row).to_have_count(1)
@@ -341,6 +343,7 @@ def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, s
     # the front across targets: one pick per fraction of the uniform expectation, drawn as a line
     expect(page.get_by_test_id("specialise-front-targets")).to_have_value("7")  # /api/defaults'
     page.get_by_test_id("specialise-front-targets").fill("2")
+    page.get_by_test_id("specialise-backend").select_option(run["config"]["backend"])
     page.get_by_test_id("specialise-front").click()
     expect(page.get_by_test_id("specialisation-row")).to_have_count(3)
     expect(page.locator('[data-testid="specialisation-row"][data-status="finished"]')).to_have_count(
@@ -349,11 +352,24 @@ def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, s
                                 timeout=5).json()
     assert [s["target_latency_fraction"] for s in listed[1:]] == [0.4, 1.0]
     front = []
-    for s in sorted(listed, key=lambda s: s["pick"]["latency_ms"]):
+    for s in sorted(listed[1:], key=lambda s: s["pick"]["latency_ms"]):  # the run's runtime
         if not front or s["pick"]["accuracy"] > front[-1]["pick"]["accuracy"]:
             front.append(s)
     expect(page.get_by_test_id("pareto-plot")).to_have_attribute("data-specialised-front",
                                                                  str(len(front)))
+
+    # across devices: the search's pick and the three, each measured in both runtimes
+    page.get_by_test_id("cross-measure").click()
+    expect(page.get_by_test_id("cross-column")).to_have_text(
+        ["local \u00b7 " + run["config"]["backend"], "local \u00b7 onnxruntime"])
+    expect(page.get_by_test_id("cross-row")).to_have_count(4)
+    expect(page.locator('[data-testid="cross-cell"][data-within]')).to_have_count(8, timeout=TIMEOUT_MS)
+    expect(page.get_by_test_id("cross-measure")).to_be_enabled(timeout=TIMEOUT_MS)  # measured
+    table = dashboard.http.get("{}/api/runs/{}/cross_table".format(server, done["id"]),
+                               timeout=5).json()
+    within = [str(c["within_target"]).lower() for row in table["rows"] for c in row["cells"]]
+    assert page.get_by_test_id("cross-cell").evaluate_all(
+        "cells => cells.map((c) => c.dataset.within)") == within  # green or red, as the API says
 
     expect(page.get_by_test_id("ranking-architectures")).to_have_value("8")  # /api/defaults'
     page.get_by_test_id("ranking-architectures").fill("2")

@@ -7,9 +7,9 @@ import os
 import pytest
 
 from helpers import TINY, received, run_reaches, training_reaches, wait_for
-from processes import socket_client
+from processes import free_port, socket_client
 from webapp.extensions import db
-from webapp.models import Run
+from webapp.models import Device, Run, Specialisation
 
 pytestmark = pytest.mark.process
 
@@ -134,6 +134,69 @@ def test_a_front_across_targets_picks_for_each_fraction_of_the_uniform_expectati
                         ({"fractions": [0.5], "target_latency_ms": 2}, "target_latency_ms")):
         r = client.post("/api/runs/{}/specialisations/front".format(RUN["id"]), json=body)
         assert r.status_code == 400 and field in r.get_json()["errors"], (body, r.get_json())
+
+
+def table_measured(client, sio):
+    """The run's cross-device table once the measuring asked for last ended."""
+    def ended():
+        pushed = [p["table"] for _, p in received(sio, "cross_table")]
+        return next((t for t in pushed if not t["measuring"]), None)
+    wait_for(ended, 120, "the cross-device table's measuring to end")
+    table = client.get("/api/runs/{}/cross_table".format(RUN["id"])).get_json()
+    assert not table["measuring"]
+    return table
+
+
+def test_every_pick_is_measured_on_every_device_and_runtime_it_was_picked_for(app, client):
+    r = client.post("/api/runs/{}/cross_table".format(RUN["id"]))
+    assert r.status_code == 409 and "one device and runtime" in r.get_json()["error"]
+    onnx = specialisation_reaches(client, specialise(
+        client, backend="onnxruntime", target_latency_fraction=1.0, generations=1)["id"])
+    assert onnx["status"] == "finished", onnx
+    sio = socket_client(app)
+    assert sio.emit("subscribe", {"run_id": RUN["id"]}, callback=True) == {"ok": True}
+    r = client.post("/api/runs/{}/cross_table".format(RUN["id"]))
+    assert r.status_code == 202 and r.get_json()["measuring"], r.get_json()
+    table = table_measured(client, sio)
+    assert [(c["device_id"], c["backend"]) for c in table["columns"]] == \
+        [(RUN["device_id"], "pytorch"), (RUN["device_id"], "onnxruntime")]
+    first, last = table["rows"][0], table["rows"][-1]
+    assert first["specialisation_id"] is None and first["arch_hash"] == RUN["best"]["arch_hash"]
+    assert (first["own_column"], last["specialisation_id"], last["own_column"]) == \
+        (0, onnx["id"], 1)
+    finished = [s for s in client.get("/api/runs/{}/specialisations".format(RUN["id"])).get_json()
+                if s["status"] == "finished"]
+    assert len(table["rows"]) == 1 + len(finished)  # the search's pick and every finished one
+    for row in table["rows"]:
+        for cell in row["cells"]:
+            assert cell["error"] is None and cell["latency_ms"] > 0, row
+            assert cell["latency_ratio"] == pytest.approx(cell["latency_ms"] /
+                                                          row["target_latency_ms"])
+            assert cell["within_target"] == (cell["latency_ratio"] <= 1)
+    # the same network in two runtimes: two measurements, not one copied
+    assert first["cells"][0]["latency_ms"] != first["cells"][1]["latency_ms"]
+
+    # a device that cannot be reached: its cells say why, the others are measured as before
+    with app.app_context():
+        gone = Device(name="unplugged", host="127.0.0.1", port=free_port(), token="t")
+        db.session.add(gone)
+        db.session.flush()
+        db.session.add(Specialisation(run_id=RUN["id"], status="finished", device_id=gone.id,
+                                      backend="pytorch", generations=1,
+                                      target_latency_ms=run_target(),
+                                      pick=db.session.get(Specialisation, onnx["id"]).pick))
+        db.session.commit()
+        gone_id = gone.id
+    assert client.post("/api/runs/{}/cross_table".format(RUN["id"])).status_code == 202
+    table = table_measured(client, sio)
+    assert table["columns"][-1]["device"] == "unplugged"
+    for row in table["rows"]:
+        assert row["cells"][-1]["latency_ms"] is None and row["cells"][-1]["error"], row
+        assert all(cell["latency_ms"] > 0 for cell in row["cells"][:-1]), row
+    assert client.delete("/api/devices/{}".format(gone_id)).status_code in (200, 204)
+    table = client.get("/api/runs/{}/cross_table".format(RUN["id"])).get_json()
+    assert len(table["columns"]) == 2 and all(len(row["cells"]) == 2 for row in table["rows"])
+    sio.disconnect()
 
 
 @pytest.mark.parametrize("body, field", [

@@ -81,11 +81,12 @@ def create_app(config=None):
         upgrade_database(app)
 
     from .api import bp as api_bp
+    from .cross_devices import CrossTables
     from .devices import DeviceRegistry
     from .executors import make_executor
     from .pages import bp as pages_bp
-    from .sockets import (PreAuthGuard, RunPublisher, emit_device, emit_specialisation,
-                          emit_training)
+    from .sockets import (PreAuthGuard, RunPublisher, emit_cross_table, emit_device,
+                          emit_specialisation, emit_training)
     from .workers import SearchWorkers, SpecialisationWorkers, TrainingWorkers, Workers
 
     app.register_blueprint(api_bp)
@@ -106,6 +107,7 @@ def create_app(config=None):
     app.extensions["workers"] = workers
     devices = DeviceRegistry(app, publish=emit_device)
     app.extensions["devices"] = devices
+    app.extensions["cross_tables"] = CrossTables(app, devices, publish=emit_cross_table)
     with app.app_context():
         try:
             workers.mark_interrupted()  # active in the database, but no worker of this process

@@ -240,6 +240,9 @@ class Run(WorkerRow, MeasuresOnDevices, db.Model):
     ranking_checks: Mapped[list["RankingCheck"]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
         order_by="RankingCheck.id")
+    cross_measurements: Mapped[list["CrossMeasurement"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="CrossMeasurement.id")
 
     def __repr__(self):
         return f"<Run {self.id} {self.name!r} {self.status}>"
@@ -392,6 +395,30 @@ class Specialisation(WorkerRow, MeasuresOnDevices, db.Model):
 
     def __repr__(self):
         return f"<Specialisation {self.id} run={self.run_id} T={self.target_latency_ms} {self.status}>"
+
+
+class CrossMeasurement(db.Model):
+    """One cell of a run's cross-device table (webapp/cross_devices.py): one of its picks measured
+    afresh on one device in one runtime, side by side with the table's other cells."""
+
+    __tablename__ = "cross_measurements"
+    __table_args__ = (sa.UniqueConstraint("run_id", "device_id", "backend", "arch_hash"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    # CASCADE: a deleted device's column goes with it (its specialisations keep their own pick)
+    device_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False)
+    backend: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    arch_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    latency_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    stats: Mapped[Optional[str]] = mapped_column(sa.Text)  # JSON: the agent's figures
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)  # why it has no latency
+    measured_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    stats_data = json_property("stats")
+
+    run: Mapped[Run] = relationship(back_populates="cross_measurements")
 
 
 def queued_runs():

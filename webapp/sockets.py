@@ -3,8 +3,9 @@
 A client connects with the dashboard's session cookie, ``auth={"token": ...}`` or an
 ``Authorization: Bearer`` header (webapp/auth.py), then emits ``subscribe`` with
 ``{"run_id": N}`` to join the run's room (``unsubscribe`` to leave); the server emits
-``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference``, ``run_status``
-and ``training`` (a retraining of one of its architectures) there, and ``device_status`` to
+``run_progress``, ``sample``, ``run_epoch``, ``run_message``, ``run_reference``, ``run_status``,
+``training`` (a retraining of one of its architectures), ``specialisation`` and ``cross_table``
+(its cross-device table, after each cell measured) there, and ``device_status`` to
 everyone. ``subscribe_runs`` joins the runs list's room, which hears ``run_row`` (a run's row as
 the list shows it, whenever its status, epoch or best sample changes) and ``run_deleted``. The
 payloads are in docs/dashboard.md.
@@ -154,6 +155,13 @@ def emit_specialisation(specialisation, event=None, stored=None):
     socketio.emit("specialisation", {"run_id": specialisation.run_id,
                                      "specialisation": specialisation_dict(specialisation)},
                   to=room(specialisation.run_id))
+
+
+def emit_cross_table(table: dict):
+    """A run's cross-device table after each cell measured (webapp/cross_devices.py), to its
+    run's room."""
+    socketio.emit("cross_table", {"run_id": table["run_id"], "table": table},
+                  to=room(table["run_id"]))
 
 
 def emit_training(training, event=None, stored=None):

@@ -8,6 +8,7 @@ from search_core.rundir import CHECKPOINT, RunDirectory
 from nano_agent.limits import Limit
 from search_core.settings import GENERATIONS, GENERATIONS_LIMIT, setting_errors
 
+from ..cross_devices import CrossTableError, cross_table_dict
 from ..extensions import db
 from ..ids import is_id
 from ..models import Device, DeviceGroup, Run, Specialisation
@@ -115,6 +116,27 @@ def create_front(run_id):
     for specialisation in created:
         current_app.extensions["workers"].submit(specialisation)
     return jsonify([specialisation_dict(s) for s in created]), 201
+
+
+@bp.get("/runs/<id:run_id>/cross_table")
+def show_cross_table(run_id):
+    """Each pick of the run (its search's and its specialisations') as last measured on every
+    device and runtime one of them was picked for."""
+    run = get_run(run_id)
+    return jsonify(cross_table_dict(run, current_app.extensions["cross_tables"].measuring(run.id)))
+
+
+@bp.post("/runs/<id:run_id>/cross_table")
+def measure_cross_table(run_id):
+    """Measure every pick on every device and runtime of the table afresh, side by side, in the
+    background; the table comes back at once and, cell by cell, on the run's room."""
+    run = get_run(run_id)
+    tables = current_app.extensions["cross_tables"]
+    try:
+        tables.start(run)
+    except CrossTableError as e:
+        raise ApiError(409, str(e)) from None
+    return jsonify(cross_table_dict(run, tables.measuring(run.id))), 202
 
 
 def _check_specialisable(run: Run):

@@ -17,6 +17,7 @@ import {buildHead, renderBest, renderConfig, renderTable} from "./details.js";
 import {addTrainings, renderTrainings} from "./trainings.js";
 import {addSpecialisations, renderSpecialisations} from "./specialisations.js";
 import {refreshChecks, renderRanking, setChecks} from "./ranking.js";
+import {refreshCrossTable, renderCrossTable, setCrossTable} from "./cross_devices.js";
 
 const {api} = NAS;
 
@@ -26,6 +27,7 @@ registerRenderers({
   header: renderHeader, progress: renderProgress, scatter: renderScatter, curves: renderCurves,
   heatmap: renderHeatmap, best: renderBest, table: renderTable, config: renderConfig,
   trainings: renderTrainings, specialisations: renderSpecialisations, ranking: renderRanking,
+  crossTable: renderCrossTable,
 });
 
 // the best sample is the server's call (search_core/best.py): refetch the run after samples
@@ -62,6 +64,10 @@ const HANDLERS = {
   },
   specialisation(data) {
     addSpecialisations([data.specialisation]);
+    if (data.specialisation && data.specialisation.status === "finished") refreshCrossTable(); // a new row
+  },
+  cross_table(data) {
+    setCrossTable(data.table);
   },
   run_message(data) {
     state.message = data.text;
@@ -86,7 +92,7 @@ function onEvent(name, data) {
 
 /** The run, its samples and its metrics; a failed part is flashed (unless quiet) and skipped. */
 async function fetchParts(afterId, quiet) {
-  const [run, samples, metrics, front, trainings, specialisations, checks] = await Promise.allSettled([
+  const [run, samples, metrics, front, trainings, specialisations, checks, cross] = await Promise.allSettled([
     api("/runs/" + runId, {quiet}),
     NAS.runSamples(runId, afterId, {quiet}),
     api("/runs/" + runId + "/metrics", {quiet}),
@@ -94,6 +100,7 @@ async function fetchParts(afterId, quiet) {
     api("/runs/" + runId + "/trainings", {quiet}),
     api("/runs/" + runId + "/specialisations", {quiet}),
     api("/runs/" + runId + "/ranking_checks", {quiet}),
+    api("/runs/" + runId + "/cross_table", {quiet}),
   ]);
   if (run.status === "fulfilled" && run.value) setRun(run.value, {announce: state.loaded});
   if (front.status === "fulfilled" && Array.isArray(front.value)) {
@@ -104,6 +111,7 @@ async function fetchParts(afterId, quiet) {
   if (trainings.status === "fulfilled") addTrainings(trainings.value);
   if (specialisations.status === "fulfilled") addSpecialisations(specialisations.value);
   if (checks.status === "fulfilled") setChecks(checks.value);
+  if (cross.status === "fulfilled") setCrossTable(cross.value);
   if (run.status === "rejected" && run.reason && run.reason.status === 404 && state.loaded) {
     NAS.flash("This run no longer exists.");
   }

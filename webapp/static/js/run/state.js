@@ -26,6 +26,7 @@ export const state = {
   retrainPick: null, // the sample the user chose to retrain from the samples table
   specialisations: new Map(), // id -> a pick of the trained supernet for another target or device
   rankingChecks: [], // the run's ranking checks, oldest first (the page shows the latest)
+  crossTable: null, // each pick measured on every device and runtime of the run's picks
   statusEvents: 0, // run_status events seen: a button's answer older than one is not applied
 };
 
@@ -100,7 +101,7 @@ const flush = NAS.throttleFrame(() => {
 });
 export function mark(...parts) { parts.forEach((p) => dirty.add(p)); flush(); }
 export const ALL = ["header", "progress", "scatter", "curves", "heatmap", "best", "table", "config",
-                    "trainings", "specialisations", "ranking"];
+                    "trainings", "specialisations", "ranking", "crossTable"];
 
 const RENDER = {}; // part -> function, given by the modules that draw them (main.js)
 export function registerRenderers(parts) { Object.assign(RENDER, parts); }
