@@ -11,7 +11,7 @@ from search_core.settings import CHOICES, SearchConfig
 
 from ..devices import DeviceError
 from ..extensions import db
-from ..models import RUN_ACTIVE_STATUSES, Device, DeviceLut, Run
+from ..models import RUN_ACTIVE_STATUSES, Device, DeviceLut, Run, Specialisation
 
 from .errors import ApiError, bp, get_device, json_body
 from .validation import clean_name, host_error, new_name_error, text_error
@@ -143,9 +143,11 @@ def delete_device(device_id):
     device = get_device(device_id)
     if device.kind == "local":
         raise ApiError(409, "the built-in local device cannot be removed")
-    if db.session.scalar(sa.select(Run.id).where(Run.device_id == device_id,
-                                                 Run.status.in_(RUN_ACTIVE_STATUSES))):
-        raise ApiError(409, "device {} is measuring an active run".format(device.name))
+    for model in (Run, Specialisation):
+        if db.session.scalar(sa.select(model.id).where(model.device_id == device_id,
+                                                       model.status.in_(RUN_ACTIVE_STATUSES))):
+            raise ApiError(409, "device {} is measuring an active {}".format(
+                device.name, model.__name__.lower()))
     db.session.delete(device)  # its runs keep their samples; their device_id becomes NULL
     db.session.commit()
     return "", 204
