@@ -131,6 +131,32 @@ def test_a_cancel_that_lands_while_the_worker_starts_is_not_lost(app, client, da
     assert run["status"] == "cancelled" and run["best"] is None
 
 
+@pytest.mark.databases("sqlite")  # the lifecycle's, whatever the database
+def test_a_run_cancelled_while_its_worker_is_placed_is_deleted_at_once(app, client, monkeypatch):
+    """Seen in a browser test: a run cancelled while the executor placed its worker showed
+    "cancelled", and a delete then was refused (409) until the placing thread had stopped it."""
+    workers = app.extensions["workers"]
+    launch, placing, release = workers.executor.launch, threading.Event(), threading.Event()
+
+    def slow_launch(*args, **kwargs):
+        placing.set()
+        release.wait(60)
+        return launch(*args, **kwargs)
+
+    monkeypatch.setattr(workers.executor, "launch", slow_launch)
+    run_id = client.post("/api/runs", json=dict(TINY, name="deleted at launch")).get_json()["id"]
+    assert placing.wait(60)
+    assert client.post("/api/runs/{}/cancel".format(run_id)).get_json()["status"] == "cancelled"
+    deleted = []
+    deleting = threading.Thread(target=lambda: deleted.append(
+        bearer_client(app).delete("/api/runs/{}".format(run_id)).status_code))
+    deleting.start()
+    release.set()  # the worker is placed now, and stopped by its own thread
+    deleting.join(60)
+    assert deleted == [204]
+    assert client.get("/api/runs/{}".format(run_id)).status_code == 404
+
+
 def test_a_new_run_never_takes_over_a_directory_left_by_another(app, client, database):
     """SQLite gave a deleted run's id to a new run after a lost WAL, and the new run resumed the
     checkpoint left in runs/<id>: a new run's directory is now one that no run has used."""

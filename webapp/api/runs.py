@@ -26,6 +26,8 @@ from .specialisations import FRONT_DEFAULT, FRONT_RANGE, FRONT_TARGETS
 from .errors import ApiError, bp, get_run, json_body
 from .validation import validate_settings
 
+STOPPING_S = 15.0  # how long a delete waits for a stopped run's worker to record its end
+
 
 def _run_device(device_id) -> Device:
     """The device of a new run: the one asked for, else the built-in local device."""
@@ -130,7 +132,10 @@ def show_run(run_id):
 @bp.delete("/runs/<id:run_id>")
 def delete_run(run_id):
     run = get_run(run_id)
-    if run.status == "running" or current_app.extensions["workers"].is_alive(Run, run_id):
+    workers = current_app.extensions["workers"]
+    # a run cancelled while its worker was being placed is stopped by the placing thread once the
+    # executor returns: its end is a moment away, not a reason to refuse
+    if run.status == "running" or not workers.wait(Run, run_id, STOPPING_S):
         raise ApiError(409, "run {} is {}: cancel it first".format(run_id, run.status))
     if any(t.active for t in run.trainings):
         raise ApiError(409, "run {} has a retraining in progress: cancel it first".format(run_id))
