@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# test modules run at once, each whole in one worker (its dashboard and finished run made once):
+# the suite waits on processes, sockets and browsers much of its time, so two share 2 cores well
+TEST_WORKERS ?= 2
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -35,7 +38,7 @@ search: setup
 	$(PY) -m search_core search --out $(RUN_DIR)
 
 test: setup browser postgres
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) bench/supernet_overhead.py
