@@ -76,21 +76,22 @@ def columns(rows: list[dict]) -> list[tuple]:
 def cross_table_dict(run: Run, measuring: bool = False) -> dict:
     """The table: its columns, and per pick one cell per column (the latency measured there, its
     ratio to the pick's own T, whether it runs within it; or why it has no figure)."""
-    rows, stored = picks(run), {(m.device_id, m.backend, m.arch_hash): m
-                                for m in run.cross_measurements}
+    rows = picks(run)
     table_columns = columns(rows)
-    devices = {d.id: d.name for d in db.session.scalars(
-        sa.select(Device).where(Device.id.in_([device_id for device_id, _ in table_columns])))}
+    stored = {(m.device_id, m.backend, m.arch_hash): m for m in run.cross_measurements}
     return {"run_id": run.id, "measuring": measuring,
-            "columns": [{"device_id": device_id, "device": devices.get(device_id),
+            "columns": [{"device_id": device_id, "device": db.session.get(Device, device_id).name,
                          "backend": backend} for device_id, backend in table_columns],
-            "rows": [dict({name: row[name] for name in ("specialisation_id", "target_latency_ms",
-                                                        "arch_hash")},
-                          own_column=None if row["column"] is None
-                          else table_columns.index(row["column"]),
-                          cells=[_cell(stored.get(column + (row["arch_hash"],)),
-                                       row["target_latency_ms"]) for column in table_columns])
-                     for row in rows]}
+            "rows": [_row_dict(row, table_columns, stored) for row in rows]}
+
+
+def _row_dict(row: dict, table_columns: list[tuple], stored: dict) -> dict:
+    own = row["column"]
+    return {"specialisation_id": row["specialisation_id"],
+            "target_latency_ms": row["target_latency_ms"], "arch_hash": row["arch_hash"],
+            "own_column": None if own is None else table_columns.index(own),
+            "cells": [_cell(stored.get(column + (row["arch_hash"],)), row["target_latency_ms"])
+                      for column in table_columns]}
 
 
 def _cell(measurement: CrossMeasurement | None, target: float | None) -> dict | None:
