@@ -15,8 +15,9 @@ Per seed (one split and one training seed that every pick shares, as in search_q
 Every pick's latency is measured again after all training, in interleaved rounds on this machine's
 CPU, in a process of its own (1 thread, as the search measures).
 
-    .venv/bin/python bench/specialise.py [--dataset shapes] [--seeds 0 1 2] [--fraction 0.6]
-                                         [--landing-fractions 0.4 0.6 0.8 1.0] [--quick]
+    .venv/bin/python bench/specialise.py [--dataset shapes] [--seeds 0 1 2] [--jobs 2]
+                                         [--fraction 0.6] [--landing-fractions 0.4 0.6 0.8 1.0]
+                                         [--quick]
 
 --quick runs a tiny setting end to end (a smoke test, not a measurement). Ends with one JSON line:
 `specialise_over_search` and `specialise_over_search_after_profiling` ({per_seed, mean}: the
@@ -31,12 +32,14 @@ every landing within [0.85, 1.0]. Every pick's architecture and figures are kept
 """
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -230,6 +233,9 @@ def main():
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved rounds of the latency measured after all training")
     p.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--jobs", type=int, default=1,
+                   help="seeds evaluated at once, each on its share of the cores (each seed's "
+                        "specialisation and new search then share the machine alike)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-specialise"))
     p.add_argument("--quick", action="store_true", help="a tiny setting: checks the bench runs")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -240,12 +246,15 @@ def main():
     except ValueError as e:
         p.error(str(e))
     # what search_quality's search_settings reads
-    args.split_seed, args.target_fraction, args.threads = None, None, os.cpu_count() or 1
+    args.split_seed, args.target_fraction = None, None
+    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if args.generations is None:
         args.generations = 1 if args.quick else GENERATIONS
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
-    rows = [evaluate_seed(args, seed) for seed in args.seeds]
+    # spawn: a forked child of a process that has run torch's thread pool can hang
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(pool.map(evaluate_seed, [args] * len(args.seeds), args.seeds))
     remeasure(rows, 2 if args.quick else args.rounds)
     with open(os.path.join(args.out, "rows.json"), "w") as f:  # every pick's architecture
         json.dump(rows, f)

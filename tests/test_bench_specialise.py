@@ -1,0 +1,45 @@
+"""bench/specialise.py --quick, end to end: a smoke test of the instrument (its figures on a tiny
+setting mean nothing), checking that it reports what the issue's goals need: the specialisation's
+wall time against a new search's, the paired difference of their retrained picks, each specialised
+pick re-measured over its T, and each runtime's pick in both runtimes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from processes import ROOT
+
+pytestmark = pytest.mark.system
+
+
+def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "specialise.py"), "--quick",
+                          "--seeds", "0", "--landing-fractions", "0.6", "1.0", "--out",
+                          str(tmp_path)], cwd=ROOT, check=True, capture_output=True, text=True,
+                         timeout=600).stdout
+    figures = json.loads(out.splitlines()[-1])
+    [row] = json.loads((tmp_path / "rows.json").read_text())
+    for key, name in (("specialise_over_search", "wall_s"),
+                      ("specialise_over_search_after_profiling", "after_profiling_s")):
+        expected = row["specialised"][name] / row["search"][name]
+        assert figures[key]["per_seed"] == [pytest.approx(expected, abs=1e-3)]
+    # one T for both: the specialisation's, which the new search was given
+    assert row["search"]["target_ms"] == row["specialised"]["target_ms"] == \
+        row["landing"]["0.6"]["target_ms"]
+    assert figures["specialised_minus_search"]["n"] == int(
+        row["specialised"]["feasible"] and row["search"]["feasible"])
+    assert figures["test_images"] == row["test_images"] == 200  # held-out, quick size
+    assert set(figures["landing"]) == {"0.6", "1.0"} and figures["landed"][1] == 2
+    for fraction, [ratio] in figures["landing"].items():
+        pick = row["landing"][fraction]
+        assert ratio == pytest.approx(pick["latency_ms"]["pytorch"] / pick["target_ms"], abs=1e-3)
+    [cross] = figures["cross_runtime"]
+    targets = {runtime: cross[runtime]["target_ms"] for runtime in ("pytorch", "onnxruntime")}
+    assert targets["pytorch"] == row["specialised"]["target_ms"]
+    for pick in cross.values():  # measured in both runtimes, each against that runtime's T
+        for runtime, target in targets.items():
+            assert pick["over_target"][runtime] == pytest.approx(
+                pick["latency_ms"][runtime] / target, abs=1e-3)
+        assert pick["within_target_in"] == [r for r in targets if pick["over_target"][r] <= 1]
