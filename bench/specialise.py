@@ -131,6 +131,8 @@ def evaluate_seed(args, seed):
     row["cross_runtime"] = {"pytorch": dict(arch=row["specialised"]["arch"], target_ms=target),
                             "onnxruntime": dict(arch=arch.to_dict(), target_ms=onnx_target)}
     retrain(args, seed, row)
+    with open(out("row") + ".json", "w") as f:  # kept before the latency measured at the end
+        json.dump(row, f)
     return row
 
 
