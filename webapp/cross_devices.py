@@ -161,8 +161,9 @@ class CrossTables:
         try:
             device = db.session.get(Device, device_id)
             host, port = self.devices.address(device).rsplit(":", 1)
-            source = AgentDevice(host, int(port), device.token, *settings, backend, connect_timeout=CHECK_TIMEOUT_S,
-                                 timeout=MEASURE_TIMEOUT_S, backoff=(0.5,))
+            source = AgentDevice(host, int(port), device.token, *settings, backend,
+                                 connect_timeout=CHECK_TIMEOUT_S, timeout=MEASURE_TIMEOUT_S,
+                                 backoff=(0.5,))
             while left:
                 stats = source.measure(Architecture.from_dict(archs[left[0]]))
                 self._store(run, column, left.pop(0), stats=stats)
