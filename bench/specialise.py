@@ -137,7 +137,8 @@ def evaluate_seed(args, seed):
 
 
 def retrain(args, seed, row):
-    """Both picks retrained on the seed's split with `train`'s recipe, tested on the held-out set."""
+    """Both picks retrained on the seed's split with `train`'s recipe, tested on the held-out
+    set."""
     recipe = Recipe(epochs=2) if args.quick else Recipe()
     first = Architecture.from_dict(row["search"]["arch"])
     dataset = data.load_dataset(args.dataset, first.input_shape[-1], seed,

@@ -26,7 +26,8 @@ from .lut import Lut, profile_and_calibrate
 from .measurements import LatencyCache, Measurer
 from .objectives import CostModel, objective
 from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDirectory
-from .strategies import EvolutionStrategy, GradientStrategy, ReinforceStrategy, entropy
+from .strategies import (EvolutionStrategy, GradientStrategy, ReinforceStrategy, entropy,
+                         into_band)
 from .supernet import Supernet
 from .train import accuracy, clip_gradients, lr_factor, sgd
 
@@ -313,7 +314,9 @@ class Search:
         if self.strategy.name == "evolution":
             paths = [("sampled", path) for path in self.strategy.generation(
                 self.config.samples_per_epoch + 1, lambda path: self._fitness(path, drift),
-                lambda path: self._in_band(path, drift), lambda: self._draw(drift))]
+                lambda path: self._in_band(path, drift),
+                lambda: self._into_band(self._draw(drift), drift),
+                lambda path: self._into_band(path, drift))]
         else:
             paths = [("argmax", self.net.argmax_path())]
             paths += [("sampled", self._draw(drift)) for _ in range(self.config.samples_per_epoch)]
@@ -356,6 +359,15 @@ class Search:
             return self.net.sample_path(self.path_generator)
         return min(self.net.sample_paths(self.path_generator, CANDIDATES),
                    key=lambda path: self._outside_band(path, drift))
+
+    def _into_band(self, path, drift=1.0):
+        """`path` moved into TARGET_BAND of an absolute latency target by the table (times
+        `drift`) where it is not (strategies.into_band); as it is where there is no such target."""
+        target = self._absolute_target()
+        if target is None:
+            return path
+        return into_band(path, self.lut.table, lambda p: drift * self.lut.predict(p),
+                         [fraction * target for fraction in TARGET_BAND], self.path_generator)
 
     def _in_band(self, path, drift=1.0):
         """Whether `path`'s predicted latency (times `drift`) lies in TARGET_BAND of an absolute

@@ -8,7 +8,8 @@ from nano_agent.complexity import complexity
 from search_core.lut import Lut
 from search_core.objectives import Constraint, CostModel, constrained_loss, objective
 from nano_agent.space import SearchSpace
-from search_core.strategies import EvolutionStrategy, GradientStrategy, ReinforceStrategy
+from search_core.strategies import (EvolutionStrategy, GradientStrategy, ReinforceStrategy,
+                                    into_band)
 from search_core.supernet import Supernet
 
 pytestmark = pytest.mark.unit
@@ -284,3 +285,42 @@ def test_evolution_keeps_its_best_and_only_feasible_children():
     restored = EvolutionStrategy(net, g)
     restored.load_state_dict(evolution.state_dict())
     assert restored.population == evolution.population
+
+
+@pytest.mark.parametrize("fraction", [0.4, 0.6, 1.0, 1.3])
+def test_a_path_is_moved_into_the_band_by_single_op_changes(fraction):
+    """20 blocks of a skip and 6 ops of random costs, as the space's: a uniform path, far from a
+    band at 40% of the mean, reaches it by single-op changes; a band below the cheapest path gets
+    the cheapest path."""
+    g = torch.Generator().manual_seed(int(fraction * 10))
+    costs = [[0.02] + sorted(float(c) for c in torch.rand(6, generator=g) + 0.1)
+             for _ in range(20)]
+    predict = lambda path: 1.0 + sum(row[op] for row, op in zip(costs, path))  # noqa: E731
+    mean = 1.0 + sum(sum(row) / len(row) for row in costs)
+    band = (0.88 * fraction * mean, 0.98 * fraction * mean)
+    for _ in range(5):
+        start = tuple(int(op) for op in torch.randint(7, (20,), generator=g))
+        moved = into_band(start, costs, predict, band, g)
+        assert band[0] <= predict(moved) <= band[1], (fraction, predict(start), predict(moved))
+        assert moved == into_band(moved, costs, predict, band, g)  # in the band: left as it is
+    cheapest = predict([0] * 20)
+    assert into_band(start, costs, predict, (0.5 * cheapest, 0.9 * cheapest), g) == (0,) * 20
+
+
+def test_evolution_repairs_its_children_into_the_band(monkeypatch):
+    """A population that the table refuses (block 0 at op 1) and no mutation: without repair no
+    child is kept, with it every child is one the table accepts."""
+    net = Supernet(SPACE)
+    feasible = lambda path: path[0] != 1  # noqa: E731
+    fitness = lambda path: float(sum(op == 0 for op in path))  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    refused = [(1,) + tuple(net.sample_path(g, uniform=True)[1:])
+               for _ in range(EvolutionStrategy.POPULATION)]
+    monkeypatch.setattr(EvolutionStrategy, "MUTATION", 0.0)
+    plain, repaired = EvolutionStrategy(net, g), EvolutionStrategy(net, g)
+    plain.population, repaired.population = list(refused), list(refused)
+    plain.generation(3, fitness, feasible, None)
+    repaired.generation(3, fitness, feasible, None, repair=lambda path: (0,) + path[1:])
+    assert not any(feasible(path) for path in plain.population)
+    assert sum(feasible(path) for path in repaired.population) >= 1
+    assert all(feasible(path) for path in repaired.population if path not in refused)
