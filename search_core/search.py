@@ -388,23 +388,24 @@ class Search:
         first FITNESS_IMAGES of the validation split (batch norm recalibrated as for a sample),
         with its latency predicted by the table (times `drift`) and its memory and parameters
         computed."""
-        self._recalibrate(path)
-        shared = accuracy(lambda x: self.net(x, path), self.fitness_split, self.dataset,
-                          self.device)
+        shared = self._shared_accuracy(path, self.fitness_split)
         cost = complexity(self.net.architecture(path))
         metrics = {"latency_ms": drift * self.lut.predict(path),
                    "memory_mb": cost.memory_bytes / 2.0 ** 20, "params_m": cost.params / 1e6}
         return objective(shared, metrics, self.constraints)
+
+    def _shared_accuracy(self, path, split):
+        """`path`'s accuracy on `split` with the shared weights, batch norm recalibrated for it."""
+        self._recalibrate(path)
+        return accuracy(lambda x: self.net(x, path), split, self.dataset, self.device)
 
     def _recalibrate(self, path):
         self.net.recalibrate_batch_norm(path, self.calibration)
         self.net.eval()
 
     def _evaluate(self, epoch, kind, path):
-        net = self.net
-        arch = net.architecture(path)
-        self._recalibrate(path)
-        val_accuracy = accuracy(lambda x: net(x, path), self.dataset.val, self.dataset, self.device)
+        arch = self.net.architecture(path)
+        val_accuracy = self._shared_accuracy(path, self.dataset.val)
         metrics = self.metrics_of(arch)
         stats = metrics.pop("stats")
         return {"epoch": epoch, "kind": kind, "arch_hash": arch.hash, "ops": arch.ops,

@@ -23,6 +23,7 @@ from search_core.recipe import Recipe
 from search_core.data import load_dataset
 from search_core.rundir import RunDirectory
 from search_core.search import Search
+from search_core.specialise import Specialisation
 from search_core.train import train_architecture
 from helpers import TINY as TINY_SETTINGS, tiny_flags, wait_for
 from processes import hold_run_directory
@@ -407,6 +408,20 @@ def test_an_evolution_search_samples_its_generations_and_leaves_the_logits_alone
     assert summary["best"]["arch_hash"] in {s["arch_hash"] for s in samples}
     population = torch.load(str(out / "checkpoint.pt"), weights_only=True)["strategy"]["population"]
     assert len(population) == 6  # kept for a resumed run
+
+
+def test_a_specialisation_scores_each_path_once(tiny_run, tmp_path, monkeypatch):
+    """The weights never move in a specialisation: a path's shared-weight accuracy on a split is
+    computed once, whichever generation, survivor, sample or reference asks for it again."""
+    parent, _ = tiny_run
+    scored, score = [], Search._shared_accuracy
+    monkeypatch.setattr(Search, "_shared_accuracy", lambda self, path, split: scored.append(
+        (tuple(path), id(split))) or score(self, path, split))
+    Specialisation(str(parent), str(tmp_path / "once"), Recorder(), generations=3,
+                   target_latency_fraction=0.6).run()
+    assert len(scored) == len(set(scored)) > 0
+    samples = RunDirectory(str(tmp_path / "once")).samples()
+    assert len(samples) > len({s["arch_hash"] for s in samples})  # repeats: read, not scored
 
 
 def test_search_refuses_a_directory_that_holds_a_run(tiny_run):
