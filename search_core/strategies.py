@@ -136,10 +136,10 @@ def into_band(path, costs, predict, band, generator, steps=REPAIR_STEPS):
     """`path` (op indices) moved into `band` (low, high) of `predict(path)` by single-op changes:
     at a random block, an op the per-block `costs` table says is cheaper (above the band) or
     costlier (below it), chosen at random among those that do not jump past the band (else the
-    one that jumps least). Uniform paths cluster around the space's mean latency,
-    so at 40% of it a first population drawn that way lay 1.75 T off, and mutations of 10% of
-    the blocks never reached the band (a specialisation's generations then had no child at all).
-    Where the band is out of reach: the nearest path met."""
+    one that jumps least). Uniform paths cluster around the space's mean latency, so at 40% of it
+    a first population drawn that way lay 1.75 T off, and mutations of 10% of the blocks never
+    reached the band (a specialisation's generations then had no child at all). Where the band is
+    out of reach: the nearest path met."""
     low, high = band
     path, best, best_gap = list(path), tuple(path), math.inf
     for _ in range(steps):
