@@ -294,8 +294,9 @@ def test_a_finished_runs_page_specialises_it_and_checks_its_ranking(dashboard, s
     """On a finished run's page: a new T, the device and another runtime; the specialisation runs
     live (its row, then its pick on the scatter), its JSON downloads, and its pick retrains from
     its row, the test accuracy then shown beside it; a front across targets draws its line; every
-    pick is measured on both runtimes, cell by cell. Then the ranking check: its retrainings go through the queue, and the answer fills in live (the
-    scatter of shared-weight against test accuracy, Kendall's tau as the API gives it, the CSV)."""
+    pick is measured on both runtimes, cell by cell. Then the ranking check: its retrainings go
+    through the queue, and the answer fills in live (the scatter of shared-weight against test
+    accuracy, Kendall's tau as the API gives it, the CSV)."""
     tiny = {"epochs": 3, "warmup_epochs": 1, "limit": 64, "samples_per_epoch": 3,
             "calibration_archs": 3, "measure_runs": 3, "measure_warmup": 1}
     done = dashboard.http.post(server + "/api/runs", json=dict(tiny, name="finished"),
