@@ -170,7 +170,7 @@ def remeasure(rows, rounds):
             latency = medians[Architecture.from_dict(entry["arch"]).hash]
             entry.setdefault("latency_ms", {})[runtime] = round(latency, 3)
     for row in rows:
-        for entry in _entries(row, "pytorch"):
+        for entry in list(row["landing"].values()) + [row[name] for name in PICKS]:
             entry["over_target"] = round(entry["latency_ms"]["pytorch"] / entry["target_ms"], 3)
             entry["feasible"] = entry["over_target"] <= 1.0
         picks = row["cross_runtime"]
