@@ -225,7 +225,9 @@ def _last_line(error):
 
 class RayExecutor:
     """Workers as Ray actors: on the cluster at ``address``, or on a Ray started inside this
-    process (``ray.init()``) when there is none."""
+    process when there is none: a new one ("local"), even where another Ray runs on the machine,
+    which a plain ``ray.init()`` would join (an embedded dashboard's runs then waited for a
+    cluster whose nodes another test killed)."""
 
     def __init__(self, address=None, start_timeout_s=120.0):
         import ray  # only this executor needs it
@@ -236,7 +238,7 @@ class RayExecutor:
             if address:
                 _check_reachable(address)
             os.environ.setdefault(RAY_USAGE_STATS, "0")  # a Ray of ours reports to no one
-            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+            ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
                      configure_logging=False)
         # the worker's stream is read concurrently with signals to it
         self._actor_class = ray.remote(max_restarts=0, max_concurrency=4)(NodeWorker)
