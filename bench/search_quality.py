@@ -403,10 +403,11 @@ def load_row(args, seed):
     return kept
 
 
-def paired(rows, name, other):
-    """`name` minus `other` in test accuracy points over the seeds where both are feasible:
-    {mean, ci95_low, ci95_high, n} (a paired-t interval; None for fewer than two seeds)."""
-    diffs = [100 * (r[name]["test_acc"] - r[other]["test_acc"]) for r in rows
+def paired(rows, name, other, key="test_acc"):
+    """`name` minus `other` in accuracy points (their `key`) over the seeds where both are
+    feasible: {mean, ci95_low, ci95_high, n} (a paired-t interval; None for fewer than two
+    seeds)."""
+    diffs = [100 * (r[name][key] - r[other][key]) for r in rows
              if r[name] and r[other] and r[name]["feasible"] and r[other]["feasible"]]
     if not diffs:
         return {"mean": None, "ci95_low": None, "ci95_high": None, "n": 0}

@@ -8,7 +8,9 @@ Per seed (one split and one training seed that every pick shares, as in search_q
    training nothing), and for --fraction a new search at the specialisation's T: both commands
    timed whole (start-up, profiling where they profile, searching) and from their `started` event
    (tables ready) to `finished`; both picks retrained with `train`'s recipe on the seed's split
-   and tested on shapes' held-out test set;
+   and tested on shapes' held-out test set; and both picks scored by the parent's supernet on
+   that test set (shared weights, batch norm recalibrated: what the supernet says of the two,
+   without retraining's noise);
 3. the parent specialised to --fraction for onnxruntime: the two runtimes' picks each measured in
    both runtimes, against each runtime's T.
 
@@ -17,13 +19,14 @@ CPU, in a process of its own (1 thread, as the search measures).
 
     .venv/bin/python bench/specialise.py [--dataset shapes] [--seeds 0 1 2] [--jobs 2]
                                          [--fraction 0.6] [--landing-fractions 0.4 0.6 0.8 1.0]
-                                         [--quick]
+                                         [--resume] [--quick]
 
 --quick runs a tiny setting end to end (a smoke test, not a measurement). Ends with one JSON line:
 `specialise_over_search` and `specialise_over_search_after_profiling` ({per_seed, mean}: the
 specialisation's wall time over the new search's), `specialised_minus_search` (test accuracy
 points, `{mean, ci95_low, ci95_high, n}`, paired over the seeds where both picks run within T),
-each pick's mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
+`specialised_minus_search_shared` (the same with their shared-weight test accuracy), each pick's
+mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
 `landed` (how many lie in [0.85 T, T] of how many), `cross_runtime` (per seed, each runtime's
 pick: its latency / T in each runtime, and where it runs within T), `seeds`, `wall_s`. Goals:
 specialise_over_search at most 0.10; specialised_minus_search's lower end at or above -0.5;
@@ -38,6 +41,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -45,10 +49,12 @@ import torch
 
 from nano_agent.arch import Architecture
 from search_core import data
+from search_core.events import Events
 from search_core.latency import LocalDevice, measure_interleaved
 from search_core.recipe import Recipe
 from search_core.rundir import BEST_ARCH, SUMMARY, RunDirectory
 from search_core.settings import GENERATIONS, SearchConfig
+from search_core.specialise import Specialisation
 from search_core.train import accuracy, train_architecture
 
 from search_quality import MEASURING, QUICK_SEARCH, paired, parse_settings, search_settings, \
@@ -104,8 +110,26 @@ def pick_of(run_dir):
 
 def evaluate_seed(args, seed):
     """One seed's parent, its specialisations and the new search: the report's row (each pick's
-    architecture and T kept for the latency measured at the end)."""
+    architecture and T kept for the latency measured at the end), or with --resume the row kept
+    by an earlier run with what it lacks added."""
     torch.set_num_threads(args.threads)
+    kept = os.path.join(args.out, "row-{}.json".format(seed))
+    if args.resume and os.path.exists(kept):
+        with open(kept) as f:
+            row = json.load(f)
+    else:
+        row = run_seed(args, seed)
+        retrain(args, seed, row)
+    if "shared_test_acc" not in row["search"]:
+        judge_shared(args, seed, row)
+    with open(kept, "w") as f:  # kept before the latency measured at the end
+        json.dump(row, f)
+    return row
+
+
+def run_seed(args, seed):
+    """The seed's parent, its specialisations, the new search and the onnxruntime
+    specialisation: each pick's architecture, T and wall time."""
     def out(name):
         return os.path.join(args.out, "{}-{}".format(name, seed))
 
@@ -130,9 +154,6 @@ def evaluate_seed(args, seed):
     arch, onnx_target = pick_of(out("onnxruntime"))
     row["cross_runtime"] = {"pytorch": dict(arch=row["specialised"]["arch"], target_ms=target),
                             "onnxruntime": dict(arch=arch.to_dict(), target_ms=onnx_target)}
-    retrain(args, seed, row)
-    with open(out("row") + ".json", "w") as f:  # kept before the latency measured at the end
-        json.dump(row, f)
     return row
 
 
@@ -153,6 +174,23 @@ def retrain(args, seed, row):
             tested[arch.hash] = accuracy(model, test, dataset, args.train_device)
         row[name]["test_acc"] = round(tested[arch.hash], 4)
     row["test_images"] = len(test)
+
+
+def judge_shared(args, seed, row):
+    """Both picks' shared-weight accuracy under the parent's trained supernet on the held-out test
+    images, batch norm recalibrated for each as a specialisation scores: what the supernet itself
+    says of the two, on images that chose neither and without retraining's noise (the new search
+    chose its pick on weights of its own)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        judge = Specialisation(os.path.join(args.out, "parent-{}".format(seed)), scratch, Events())
+        try:
+            judge.load_supernet()
+            test = test_split(judge.dataset, args.quick)
+            for name in PICKS:
+                arch = Architecture.from_dict(row[name]["arch"])
+                row[name]["shared_test_acc"] = round(judge.shared_accuracy(arch, test), 4)
+        finally:
+            judge.measurer.source.close()
 
 
 def remeasure(rows, rounds):
@@ -202,6 +240,8 @@ def report(rows, args, wall_s):
         "specialise_over_search": ratio("wall_s"),
         "specialise_over_search_after_profiling": ratio("after_profiling_s"),
         "specialised_minus_search": paired(rows, "specialised", "search"),
+        "specialised_minus_search_shared": paired(rows, "specialised", "search",
+                                                  "shared_test_acc"),
         "specialised_test_acc_mean": _mean(rows, "specialised"),
         "search_test_acc_mean": _mean(rows, "search"),
         "landing": landing,
@@ -211,9 +251,10 @@ def report(rows, args, wall_s):
                            for made_for, pick in r["cross_runtime"].items()} for r in rows],
         "test_images": rows[0]["test_images"], "seeds": args.seeds, "wall_s": round(wall_s, 1)}
     for r in rows:
-        print("seed {}: T {:.3f} ms; specialised {:.2%} in {:.0f} s, new search {:.2%} in {:.0f} s"
-              .format(r["seed"], r["search"]["target_ms"], r["specialised"]["test_acc"],
-                      r["specialised"]["wall_s"], r["search"]["test_acc"], r["search"]["wall_s"]))
+        print("seed {}: T {:.3f} ms; specialised {:.2%} (shared {:.2%}) in {:.0f} s, new search "
+              "{:.2%} (shared {:.2%}) in {:.0f} s".format(
+                  r["seed"], r["search"]["target_ms"], *(r[name][key] for name in PICKS for key in
+                                                         ("test_acc", "shared_test_acc", "wall_s"))))
     print(json.dumps(figures, allow_nan=False))
 
 
@@ -241,6 +282,9 @@ def main():
                         "specialisation and new search then share the machine alike)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-specialise"))
     p.add_argument("--quick", action="store_true", help="a tiny setting: checks the bench runs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of seeds that an earlier run kept in --out (row-N.json), "
+                        "add what they lack, and measure every latency again")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a search setting other than the defaults (repeatable)")
     args = p.parse_args()

@@ -58,12 +58,7 @@ class Specialisation(Search):
             # measurements are keyed by device and architecture: the parent's serve where the
             # device is the same, and are never read where it is not
             shutil.copyfile(self.parent.path(LATENCY_CACHE), self.files.path(LATENCY_CACHE))
-        state = self.parent.load_checkpoint("cpu")  # copied onto the training device below
-        if state is None or not state.get("epochs_done"):
-            raise ConfigError("{} has no trained supernet (its checkpoint.pt): specialise a run "
-                              "that trained".format(self.parent.root))
-        self._setup()
-        self.net.load_state_dict(state["supernet"])
+        self.load_supernet()
         self._started(self.generations, 0, 0, parent=self._parent_path())
         for generation in range(self.generations):
             self.files.check_free_space(self.config.min_free_mb * 2 ** 20)
@@ -76,6 +71,20 @@ class Specialisation(Search):
                                  k: best[k] for k in ("arch_hash", "accuracy", "latency_ms",
                                                       "objective", "feasible")})
         return self._finish(time.time() - start_time)
+
+    def load_supernet(self):
+        """Set up (data, space, the device's table) with the parent's trained weights."""
+        state = self.parent.load_checkpoint("cpu")  # copied onto the training device below
+        if state is None or not state.get("epochs_done"):
+            raise ConfigError("{} has no trained supernet (its checkpoint.pt): specialise a run "
+                              "that trained".format(self.parent.root))
+        self._setup()
+        self.net.load_state_dict(state["supernet"])
+
+    def shared_accuracy(self, arch, split):
+        """`arch`'s accuracy on `split` under the parent's trained weights (after load_supernet;
+        a member of its space), batch norm recalibrated for it as a specialisation scores."""
+        return self._shared_accuracy(tuple(self.space.choices(arch)), split)
 
     def _shared_accuracy(self, path, split):
         """Once per path and split: the survivors that each generation scores again, the samples

@@ -14,13 +14,17 @@ from processes import ROOT
 pytestmark = pytest.mark.system
 
 
-def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes(tmp_path):
+def bench(tmp_path, *flags):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "specialise.py"), "--quick",
                           "--seeds", "0", "--landing-fractions", "0.6", "1.0", "--out",
-                          str(tmp_path)], cwd=ROOT, check=True, capture_output=True, text=True,
-                         timeout=600).stdout
-    figures = json.loads(out.splitlines()[-1])
+                          str(tmp_path), *flags], cwd=ROOT, check=True, capture_output=True,
+                         text=True, timeout=600).stdout
     [row] = json.loads((tmp_path / "rows.json").read_text())
+    return json.loads(out.splitlines()[-1]), row
+
+
+def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes(tmp_path):
+    figures, row = bench(tmp_path)
     for key, name in (("specialise_over_search", "wall_s"),
                       ("specialise_over_search_after_profiling", "after_profiling_s")):
         expected = row["specialised"][name] / row["search"][name]
@@ -28,8 +32,12 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
     # one T for both: the specialisation's, which the new search was given
     assert row["search"]["target_ms"] == row["specialised"]["target_ms"] == \
         row["landing"]["0.6"]["target_ms"]
-    assert figures["specialised_minus_search"]["n"] == int(
-        row["specialised"]["feasible"] and row["search"]["feasible"])
+    both_feasible = int(row["specialised"]["feasible"] and row["search"]["feasible"])
+    assert figures["specialised_minus_search"]["n"] == both_feasible
+    assert figures["specialised_minus_search_shared"]["n"] == both_feasible
+    if both_feasible:
+        assert figures["specialised_minus_search_shared"]["mean"] == pytest.approx(100 * (
+            row["specialised"]["shared_test_acc"] - row["search"]["shared_test_acc"]), abs=0.01)
     assert figures["test_images"] == row["test_images"] == 200  # held-out, quick size
     assert set(figures["landing"]) == {"0.6", "1.0"} and figures["landed"][1] == 2
     for fraction, [ratio] in figures["landing"].items():
@@ -43,3 +51,16 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
             assert pick["over_target"][runtime] == pytest.approx(
                 pick["latency_ms"][runtime] / target, abs=1e-3)
         assert pick["within_target_in"] == [r for r in targets if pick["over_target"][r] <= 1]
+
+    # --resume keeps the seed's row (nothing runs or trains again), adds what it lacks and
+    # measures the latencies again
+    kept = tmp_path / "row-0.json"
+    stored = json.loads(kept.read_text())
+    shared = {name: stored[name].pop("shared_test_acc") for name in ("specialised", "search")}
+    kept.write_text(json.dumps(stored))
+    _, again = bench(tmp_path, "--resume")
+    for name, accuracy in shared.items():
+        assert 0 <= accuracy <= 1
+        assert again[name]["shared_test_acc"] == pytest.approx(accuracy, abs=0.01)
+        assert again[name]["test_acc"] == row[name]["test_acc"]
+        assert again[name]["wall_s"] == row[name]["wall_s"]
