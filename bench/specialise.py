@@ -27,7 +27,9 @@ specialisation's wall time over the new search's), `specialised_minus_search` (t
 points, `{mean, ci95_low, ci95_high, n}`, paired over the seeds where both picks run within T),
 `specialised_minus_search_shared` (the same with their shared-weight test accuracy), each pick's
 mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
-`landed` (how many lie in [0.85 T, T] of how many), `cross_runtime` (per seed, each runtime's
+`landed` (how many lie in [0.85 T, T] of how many), `landing_round_spread` (how far one
+measurement of a pick is from the next: (slowest - fastest round) / median, the median and the
+largest over the landing picks), `cross_runtime` (per seed, each runtime's
 pick: its latency / T in each runtime, and where it runs within T), `seeds`, `wall_s`. Goals:
 specialise_over_search at most 0.10; specialised_minus_search's lower end at or above -0.5;
 every landing within [0.85, 1.0]. Every pick's architecture and figures are kept in
@@ -199,14 +201,16 @@ def remeasure(rows, rounds):
     for runtime in RUNTIMES:
         entries = [(entry, runtime) for row in rows for entry in _entries(row, runtime)]
         device = LocalDevice(**MEASURING, backend=runtime, isolated=True)
+        times = {}
         try:
             medians = measure_interleaved(device, [Architecture.from_dict(e["arch"])
-                                                   for e, _ in entries], rounds)
+                                                   for e, _ in entries], rounds, times)
         finally:
             device.close()
         for entry, _ in entries:
-            latency = medians[Architecture.from_dict(entry["arch"]).hash]
-            entry.setdefault("latency_ms", {})[runtime] = round(latency, 3)
+            key = Architecture.from_dict(entry["arch"]).hash
+            entry.setdefault("latency_ms", {})[runtime] = round(medians[key], 3)
+            entry.setdefault("rounds_ms", {})[runtime] = [round(t, 3) for t in times[key]]
     for row in rows:
         for entry in list(row["landing"].values()) + [row[name] for name in PICKS]:
             entry["over_target"] = round(entry["latency_ms"]["pytorch"] / entry["target_ms"], 3)
@@ -236,6 +240,8 @@ def report(rows, args, wall_s):
     landing = {f: [r["landing"][f]["over_target"] for r in rows]
                for f in sorted(rows[0]["landing"], key=float)}
     ratios = [value for values in landing.values() for value in values]
+    spreads = [(max(rounds) - min(rounds)) / statistics.median(rounds) for r in rows
+               for rounds in (pick["rounds_ms"]["pytorch"] for pick in r["landing"].values())]
     figures = {
         "specialise_over_search": ratio("wall_s"),
         "specialise_over_search_after_profiling": ratio("after_profiling_s"),
@@ -246,6 +252,8 @@ def report(rows, args, wall_s):
         "search_test_acc_mean": _mean(rows, "search"),
         "landing": landing,
         "landed": [sum(LANDING[0] <= value <= LANDING[1] for value in ratios), len(ratios)],
+        "landing_round_spread": {"median": round(statistics.median(spreads), 3),
+                                 "max": round(max(spreads), 3)},
         "cross_runtime": [{made_for: {k: pick[k] for k in ("target_ms", "latency_ms",
                                                            "over_target", "within_target_in")}
                            for made_for, pick in r["cross_runtime"].items()} for r in rows],

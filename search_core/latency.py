@@ -163,13 +163,15 @@ def open_device(spec, threads=1, warmup=10, runs=30, token=None, backend="pytorc
     return DevicePool(agents, addresses, group or spec, backend)
 
 
-def measure_interleaved(device, archs, rounds):
+def measure_interleaved(device, archs, rounds, times=None):
     """Each distinct architecture's latency (the fastest timed run), measured in `rounds` rounds
     that each measure every one once, so that a change in the machine's load falls on all alike:
-    {hash: the median of its rounds}."""
+    {hash: the median of its rounds}. `times`, a dict where given, gets every round's figure
+    ({hash: [ms per round]})."""
     distinct = {arch.hash: arch for arch in archs}
-    times = {key: [] for key in distinct}
+    times = {} if times is None else times
+    times.update({key: [] for key in distinct})
     for _ in range(rounds):
         for key, arch in distinct.items():
             times[key].append(latency_ms(device.measure(arch)))
-    return {key: statistics.median(values) for key, values in times.items()}
+    return {key: statistics.median(times[key]) for key in distinct}

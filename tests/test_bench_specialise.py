@@ -40,9 +40,15 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
             row["specialised"]["shared_test_acc"] - row["search"]["shared_test_acc"]), abs=0.01)
     assert figures["test_images"] == row["test_images"] == 200  # held-out, quick size
     assert set(figures["landing"]) == {"0.6", "1.0"} and figures["landed"][1] == 2
+    spreads = []
     for fraction, [ratio] in figures["landing"].items():
         pick = row["landing"][fraction]
         assert ratio == pytest.approx(pick["latency_ms"]["pytorch"] / pick["target_ms"], abs=1e-3)
+        rounds = pick["rounds_ms"]["pytorch"]
+        assert len(rounds) == 2  # --quick's rounds, their median the pick's latency
+        assert pick["latency_ms"]["pytorch"] == pytest.approx(sum(rounds) / 2, abs=2e-3)
+        spreads.append((max(rounds) - min(rounds)) / pick["latency_ms"]["pytorch"])
+    assert figures["landing_round_spread"]["max"] == pytest.approx(max(spreads), abs=2e-3)
     [cross] = figures["cross_runtime"]
     targets = {runtime: cross[runtime]["target_ms"] for runtime in ("pytorch", "onnxruntime")}
     assert targets["pytorch"] == row["specialised"]["target_ms"]
