@@ -217,3 +217,14 @@ def test_a_worker_that_cannot_start_on_its_node_says_why(ray_app, tmp_path):
     with pytest.raises(RuntimeError, match="could not start on the Ray node: FileNotFoundError.*"
                                            "not-mounted.*mounts at the same path"):
         executor.launch([sys.executable, "-c", "print()"], missing, None, {"num_cpus": 1})
+
+
+def test_a_dashboard_without_a_ray_address_starts_a_ray_of_its_own(cluster):
+    """Not the cluster already running on this machine, which a plain ray.init() joins: an
+    embedded dashboard's runs then waited for that cluster's room (and died with its nodes)."""
+    code = ("import ray; from webapp.executors import RayExecutor; executor = RayExecutor(); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); executor.close()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    own = out.split()[-1]
+    assert own.rsplit(":", 1)[1] != cluster.address.rsplit(":", 1)[1], (own, cluster.address)
