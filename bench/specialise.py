@@ -192,7 +192,8 @@ def judge_shared(args, seed, row):
                 arch = Architecture.from_dict(row[name]["arch"])
                 row[name]["shared_test_acc"] = round(judge.shared_accuracy(arch, test), 4)
         finally:
-            judge.measurer.source.close()
+            if judge.measurer is not None:  # set up: its measuring process ends here
+                judge.measurer.source.close()
 
 
 def remeasure(rows, rounds):
