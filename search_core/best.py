@@ -35,6 +35,15 @@ def best_sample(samples, constraint="absolute"):
     return best
 
 
+def latest(samples):
+    """Each architecture's latest evaluation among `samples`, in the order they were taken."""
+    last = {}
+    for sample in samples:
+        last.pop(sample["arch_hash"], None)
+        last[sample["arch_hash"]] = sample
+    return list(last.values())
+
+
 def _rank(sample, constraint):
     feasible = bool(sample["feasible"])
     # meeting the targets, the most accurate wins; missing them, the objective weighs the miss
@@ -59,10 +68,8 @@ def explain(samples, pick, val_size=None, constraint="absolute", runners_up=3):
     the rule in words."""
     if pick is None:
         return None
-    latest = {}
-    for sample in samples:  # an architecture evaluated again later counts once, as last seen
-        latest[sample["arch_hash"]] = sample
-    group = [s for s in latest.values() if s["arch_hash"] != pick["arch_hash"] and
+    seen = latest(samples)  # an architecture evaluated again later counts once, as last seen
+    group = [s for s in seen if s["arch_hash"] != pick["arch_hash"] and
              _rank(s, constraint)[:2] == _rank(pick, constraint)[:2]]
     group.sort(key=lambda s: _rank(s, constraint), reverse=True)
     noise = difference_noise(pick["accuracy"], val_size)
@@ -72,9 +79,9 @@ def explain(samples, pick, val_size=None, constraint="absolute", runners_up=3):
         others.append({"id": s.get("id"), "arch_hash": s["arch_hash"], "accuracy": s["accuracy"],
                        "latency_ms": s.get("latency_ms"), "margin": margin,
                        "within_noise": None if noise is None else abs(margin) <= noise})
-    why = {"architectures": len(latest),
-           "feasible": sum(1 for s in latest.values() if s["feasible"]),
-           "in_band": sum(1 for s in latest.values() if s["feasible"] and s.get("uses_budget") is not False),
+    why = {"architectures": len(seen),
+           "feasible": sum(1 for s in seen if s["feasible"]),
+           "in_band": sum(1 for s in seen if s["feasible"] and s.get("uses_budget") is not False),
            "pick_feasible": bool(pick["feasible"]), "pick_in_band": pick.get("uses_budget") is not False,
            "ranked_by": "accuracy" if pick["feasible"] and constraint != "soft" else "objective",
            "val_size": val_size, "noise": noise, "runners_up": others}

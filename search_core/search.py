@@ -4,7 +4,6 @@ and K sampled ones are evaluated with the shared weights and measured on the dev
 
 A run lives in a directory (rundir.py); the settings are in settings.py.
 """
-import itertools
 import os
 import time
 from dataclasses import asdict
@@ -29,7 +28,7 @@ from .rundir import BEST_ARCH, LATENCY_CACHE, LUT, STORED_LUTS, SUMMARY, RunDire
 from .strategies import (EvolutionStrategy, GradientStrategy, ReinforceStrategy, entropy,
                          into_band)
 from .supernet import Supernet
-from .train import accuracy, clip_gradients, lr_factor, sgd
+from .train import EVALUATION_BATCH, accuracy, clip_gradients, lr_factor, sgd
 
 
 # With an absolute latency target, the architectures sampled after each epoch are drawn from the
@@ -81,11 +80,13 @@ class Search:
                                          limit=c.limit)
         val = self.dataset.val
         self.fitness_split = data.Split(val.images[:FITNESS_IMAGES], val.labels[:FITNESS_IMAGES])
-        # the batch-norm recalibration's batches: the training split's first, the same for every
-        # path evaluated, so read once
-        self.calibration = [x for x, _ in itertools.islice(data.iterate_batches(
-            self.dataset.train, self.dataset, c.batch_size, device=self.device),
-            c.calibration_batches)]
+        # the batch-norm recalibration's images: the training split's first calibration_batches
+        # batches, the same for every path evaluated, so read once; run as batches of
+        # EVALUATION_BATCH (one forward of 256 costs less than four of 64)
+        count = min(c.calibration_batches * c.batch_size, len(self.dataset.train))
+        first = data.Split(self.dataset.train.images[:count], self.dataset.train.labels[:count])
+        self.calibration = [x for x, _ in data.iterate_batches(
+            first, self.dataset, EVALUATION_BATCH, device=self.device)]
         self.space = SearchSpace(c.width_mult, c.resolution, self.dataset.num_classes,
                                  self.dataset.channels)
         self.fast = fastpath.wanted(c.fast_path, self.device)
@@ -93,11 +94,7 @@ class Search:
         self.weights = self.net.weight_parameters()
         self.largest_path = self.net.largest_path()
         self.smallest_path = self.net.smallest_path()
-        self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, self.fast, c.momentum,
-                                    every_step=False)
-        # ProxylessNAS: Adam without momentum for the logits
-        self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
-                                               betas=(0.0, 0.999), eps=1e-8)
+        self._setup_optimizers()
         self.data_generator = torch.Generator().manual_seed(c.seed)
         self.path_generator = torch.Generator().manual_seed(c.seed + 1)
         # this process trains: the local CPU measures in a process of its own, as an agent would
@@ -114,6 +111,14 @@ class Search:
             c.target_latency_ms = round(c.target_latency_fraction * expected, 3)
         self.constraints = c.constraints()
         self.strategy = self._strategy()
+
+    def _setup_optimizers(self):
+        c = self.config
+        self.weight_optimizer = sgd(self.weights, c.lr, c.weight_decay, self.fast, c.momentum,
+                                    every_step=False)
+        # ProxylessNAS: Adam without momentum for the logits
+        self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), lr=c.arch_lr,
+                                               betas=(0.0, 0.999), eps=1e-8)
 
     def _device_wait(self, waiting, error, waited_s):
         """The device stopped answering (or came back): say so, in text and as an event."""
@@ -415,7 +420,11 @@ class Search:
                 "cached": stats["cached"],
                 "predicted_latency_ms": self.lut.predict(path), "memory_mb": metrics["memory_mb"],
                 "memory_source": stats["memory_source"], "params": stats["params"],
-                "macs": stats["macs"], "objective": objective(val_accuracy, metrics, self.constraints),
+                "macs": stats["macs"], **self._verdict(val_accuracy, metrics)}
+
+    def _verdict(self, val_accuracy, metrics):
+        """What the pick ranks a sample by, for its accuracy and metrics (best.py)."""
+        return {"objective": objective(val_accuracy, metrics, self.constraints),
                 "feasible": all(x.satisfied(metrics[x.metric]) for x in self.constraints),
                 "uses_budget": all(x.uses_budget(metrics[x.metric]) for x in self.constraints)}
 
@@ -448,10 +457,14 @@ class Search:
         """What a kind of run adds to its summary (specialise.py: its parent)."""
         return {}
 
+    def _candidates(self, samples):
+        """The samples the pick is made among: every evaluation, each as its weights then were."""
+        return samples
+
     def _finish(self, wall_time):
         samples = self.files.samples()
         final = self.net.derive()  # derived afresh from the final logits
-        best = best_sample(samples, self.config.constraint)
+        best = best_sample(self._candidates(samples), self.config.constraint)
         why = explain(samples, best, len(self.dataset.val), self.config.constraint)
         if best is None:  # no search epoch ran (warm-up only): evaluate the final argmax
             best = self._evaluate(self.config.epochs - 1, "argmax", self.net.argmax_path())

@@ -29,11 +29,14 @@ def check_fits(arch, dataset):
             arch.num_classes, dataset.name, dataset.num_classes))
 
 
+EVALUATION_BATCH = 256  # images per forward where nothing trains
+
+
 def accuracy(predict, split, dataset, device):
     """Top-1 accuracy of `predict` (a batch in, logits out) on a split, without autograd."""
     correct = 0
     with torch.no_grad():
-        for x, y in data.iterate_batches(split, dataset, 256, device=device):
+        for x, y in data.iterate_batches(split, dataset, EVALUATION_BATCH, device=device):
             correct += int((predict(x).argmax(1) == y).sum())
     return correct / max(len(split), 1)
 

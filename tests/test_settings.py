@@ -1,7 +1,7 @@
 """The search's settings and its pick: the rules the search, the API and the dashboard share."""
 import pytest
 
-from search_core.best import best_sample, better, explain
+from search_core.best import best_sample, better, explain, latest
 from search_core.settings import DEFAULT_WEIGHTS, ConfigError, SearchConfig
 
 pytestmark = pytest.mark.unit
@@ -32,6 +32,18 @@ def test_the_budget_penalty_does_not_choose_the_pick():
     more_accurate = sample(0.833, True, uses_budget=True, objective=0.833 - 0.5 * 0.15 - 0.3)
     assert best_sample([more_accurate, close_to_t]) is more_accurate
     assert best_sample([close_to_t, more_accurate]) is more_accurate
+
+
+def test_among_each_architecture_as_last_measured_a_pick_measured_again_out_of_the_band_loses():
+    """A specialisation measures its finalists again and picks among each architecture's latest
+    sample: the rounds, not the one measurement, decide."""
+    first = sample(0.90, True, uses_budget=True, arch_hash="a")
+    runner_up = sample(0.85, True, uses_budget=True, arch_hash="b")
+    again = sample(0.90, True, uses_budget=False, arch_hash="a")  # 0.81 T in its rounds
+    samples = [first, runner_up, again]
+    assert latest(samples) == [runner_up, again]
+    assert best_sample(latest(samples)) is runner_up
+    assert best_sample(samples) is first  # every evaluation as taken: the stale one would win
 
 
 def test_the_soft_form_ranks_by_its_objective():
