@@ -19,7 +19,7 @@ CPU, in a process of its own (1 thread, as the search measures).
 
     .venv/bin/python bench/specialise.py [--dataset shapes] [--seeds 0 1 2] [--jobs 2]
                                          [--fraction 0.6] [--landing-fractions 0.4 0.6 0.8 1.0]
-                                         [--resume] [--quick]
+                                         [--resume [--respecialise]] [--quick]
 
 --quick runs a tiny setting end to end (a smoke test, not a measurement). Ends with one JSON line:
 `specialise_over_search` and `specialise_over_search_after_profiling` ({per_seed, mean}: the
@@ -119,10 +119,12 @@ def evaluate_seed(args, seed):
     if args.resume and os.path.exists(kept):
         with open(kept) as f:
             row = json.load(f)
+        if args.respecialise:
+            specialise_seed(args, seed, row)
     else:
         row = run_seed(args, seed)
-        retrain(args, seed, row)
-    if "shared_test_acc" not in row["search"]:
+    retrain(args, seed, row)
+    if any("shared_test_acc" not in row[name] for name in PICKS):
         judge_shared(args, seed, row)
     with open(kept, "w") as f:  # kept before the latency measured at the end
         json.dump(row, f)
@@ -132,42 +134,57 @@ def evaluate_seed(args, seed):
 def run_seed(args, seed):
     """The seed's parent, its specialisations, the new search and the onnxruntime
     specialisation: each pick's architecture, T and wall time."""
-    def out(name):
-        return os.path.join(args.out, "{}-{}".format(name, seed))
+    search(args, seed, _directory(args, "parent", seed),
+           target_latency_fraction=args.parent_fraction)
+    row = specialise_seed(args, seed, {"seed": seed})
+    target = row["specialised"]["target_ms"]
+    _, wall, searching = search(args, seed, _directory(args, "search", seed),
+                                target_latency_ms=target)
+    arch, _ = pick_of(_directory(args, "search", seed))
+    row["search"] = {"arch": arch.to_dict(), "target_ms": target, "wall_s": round(wall, 1),
+                     "after_profiling_s": round(searching, 1)}
+    return row
 
-    search(args, seed, out("parent"), target_latency_fraction=args.parent_fraction)
-    row = {"seed": seed, "landing": {}}
+
+def specialise_seed(args, seed, row):
+    """The seed's parent specialised to each landing fraction and, at --fraction, for
+    onnxruntime: `row` with its specialisations (anew where it had them)."""
+    parent = _directory(args, "parent", seed)
+    row["landing"] = {}
     for fraction in sorted(set(args.landing_fractions) | {args.fraction}):
-        directory = out("specialised-{:g}".format(fraction))
-        _, wall, searching = specialise(args, out("parent"), directory,
-                                        target_latency_fraction=fraction)
+        directory = _directory(args, "specialised-{:g}".format(fraction), seed)
+        _, wall, searching = specialise(args, parent, directory, target_latency_fraction=fraction)
         arch, target = pick_of(directory)
         row["landing"][str(fraction)] = {"arch": arch.to_dict(), "target_ms": target}
         if fraction == args.fraction:
             row["specialised"] = dict(row["landing"][str(fraction)], wall_s=round(wall, 1),
                                       after_profiling_s=round(searching, 1))
-    target = row["specialised"]["target_ms"]
-    _, wall, searching = search(args, seed, out("search"), target_latency_ms=target)
-    arch, _ = pick_of(out("search"))
-    row["search"] = {"arch": arch.to_dict(), "target_ms": target, "wall_s": round(wall, 1),
-                     "after_profiling_s": round(searching, 1)}
-    specialise(args, out("parent"), out("onnxruntime"), target_latency_fraction=args.fraction,
+    onnxruntime = _directory(args, "onnxruntime", seed)
+    specialise(args, parent, onnxruntime, target_latency_fraction=args.fraction,
                backend="onnxruntime")
-    arch, onnx_target = pick_of(out("onnxruntime"))
-    row["cross_runtime"] = {"pytorch": dict(arch=row["specialised"]["arch"], target_ms=target),
+    arch, onnx_target = pick_of(onnxruntime)
+    row["cross_runtime"] = {"pytorch": dict(arch=row["specialised"]["arch"],
+                                            target_ms=row["specialised"]["target_ms"]),
                             "onnxruntime": dict(arch=arch.to_dict(), target_ms=onnx_target)}
     return row
 
 
+def _directory(args, name, seed):
+    return os.path.join(args.out, "{}-{}".format(name, seed))
+
+
 def retrain(args, seed, row):
-    """Both picks retrained on the seed's split with `train`'s recipe, tested on the held-out
-    set."""
+    """The picks not tested yet retrained on the seed's split with `train`'s recipe, tested on the
+    held-out set."""
+    tested = {Architecture.from_dict(row[name]["arch"]).hash: row[name]["test_acc"]
+              for name in PICKS if "test_acc" in row[name]}
+    if all("test_acc" in row[name] for name in PICKS):
+        return
     recipe = Recipe(epochs=2) if args.quick else Recipe()
     first = Architecture.from_dict(row["search"]["arch"])
     dataset = data.load_dataset(args.dataset, first.input_shape[-1], seed,
                                 limit=QUICK_SEARCH["limit"] if args.quick else None)
     test = test_split(dataset, args.quick)
-    tested = {}
     for name in PICKS:
         arch = Architecture.from_dict(row[name]["arch"])
         if arch.hash not in tested:  # the two picks may be one network
@@ -184,7 +201,7 @@ def judge_shared(args, seed, row):
     says of the two, on images that chose neither and without retraining's noise (the new search
     chose its pick on weights of its own)."""
     with tempfile.TemporaryDirectory() as scratch:
-        judge = Specialisation(os.path.join(args.out, "parent-{}".format(seed)), scratch, Events())
+        judge = Specialisation(_directory(args, "parent", seed), scratch, Events())
         try:
             judge.load_supernet()
             test = test_split(judge.dataset, args.quick)
@@ -294,6 +311,9 @@ def main():
     p.add_argument("--resume", action="store_true",
                    help="keep the rows of seeds that an earlier run kept in --out (row-N.json), "
                         "add what they lack, and measure every latency again")
+    p.add_argument("--respecialise", action="store_true",
+                   help="with --resume: specialise each kept parent again (the specialisation's "
+                        "code changed), retrain the new pick; the new search is kept")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a search setting other than the defaults (repeatable)")
     args = p.parse_args()
@@ -301,6 +321,8 @@ def main():
         args.set = parse_settings(args.set)
     except ValueError as e:
         p.error(str(e))
+    if args.respecialise and not args.resume:
+        p.error("--respecialise specialises the parents of kept rows: give --resume too")
     # what search_quality's search_settings reads
     args.split_seed, args.target_fraction = None, None
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)

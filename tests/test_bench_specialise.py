@@ -70,3 +70,16 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
         assert again[name]["shared_test_acc"] == pytest.approx(accuracy, abs=0.01)
         assert again[name]["test_acc"] == row[name]["test_acc"]
         assert again[name]["wall_s"] == row[name]["wall_s"]
+
+    # --respecialise (the specialisation's code changed): each kept parent specialised again and
+    # its new pick retrained; the parent and the new search are kept
+    def written(name):
+        return (tmp_path / "{}-0".format(name) / "summary.json").stat().st_mtime_ns
+    before = {name: written(name) for name in ("parent", "search", "specialised-0.6")}
+    _, anew = bench(tmp_path, "--resume", "--respecialise")
+    assert written("parent") == before["parent"] and written("search") == before["search"]
+    assert written("specialised-0.6") > before["specialised-0.6"]
+    assert anew["search"]["test_acc"] == row["search"]["test_acc"]
+    assert anew["search"]["wall_s"] == row["search"]["wall_s"]
+    assert 0 <= anew["specialised"]["test_acc"] <= 1
+    assert 0 <= anew["specialised"]["shared_test_acc"] <= 1
