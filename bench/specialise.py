@@ -25,8 +25,12 @@ CPU, in a process of its own (1 thread, as the search measures).
 `specialise_over_search` and `specialise_over_search_after_profiling` ({per_seed, mean}: the
 specialisation's wall time over the new search's), `specialised_minus_search` (test accuracy
 points, `{mean, ci95_low, ci95_high, n}`, paired over the seeds where both picks run within T),
-`specialised_minus_search_shared` (the same with their shared-weight test accuracy), each pick's
-mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
+`specialised_minus_search_shared` (the same with their shared-weight test accuracy),
+`specialised_evaluated` (per seed, what the specialisation at --fraction evaluated within [0.85 T,
+T]: how many architectures, the best of them under the parent's supernet on the held-out images
+minus the new search's pick there, and Kendall's tau between their validation accuracy and that
+score: a pick that chose well among paths no better than the new search's needs wider search, one
+that chose badly a better judge), each pick's mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
 `landed` (how many lie in [0.85 T, T] of how many), `landing_round_spread` (how far one
 measurement of a pick is from the next: (slowest - fastest round) / median, the median and the
 largest over the landing picks), `cross_runtime` (per seed, each runtime's
@@ -37,6 +41,7 @@ every landing within [0.85, 1.0]. Every pick's architecture and figures are kept
 """
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -48,9 +53,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from scipy.stats import kendalltau
 
 from nano_agent.arch import Architecture
 from search_core import data
+from search_core.best import latest
 from search_core.events import Events
 from search_core.latency import LocalDevice, measure_interleaved
 from search_core.recipe import Recipe
@@ -124,7 +131,8 @@ def evaluate_seed(args, seed):
     else:
         row = run_seed(args, seed)
     retrain(args, seed, row)
-    if any("shared_test_acc" not in row[name] for name in PICKS):
+    if any("shared_test_acc" not in row[name] for name in PICKS) or \
+            "evaluated" not in row["specialised"]:
         judge_shared(args, seed, row)
     with open(kept, "w") as f:  # kept before the latency measured at the end
         json.dump(row, f)
@@ -208,9 +216,25 @@ def judge_shared(args, seed, row):
             for name in PICKS:
                 arch = Architecture.from_dict(row[name]["arch"])
                 row[name]["shared_test_acc"] = round(judge.shared_accuracy(arch, test), 4)
+            row["specialised"]["evaluated"] = judge_evaluated(
+                judge, test, _directory(args, "specialised-{:g}".format(args.fraction), seed))
         finally:
             if judge.measurer is not None:  # set up: its measuring process ends here
                 judge.measurer.source.close()
+
+
+def judge_evaluated(judge, test, directory):
+    """Did the specialisation choose well among what it evaluated, or never evaluate the better
+    paths? Its architectures that met every target within [0.85 T, T] (each as last measured):
+    how many, the best of them as the parent's supernet scores them on the held-out images, and
+    Kendall's tau between their validation accuracy (what chose) and that score."""
+    samples = [s for s in latest(RunDirectory(directory).samples())
+               if s["feasible"] and s.get("uses_budget") is not False]
+    scores = [judge.shared_accuracy(Architecture.from_dict(s["arch"]), test) for s in samples]
+    tau = kendalltau([s["accuracy"] for s in samples], scores)[0] if len(samples) > 1 else None
+    return {"architectures": len(samples),
+            "best_shared_test_acc": round(max(scores), 4) if scores else None,
+            "val_vs_shared_tau": None if tau is None or math.isnan(tau) else round(tau, 2)}
 
 
 def remeasure(rows, rounds):
@@ -266,6 +290,13 @@ def report(rows, args, wall_s):
         "specialised_minus_search": paired(rows, "specialised", "search"),
         "specialised_minus_search_shared": paired(rows, "specialised", "search",
                                                   "shared_test_acc"),
+        "specialised_evaluated": {
+            "architectures": [r["specialised"]["evaluated"]["architectures"] for r in rows],
+            "best_minus_search_shared": [_points(r["specialised"]["evaluated"]
+                                                 ["best_shared_test_acc"],
+                                                 r["search"]["shared_test_acc"]) for r in rows],
+            "val_vs_shared_tau": [r["specialised"]["evaluated"]["val_vs_shared_tau"]
+                                  for r in rows]},
         "specialised_test_acc_mean": _mean(rows, "specialised"),
         "search_test_acc_mean": _mean(rows, "search"),
         "landing": landing,
@@ -282,6 +313,10 @@ def report(rows, args, wall_s):
                   r["seed"], r["search"]["target_ms"], *(r[name][key] for name in PICKS for key in
                                                          ("test_acc", "shared_test_acc", "wall_s"))))
     print(json.dumps(figures, allow_nan=False))
+
+
+def _points(accuracy, other):
+    return None if accuracy is None else round(100 * (accuracy - other), 2)
 
 
 def _mean(rows, name):

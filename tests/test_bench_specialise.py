@@ -38,6 +38,15 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
     if both_feasible:
         assert figures["specialised_minus_search_shared"]["mean"] == pytest.approx(100 * (
             row["specialised"]["shared_test_acc"] - row["search"]["shared_test_acc"]), abs=0.01)
+    evaluated = row["specialised"]["evaluated"]  # what the specialisation chose among
+    assert figures["specialised_evaluated"]["architectures"] == [evaluated["architectures"]]
+    if evaluated["architectures"]:
+        assert figures["specialised_evaluated"]["best_minus_search_shared"] == [pytest.approx(
+            100 * (evaluated["best_shared_test_acc"] - row["search"]["shared_test_acc"]),
+            abs=0.01)]
+        assert 0 <= evaluated["best_shared_test_acc"] <= 1
+        if evaluated["architectures"] == 1:  # no ranking of one
+            assert evaluated["val_vs_shared_tau"] is None
     assert figures["test_images"] == row["test_images"] == 200  # held-out, quick size
     assert set(figures["landing"]) == {"0.6", "1.0"} and figures["landed"][1] == 2
     spreads = []
