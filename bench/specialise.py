@@ -26,15 +26,16 @@ CPU, in a process of its own (1 thread, as the search measures).
 specialisation's wall time over the new search's), `specialised_minus_search` (test accuracy
 points, `{mean, ci95_low, ci95_high, n}`, paired over the seeds where both picks run within T),
 `specialised_minus_search_shared` (the same with their shared-weight test accuracy),
-`specialised_evaluated` (per seed, what the specialisation at --fraction evaluated within [0.85 T,
-T]: how many architectures, the best of them under the parent's supernet on the held-out images
-minus the new search's pick there, and Kendall's tau between their validation accuracy and that
-score: a pick that chose well among paths no better than the new search's needs wider search, one
-that chose badly a better judge), each pick's mean test accuracy, `landing` ({fraction: [re-measured latency / T per seed]}) and
-`landed` (how many lie in [0.85 T, T] of how many), `landing_round_spread` (how far one
-measurement of a pick is from the next: (slowest - fastest round) / median, the median and the
-largest over the landing picks), `cross_runtime` (per seed, each runtime's
-pick: its latency / T in each runtime, and where it runs within T), `seeds`, `wall_s`. Goals:
+`specialised_evaluated` (per seed, what the specialisation at --fraction evaluated within
+[0.85 T, T]: how many architectures, the best of them under the parent's supernet on the held-out
+images minus the new search's pick there, and Kendall's tau between their validation accuracy and
+that score: a pick that chose well among paths no better than the new search's needs a wider
+search, one that chose badly a better judge), each pick's mean test accuracy, `landing`
+({fraction: [re-measured latency / T per seed]}) and `landed` (how many lie in [0.85 T, T] of
+how many), `landing_round_spread` (how far one measurement of a pick is from the next: (slowest -
+fastest round) / median, the median and the largest over the landing picks), `cross_runtime` (per
+seed, each runtime's pick: its latency / T in each runtime, and where it runs within T), `seeds`,
+`wall_s`. Goals:
 specialise_over_search at most 0.10; specialised_minus_search's lower end at or above -0.5;
 every landing within [0.85, 1.0]. Every pick's architecture and figures are kept in
 --out/rows.json.
