@@ -6,22 +6,17 @@ The parent run's settings and supernet checkpoint; the new device's lookup table
 for this space, else profiled and calibrated now); the evolutionary search of strategies.py over
 paths scored by shared-weight validation accuracy after batch-norm recalibration, with feasibility
 by the calibrated table; each generation's best measured on the device as samples; at the end the
-most accurate of them near the target measured again side by side, and the pick among the samples
-(each architecture as last measured) by the search's own rule (best.py). The directory gets a
-search's files (config.json, lut.json, latency_cache.jsonl, samples.jsonl, best_arch.json,
-summary.json naming the parent) and no checkpoint: nothing was trained.
+most accurate of them near the target measured again side by side, as a search's are, and the pick
+among the samples by the search's own rule (best.py). The directory gets a search's files
+(config.json, lut.json, latency_cache.jsonl, samples.jsonl, best_arch.json, summary.json naming
+the parent) and no checkpoint: nothing was trained.
 """
 import dataclasses
 import os
 import shutil
 import time
 
-from nano_agent.arch import Architecture
-
-from .best import latest
-from .latency import measure_interleaved
 from .lut import Lut
-from .objectives import BUDGET_FLOOR
 from .rundir import CONFIG, LATENCY_CACHE, LUT, RunDirectory
 from .search import Search
 from .settings import GENERATIONS, GENERATIONS_LIMIT, ConfigError
@@ -31,14 +26,6 @@ from .settings import GENERATIONS, GENERATIONS_LIMIT, ConfigError
 OVERRIDES = ("target_latency_ms", "target_latency_fraction", "target_memory_mb", "target_params_m",
              "device", "device_group", "backend", "measure_warmup", "measure_runs",
              "measure_threads", "calibration_archs", "threads", "train_device")
-
-# At the end the FINALISTS most accurate architectures measured within NEAR of [0.85 T, T] are
-# measured again in FINAL_ROUNDS rounds side by side, and their median decides: one measurement,
-# taken at whatever moment its generation came, moved a pick's latency by up to 15% here (one
-# measured 0.94 T at a slow moment and 0.81-0.82 T in three later measurements).
-FINALISTS = 4
-FINAL_ROUNDS = 3
-NEAR = 0.1
 
 
 class Specialisation(Search):
@@ -84,35 +71,8 @@ class Specialisation(Search):
                              best=None if best is None else {
                                  k: best[k] for k in ("arch_hash", "accuracy", "latency_ms",
                                                       "objective", "feasible")})
-        self._measure_finalists()
+        self._measure_finalists(self.generations)
         return self._finish(time.time() - start_time)
-
-    def _measure_finalists(self):
-        """The FINALISTS measured again (see there), as samples of kind "final" whose latency is
-        the median of their rounds (each round's in `latency["rounds_ms"]`)."""
-        target = self._absolute_target()
-        if target is None:
-            return
-        low, high = BUDGET_FLOOR * target / (1 + NEAR), target * (1 + NEAR)
-        near = [s for s in latest(self.files.samples()) if low <= s["latency_ms"] <= high and
-                self._verdict(s["accuracy"], _metrics(s, target))["feasible"]]  # memory too
-        finalists = sorted(near, key=lambda s: -s["accuracy"])[:FINALISTS]
-        if not finalists:
-            return
-        self.events.emit("message", text="Measuring the {} finalists again, {} rounds side by "
-                         "side".format(len(finalists), FINAL_ROUNDS))
-        rounds = {}
-        medians = measure_interleaved(self.measurer.source,
-                                      [Architecture.from_dict(s["arch"]) for s in finalists],
-                                      FINAL_ROUNDS, rounds)
-        for sample in finalists:
-            latency = medians[sample["arch_hash"]]
-            final = dict(sample, kind="final", epoch=self.generations, latency_ms=latency,
-                         cached=False, latency=dict(sample["latency"],
-                                                    rounds_ms=rounds[sample["arch_hash"]]),
-                         **self._verdict(sample["accuracy"], _metrics(sample, latency)))
-            self.files.append_sample(final)
-            self.events.emit("sample", **final)
 
     def load_supernet(self):
         """Set up (data, space, the device's table) with the parent's trained weights."""
@@ -150,19 +110,9 @@ class Specialisation(Search):
     def _setup_optimizers(self):
         """None: nothing trains (and building torch's optimizers imports its compiler, 2 s)."""
 
-    def _candidates(self, samples):
-        """Each architecture as last measured: the weights never moved, and a finalist's rounds
-        replace its one measurement."""
-        return latest(samples)
-
     def _parent_path(self):
         return os.path.abspath(self.parent.root)
 
     def _summary_extras(self):
         return {"parent": self._parent_path(), "generations": self.generations}
 
-
-def _metrics(sample, latency_ms):
-    """A sample's metrics (as constraints read them) with `latency_ms` for its latency."""
-    return {"latency_ms": latency_ms, "memory_mb": sample["memory_mb"],
-            "params_m": sample["params"] / 1e6}

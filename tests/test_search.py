@@ -18,13 +18,13 @@ from nano_agent.arch import Architecture
 from nano_agent.builder import build_model
 from nano_agent.space import SearchSpace
 from search_core.events import Events, JsonLinesEvents
-from search_core.best import best_sample, latest
+from search_core.best import best_sample
 from search_core.settings import SearchConfig
 from search_core.recipe import Recipe
 from search_core.data import load_dataset
 from search_core.rundir import RunDirectory
+from search_core import search
 from search_core.search import Search
-from search_core import specialise
 from search_core.specialise import Specialisation
 from search_core.train import train_architecture
 from helpers import TINY as TINY_SETTINGS, tiny_flags, wait_for
@@ -85,7 +85,7 @@ def test_mobilenet_v2_is_evaluated_as_the_reference_after_every_search_epoch(tin
     stored = RunDirectory(str(out)).samples()
     assert all(s["kind"] != "reference" for s in stored)  # never a candidate for the pick
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best"]["kind"] in ("argmax", "sampled")
+    assert summary["best"]["kind"] in ("argmax", "sampled", "final")
 
 
 def test_event_stream_is_complete_and_ordered(tiny_run):
@@ -112,8 +112,9 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
     samples = RunDirectory(str(out)).samples()
     streamed = [e for e in events if e["event"] == "sample"]
     assert [s["arch_hash"] for s in samples] == [e["arch_hash"] for e in streamed]
-    assert {s["epoch"] for s in samples} == {1, 2}  # search epochs only, not the warm-up
-    for s in samples:
+    evaluated = [s for s in samples if s["kind"] != "final"]  # the finals: see check_finals
+    assert {s["epoch"] for s in evaluated} == {1, 2}  # search epochs only, not the warm-up
+    for s in evaluated:
         arch = Architecture.from_dict(s["arch"])
         assert arch.hash == s["arch_hash"]
         assert 0 <= s["accuracy"] <= 1 and s["latency_ms"] > 0 and s["predicted_latency_ms"] > 0
@@ -121,6 +122,7 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
         assert s["params"] > 0 and s["macs"] > 0 and s["memory_mb"] > 0
     best = Architecture.load(str(out / "best_arch.json"))
     summary = json.loads((out / "summary.json").read_text())
+    samples = candidates(samples)
     assert best.hash == summary["best"]["arch_hash"] == best_sample(samples)["arch_hash"]
     target = summary["target_latency_ms"]  # the default absolute form: [0.85 T, T] uses the budget
     assert all(s["uses_budget"] == (s["latency_ms"] >= 0.85 * target) for s in samples)
@@ -135,8 +137,9 @@ def test_run_directory_holds_what_the_stream_said(tiny_run):
 
 
 def test_latency_is_measured_once_per_architecture(tiny_run):
+    """Once in the cache: the finals' rounds at the end are measured apart (check_finals)."""
     out, events = tiny_run
-    samples = RunDirectory(str(out)).samples()
+    samples = [s for s in RunDirectory(str(out)).samples() if s["kind"] != "final"]
     keys = [json.loads(line)["key"] for line in
             (out / "latency_cache.jsonl").read_text().splitlines()]
     assert len(keys) == len(set(keys))  # nothing measured twice
@@ -349,34 +352,54 @@ def test_a_specialisation_picks_for_a_new_target_with_the_trained_weights(tiny_r
 
 def test_a_specialisation_measures_its_finalists_again_and_picks_on_their_median(tiny_run,
                                                                                    tmp_path):
-    """One measurement, taken at whatever moment its generation came, may put a pick in the band
-    that it misses when measured again: the most accurate samples near the band are measured
-    again in rounds side by side, and the pick rests on what they measured then."""
     parent, _ = tiny_run
     target = json.loads((parent / "summary.json").read_text())["target_latency_ms"]
     out = tmp_path / "finals"
     summary = Specialisation(str(parent), str(out), Recorder(), generations=3,
                              target_latency_ms=target).run()
-    samples = RunDirectory(str(out)).samples()
-    generations = [s for s in samples if s["epoch"] < 3]
-    finals = [s for s in samples if s["epoch"] == 3]
-    assert 0 < len(finals) <= specialise.FINALISTS and all(s["kind"] == "final" for s in finals)
-    low, high = 0.85 * target / (1 + specialise.NEAR), target * (1 + specialise.NEAR)
-    first = {s["arch_hash"]: s for s in latest(generations)}
-    near = [s for s in first.values() if low <= s["latency_ms"] <= high]
+    check_finals(RunDirectory(str(out)).samples(), summary, target, epoch=3)
+
+
+def test_a_search_measures_its_finalists_again_and_picks_on_their_median(tiny_run):
+    out, _ = tiny_run
+    summary = json.loads((out / "summary.json").read_text())
+    check_finals(RunDirectory(str(out)).samples(), summary, summary["target_latency_ms"], epoch=3)
+
+
+def candidates(samples):
+    """What the pick is made among: each finalist as measured at the end, every other sample."""
+    finals = {s["arch_hash"] for s in samples if s["kind"] == "final"}
+    return [s for s in samples if s["kind"] == "final" or s["arch_hash"] not in finals]
+
+
+def check_finals(samples, summary, target, epoch):
+    """One measurement, taken at whatever moment its epoch came, may put a pick in the band that
+    it misses when measured again: the most accurate architectures near the band are measured
+    again in rounds side by side, after the last epoch, and the pick rests on what they measured
+    then."""
+    before = [s for s in samples if s["epoch"] < epoch]
+    finals = [s for s in samples if s["epoch"] == epoch]
+    assert len(before) + len(finals) == len(samples)
+    assert 0 < len(finals) <= search.FINALISTS and all(s["kind"] == "final" for s in finals)
+    assert len({s["arch_hash"] for s in finals}) == len(finals)
+    low, high = 0.85 * target / (1 + search.NEAR), target * (1 + search.NEAR)
+    best_of = {}  # each architecture's most accurate evaluation before the end
+    for s in before:
+        if s["arch_hash"] not in best_of or s["accuracy"] > best_of[s["arch_hash"]]["accuracy"]:
+            best_of[s["arch_hash"]] = s
+    near = [s for s in best_of.values() if low <= s["latency_ms"] <= high]
     for final in finals:  # the most accurate near the band, their latency the median of rounds
-        before = first[final["arch_hash"]]
-        assert final["accuracy"] == before["accuracy"] and low <= before["latency_ms"] <= high
+        first = best_of[final["arch_hash"]]
+        assert final["accuracy"] == first["accuracy"] and low <= first["latency_ms"] <= high
         rounds = final["latency"]["rounds_ms"]
-        assert len(rounds) == specialise.FINAL_ROUNDS
+        assert len(rounds) == search.FINAL_ROUNDS
         assert final["latency_ms"] == statistics.median(rounds)
         assert final["feasible"] == (final["latency_ms"] <= target)
         assert final["uses_budget"] == (final["latency_ms"] >= 0.85 * target)
     passed_over = [s for s in near if s["arch_hash"] not in {f["arch_hash"] for f in finals}]
-    assert len(finals) == min(specialise.FINALISTS, len(near))
+    assert len(finals) == min(search.FINALISTS, len(near))
     assert all(s["accuracy"] <= min(f["accuracy"] for f in finals) for s in passed_over)
-    # the pick: among each architecture as last measured
-    pick = best_sample(latest(samples))
+    pick = best_sample(candidates(samples))
     assert summary["best"]["arch_hash"] == pick["arch_hash"]
     assert summary["best"]["latency_ms"] == pick["latency_ms"]
 
@@ -419,7 +442,8 @@ def test_resume_continues_an_interrupted_search(tmp_path):
     assert started["start_epoch"] == done
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(done, 4))
     samples = RunDirectory(str(out)).samples()
-    assert sorted({s["epoch"] for s in samples}) == [1, 2, 3]
+    assert sorted({s["epoch"] for s in samples if s["kind"] != "final"}) == [1, 2, 3]
+    assert {s["epoch"] for s in samples if s["kind"] == "final"} <= {4}  # measured once, at the end
     keys = [(s["epoch"], s["kind"], s["arch_hash"]) for s in samples]
     assert len(keys) == len(set(keys))  # no epoch was recorded twice
     assert (out / "best_arch.json").exists()

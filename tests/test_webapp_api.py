@@ -66,7 +66,9 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
     api_samples = client.get("/api/runs/{}/samples".format(run_id)).get_json()
     assert [s["arch_hash"] for s in api_samples] == [s["arch_hash"] for s in file_samples]
     assert [(s["latency_ms"], s["latency_median_ms"]) for s in api_samples] == \
-        [(s["latency"]["min_ms"], s["latency"]["median_ms"]) for s in file_samples]
+        [(s["latency_ms"], s["latency"]["median_ms"]) for s in file_samples]
+    # the fastest timed run, but for a finalist: the median of its rounds at the end
+    assert all(s["latency_ms"] == s["latency"]["min_ms"] for s in file_samples if s["kind"] != "final")
     with app.app_context():
         rows = db.session.scalars(db.select(Sample).where(Sample.run_id == run_id)
                                   .order_by(Sample.id)).all()

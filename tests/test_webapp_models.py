@@ -193,6 +193,26 @@ def test_unique_sample_key(app):
     db.session.rollback()
 
 
+def test_a_final_sample_is_stored_and_a_downgrade_keeps_it_as_sampled(app):
+    """0016: a finalist measured again at the end is a sample of kind final; an unknown kind is
+    refused; downgraded, the final row stays as a sampled one, the run's pick still on it."""
+    run = make_run()
+    make_sample(run, epoch=3, kind="final")
+    db.session.commit()
+    run.best_sample_id = db.session.scalar(sa.select(Sample.id).where(Sample.kind == "final"))
+    db.session.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        make_sample(run, kind="remeasured")
+        db.session.commit()
+    db.session.rollback()
+    db.session.remove()
+    flask_migrate.downgrade(revision="0015")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT s.epoch, s.kind FROM runs r JOIN samples s "
+                                    "ON r.best_sample_id = s.id").all() == [(3, "sampled")]
+    flask_migrate.upgrade()
+
+
 def test_unique_epoch_metric_and_cache_key(app):
     run = make_run()
     db.session.add(EpochMetric(run_id=run.id, epoch=0, phase="warmup"))
