@@ -139,7 +139,8 @@ def test_every_marker_of_the_scatter_has_a_legend_entry(dashboard, engine, page)
     samples = [dict(accuracy=0.60, latency_ms=3.0), dict(accuracy=0.64, latency_ms=3.5),
                dict(accuracy=0.70, latency_ms=4.0, kind="argmax"),
                dict(accuracy=0.72, latency_ms=6.0, feasible=False),
-               dict(accuracy=0.66, latency_ms=4.5, epoch=2)]
+               dict(accuracy=0.66, latency_ms=4.5, epoch=2),
+               dict(accuracy=0.69, latency_ms=4.3, epoch=3, kind="final")]  # measured again at the end
     reference = {"name": "mobilenetv2", "epoch": 2, "arch_hash": "f" * 64, "ops": OPS,
                  "accuracy": 0.697, "latency_ms": 4.02, "feasible": True}  # just below the best
     run_id, _ = insert_run(engine, "legend", samples, target=5.0, reference=reference, best=2,
@@ -151,7 +152,7 @@ def test_every_marker_of_the_scatter_has_a_legend_entry(dashboard, engine, page)
         assert len(set(t["symbols"])) == 1, t
         assert t["showlegend"] and t["name"], t
     symbols = {t["symbols"][0] for t in drawn}
-    assert {"circle", "diamond", "x", "star", "square", "triangle-up"} <= symbols
+    assert {"circle", "diamond", "x", "star", "square", "triangle-up", "hexagon"} <= symbols
     legend = page.locator("#pareto-plot .legendtext").all_text_contents()
     assert len(legend) == len(drawn)
 

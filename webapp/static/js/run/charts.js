@@ -13,8 +13,10 @@ const {fmt, ACTIVE, OPS, STAGE_STARTS} = NAS;
 const customdata = (s) => [s.id];  // the id a click downloads
 function hover(s) {
   return NAS.sampleHover(s, {
-    head: "<b>sample " + sampleLabel(s) + "</b> \u00b7 epoch " + (NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH)
-      + " \u00b7 " + (s.kind || fmt.DASH) + (s.feasible === false ? " \u00b7 infeasible" : ""),
+    head: "<b>sample " + sampleLabel(s) + "</b> \u00b7 "
+      + (s.kind === "final" ? "finalist, measured again at the end"
+        : "epoch " + (NAS.isNum(s.epoch) ? s.epoch + 1 : fmt.DASH) + " \u00b7 " + (s.kind || fmt.DASH))
+      + (s.feasible === false ? " \u00b7 infeasible" : ""),
     latency: fmt.msVersus(s.latency_ms, config().target_latency_ms),
     note: " (predicted " + fmt.ms(s.predicted_latency_ms) + ")",
     lines: ["objective " + fmt.num(s.objective, 4)]});
@@ -23,8 +25,10 @@ function hover(s) {
 // one trace per kind of marker, so that the legend explains each (feasibility is the sample's own
 // `feasible`, decided by the search from the measured latency)
 const SAMPLE_MARKERS = [
-  {name: "sampled", symbol: "circle", size: 8, test: (s) => s.feasible !== false && s.kind !== "argmax"},
+  {name: "sampled", symbol: "circle", size: 8, test: (s) => s.feasible !== false && s.kind !== "argmax" && s.kind !== "final"},
   {name: "argmax of the distribution", symbol: "diamond", size: 10, test: (s) => s.feasible !== false && s.kind === "argmax"},
+  // the most accurate near T, measured again side by side at the end: the pick rests on these
+  {name: "finalist, measured again", symbol: "hexagon", size: 10, test: (s) => s.feasible !== false && s.kind === "final"},
   {name: "over a target (infeasible)", symbol: "x", size: 8, test: (s) => s.feasible === false},
 ];
 
