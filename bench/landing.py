@@ -4,19 +4,20 @@ uniformly random architecture's expected latency and each seed, the pick's measu
 in interleaved rounds in a fresh process (the figure a user gets from `search_core measure`). `tests/test_landing.py`
 checks the search's figure on a tiny setting.
 
-This machine's speed drifts (some 10% within an hour), so a pick measured again after an hour of
-searches can miss a band it landed in. A few fixed members of the space (REFERENCES) are measured
-in a fresh process before the first search, when T is set from the table profiled then, and again
-at the end beside the picks: `drift` is the median of their ratios (end over start), and
-`remeasured_drift_corrected` gives each pick's ratio divided by it, what the machine of the
-searches would have measured.
+This machine's speed drifts (by up to a fifth within half an hour), so a pick measured again after
+the searches can miss a band it landed in on the machine its search ran on. A few fixed members
+of the space (REFERENCES) are measured in a fresh process before each search and again at the end
+beside the picks: a search's `drift` is the median of their ratios (end over before it), and
+`remeasured_drift_corrected` gives each pick's ratio divided by its search's drift: the pick
+measured again, on the machine as it was when its search started.
 
     .venv/bin/python bench/landing.py [--dataset shapes] [--seeds 0 1 2] [--fractions 0.4 0.6 0.8]
 
 The searches share the first one's profiled lookup table and measurement cache, as the dashboard's
 runs on one device do. Ends with one JSON line: `ratios` ({fraction: [pick / T per seed]}),
-`remeasured` (the same, measured again), `drift`, `remeasured_drift_corrected`, `landed`,
-`landed_remeasured` and `landed_drift_corrected` (how many lie in [0.85, 1.0]), `runs`, `wall_s`.
+`remeasured` (the same, measured again), `drift` (each search's), `remeasured_drift_corrected`,
+`landed`, `landed_remeasured` and `landed_drift_corrected` (how many lie in [0.85, 1.0]), `runs`,
+`wall_s`.
 """
 import argparse
 import json
@@ -56,8 +57,7 @@ def main():
     config = SearchConfig(dataset=args.dataset)
     measuring = {"threads": config.measure_threads, "warmup": config.measure_warmup,
                  "runs": config.measure_runs, "backend": config.backend}
-    references = reference_archs(config)
-    before = in_fresh_process(references, measuring, args.rounds)
+    references, before = reference_archs(config), []
     for fraction in args.fractions:
         for seed in args.seeds:
             run_dir = os.path.join(args.out, "{}-{}".format(fraction, seed))
@@ -66,6 +66,7 @@ def main():
                 for name in (LUT, LATENCY_CACHE):
                     shutil.copy(os.path.join(first, name), os.path.join(run_dir, name))
             config = SearchConfig(dataset=args.dataset, seed=seed, target_latency_fraction=fraction)
+            before.append(in_fresh_process(references, measuring, args.rounds))
             summary = Search(config, run_dir, Events()).run()
             first = first or run_dir
             picks.append((str(fraction), summary["target_latency_ms"],
@@ -76,12 +77,13 @@ def main():
                 fraction, seed, summary["target_latency_ms"], summary["best"]["latency_ms"], ratio),
                 flush=True)
     after = in_fresh_process([arch for _, _, arch in picks] + references, measuring, args.rounds)
-    drift = statistics.median(after[arch.hash] / before[arch.hash] for arch in references)
-    remeasured, corrected = {}, {}
-    for fraction, target, arch in picks:
+    remeasured, drifts, corrected = {}, {}, {}
+    for (fraction, target, arch), then in zip(picks, before):
+        drift = statistics.median(after[ref.hash] / then[ref.hash] for ref in references)
         remeasured.setdefault(fraction, []).append(round(after[arch.hash] / target, 3))
+        drifts.setdefault(fraction, []).append(round(drift, 3))
         corrected.setdefault(fraction, []).append(round(after[arch.hash] / drift / target, 3))
-    print(json.dumps({"ratios": ratios, "remeasured": remeasured, "drift": round(drift, 3),
+    print(json.dumps({"ratios": ratios, "remeasured": remeasured, "drift": drifts,
                       "remeasured_drift_corrected": corrected, "landed": landed(ratios),
                       "landed_remeasured": landed(remeasured),
                       "landed_drift_corrected": landed(corrected),
