@@ -92,3 +92,27 @@ def test_the_specialisation_bench_compares_with_a_new_search_and_across_runtimes
     assert anew["search"]["wall_s"] == row["search"]["wall_s"]
     assert 0 <= anew["specialised"]["test_acc"] <= 1
     assert 0 <= anew["specialised"]["shared_test_acc"] <= 1
+
+    # two generation counts side by side from the kept parent, alternating, each judged by it
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "specialise_generations.py"),
+                          "--runs", str(tmp_path), "--seeds", "0", "--generations", "1", "2",
+                          "--repeats", "2", "--quick"], cwd=ROOT, check=True, capture_output=True,
+                         text=True, timeout=600).stdout
+    compared = json.loads(out.splitlines()[-1])
+    [parent] = compared["parents"]
+    assert parent["target_ms"] == anew["specialised"]["target_ms"]
+    for runs in (parent["1"], parent["2"]):
+        assert len(runs["shared_test_acc"]) == len(runs["wall_s"]) == 2
+        assert all(0 <= acc <= 1 for acc in runs["shared_test_acc"])
+    mean = {g: sum(parent[g]["shared_test_acc"]) / 2 for g in ("1", "2")}
+    assert compared["b_minus_a_shared"]["n"] == 1  # one parent: a mean, no interval
+    assert compared["b_minus_a_shared"]["mean"] == pytest.approx(100 * (mean["2"] - mean["1"]),
+                                                                 abs=0.01)
+    assert compared["wall_ratio"] == pytest.approx(
+        sum(parent["2"]["wall_s"]) / sum(parent["1"]["wall_s"]), abs=2e-3)
+    assert compared["2"]["over_search"]["mean"] == pytest.approx(
+        sum(parent["2"]["wall_s"]) / 2 / row["search"]["wall_s"], abs=2e-3)
+    missing = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "specialise_generations.py"),
+                              "--runs", str(tmp_path), "--seeds", "7"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no kept row" in missing.stderr
