@@ -74,7 +74,8 @@ def test_a_search_on_a_pool_finishes_when_one_agent_is_killed(agents, tmp_path):
     finished = events[-1]
     assert finished["event"] == "finished" and events[0]["event"] != "failed"
     samples = [e for e in events if e["event"] == "sample"]
-    assert len(samples) == finished["samples"] and {s["epoch"] for s in samples} == {1, 2}
+    assert len(samples) == finished["samples"]
+    assert {s["epoch"] for s in samples if s["kind"] != "final"} == {1, 2}
     assert all(s["latency_ms"] > 0 for s in samples)
     assert not any(e["event"] == "device_wait" for e in events)  # the other agent served on
     cache = [json.loads(line) for line in (out / "latency_cache.jsonl").read_text().splitlines()]
