@@ -380,7 +380,7 @@ def check_finals(samples, summary, target, epoch):
     before = [s for s in samples if s["epoch"] < epoch]
     finals = [s for s in samples if s["epoch"] == epoch]
     assert len(before) + len(finals) == len(samples)
-    assert 0 < len(finals) <= search.FINALISTS and all(s["kind"] == "final" for s in finals)
+    assert all(s["kind"] == "final" for s in finals)  # as many as came near (below)
     assert len({s["arch_hash"] for s in finals}) == len(finals)
     low, high = 0.85 * target / (1 + search.NEAR), target * (1 + search.NEAR)
     best_of = {}  # each architecture's most accurate evaluation before the end
