@@ -17,6 +17,12 @@ retrained with `train`'s recipe on the split the search used:
    over --tau-archs architectures spread across the latency range; with two training seeds or
    more, the tau between the halves of the seeds: how well the reference ranks itself.
 
+With --train-seeds K every contender is retrained K times, with the same K training seeds for all
+(the first is the seed's own), and its test accuracy is their mean (`test_accs` keeps each):
+retraining one network with other training seeds spreads 1.4 points (std) or more on shapes
+(recipe.py), so a paired difference of single trainings carries some 2 points of noise, which
+the mean of K trainings divides by about the square root of K.
+
 Test accuracy is measured on shapes' held-out test set (10,000 generated images apart from every
 split: 0.3 points of sampling error at 90%; data.held_out_test), else on the split's test set.
 Latency is measured again after all training, every contender of every seed in interleaved rounds
@@ -25,6 +31,7 @@ infeasible and is left out of the differences, never compared silently.
 
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
                                              [--quick] [--resume] [--train-device cuda]
+                                             [--train-seeds K]
                                              [--set NAME=VALUE ...]
 
 Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
@@ -264,16 +271,26 @@ def evaluate_seed(args, seed):
             row[name] = None
             continue
         if arch.hash not in tested:
-            model = train_architecture(arch, dataset, recipe, seed, args.train_device,
-                                       progress=False)["model"]
-            tested[arch.hash] = accuracy(model, test, dataset, args.train_device)
-        row[name] = {"arch": arch.to_dict(), "test_acc": round(tested[arch.hash], 4)}
+            tested[arch.hash] = [accuracy(train_architecture(
+                arch, dataset, recipe, training_seed, args.train_device, progress=False)["model"],
+                test, dataset, args.train_device) for training_seed in training_seeds(args, seed)]
+        accs = tested[arch.hash]
+        row[name] = {"arch": arch.to_dict(), "test_acc": round(statistics.mean(accs), 4),
+                     "test_accs": [round(acc, 4) for acc in accs]}
     if seed != args.seeds[0]:
         return row, None
     tau, p_value, pairs, between = kendall(run_dir, space, dataset, short, seed,
                                            4 if args.quick else args.tau_archs, args.tau_seeds,
                                            args.train_device)
     return row, {"tau": tau, "p": p_value, "pairs": pairs, "between_seeds": between}
+
+
+TRAINING_SEED_STRIDE = 10000  # a seed's further training seeds: far from every seed's own
+
+
+def training_seeds(args, seed):
+    """The --train-seeds training seeds every contender of `seed` shares, the seed's own first."""
+    return [seed + TRAINING_SEED_STRIDE * k for k in range(args.train_seeds)]
 
 
 def test_split(dataset, quick):
@@ -320,6 +337,9 @@ def main():
                    help="training seeds per architecture of Kendall's tau (the mean is ranked)")
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved rounds of the latency measured after all training")
+    p.add_argument("--train-seeds", type=int, default=1,
+                   help="trainings per contender, their mean its test accuracy (the same "
+                        "training seeds for every contender of a seed)")
     p.add_argument("--train-device", default="cpu", choices=("cpu", "cuda"),
                    help="where every contender trains (latency is measured on this machine's CPU)")
     p.add_argument("--jobs", type=int, default=1,
@@ -338,6 +358,8 @@ def main():
         args.set = parse_settings(args.set)
     except ValueError as e:
         p.error(str(e))
+    if args.train_seeds < 1:
+        p.error("--train-seeds: at least 1")
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     started, rows, ranking = time.time(), {}, {}
     for seed in args.seeds if args.resume else ():
@@ -372,7 +394,7 @@ def main():
 
 # a kept row counts for a run with the same settings of these
 ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
-                "tau_seeds", "quick", "train_device", "set")
+                "tau_seeds", "train_seeds", "quick", "train_device", "set")
 
 
 def _row_file(args, seed):

@@ -116,7 +116,7 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="runs of each setting per parent")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quick", action="store_true",
-                   help="judge on a few held-out images: with bench/specialise.py --quick's parents")
+                   help="judge on a few held-out images (bench/specialise.py --quick's parents)")
     args = p.parse_args()
     if args.generations[0] == args.generations[1] or min(args.generations) < 1:
         p.error("--generations: two different positive counts")

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.system
 
 def bench(out_dir, *extra):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_quality.py"), "--quick",
-                          "--seeds", "0", "1", "--jobs", "2", "--out", str(out_dir)] + list(extra),
+                          "--seeds", "0", "1", "--jobs", "2", "--train-seeds", "2",
+                          "--out", str(out_dir)] + list(extra),
                          cwd=ROOT, check=True, capture_output=True, text=True, timeout=600).stdout
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return out, lines[:-1], lines[-1]
@@ -37,6 +38,9 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
         for name in ("pick", "mobilenetv2", "shallowest"):
             contender = row[name]
             assert contender["feasible"] == (contender["latency_ms"] <= row["target_ms"])
+            # --train-seeds 2: two trainings, their mean the contender's accuracy
+            assert len(contender["test_accs"]) == 2
+            assert contender["test_acc"] == pytest.approx(sum(contender["test_accs"]) / 2, abs=1e-4)
             assert abs(contender["over_target"] - contender["latency_ms"] / row["target_ms"]) < 1e-3
     for other in ("mobilenetv2", "random", "random_half_budget", "shallowest"):
         difference = figures["pick_minus_" + other]
