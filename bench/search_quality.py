@@ -417,8 +417,10 @@ def load_row(args, seed):
             kept = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(kept, dict) or \
-            kept.get("settings") != {k: getattr(args, k) for k in ROW_SETTINGS}:
+    if not isinstance(kept, dict) or not isinstance(kept.get("settings"), dict):
+        return None
+    settings = dict({"train_seeds": 1}, **kept["settings"])  # kept before --train-seeds: once
+    if settings != {k: getattr(args, k) for k in ROW_SETTINGS}:
         return None
     if seed == args.seeds[0] and not kept.get("ranking"):
         return None

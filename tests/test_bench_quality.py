@@ -2,6 +2,7 @@
 tiny setting mean nothing), checking that it reports what a claim of "better" needs: paired
 differences with intervals, random search within its budget, every contender re-measured
 against T, test accuracy on the held-out test set."""
+import argparse
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from search_quality import parse_settings  # noqa: E402
+from search_quality import ROW_SETTINGS, load_row, parse_settings  # noqa: E402
 
 pytestmark = pytest.mark.system
 
@@ -75,3 +76,15 @@ def test_the_bench_runs_a_variant_of_the_search_given_with_set():
                         (["no_such=1"], "unknown setting"), (["epochs=-1"], "epochs")):
         with pytest.raises(ValueError, match=says):
             parse_settings(wrong)
+
+
+def test_a_row_kept_before_train_seeds_counts_as_trained_once(tmp_path):
+    args = argparse.Namespace(out=str(tmp_path), seeds=[0], dataset="shapes", split_seed=None,
+                              target_fraction=0.8, random_epochs=20, tau_archs=12, tau_seeds=1,
+                              train_seeds=1, quick=False, train_device="cpu", set={})
+    before = {k: getattr(args, k) for k in ROW_SETTINGS if k != "train_seeds"}
+    (tmp_path / "seed-0.json").write_text(json.dumps(
+        {"settings": before, "row": {"seed": 0}, "ranking": {"tau": 0.3}}))
+    assert load_row(args, 0)["row"] == {"seed": 0}
+    args.train_seeds = 2  # its accuracies are of one training each: not reused
+    assert load_row(args, 0) is None
