@@ -41,6 +41,7 @@ every landing within [0.85, 1.0]. Every pick's architecture and figures are kept
 --out/rows.json.
 """
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -204,24 +205,31 @@ def retrain(args, seed, row):
     row["test_images"] = len(test)
 
 
-def judge_shared(args, seed, row):
-    """Both picks' shared-weight accuracy under the parent's trained supernet on the held-out test
-    images, batch norm recalibrated for each as a specialisation scores: what the supernet itself
-    says of the two, on images that chose neither and without retraining's noise (the new search
-    chose its pick on weights of its own)."""
+@contextlib.contextmanager
+def supernet_judge(parent, quick):
+    """(a Specialisation holding `parent`'s trained weights, the held-out test split): its
+    `shared_accuracy(arch, test)` scores any member as a specialisation scores (batch norm
+    recalibrated for it), on images that chose no pick and without retraining's noise."""
     with tempfile.TemporaryDirectory() as scratch:
-        judge = Specialisation(_directory(args, "parent", seed), scratch, Events())
+        judge = Specialisation(parent, scratch, Events())
         try:
             judge.load_supernet()
-            test = test_split(judge.dataset, args.quick)
-            for name in PICKS:
-                arch = Architecture.from_dict(row[name]["arch"])
-                row[name]["shared_test_acc"] = round(judge.shared_accuracy(arch, test), 4)
-            row["specialised"]["evaluated"] = judge_evaluated(
-                judge, test, _directory(args, "specialised-{:g}".format(args.fraction), seed))
+            yield judge, test_split(judge.dataset, quick)
         finally:
             if judge.measurer is not None:  # set up: its measuring process ends here
                 judge.measurer.source.close()
+
+
+def judge_shared(args, seed, row):
+    """Both picks' shared-weight accuracy under the parent's trained supernet on the held-out test
+    images: what the supernet itself says of the two (the new search chose its pick on weights
+    of its own)."""
+    with supernet_judge(_directory(args, "parent", seed), args.quick) as (judge, test):
+        for name in PICKS:
+            arch = Architecture.from_dict(row[name]["arch"])
+            row[name]["shared_test_acc"] = round(judge.shared_accuracy(arch, test), 4)
+        row["specialised"]["evaluated"] = judge_evaluated(
+            judge, test, _directory(args, "specialised-{:g}".format(args.fraction), seed))
 
 
 def judge_evaluated(judge, test, directory):

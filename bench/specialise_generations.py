@@ -1,6 +1,6 @@
 """How many generations should a specialisation run? Two settings side by side from the same
 trained parents, each run more than once per parent, alternating (A B B A ...), since two
-specialisations of one parent with the same settings differ by up to 2.5 points here.
+specialisations of one parent with the same settings differed by up to 5.5 points here.
 
 The parents are those `bench/specialise.py` kept (each DIR of --runs holds its `parent-N`
 directories and `row-N.json` rows); each is specialised to the T of its row's comparison with a new
@@ -27,11 +27,9 @@ import tempfile
 import time
 
 from nano_agent.arch import Architecture
-from search_core.events import Events
-from search_core.specialise import Specialisation
 
-from search_quality import paired, test_split
-from specialise import run_command
+from search_quality import paired
+from specialise import run_command, supernet_judge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,31 +61,24 @@ def compare_parent(directory, seed, args):
     target = row["specialised"]["target_ms"]
     runs = [(generations,) + specialise_to(parent, target, generations, args.threads)
             for generations in order(args.generations, args.repeats)]
-    with tempfile.TemporaryDirectory() as scratch:
-        judge = Specialisation(parent, scratch, Events())
-        try:
-            judge.load_supernet()
-            test = test_split(judge.dataset, args.quick)
-            scored = [(generations, judge.shared_accuracy(arch, test), wall)
-                      for generations, arch, wall in runs]
-        finally:
-            if judge.measurer is not None:
-                judge.measurer.source.close()
+    with supernet_judge(parent, args.quick) as (judge, test):
+        scored = [(generations, judge.shared_accuracy(arch, test), wall)
+                  for generations, arch, wall in runs]
     result = {"parent": parent, "target_ms": target, "search_wall_s": row["search"]["wall_s"],
               "search_shared_test_acc": row["search"]["shared_test_acc"]}
     for generations in args.generations:
         mine = [(acc, wall) for g, acc, wall in scored if g == generations]
         result[str(generations)] = {"shared_test_acc": [round(acc, 4) for acc, _ in mine],
-                                    "wall_s": [round(wall, 1) for _, wall in mine],
-                                    "feasible": True}  # for search_quality.paired
+                                    "wall_s": [round(wall, 1) for _, wall in mine]}
     return result
 
 
 def report(parents, args, wall_s):
     a, b = (str(g) for g in args.generations)
-    rows = [{name: dict(p[name], mean=statistics.mean(p[name]["shared_test_acc"]))
-             for name in (a, b)} for p in parents]
-    figures = {"b_minus_a_shared": paired(rows, b, a, "mean"),
+    # each parent's mean score per setting (`feasible` for search_quality.paired)
+    means = [{name: {"mean": statistics.mean(p[name]["shared_test_acc"]), "feasible": True}
+              for name in (a, b)} for p in parents]
+    figures = {"b_minus_a_shared": paired(means, b, a, "mean"),
                "wall_ratio": round(statistics.mean(w for p in parents for w in p[b]["wall_s"]) /
                                    statistics.mean(w for p in parents for w in p[a]["wall_s"]), 3)}
     for name in (a, b):
@@ -95,8 +86,8 @@ def report(parents, args, wall_s):
         figures[name] = {
             "over_search": {"mean": round(statistics.mean(over), 3), "max": round(max(over), 3)},
             "minus_search_shared": round(statistics.mean(
-                100 * (statistics.mean(p[name]["shared_test_acc"]) - p["search_shared_test_acc"])
-                for p in parents), 2)}
+                100 * (m[name]["mean"] - p["search_shared_test_acc"])
+                for p, m in zip(parents, means)), 2)}
     figures.update(generations=args.generations, repeats=args.repeats, parents=parents,
                    wall_s=round(wall_s, 1))
     for p in parents:
