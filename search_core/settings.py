@@ -241,10 +241,10 @@ TRAIN_SETTINGS = ("dataset", "data_dir", "split_seed", "threads", "train_device"
 CHOICES = {f.name: f.metadata["choices"] for f in fields(SearchConfig) if f.metadata["choices"]}
 LIMITS = {f.name: f.metadata["limit"] for f in fields(SearchConfig) if f.metadata["limit"]}
 # a specialisation's evolutionary search (specialise.py): its generations, each measuring the
-# run's samples per epoch + 1 paths on the device. From the same 8 shapes parents (4 gradient, 4
-# evolution; each command twice), 20 generations picked +0.53 [+0.13, +0.93] points better than
-# 10 as the parent's supernet scores them on 10,000 held-out images, in 1.55x the time (0.09 of
-# a new search's)
+# run's samples per epoch + 1 paths on the device. From 8 shapes parents (4 gradient, 4
+# evolution; each setting twice), 20 generations picked +0.78 [+0.10, +1.46] points better than
+# 10 as the parent's supernet scores them on 10,000 held-out images, in 1.43x the time (0.094 of
+# a new search's; bench/specialise_generations.py)
 GENERATIONS, GENERATIONS_LIMIT = 20, Limit(1, 1000)
 TEXT_LIMIT = 4096  # characters of a string setting
 
