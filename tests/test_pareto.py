@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from webapp.pareto import front_of_sorted, pareto_front, update_front
+from webapp.pareto import front_delta, front_of_sorted, pareto_front, update_front
 
 pytestmark = pytest.mark.unit
 
@@ -107,6 +107,13 @@ def test_update_front_keeps_existing_on_exact_tie():
     new_front, added, removed = update_front(front, [(2, 5.0, 0.5)])
     assert ids(new_front) == [1] and added == [] and removed == []
 
+
+
+def test_front_delta_names_the_points_that_joined_and_left():
+    old = [(1, 1.0, 0.5), (2, 2.0, 0.7)]
+    new = [(3, 1.5, 0.6), (2, 2.0, 0.7), (4, 3.0, 0.8)]
+    assert front_delta(old, new) == ([3, 4], [1])
+    assert front_delta(new, new) == ([], [])
 
 
 def test_front_of_sorted_rows_matches_pareto_front():

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 
 from webapp import MIGRATIONS_DIR, create_app
 from webapp.extensions import db
-from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample
+from webapp.models import Device, EpochMetric, LatencyCacheEntry, Run, Sample, stored_front
 
 pytestmark = pytest.mark.unit
 
@@ -211,6 +211,25 @@ def test_a_final_sample_is_stored_and_a_downgrade_keeps_it_as_sampled(app):
         assert conn.exec_driver_sql("SELECT s.epoch, s.kind FROM runs r JOIN samples s "
                                     "ON r.best_sample_id = s.id").all() == [(3, "sampled")]
     flask_migrate.upgrade()
+
+
+def test_the_stored_front_counts_a_finalist_by_its_measurement_at_the_end(app):
+    """A finalist's earlier samples leave the front once its final sample is stored (their
+    single measurements, here faster, are replaced); left out, the final is as if not stored."""
+    run, other = make_run(), make_run("other")
+    early = make_sample(run, arch_hash="a" * 64, latency_ms=1.0, accuracy=0.8)
+    late = make_sample(run, epoch=1, kind="sampled", arch_hash="a" * 64, latency_ms=1.1,
+                       accuracy=0.85)
+    wide = make_sample(run, arch_hash="b" * 64, latency_ms=2.0, accuracy=0.9)
+    make_sample(other, arch_hash="b" * 64, kind="final", latency_ms=0.5, accuracy=0.95)
+    db.session.commit()
+    points = [(early.id, 1.0, 0.8), (late.id, 1.1, 0.85), (wide.id, 2.0, 0.9)]
+    assert stored_front(run.id) == points
+    final = make_sample(run, epoch=2, kind="final", arch_hash="a" * 64, latency_ms=1.4,
+                        accuracy=0.85)
+    db.session.commit()
+    assert stored_front(run.id) == [(final.id, 1.4, 0.85), (wide.id, 2.0, 0.9)]
+    assert stored_front(run.id, exclude_id=final.id) == points
 
 
 def test_unique_epoch_metric_and_cache_key(app):

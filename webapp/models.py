@@ -453,12 +453,18 @@ def queue_position(run: Run) -> int | None:
 
 def stored_front(run_id: int, exclude_id: int | None = None) -> list:
     """The run's Pareto front as ``(id, latency_ms, accuracy)`` tuples, latency ascending: sorted by
-    the database from the covering index and swept once (``exclude_id``: leave that sample out)."""
-    query = sa.select(Sample.id, Sample.latency_ms, Sample.accuracy).where(Sample.run_id == run_id)
+    the database from the covering index and swept once (``exclude_id``: leave that sample out, as
+    if it were not stored yet). A finalist's earlier samples are left out: its measurement at the
+    end (a sample of kind ``final``) replaces their single ones."""
+    of_run = Sample.run_id == run_id
     if exclude_id is not None:
-        query = query.where(Sample.id != exclude_id)
-    return front_of_sorted(db.session.execute(
-        query.order_by(Sample.latency_ms, Sample.accuracy.desc(), Sample.id)))
+        of_run = sa.and_(of_run, Sample.id != exclude_id)
+    finals = sa.select(Sample.arch_hash).where(of_run, Sample.kind == "final")
+    replaced = set(db.session.scalars(sa.select(Sample.id).where(
+        of_run, Sample.kind != "final", Sample.arch_hash.in_(finals))))
+    rows = db.session.execute(sa.select(Sample.id, Sample.latency_ms, Sample.accuracy).where(of_run)
+                              .order_by(Sample.latency_ms, Sample.accuracy.desc(), Sample.id))
+    return front_of_sorted(row for row in rows if row[0] not in replaced)
 
 
 class EpochMetric(db.Model):

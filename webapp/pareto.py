@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from operator import itemgetter
 
-__all__ = ["pareto_front", "update_front", "point_values"]
+__all__ = ["pareto_front", "update_front", "front_delta", "point_values"]
 
 
 def point_values(point):
@@ -115,11 +115,14 @@ def update_front(front: list, new_points: Iterable):
     new.sort(key=itemgetter(0, 1, 2))
     merged = heapq.merge(old, new, key=itemgetter(0, 1, 2))
     new_front = _sweep(merged)
+    return (new_front, *front_delta(front, new_front))
 
-    old_ids = [point_values(p)[0] for p in front]
+
+def front_delta(old_front: list, new_front: list):
+    """``(added_ids, removed_ids)``: the points of ``new_front`` not on ``old_front``, and the
+    points of ``old_front`` no longer on ``new_front``."""
+    old_ids = [point_values(p)[0] for p in old_front]
     new_ids = [point_values(p)[0] for p in new_front]
     old_set = set(old_ids)
     new_set = set(new_ids)
-    added = [i for i in new_ids if i not in old_set]
-    removed = [i for i in old_ids if i not in new_set]
-    return new_front, added, removed
+    return [i for i in new_ids if i not in old_set], [i for i in old_ids if i not in new_set]

@@ -28,7 +28,7 @@ from .auth import check_socket
 from .extensions import db, socketio
 from .ids import is_id
 from .models import EpochMetric, Run, Sample, stored_front
-from .pareto import update_front
+from .pareto import front_delta, update_front
 from .paths import public_text
 from .serialize import (metric_dict, public_reference, reference_dict, run_dict, sample_dict,
                         specialisation_dict, training_dict)
@@ -211,13 +211,17 @@ class RunPublisher:
             socketio.emit("run_row", dict(head, run=run_dict(run)), to=RUNS_ROOM)
 
     def _update_front(self, run_id, sample):
-        point = (sample.id, sample.latency_ms, sample.accuracy)
         with self._lock:
             front = self._fronts.get(run_id)
             if front is None:  # first sample seen by this process: start from the stored ones
                 front = stored_front(run_id, exclude_id=sample.id)
-            front, added, removed = update_front(front, [point])
-            self._fronts[run_id] = front
+            if sample.kind == "final":  # it replaces its architecture's earlier samples
+                new_front = stored_front(run_id)
+                added, removed = front_delta(front, new_front)
+            else:
+                point = (sample.id, sample.latency_ms, sample.accuracy)
+                new_front, added, removed = update_front(front, [point])
+            self._fronts[run_id] = new_front
         return added, removed
 
     def deleted(self, run_id: int):
