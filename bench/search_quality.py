@@ -31,12 +31,16 @@ infeasible and is left out of the differences, never compared silently.
 
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
                                              [--quick] [--resume] [--train-device cuda]
-                                             [--train-seeds K]
+                                             [--train-seeds K] [--against RESULT.json]
                                              [--set NAME=VALUE ...]
 
 Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
 short loses only the seeds in flight, and seeds can be added later (latency is always measured
-again, for all, at the end). --train-device cuda trains every contender on the GPU (the search's
+again, for all, at the end). The whole result (every row with its latency measured at the end,
+the ranking and the figures) is written to --out/result.json; --against FILE, another run's
+result.json with the same split, target and training seeds (say the defaults', for a --set
+variant, or a kept one from bench/results/), adds `pick_minus_against`: this run's pick minus
+that run's, paired seed by seed over the seeds where both picks met their T. --train-device cuda trains every contender on the GPU (the search's
 and the bench's latency stay on this machine's CPU). --set NAME=VALUE runs the search with a
 setting other than its default (e.g. sandwich=true): a variant measured against the same
 alternatives, before it becomes a default.
@@ -353,9 +357,13 @@ def main():
                    help="reuse the seeds that an earlier run with the same settings finished in "
                         "--out (each seed's row is kept there as seed-N.json); latency is "
                         "measured again for all")
+    p.add_argument("--against", metavar="RESULT.json",
+                   help="another run's result.json: its pick is paired with this run's, seed by "
+                        "seed (pick_minus_against)")
     args = p.parse_args()
     try:
         args.set = parse_settings(args.set)
+        args.against_rows = load_against(args) if args.against else None
     except ValueError as e:
         p.error(str(e))
     if args.train_seeds < 1:
@@ -389,12 +397,31 @@ def main():
     for row in rows:  # each contender by its hash: the architectures are in the run directories
         print(json.dumps({k: dict(v, arch=Architecture.from_dict(v["arch"]).hash)
                           if k in CONTENDERS and v else v for k, v in row.items()}), flush=True)
-    report(rows, ranking, args, time.time() - started)
+    figures = report(rows, ranking, args, time.time() - started)
+    with open(os.path.join(args.out, RESULT), "w") as f:
+        json.dump({"settings": row_settings(args), "commit": commit(), "rows": rows,
+                   "ranking": ranking, "figures": figures}, f)
 
 
 # a kept row counts for a run with the same settings of these
 ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
                 "tau_seeds", "train_seeds", "quick", "train_device", "set")
+# two runs' picks pair seed by seed where these agree: the same splits, T and training seeds
+PAIRED_SETTINGS = ("dataset", "split_seed", "target_fraction", "train_seeds", "quick")
+RESULT = "result.json"
+
+
+def row_settings(args):
+    return {k: getattr(args, k) for k in ROW_SETTINGS}
+
+
+def commit():
+    """The checkout's commit, where it is a git checkout (None elsewhere)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _row_file(args, seed):
@@ -404,9 +431,25 @@ def _row_file(args, seed):
 def save_row(args, seed, row, ranking):
     """A finished seed's row (and the first seed's ranking), before the latency measured at the
     end: a later run with --resume reuses it."""
-    settings = {k: getattr(args, k) for k in ROW_SETTINGS}
     with open(_row_file(args, seed), "w") as f:
-        json.dump({"settings": settings, "row": row, "ranking": ranking}, f)
+        json.dump({"settings": row_settings(args), "row": row, "ranking": ranking}, f)
+
+
+def load_against(args):
+    """The rows of --against's result, by seed; ValueError where it cannot be read or its
+    splits, T or training seeds are not this run's."""
+    try:
+        with open(args.against) as f:
+            result = json.load(f)
+        settings, rows = result["settings"], {row["seed"]: row for row in result["rows"]}
+        differing = [k for k in PAIRED_SETTINGS if settings.get(k) != getattr(args, k)]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError("--against {}: not a result of this bench ({})".format(
+            args.against, e)) from None
+    if differing:
+        raise ValueError("--against {}: other {} than this run's: its picks cannot be paired "
+                         "with this run's".format(args.against, ", ".join(differing)))
+    return rows
 
 
 def load_row(args, seed):
@@ -420,7 +463,7 @@ def load_row(args, seed):
     if not isinstance(kept, dict) or not isinstance(kept.get("settings"), dict):
         return None
     settings = dict({"train_seeds": 1}, **kept["settings"])  # kept before --train-seeds: once
-    if settings != {k: getattr(args, k) for k in ROW_SETTINGS}:
+    if settings != row_settings(args):
         return None
     if seed == args.seeds[0] and not kept.get("ranking"):
         return None
@@ -450,6 +493,10 @@ def report(rows, ranking, args, wall_s):
 
     figures = {"pick_minus_{}".format(other): paired(rows, "pick", other)
                for other in ("mobilenetv2", "random", "random_half_budget", "shallowest")}
+    if args.against_rows is not None:  # each seed's pick beside the other run's
+        figures["pick_minus_against"] = paired(
+            [{"pick": r["pick"], "against": args.against_rows[r["seed"]]["pick"]}
+             for r in rows if r["seed"] in args.against_rows], "pick", "against")
     figures.update({"{}_test_acc_mean".format(name): mean(name) for name in CONTENDERS})
     figures.update(
         pick_remeasured_over_target=[r["pick"]["over_target"] for r in rows],
@@ -465,6 +512,7 @@ def report(rows, ranking, args, wall_s):
                 r[name]["test_acc"], r[name]["over_target"],
                 "" if r[name]["feasible"] else " (over T)")) for name in CONTENDERS))
     print(json.dumps(figures, allow_nan=False))
+    return figures
 
 
 def _rounded(value):

@@ -13,7 +13,8 @@ import pytest
 from processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from search_quality import ROW_SETTINGS, load_row, parse_settings  # noqa: E402
+from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, load_against, load_row,  # noqa: E402
+                            parse_settings)
 
 pytestmark = pytest.mark.system
 
@@ -53,13 +54,22 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
                                           "shallowest"}
     if figures["kendall_tau"] is not None:  # None where the tiny trainings tie
         assert -1 <= figures["kendall_tau"] <= 1 and 0 <= figures["kendall_tau_p"] <= 1
-
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["figures"] == figures and result["settings"]["train_seeds"] == 2
+    assert [(r["seed"], r["pick"]["test_acc"], r["pick"]["over_target"]) for r in result["rows"]] \
+        == [(r["seed"], r["pick"]["test_acc"], r["pick"]["over_target"]) for r in rows]
 
     # a second run with --resume keeps both seeds' rows (no search run again, the same
-    # accuracies and ranking) and measures every contender's latency again
+    # accuracies and ranking) and measures every contender's latency again; against the first
+    # run's result, its picks (the same ones) differ by nothing
     summaries = [tmp_path / "search-{}".format(seed) / "summary.json" for seed in (0, 1)]
     written = [path.stat().st_mtime_ns for path in summaries]
-    out, kept_rows, kept_figures = bench(tmp_path, "--resume")
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(result))
+    out, kept_rows, kept_figures = bench(tmp_path, "--resume", "--against", str(first))
+    both = sum(1 for r, k in zip(rows, kept_rows) if r["pick"]["feasible"] and k["pick"]["feasible"])
+    assert kept_figures["pick_minus_against"]["n"] == both
+    assert kept_figures["pick_minus_against"]["mean"] == (0 if both else None)
     assert "seeds kept from an earlier run: [0, 1]" in out
     assert [path.stat().st_mtime_ns for path in summaries] == written
     for row, kept in zip(rows, kept_rows):
@@ -76,6 +86,21 @@ def test_the_bench_runs_a_variant_of_the_search_given_with_set():
                         (["no_such=1"], "unknown setting"), (["epochs=-1"], "epochs")):
         with pytest.raises(ValueError, match=says):
             parse_settings(wrong)
+
+
+def test_against_pairs_only_a_result_of_the_same_splits_target_and_training_seeds(tmp_path):
+    args = argparse.Namespace(dataset="shapes", split_seed=None, target_fraction=0.8,
+                              train_seeds=1, quick=False, against=str(tmp_path / "result.json"))
+    settings = {k: getattr(args, k) for k in PAIRED_SETTINGS}
+    rows = [{"seed": 3, "pick": {"test_acc": 0.9, "feasible": True}}]
+    (tmp_path / "result.json").write_text(json.dumps({"settings": settings, "rows": rows}))
+    assert load_against(args) == {3: rows[0]}
+    args.target_fraction = 0.6
+    with pytest.raises(ValueError, match="other target_fraction"):
+        load_against(args)
+    (tmp_path / "result.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a result of this bench"):
+        load_against(args)
 
 
 def test_a_row_kept_before_train_seeds_counts_as_trained_once(tmp_path):
