@@ -40,10 +40,13 @@ again, for all, at the end). The whole result (every row with its latency measur
 the ranking and the figures) is written to --out/result.json; --against FILE, another run's
 result.json with the same split, target and training seeds (say the defaults', for a --set
 variant, or a kept one from bench/results/), adds `pick_minus_against`: this run's pick minus
-that run's, paired seed by seed over the seeds where both picks met their T. --train-device cuda trains every contender on the GPU (the search's
-and the bench's latency stay on this machine's CPU). --set NAME=VALUE runs the search with a
-setting other than its default (e.g. sandwich=true): a variant measured against the same
-alternatives, before it becomes a default.
+that run's, paired seed by seed over the seeds where both picks met their T (valid while
+`train`'s recipe is the one that run retrained with).
+
+--train-device cuda trains every contender on the GPU (the search's and the bench's latency stay
+on this machine's CPU). --set NAME=VALUE runs the search with a setting other than its default
+(e.g. sandwich=true): a variant measured against the same alternatives, before it becomes a
+default.
 
 --quick runs a tiny setting end to end (a smoke test of the bench, not a measurement). Ends with
 one JSON line: `pick_minus_mobilenetv2`, `pick_minus_random`, `pick_minus_random_half_budget`

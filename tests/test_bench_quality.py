@@ -67,7 +67,8 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
     first = tmp_path / "first.json"
     first.write_text(json.dumps(result))
     out, kept_rows, kept_figures = bench(tmp_path, "--resume", "--against", str(first))
-    both = sum(1 for r, k in zip(rows, kept_rows) if r["pick"]["feasible"] and k["pick"]["feasible"])
+    both = sum(1 for r, k in zip(rows, kept_rows)
+               if r["pick"]["feasible"] and k["pick"]["feasible"])
     assert kept_figures["pick_minus_against"]["n"] == both
     assert kept_figures["pick_minus_against"]["mean"] == (0 if both else None)
     assert "seeds kept from an earlier run: [0, 1]" in out

@@ -82,6 +82,7 @@ def test_run_completes_and_matches_run_dir(app, client, finished_run):
 
     # the Pareto front, recomputed over samples.jsonl: a finalist counts by its final sample alone
     finalists = {s["arch_hash"] for s in file_samples if s["kind"] == "final"}
+    assert finalists  # measured again at the end: the fronts below count them by their finals
     expected = pareto_front([(i, s["latency_ms"], s["accuracy"]) for i, s in enumerate(file_samples)
                              if s["kind"] == "final" or s["arch_hash"] not in finalists])
     front = client.get("/api/runs/{}/pareto".format(run_id)).get_json()
