@@ -40,8 +40,9 @@ again, for all, at the end). The whole result (every row with its latency measur
 the ranking and the figures) is written to --out/result.json; --against FILE, another run's
 result.json with the same split, target and training seeds (say the defaults', for a --set
 variant, or a kept one from bench/results/), adds `pick_minus_against`: this run's pick minus
-that run's, paired seed by seed over the seeds where both picks met their T (valid while
-`train`'s recipe is the one that run retrained with).
+that run's, paired seed by seed over the seeds where both meet T. That run's picks are measured
+again with this run's contenders, in the same rounds, against this run's T of their seed (the
+pairing holds while `train`'s recipe is the one that run retrained with).
 
 --train-device cuda trains every contender on the GPU (the search's and the bench's latency stay
 on this machine's CPU). --set NAME=VALUE runs the search with a setting other than its default
@@ -95,6 +96,7 @@ WIDTHS = [round(0.1 + 0.05 * i, 2) for i in range(29)]  # 0.1 ... 1.5
 MAX_DRAWS = 100000  # random paths drawn in search of one under T before giving up
 MEASURING = {"threads": 1, "warmup": 5, "runs": 20}  # this machine's CPU, as the search measures
 CONTENDERS = ("pick", "random", "random_half_budget", "mobilenetv2", "shallowest")
+MEASURED = CONTENDERS + ("against",)  # and --against's pick of the seed, where one is given
 # the search settings that the bench's own options set (--set may not)
 OWN_SETTINGS = ("dataset", "seed", "split_seed", "threads", "train_device",
                 "target_latency_fraction")
@@ -313,7 +315,7 @@ def remeasure(rows, rounds):
     rounds (each round measures every contender once; the median of the rounds counts), and its
     share of T and feasibility set in its row."""
     entries = [(row[name], row["target_ms"], Architecture.from_dict(row[name]["arch"]))
-               for row in rows for name in CONTENDERS if row[name] is not None]
+               for row in rows for name in MEASURED if row.get(name) is not None]
     # one architecture, one figure: random search's best may stand twice
     medians = measure_interleaved(LocalDevice(**MEASURING),
                                   [arch for _, _, arch in entries], rounds)
@@ -396,10 +398,14 @@ def main():
                           ranking["between_seeds"],
                           [(round(a, 3), round(b, 3)) for a, b in ranking["pairs"]]), flush=True)
     rows = [rows[seed] for seed in args.seeds]
+    for row in rows:  # the other run's pick of the seed, as it was trained and tested there
+        other = (args.against_rows or {}).get(row["seed"])
+        if other and other.get("pick"):
+            row["against"] = {k: other["pick"][k] for k in ("arch", "test_acc", "test_accs")}
     remeasure(rows, 2 if args.quick else args.rounds)
     for row in rows:  # each contender by its hash: the architectures are in the run directories
         print(json.dumps({k: dict(v, arch=Architecture.from_dict(v["arch"]).hash)
-                          if k in CONTENDERS and v else v for k, v in row.items()}), flush=True)
+                          if k in MEASURED and v else v for k, v in row.items()}), flush=True)
     figures = report(rows, ranking, args, time.time() - started)
     with open(os.path.join(args.out, RESULT), "w") as f:
         json.dump({"settings": row_settings(args), "commit": commit(), "rows": rows,
@@ -497,9 +503,8 @@ def report(rows, ranking, args, wall_s):
     figures = {"pick_minus_{}".format(other): paired(rows, "pick", other)
                for other in ("mobilenetv2", "random", "random_half_budget", "shallowest")}
     if args.against_rows is not None:  # each seed's pick beside the other run's
-        figures["pick_minus_against"] = paired(
-            [{"pick": r["pick"], "against": args.against_rows[r["seed"]]["pick"]}
-             for r in rows if r["seed"] in args.against_rows], "pick", "against")
+        figures["pick_minus_against"] = paired([r for r in rows if r.get("against")], "pick",
+                                               "against")
     figures.update({"{}_test_acc_mean".format(name): mean(name) for name in CONTENDERS})
     figures.update(
         pick_remeasured_over_target=[r["pick"]["over_target"] for r in rows],

@@ -61,14 +61,16 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
 
     # a second run with --resume keeps both seeds' rows (no search run again, the same
     # accuracies and ranking) and measures every contender's latency again; against the first
-    # run's result, its picks (the same ones) differ by nothing
+    # run's result, its picks (the same ones, measured again in the same rounds) differ by nothing
     summaries = [tmp_path / "search-{}".format(seed) / "summary.json" for seed in (0, 1)]
     written = [path.stat().st_mtime_ns for path in summaries]
     first = tmp_path / "first.json"
     first.write_text(json.dumps(result))
     out, kept_rows, kept_figures = bench(tmp_path, "--resume", "--against", str(first))
-    both = sum(1 for r, k in zip(rows, kept_rows)
-               if r["pick"]["feasible"] and k["pick"]["feasible"])
+    for row, kept in zip(rows, kept_rows):
+        assert kept["against"]["test_acc"] == row["pick"]["test_acc"]
+        assert kept["against"]["latency_ms"] == kept["pick"]["latency_ms"]
+    both = sum(1 for kept in kept_rows if kept["pick"]["feasible"])
     assert kept_figures["pick_minus_against"]["n"] == both
     assert kept_figures["pick_minus_against"]["mean"] == (0 if both else None)
     assert "seeds kept from an earlier run: [0, 1]" in out
