@@ -32,6 +32,7 @@ infeasible and is left out of the differences, never compared silently.
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
                                              [--quick] [--resume] [--train-device cuda]
                                              [--train-seeds K] [--against RESULT.json]
+                                             [--picks-only]
                                              [--set NAME=VALUE ...]
 
 Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
@@ -42,7 +43,9 @@ result.json with the same split, target and training seeds (say the defaults', f
 variant, or a kept one from bench/results/), adds `pick_minus_against`: this run's pick minus
 that run's, paired seed by seed over the seeds where both meet T. That run's picks are measured
 again with this run's contenders, in the same rounds, against this run's T of their seed (the
-pairing holds while `train`'s recipe is the one that run retrained with).
+pairing holds while `train`'s recipe is the one that run retrained with). With --picks-only only
+the search's pick is retrained (no random search, baselines or ranking): a variant against a
+kept run in about a third of the time.
 
 --train-device cuda trains every contender on the GPU (the search's and the bench's latency stay
 on this machine's CPU). --set NAME=VALUE runs the search with a setting other than its default
@@ -263,13 +266,17 @@ def evaluate_seed(args, seed):
     space = SearchSpace(RunDirectory(run_dir).read_config().width_mult, dataset.resolution,
                         dataset.num_classes, dataset.channels)
     lut = Lut.load(os.path.join(run_dir, LUT), space)
-    candidates = random_search(space, lut, target, dataset, search_s, short, seed,
-                               args.train_device)
-    contenders = {"pick": Architecture.load(os.path.join(run_dir, BEST_ARCH)),
-                  "random": best_by(candidates, search_s),
-                  "random_half_budget": best_by(candidates, search_s / 2),
-                  "mobilenetv2": mobilenet_v2_at(space, target, device),
-                  "shallowest": shallowest(space)}
+    pick = Architecture.load(os.path.join(run_dir, BEST_ARCH))
+    if args.picks_only:
+        candidates, contenders = [], dict(dict.fromkeys(CONTENDERS), pick=pick)
+    else:
+        candidates = random_search(space, lut, target, dataset, search_s, short, seed,
+                                   args.train_device)
+        contenders = {"pick": pick,
+                      "random": best_by(candidates, search_s),
+                      "random_half_budget": best_by(candidates, search_s / 2),
+                      "mobilenetv2": mobilenet_v2_at(space, target, device),
+                      "shallowest": shallowest(space)}
     row = {"seed": seed, "target_ms": target, "search_s": round(search_s, 1),
            "random_tried": len(candidates), "random_anytime": anytime(candidates),
            "test_images": len(test),
@@ -286,7 +293,7 @@ def evaluate_seed(args, seed):
         accs = tested[arch.hash]
         row[name] = {"arch": arch.to_dict(), "test_acc": round(statistics.mean(accs), 4),
                      "test_accs": [round(acc, 4) for acc in accs]}
-    if seed != args.seeds[0]:
+    if seed != args.seeds[0] or args.picks_only:
         return row, None
     tau, p_value, pairs, between = kendall(run_dir, space, dataset, short, seed,
                                            4 if args.quick else args.tau_archs, args.tau_seeds,
@@ -362,6 +369,10 @@ def main():
                    help="reuse the seeds that an earlier run with the same settings finished in "
                         "--out (each seed's row is kept there as seed-N.json); latency is "
                         "measured again for all")
+    p.add_argument("--picks-only", action="store_true",
+                   help="retrain the search's pick alone (no random search, baselines or "
+                        "ranking): a variant measured --against another run, in a third of the "
+                        "time")
     p.add_argument("--against", metavar="RESULT.json",
                    help="another run's result.json: its pick is paired with this run's, seed by "
                         "seed (pick_minus_against)")
@@ -414,7 +425,7 @@ def main():
 
 # a kept row counts for a run with the same settings of these
 ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
-                "tau_seeds", "train_seeds", "quick", "train_device", "set")
+                "tau_seeds", "train_seeds", "quick", "train_device", "set", "picks_only")
 # two runs' picks pair seed by seed where these agree: the same splits, T and training seeds
 PAIRED_SETTINGS = ("dataset", "split_seed", "target_fraction", "train_seeds", "quick")
 RESULT = "result.json"
@@ -471,10 +482,11 @@ def load_row(args, seed):
         return None
     if not isinstance(kept, dict) or not isinstance(kept.get("settings"), dict):
         return None
-    settings = dict({"train_seeds": 1}, **kept["settings"])  # kept before --train-seeds: once
+    # kept before --train-seeds (trained once) and --picks-only (every contender)
+    settings = dict({"train_seeds": 1, "picks_only": False}, **kept["settings"])
     if settings != row_settings(args):
         return None
-    if seed == args.seeds[0] and not kept.get("ranking"):
+    if seed == args.seeds[0] and not kept.get("ranking") and not args.picks_only:
         return None
     return kept
 

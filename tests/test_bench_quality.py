@@ -73,6 +73,18 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
     both = sum(1 for kept in kept_rows if kept["pick"]["feasible"])
     assert kept_figures["pick_minus_against"]["n"] == both
     assert kept_figures["pick_minus_against"]["mean"] == (0 if both else None)
+
+    # --picks-only: the search and its pick's retraining alone, paired with the first run's
+    _, variant_rows, variant = bench(tmp_path / "variant", "--picks-only", "--against", str(first))
+    for row, kept in zip(rows, variant_rows):
+        assert [kept[name] for name in ("random", "random_half_budget", "mobilenetv2",
+                                        "shallowest")] == [None] * 4 and kept["random_tried"] == 0
+        assert len(kept["pick"]["test_accs"]) == 2 and kept["against"]["test_acc"] == \
+            row["pick"]["test_acc"]
+        assert kept["against"]["feasible"] == (kept["against"]["latency_ms"] <= kept["target_ms"])
+    assert variant["kendall_tau"] is None and variant["pick_minus_random"]["n"] == 0
+    assert variant["pick_minus_against"]["n"] == sum(
+        1 for kept in variant_rows if kept["pick"]["feasible"] and kept["against"]["feasible"])
     assert "seeds kept from an earlier run: [0, 1]" in out
     assert [path.stat().st_mtime_ns for path in summaries] == written
     for row, kept in zip(rows, kept_rows):
@@ -109,7 +121,8 @@ def test_against_pairs_only_a_result_of_the_same_splits_target_and_training_seed
 def test_a_row_kept_before_train_seeds_counts_as_trained_once(tmp_path):
     args = argparse.Namespace(out=str(tmp_path), seeds=[0], dataset="shapes", split_seed=None,
                               target_fraction=0.8, random_epochs=20, tau_archs=12, tau_seeds=1,
-                              train_seeds=1, quick=False, train_device="cpu", set={})
+                              train_seeds=1, quick=False, train_device="cpu", set={},
+                              picks_only=False)
     before = {k: getattr(args, k) for k in ROW_SETTINGS if k != "train_seeds"}
     (tmp_path / "seed-0.json").write_text(json.dumps(
         {"settings": before, "row": {"seed": 0}, "ranking": {"tau": 0.3}}))
