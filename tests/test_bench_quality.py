@@ -15,6 +15,7 @@ from processes import ROOT
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, load_against, load_row,  # noqa: E402
                             parse_settings)
+from pool_quality import load, pool  # noqa: E402
 
 pytestmark = pytest.mark.system
 
@@ -129,3 +130,32 @@ def test_a_row_kept_before_train_seeds_counts_as_trained_once(tmp_path):
     assert load_row(args, 0)["row"] == {"seed": 0}
     args.train_seeds = 2  # its accuracies are of one training each: not reused
     assert load_row(args, 0) is None
+
+
+def test_pool_pairs_the_seeds_of_several_results_of_one_variant(tmp_path):
+    settings = {"dataset": "shapes", "split_seed": None, "target_fraction": 0.8, "train_seeds": 1,
+                "quick": False, "set": {"strategy": "evolution"}}
+
+    def result(name, seeds, **changed):
+        rows = [{"seed": seed, "pick": {"test_acc": 0.90 + seed / 100, "feasible": seed != 3,
+                                        "over_target": 0.9},
+                 "against": {"test_acc": 0.90, "feasible": True}} for seed in seeds]
+        (tmp_path / name).write_text(json.dumps({"settings": dict(settings, **changed),
+                                                 "rows": rows}))
+        return str(tmp_path / name)
+
+    first, second = result("a.json", [0, 1, 2]), result("b.json", [3, 4, 5])
+    figures = pool(load([second, first]))
+    assert figures["seeds"] == [0, 1, 2, 3, 4, 5]
+    # seed 3's pick is over T: the five others pair, 0, 1, 2, 4 and 5 points above
+    against = figures["pick_minus_against"]
+    assert against["n"] == 5 and against["mean"] == pytest.approx(12 / 5, abs=0.01)
+    assert against["ci95_low"] < 12 / 5 < against["ci95_high"]
+    assert figures["pick_minus_mobilenetv2"]["n"] == 0  # trained by neither
+    with pytest.raises(ValueError, match="seed 3 is in another result"):
+        load([second, result("c.json", [3])])
+    with pytest.raises(ValueError, match="other set"):
+        load([first, result("d.json", [6], set={})])
+    (tmp_path / "e.json").write_text("[]")
+    with pytest.raises(ValueError, match="not a result"):
+        load([first, str(tmp_path / "e.json")])
