@@ -1,4 +1,5 @@
 """End-to-end: the headless search command, its run directory, its event stream, resume."""
+import argparse
 import dataclasses
 import io
 import json
@@ -366,6 +367,58 @@ def test_a_search_measures_its_finalists_again_and_picks_on_their_median(tiny_ru
     check_finals(RunDirectory(str(out)).samples(), summary, summary["target_latency_ms"], epoch=3)
 
 
+
+class SlowSpell:
+    """A device that measures 0.9 T but for the second round of the first `slow` architectures,
+    which falls in a slow spell (1.2 T): the real agent cannot be made to hit one at will."""
+
+    def __init__(self, target, slow):
+        self.target, self.slow, self.measured = target, slow, []
+
+    def measure(self, arch):
+        self.measured.append(arch.hash)
+        spell = (self.measured.count(arch.hash) == 2 and
+                 list(dict.fromkeys(self.measured)).index(arch.hash) < self.slow)
+        return {"min_ms": (1.2 if spell else 0.9) * self.target}
+
+
+def test_finalists_are_measured_in_batches_until_the_pick_is_measured_in_rounds(tiny_run,
+                                                                                 tmp_path):
+    out, _ = tiny_run
+    stored = RunDirectory(str(out))
+    config = stored.read_config()
+    config.target_latency_ms = target = json.loads((out / "summary.json").read_text())[
+        "target_latency_ms"]
+    space = SearchSpace(config.width_mult, config.resolution, 10, 1)
+    rng = torch.Generator().manual_seed(0)
+    archs = {}
+    while len(archs) < 2 * search.FINALISTS + 1:
+        arch = space.architecture([int(torch.randint(len(block.ops), (1,), generator=rng))
+                                   for block in space.blocks])
+        archs[arch.hash] = arch
+    model = stored.samples()[0]  # a sample's fields
+    run = Search(config, str(tmp_path / "run"), Recorder())
+    run.constraints, device = config.constraints(), SlowSpell(target, slow=search.FINALISTS)
+    run.measurer = argparse.Namespace(source=device)
+    for rank, arch in enumerate(archs.values()):  # each measured once at 0.95 T, within T
+        accuracy = 0.9 - rank / 100
+        run.files.append_sample(dict(model, kind="sampled", epoch=2, arch=arch.to_dict(),
+                                     arch_hash=arch.hash, ops=arch.ops, accuracy=accuracy,
+                                     latency_ms=0.95 * target,
+                                     **run._verdict(accuracy, {"latency_ms": 0.95 * target,
+                                                               "memory_mb": 0, "params_m": 0})))
+    run._measure_finalists(3)
+    finals = [s for s in run.files.samples() if s["kind"] == "final"]
+    # the first four finalists measured 0.9 T but 1.2 T in one of their rounds: they miss T, four
+    # more are measured, and the pick is the most accurate of those, within T in every round; the
+    # ninth is never measured again
+    assert [s["arch_hash"] for s in finals] == list(archs)[:2 * search.FINALISTS]
+    assert [s["latency_ms"] for s in finals] == [0.9 * target] * 2 * search.FINALISTS
+    assert [s["feasible"] for s in finals] == [False] * 4 + [True] * 4
+    pick = best_sample(candidates(run.files.samples()))
+    assert pick["kind"] == "final" and pick["arch_hash"] == list(archs)[search.FINALISTS]
+    assert pick["latency"]["rounds_ms"] == [0.9 * target] * search.FINAL_ROUNDS
+
 def candidates(samples):
     """What the pick is made among: each finalist as measured at the end, every other sample."""
     finals = {s["arch_hash"] for s in samples if s["kind"] == "final"}
@@ -394,10 +447,14 @@ def check_finals(samples, summary, target, epoch):
         rounds = final["latency"]["rounds_ms"]
         assert len(rounds) == search.FINAL_ROUNDS
         assert final["latency_ms"] == statistics.median(rounds)
-        assert final["feasible"] == (final["latency_ms"] <= target)
+        assert final["feasible"] == (max(rounds) <= target)  # within T in every round
         assert final["uses_budget"] == (final["latency_ms"] >= 0.85 * target)
     passed_over = [s for s in near if s["arch_hash"] not in {f["arch_hash"] for f in finals}]
-    assert len(finals) == min(search.FINALISTS, len(near))
+    batches = [finals[i:i + search.FINALISTS] for i in range(0, len(finals), search.FINALISTS)]
+    assert 1 <= len(batches) <= search.FINAL_BATCHES or not near
+    assert len(batches[0] if batches else []) == min(search.FINALISTS, len(near))
+    for i in range(1, len(batches)):  # a further batch only while the pick was no final
+        assert best_sample(candidates(before + finals[:i * search.FINALISTS]))["kind"] != "final"
     assert all(s["accuracy"] <= min(f["accuracy"] for f in finals) for s in passed_over)
     pick = best_sample(candidates(samples))
     assert summary["best"]["arch_hash"] == pick["arch_hash"]
