@@ -454,17 +454,18 @@ class Search:
         target = self._absolute_target()
         if target is None:
             return
-        for _ in range(FINAL_BATCHES):
+        for batch in range(FINAL_BATCHES):
             samples = self.files.samples()
             best = best_sample(self._candidates(samples), self.config.constraint)
             finalists = self._finalists(samples, target)
             if not finalists or best["kind"] == "final":
                 return
+            self.events.emit("message", text="{} {} finalists again, {} rounds side by side".format(
+                "The pick is not one measured in rounds yet: measuring the next" if batch
+                else "Measuring the", len(finalists), FINAL_ROUNDS))
             self._measure_in_rounds(finalists, epoch)
 
     def _measure_in_rounds(self, finalists, epoch):
-        self.events.emit("message", text="Measuring the {} finalists again, {} rounds side by "
-                         "side".format(len(finalists), FINAL_ROUNDS))
         rounds = {}
         medians = measure_interleaved(self.measurer.source,
                                       [Architecture.from_dict(s["arch"]) for s in finalists],
