@@ -488,7 +488,7 @@ class Search:
         evaluation."""
         low, high = BUDGET_FLOOR * target / (1 + NEAR), target * (1 + NEAR)
         finals = {s["arch_hash"] for s in samples if s["kind"] == "final"}
-        near = [s for s in samples if s["kind"] != "final" and s["arch_hash"] not in finals and
+        near = [s for s in samples if s["arch_hash"] not in finals and
                 low <= s["latency_ms"] <= high and
                 self._verdict(s["accuracy"], _metrics(s, target))["feasible"]]  # memory too
         finalists = {}
