@@ -32,7 +32,7 @@ infeasible and is left out of the differences, never compared silently.
     .venv/bin/python bench/search_quality.py [--dataset shapes] [--seeds 0 1 2 3 4] [--jobs 2]
                                              [--quick] [--resume] [--train-device cuda]
                                              [--train-seeds K] [--against RESULT.json]
-                                             [--picks-only]
+                                             [--picks-only] [--reuse-alternatives]
                                              [--set NAME=VALUE ...]
 
 Each finished seed's row is kept in --out (seed-N.json): --resume reuses them, so that a run cut
@@ -45,7 +45,11 @@ that run's, paired seed by seed over the seeds where both meet T. That run's pic
 again with this run's contenders, in the same rounds, against this run's T of their seed (the
 pairing holds while `train`'s recipe is the one that run retrained with). With --picks-only only
 the search's pick is retrained (no random search, baselines or ranking): a variant against a
-kept run in about a third of the time.
+kept run in about a third of the time. --reuse-alternatives (with --against; implies
+--picks-only) aims each seed's search at that run's T of the seed and pairs the pick with that
+run's alternatives too (random search, with its budget of that run's search time, MobileNetV2 at
+that T, the shallowest member: their accuracy as trained there, their latency measured again
+here), so that a variant or a new rule gets every `pick_minus_*` in a third of the time.
 
 --train-device cuda trains every contender on the GPU (the search's and the bench's latency stay
 on this machine's CPU). --set NAME=VALUE runs the search with a setting other than its default
@@ -99,10 +103,11 @@ WIDTHS = [round(0.1 + 0.05 * i, 2) for i in range(29)]  # 0.1 ... 1.5
 MAX_DRAWS = 100000  # random paths drawn in search of one under T before giving up
 MEASURING = {"threads": 1, "warmup": 5, "runs": 20}  # this machine's CPU, as the search measures
 CONTENDERS = ("pick", "random", "random_half_budget", "mobilenetv2", "shallowest")
+ALTERNATIVES = CONTENDERS[1:]
 MEASURED = CONTENDERS + ("against",)  # and --against's pick of the seed, where one is given
 # the search settings that the bench's own options set (--set may not)
 OWN_SETTINGS = ("dataset", "seed", "split_seed", "threads", "train_device",
-                "target_latency_fraction")
+                "target_latency_fraction", "target_latency_ms")
 
 
 def run_search(args, seed, out):
@@ -132,6 +137,8 @@ def search_settings(args, seed):
     settings = dict(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
                     threads=args.threads, train_device=args.train_device,
                     target_latency_fraction=args.target_fraction)
+    if args.reuse_alternatives:  # the T that --against's alternatives were chosen for
+        settings["target_latency_ms"] = args.against_rows[seed]["target_ms"]
     settings.update(QUICK_SEARCH if args.quick else {})
     settings.update(args.set)
     return settings
@@ -376,10 +383,19 @@ def main():
     p.add_argument("--against", metavar="RESULT.json",
                    help="another run's result.json: its pick is paired with this run's, seed by "
                         "seed (pick_minus_against)")
+    p.add_argument("--reuse-alternatives", action="store_true",
+                   help="with --against: search at its T of each seed and pair the pick with its "
+                        "random search, MobileNetV2 and shallowest member too, as trained there "
+                        "(implies --picks-only)")
     args = p.parse_args()
+    if args.reuse_alternatives and not args.against:
+        p.error("--reuse-alternatives: give --against RESULT.json, whose alternatives it reuses")
+    args.picks_only = args.picks_only or args.reuse_alternatives
     try:
         args.set = parse_settings(args.set)
         args.against_rows = load_against(args) if args.against else None
+        if args.reuse_alternatives:
+            check_alternatives(args)
     except ValueError as e:
         p.error(str(e))
     if args.train_seeds < 1:
@@ -412,7 +428,9 @@ def main():
     for row in rows:  # the other run's pick of the seed, as it was trained and tested there
         other = (args.against_rows or {}).get(row["seed"])
         if other and other.get("pick"):
-            row["against"] = {k: other["pick"][k] for k in ("arch", "test_acc", "test_accs")}
+            row["against"] = {k: other["pick"][k] for k in TRAINED}
+        if args.reuse_alternatives:
+            reuse_alternatives(row, other)
     remeasure(rows, 2 if args.quick else args.rounds)
     for row in rows:  # each contender by its hash: the architectures are in the run directories
         print(json.dumps({k: dict(v, arch=Architecture.from_dict(v["arch"]).hash)
@@ -425,10 +443,12 @@ def main():
 
 # a kept row counts for a run with the same settings of these
 ROW_SETTINGS = ("dataset", "split_seed", "target_fraction", "random_epochs", "tau_archs",
-                "tau_seeds", "train_seeds", "quick", "train_device", "set", "picks_only")
+                "tau_seeds", "train_seeds", "quick", "train_device", "set", "picks_only",
+                "reuse_alternatives")
 # two runs' picks pair seed by seed where these agree: the same splits, T and training seeds
 PAIRED_SETTINGS = ("dataset", "split_seed", "target_fraction", "train_seeds", "quick")
 RESULT = "result.json"
+TRAINED = ("arch", "test_acc", "test_accs")  # a contender as it was retrained and tested
 
 
 def row_settings(args):
@@ -472,6 +492,25 @@ def load_against(args):
     return rows
 
 
+def check_alternatives(args):
+    """ValueError unless --against's result has every seed's alternatives (a run that retrained
+    them, not a --picks-only one)."""
+    missing = [seed for seed in args.seeds
+               if (args.against_rows.get(seed) or {}).get("shallowest") is None]
+    if missing:
+        raise ValueError("--reuse-alternatives: {} has no alternatives for seed {} (not in it, or "
+                         "a --picks-only run)".format(args.against, ", ".join(map(str, missing))))
+
+
+def reuse_alternatives(row, other):
+    """`other`'s alternatives of the seed (an --against row at this row's T), as trained and
+    tested there, set in `row`; random search's budget was that run's search time."""
+    row.update({name: other[name] and {k: other[name][k] for k in TRAINED}
+                for name in ALTERNATIVES},
+               random_tried=other["random_tried"], random_anytime=other["random_anytime"],
+               random_budget_s=other["search_s"])
+
+
 def load_row(args, seed):
     """{row, ranking} of `seed` kept by an earlier run with the same settings, else None (the
     first seed's only with its ranking)."""
@@ -483,9 +522,13 @@ def load_row(args, seed):
     if not isinstance(kept, dict) or not isinstance(kept.get("settings"), dict):
         return None
     # kept before --train-seeds (trained once) and --picks-only (every contender)
-    settings = dict({"train_seeds": 1, "picks_only": False}, **kept["settings"])
+    settings = dict({"train_seeds": 1, "picks_only": False, "reuse_alternatives": False},
+                    **kept["settings"])
     if settings != row_settings(args):
         return None
+    if args.reuse_alternatives and kept["row"].get("target_ms") != \
+            args.against_rows[seed]["target_ms"]:
+        return None  # searched at another T than this --against's
     if seed == args.seeds[0] and not kept.get("ranking") and not args.picks_only:
         return None
     return kept

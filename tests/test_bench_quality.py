@@ -13,8 +13,8 @@ import pytest
 from processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, load_against, load_row,  # noqa: E402
-                            parse_settings)
+from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, check_alternatives,  # noqa: E402
+                            load_against, load_row, parse_settings)
 from pool_quality import load, pool  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -75,17 +75,27 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
     assert kept_figures["pick_minus_against"]["n"] == both
     assert kept_figures["pick_minus_against"]["mean"] == (0 if both else None)
 
-    # --picks-only: the search and its pick's retraining alone, paired with the first run's
-    _, variant_rows, variant = bench(tmp_path / "variant", "--picks-only", "--against", str(first))
+    # --reuse-alternatives (--picks-only): the search, aimed at the first run's T of each seed,
+    # and its pick's retraining alone, paired with the first run's pick and alternatives as they
+    # were trained there, all measured again here
+    _, variant_rows, variant = bench(tmp_path / "variant", "--reuse-alternatives", "--against",
+                                     str(first))
     for row, kept in zip(rows, variant_rows):
-        assert [kept[name] for name in ("random", "random_half_budget", "mobilenetv2",
-                                        "shallowest")] == [None] * 4 and kept["random_tried"] == 0
+        assert kept["target_ms"] == row["target_ms"]
+        assert kept["random_budget_s"] == row["search_s"] and \
+            kept["random_tried"] == row["random_tried"]
+        for name in ("random", "random_half_budget", "mobilenetv2", "shallowest"):
+            trained = [c and c["test_accs"] for c in (kept[name], row[name])]
+            assert trained[0] == trained[1]
+            if kept[name]:
+                assert kept[name]["feasible"] == (kept[name]["latency_ms"] <= kept["target_ms"])
         assert len(kept["pick"]["test_accs"]) == 2 and kept["against"]["test_acc"] == \
             row["pick"]["test_acc"]
         assert kept["against"]["feasible"] == (kept["against"]["latency_ms"] <= kept["target_ms"])
-    assert variant["kendall_tau"] is None and variant["pick_minus_random"]["n"] == 0
-    assert variant["pick_minus_against"]["n"] == sum(
-        1 for kept in variant_rows if kept["pick"]["feasible"] and kept["against"]["feasible"])
+    assert variant["kendall_tau"] is None
+    for other in ("against", "mobilenetv2", "shallowest"):
+        assert variant["pick_minus_" + other]["n"] == sum(
+            1 for kept in variant_rows if kept["pick"]["feasible"] and kept[other]["feasible"])
     assert "seeds kept from an earlier run: [0, 1]" in out
     assert [path.stat().st_mtime_ns for path in summaries] == written
     for row, kept in zip(rows, kept_rows):
@@ -119,16 +129,39 @@ def test_against_pairs_only_a_result_of_the_same_splits_target_and_training_seed
         load_against(args)
 
 
+def row_args(tmp_path, **changed):
+    return argparse.Namespace(**dict(dict(
+        out=str(tmp_path), seeds=[0], dataset="shapes", split_seed=None, target_fraction=0.8,
+        random_epochs=20, tau_archs=12, tau_seeds=1, train_seeds=1, quick=False,
+        train_device="cpu", set={}, picks_only=False, reuse_alternatives=False), **changed))
+
+
 def test_a_row_kept_before_train_seeds_counts_as_trained_once(tmp_path):
-    args = argparse.Namespace(out=str(tmp_path), seeds=[0], dataset="shapes", split_seed=None,
-                              target_fraction=0.8, random_epochs=20, tau_archs=12, tau_seeds=1,
-                              train_seeds=1, quick=False, train_device="cpu", set={},
-                              picks_only=False)
-    before = {k: getattr(args, k) for k in ROW_SETTINGS if k != "train_seeds"}
+    args = row_args(tmp_path)
+    before = {k: getattr(args, k) for k in ROW_SETTINGS
+              if k not in ("train_seeds", "reuse_alternatives")}
     (tmp_path / "seed-0.json").write_text(json.dumps(
         {"settings": before, "row": {"seed": 0}, "ranking": {"tau": 0.3}}))
     assert load_row(args, 0)["row"] == {"seed": 0}
     args.train_seeds = 2  # its accuracies are of one training each: not reused
+    assert load_row(args, 0) is None
+
+
+def test_reused_alternatives_come_from_a_run_that_trained_them_at_the_kept_rows_t(tmp_path):
+    alternatives = {"random": None, "random_half_budget": None, "mobilenetv2": {"test_acc": 0.8},
+                    "shallowest": {"test_acc": 0.7}}
+    full, picks_only = dict(alternatives, target_ms=2.0), dict.fromkeys(alternatives)
+    args = row_args(tmp_path, seeds=[0, 1, 2], picks_only=True, reuse_alternatives=True,
+                    against="kept.json", against_rows={0: full, 1: picks_only})
+    with pytest.raises(ValueError, match="no alternatives for seed 1, 2"):
+        check_alternatives(args)
+    args.seeds = [0]
+    check_alternatives(args)
+    kept = {k: getattr(args, k) for k in ROW_SETTINGS}
+    (tmp_path / "seed-0.json").write_text(json.dumps(
+        {"settings": kept, "row": {"seed": 0, "target_ms": 2.0}, "ranking": None}))
+    assert load_row(args, 0)["row"]["target_ms"] == 2.0
+    args.against_rows[0]["target_ms"] = 2.1  # searched for another T than this --against's
     assert load_row(args, 0) is None
 
 
