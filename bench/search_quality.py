@@ -84,7 +84,6 @@ import torch
 from scipy.stats import kendalltau, t as student_t
 
 from nano_agent.arch import Architecture
-from nano_agent.results import latency_ms
 from nano_agent.space import SearchSpace
 from search_core import data
 from search_core.data import DatasetError
@@ -202,16 +201,18 @@ def anytime(candidates):
     return curve
 
 
-def mobilenet_v2_at(space, target, device):
-    """MobileNetV2 at the widest width multiplier whose measured latency is under `target` (the
-    narrowest when none is: its latency in the report says so)."""
-    fitting = None
+def mobilenet_v2_at(space, target, device, rounds):
+    """MobileNetV2 at the widest width multiplier whose latency, the median of `rounds` rounds
+    over every width, is under `target` (the narrowest when none is: its latency in the report
+    says so). Every width is measured, in rounds: one slow measurement, while another seed's job
+    trains beside this one, must not cut the widths short."""
+    widths = {}  # widths whose channels round alike are one network
     for width in WIDTHS:
         arch = SearchSpace(width, space.resolution, space.num_classes, space.in_channels).mobilenet_v2()
-        if latency_ms(device.measure(arch)) > target:
-            break
-        fitting = arch
-    return fitting or arch
+        widths.setdefault(arch.hash, arch)
+    medians = measure_interleaved(device, list(widths.values()), rounds)
+    fitting = [arch for key, arch in widths.items() if medians[key] <= target]
+    return fitting[-1] if fitting else next(iter(widths.values()))
 
 
 def shallowest(space):
@@ -282,7 +283,8 @@ def evaluate_seed(args, seed):
         contenders = {"pick": pick,
                       "random": best_by(candidates, search_s),
                       "random_half_budget": best_by(candidates, search_s / 2),
-                      "mobilenetv2": mobilenet_v2_at(space, target, device),
+                      "mobilenetv2": mobilenet_v2_at(space, target, device,
+                                                     2 if args.quick else args.rounds),
                       "shallowest": shallowest(space)}
     row = {"seed": seed, "target_ms": target, "search_s": round(search_s, 1),
            "random_tried": len(candidates), "random_anytime": anytime(candidates),

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
+from nano_agent.space import SearchSpace
 from processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, check_alternatives,  # noqa: E402
-                            load_against, load_row, parse_settings)
+                            load_against, load_row, mobilenet_v2_at, parse_settings)
 from pool_quality import load, pool  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -103,6 +104,33 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
             assert kept[name]["test_acc"] == row[name]["test_acc"]
             assert kept[name]["feasible"] == (kept[name]["latency_ms"] <= kept["target_ms"])
     assert kept_figures["kendall_tau"] == figures["kendall_tau"]
+
+
+class SpikyDevice:
+    """Latency grows with a network's channels; the first measurement of `spiked` is 3x slow (as
+    when another seed's job trains beside the bench)."""
+
+    def __init__(self, spiked):
+        self.spiked, self.measured = spiked, []
+
+    def measure(self, arch):
+        slow = arch.hash == self.spiked and arch.hash not in self.measured
+        self.measured.append(arch.hash)
+        return {"min_ms": (3 if slow else 1) * channels(arch) / 100}
+
+
+def channels(arch):
+    return sum(block["out_channels"] for block in arch.to_dict()["blocks"])
+
+
+def test_mobilenet_v2_at_t_is_the_widest_whose_median_round_is_under_t():
+    space = SearchSpace(0.5, 32, 10, 1)
+    narrow, wide = (SearchSpace(w, 32, 10, 1).mobilenet_v2() for w in (0.3, 0.6))
+    device = SpikyDevice(narrow.hash)  # a spike on a narrower width cuts nothing short
+    picked = mobilenet_v2_at(space, channels(wide) / 100, device, 3)  # wide fits, just
+    assert picked.hash == wide.hash and device.measured.count(narrow.hash) == 3
+    narrowest = SearchSpace(0.1, 32, 10, 1).mobilenet_v2()
+    assert mobilenet_v2_at(space, 0.001, SpikyDevice(None), 1).hash == narrowest.hash  # none fits
 
 
 def test_the_bench_runs_a_variant_of_the_search_given_with_set():
