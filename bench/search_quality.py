@@ -10,8 +10,9 @@ retrained with `train`'s recipe on the split the search used:
    candidate that ends past the budget does not count; the best by validation accuracy is
    retrained, and so is the best of those finished by half the budget; its anytime curve (best
    validation accuracy so far against time) is kept in the seed's row;
-3. MobileNetV2 scaled to T (the widest width multiplier, in steps of 0.05, measured under T) and
-   the shallowest member of the space;
+3. MobileNetV2 scaled to T (the widest width multiplier, in steps of 0.05, whose median latency
+   over --rounds interleaved rounds of every width is under T) and the shallowest member of the
+   space;
 4. for the first seed, Kendall's tau (and its p-value) between the supernet's shared-weight
    accuracy and standalone accuracy (--random-epochs, the mean over --tau-seeds training seeds)
    over --tau-archs architectures spread across the latency range; with two training seeds or
