@@ -52,6 +52,9 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
         if difference["n"] == 2:
             assert difference["ci95_low"] <= difference["mean"] <= difference["ci95_high"]
     assert figures["pick_remeasured_over_target"] == [row["pick"]["over_target"] for row in rows]
+    assert figures["mobilenetv2_cut_short"] == [  # measured again beside every other width
+        row["seed"] for row in rows if row["mobilenetv2"]["feasible"] and
+        row["mobilenetv2"]["widest_under_target"] is False]
     assert set(figures["infeasible"]) == {"pick", "random", "random_half_budget", "mobilenetv2",
                                           "shallowest"}
     if figures["kendall_tau"] is not None:  # None where the tiny trainings tie
