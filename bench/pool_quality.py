@@ -8,7 +8,9 @@ The results must share their splits, T, training seeds and search settings (--se
 may appear twice; each pair was measured in its own run's rounds (--against measures the other
 run's pick again there), so pooling adds seeds without mixing measurements. Ends with one JSON
 line: each `pick_minus_*` over the pooled seeds (`{mean, ci95_low, ci95_high, n}`, paired-t),
-the pick's mean test accuracy, `pick_over_target` (per seed) and `seeds`.
+the same over every seed where both were retrained, T aside (`ignoring_target`), the pick's mean
+test accuracy, `pick_over_target` (per seed) and `seeds`. A result of a --reuse-alternatives run
+pools with a full run's: its rows carry the alternatives it paired with.
 """
 import argparse
 import json
@@ -52,6 +54,8 @@ def pool(rows):
     """The figures over all `rows` (contenders a result did not train count as absent)."""
     rows = [dict({name: None for name in OTHERS}, **row) for row in rows]
     figures = {"pick_minus_" + other: paired(rows, "pick", other) for other in OTHERS}
+    figures["ignoring_target"] = {other: paired(rows, "pick", other, within_target=False)
+                                  for other in OTHERS}
     picks = [r["pick"]["test_acc"] for r in rows if r["pick"]["feasible"]]
     figures.update(pick_test_acc_mean=round(statistics.mean(picks), 4) if picks else None,
                    pick_over_target=[r["pick"]["over_target"] for r in rows],
@@ -69,10 +73,11 @@ def main():
         p.error(str(e))
     figures = pool(rows)
     for other in OTHERS:
-        d = figures["pick_minus_" + other]
-        if d["n"]:
-            print("pick minus {}: {} [{}, {}] over {} seeds".format(
-                other, d["mean"], d["ci95_low"], d["ci95_high"], d["n"]))
+        for d, where in ((figures["pick_minus_" + other], "both within T"),
+                         (figures["ignoring_target"][other], "T aside")):
+            if d["n"]:
+                print("pick minus {}: {} [{}, {}] over {} seeds ({})".format(
+                    other, d["mean"], d["ci95_low"], d["ci95_high"], d["n"], where))
     print(json.dumps(figures))
 
 

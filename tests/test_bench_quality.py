@@ -48,7 +48,8 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
             assert abs(contender["over_target"] - contender["latency_ms"] / row["target_ms"]) < 1e-3
     for other in ("mobilenetv2", "random", "random_half_budget", "shallowest"):
         difference = figures["pick_minus_" + other]
-        assert 0 <= difference["n"] <= 2
+        assert 0 <= difference["n"] <= figures["ignoring_target"][other]["n"] <= 2
+        assert figures["ignoring_target"][other]["n"] == sum(1 for row in rows if row[other])
         if difference["n"] == 2:
             assert difference["ci95_low"] <= difference["mean"] <= difference["ci95_high"]
     assert figures["pick_remeasured_over_target"] == [row["pick"]["over_target"] for row in rows]
@@ -216,6 +217,9 @@ def test_pool_pairs_the_seeds_of_several_results_of_one_variant(tmp_path):
     assert against["n"] == 5 and against["mean"] == pytest.approx(12 / 5, abs=0.01)
     assert against["ci95_low"] < 12 / 5 < against["ci95_high"]
     assert figures["pick_minus_mobilenetv2"]["n"] == 0  # trained by neither
+    # T aside, seed 3's pick pairs too: 0, 1, 2, 3, 4 and 5 points above
+    assert figures["ignoring_target"]["against"]["n"] == 6
+    assert figures["ignoring_target"]["against"]["mean"] == pytest.approx(15 / 6, abs=0.01)
     with pytest.raises(ValueError, match="seed 3 is in another result"):
         load([second, result("c.json", [3])])
     with pytest.raises(ValueError, match="other set"):
