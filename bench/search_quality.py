@@ -60,8 +60,10 @@ default.
 --quick runs a tiny setting end to end (a smoke test of the bench, not a measurement). Ends with
 one JSON line: `pick_minus_mobilenetv2`, `pick_minus_random`, `pick_minus_random_half_budget`
 (each `{mean, ci95_low, ci95_high, n}` in points: the paired difference over the seeds where both
-are feasible, with a paired-t 95% interval), each contender's mean test accuracy,
-`pick_remeasured_over_target` (per seed), `kendall_tau`, `kendall_tau_p`, `reference_self_tau`,
+are feasible, with a paired-t 95% interval), the same over every seed T aside
+(`ignoring_target`), each contender's mean test accuracy, `pick_remeasured_over_target` (per
+seed), `mobilenetv2_cut_short` (the seeds where a wider MobileNetV2 than the retrained one
+measured under T at the end), `kendall_tau`, `kendall_tau_p`, `reference_self_tau`,
 `test_images`, `seeds`, `wall_s`. Goals (issue "Prove that the search finds better networks"):
 pick minus MobileNetV2 at least +1.0 with the lower end above 0; pick minus random at least +0.5
 with the lower end at or above -0.3; pick minus half-budget random search with the lower end
