@@ -50,7 +50,10 @@ kept run in about a third of the time. --reuse-alternatives (with --against; imp
 --picks-only) aims each seed's search at that run's T of the seed and pairs the pick with that
 run's alternatives too (random search, with its budget of that run's search time, MobileNetV2 at
 that T, the shallowest member: their accuracy as trained there, their latency measured again
-here), so that a variant or a new rule gets every `pick_minus_*` in a third of the time.
+here), so that a variant or a new rule gets every `pick_minus_*` in a third of the time. That T
+is scaled first by how much slower this machine runs that run's contenders now than when that
+run measured them (`target_scale` in each row): on this VM that changes by tens of % between
+days.
 
 --train-device cuda trains every contender on the GPU (the search's and the bench's latency stay
 on this machine's CPU). --set NAME=VALUE runs the search with a setting other than its default
@@ -140,10 +143,30 @@ def search_settings(args, seed):
                     threads=args.threads, train_device=args.train_device,
                     target_latency_fraction=args.target_fraction)
     if args.reuse_alternatives:  # the T that --against's alternatives were chosen for
-        settings["target_latency_ms"] = args.against_rows[seed]["target_ms"]
+        settings["target_latency_ms"] = scaled_target(args, seed)
     settings.update(QUICK_SEARCH if args.quick else {})
     settings.update(args.set)
     return settings
+
+
+def scaled_target(args, seed):
+    """--against's T of `seed`, times how much slower this machine runs that run's contenders
+    now than when it measured them (args.target_scale)."""
+    return round(args.against_rows[seed]["target_ms"] * args.target_scale, 3)
+
+
+def machine_drift(rows, device, rounds):
+    """How many times as long `device` takes now for `rows`' contenders (an --against run's) as
+    when that run measured them at its end: the median ratio over all of them, measured in
+    `rounds` interleaved rounds."""
+    then = {}
+    for row in rows:
+        for contender in (row.get(name) for name in MEASURED):
+            if contender and contender.get("latency_ms"):
+                arch = Architecture.from_dict(contender["arch"])
+                then[arch.hash] = (arch, contender["latency_ms"])
+    now = measure_interleaved(device, [arch for arch, _ in then.values()], rounds)
+    return statistics.median(now[key] / ms for key, (_, ms) in then.items())
 
 
 def parse_settings(pairs):
@@ -301,6 +324,8 @@ def evaluate_seed(args, seed):
                                                      2 if args.quick else args.rounds),
                       "shallowest": shallowest(space)}
     row = {"seed": seed, "target_ms": target, "search_s": round(search_s, 1),
+           **({"against_target_ms": args.against_rows[seed]["target_ms"],
+               "target_scale": round(args.target_scale, 4)} if args.reuse_alternatives else {}),
            "random_tried": len(candidates), "random_anytime": anytime(candidates),
            "test_images": len(test),
            "pick_shared_acc": summary["best"]["accuracy"]}
@@ -435,6 +460,12 @@ def main():
             if seed == args.seeds[0]:
                 ranking = kept["ranking"]
     print("seeds kept from an earlier run: {}".format(sorted(rows) or "none"), flush=True)
+    if args.reuse_alternatives:  # this VM's speed drifts by tens of % between days
+        args.target_scale = machine_drift([args.against_rows[seed] for seed in args.seeds],
+                                          LocalDevice(**MEASURING),
+                                          2 if args.quick else args.rounds)
+        print("this machine runs {}'s contenders {:.3f} times as long as it did then: its T of "
+              "each seed scaled by that".format(args.against, args.target_scale), flush=True)
     # spawn: a forked child of a process that has run torch's thread pool can hang
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = {pool.submit(evaluate_seed, args, seed): seed for seed in args.seeds
@@ -552,9 +583,9 @@ def load_row(args, seed):
                     **kept["settings"])
     if settings != row_settings(args):
         return None
-    if args.reuse_alternatives and kept["row"].get("target_ms") != \
+    if args.reuse_alternatives and kept["row"].get("against_target_ms") != \
             args.against_rows[seed]["target_ms"]:
-        return None  # searched at another T than this --against's
+        return None  # searched for another --against's T
     if seed == args.seeds[0] and not kept.get("ranking") and not args.picks_only:
         return None
     return kept

@@ -15,7 +15,8 @@ from processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from search_quality import (PAIRED_SETTINGS, ROW_SETTINGS, check_alternatives,  # noqa: E402
-                            load_against, load_row, mobilenet_v2_at, parse_settings)
+                            load_against, load_row, machine_drift, mobilenet_v2_at,
+                            parse_settings, scaled_target, shallowest)
 from pool_quality import load, pool  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -85,8 +86,9 @@ def test_the_search_quality_bench_reports_paired_intervals(tmp_path):
     # were trained there, all measured again here
     _, variant_rows, variant = bench(tmp_path / "variant", "--reuse-alternatives", "--against",
                                      str(first))
-    for row, kept in zip(rows, variant_rows):
-        assert kept["target_ms"] == row["target_ms"]
+    for row, kept in zip(rows, variant_rows):  # T scaled by the machine's drift since then
+        assert kept["against_target_ms"] == row["target_ms"]
+        assert kept["target_ms"] == round(row["target_ms"] * kept["target_scale"], 3)
         assert kept["random_budget_s"] == row["search_s"] and \
             kept["random_tried"] == row["random_tried"]
         for name in ("random", "random_half_budget", "mobilenetv2", "shallowest"):
@@ -190,11 +192,33 @@ def test_reused_alternatives_come_from_a_run_that_trained_them_at_the_kept_rows_
     args.seeds = [0]
     check_alternatives(args)
     kept = {k: getattr(args, k) for k in ROW_SETTINGS}
-    (tmp_path / "seed-0.json").write_text(json.dumps(
-        {"settings": kept, "row": {"seed": 0, "target_ms": 2.0}, "ranking": None}))
-    assert load_row(args, 0)["row"]["target_ms"] == 2.0
-    args.against_rows[0]["target_ms"] = 2.1  # searched for another T than this --against's
+    (tmp_path / "seed-0.json").write_text(json.dumps({"settings": kept, "row": {
+        "seed": 0, "target_ms": 2.4, "against_target_ms": 2.0}, "ranking": None}))
+    assert load_row(args, 0)["row"]["target_ms"] == 2.4
+    args.against_rows[0]["target_ms"] = 2.1  # searched for another --against's T
     assert load_row(args, 0) is None
+
+
+class SlowerDevice:
+    """Takes 1.25 times as long as the latencies in `then` (1.5 times for one architecture)."""
+
+    def __init__(self, then, outlier):
+        self.then, self.outlier = then, outlier
+
+    def measure(self, arch):
+        return {"min_ms": self.then[arch.hash] * (1.5 if arch.hash == self.outlier else 1.25)}
+
+
+def test_reused_alternatives_scale_t_by_how_much_slower_the_machine_runs_their_contenders():
+    space = SearchSpace(0.5, 32, 10, 1)
+    archs = [space.mobilenet_v2(), SearchSpace(0.3, 32, 10, 1).mobilenet_v2(), shallowest(space)]
+    rows = [{"pick": {"arch": archs[0].to_dict(), "latency_ms": 2.0},
+             "mobilenetv2": {"arch": archs[1].to_dict(), "latency_ms": 1.6},
+             "shallowest": {"arch": archs[2].to_dict(), "latency_ms": 0.8}, "random": None}]
+    then = dict(zip((arch.hash for arch in archs), (2.0, 1.6, 0.8)))
+    assert machine_drift(rows, SlowerDevice(then, archs[2].hash), 3) == pytest.approx(1.25)
+    args = argparse.Namespace(against_rows={4: {"target_ms": 2.0}}, target_scale=1.25)
+    assert scaled_target(args, 4) == 2.5
 
 
 def test_pool_pairs_the_seeds_of_several_results_of_one_variant(tmp_path):
