@@ -142,7 +142,8 @@ def search_settings(args, seed):
     settings = dict(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
                     threads=args.threads, train_device=args.train_device,
                     target_latency_fraction=args.target_fraction)
-    if args.reuse_alternatives:  # the T that --against's alternatives were chosen for
+    # the T that --against's alternatives were chosen for (specialise.py's args have none)
+    if getattr(args, "reuse_alternatives", False):
         settings["target_latency_ms"] = scaled_target(args, seed)
     settings.update(QUICK_SEARCH if args.quick else {})
     settings.update(args.set)
