@@ -120,7 +120,10 @@ def run_search(args, seed, out):
     'started' event (profiling and calibration done) to its 'finished' one."""
     if os.path.exists(out):
         shutil.rmtree(out)
-    settings = SearchConfig(**search_settings(args, seed)).validate()
+    own = search_settings(args, seed)
+    if args.reuse_alternatives:  # the T that --against's alternatives were chosen for
+        own["target_latency_ms"] = scaled_target(args, seed)  # (--set may not set it)
+    settings = SearchConfig(**own).validate()
     os.makedirs(args.out, exist_ok=True)
     settings_file = out + ".json"
     with open(settings_file, "w") as f:
@@ -142,9 +145,6 @@ def search_settings(args, seed):
     settings = dict(dataset=args.dataset, seed=seed, split_seed=args.split_seed,
                     threads=args.threads, train_device=args.train_device,
                     target_latency_fraction=args.target_fraction)
-    # the T that --against's alternatives were chosen for (specialise.py's args have none)
-    if getattr(args, "reuse_alternatives", False):
-        settings["target_latency_ms"] = scaled_target(args, seed)
     settings.update(QUICK_SEARCH if args.quick else {})
     settings.update(args.set)
     return settings
@@ -321,8 +321,7 @@ def evaluate_seed(args, seed):
         contenders = {"pick": pick,
                       "random": best_by(candidates, search_s),
                       "random_half_budget": best_by(candidates, search_s / 2),
-                      "mobilenetv2": mobilenet_v2_at(space, target, device,
-                                                     2 if args.quick else args.rounds),
+                      "mobilenetv2": mobilenet_v2_at(space, target, device, args.rounds),
                       "shallowest": shallowest(space)}
     row = {"seed": seed, "target_ms": target, "search_s": round(search_s, 1),
            **({"against_target_ms": args.against_rows[seed]["target_ms"],
@@ -374,9 +373,10 @@ def remeasure(rows, rounds):
     be."""
     entries = [(row[name], row["target_ms"], Architecture.from_dict(row[name]["arch"]))
                for row in rows for name in MEASURED if row.get(name) is not None]
-    widths = {row["seed"]: mobilenet_v2_widths(arch.resolution, arch.num_classes, arch.in_channels)
-              for row in rows if row.get("mobilenetv2")
-              for arch in [Architecture.from_dict(row["mobilenetv2"]["arch"])]}
+    mobilenets = {row["seed"]: Architecture.from_dict(row["mobilenetv2"]["arch"])
+                  for row in rows if row.get("mobilenetv2")}
+    widths = {seed: mobilenet_v2_widths(arch.resolution, arch.num_classes, arch.in_channels)
+              for seed, arch in mobilenets.items()}
     # one architecture, one figure: random search's best may stand twice, widths in every seed
     medians = measure_interleaved(LocalDevice(**MEASURING), [arch for _, _, arch in entries] + [
         arch for networks in widths.values() for arch in networks.values()], rounds)
@@ -385,10 +385,9 @@ def remeasure(rows, rounds):
         contender.update(latency_ms=round(latency, 3), over_target=round(latency / target, 3),
                          feasible=latency <= target)
     for row in rows:
-        if row["seed"] in widths:
+        if row["seed"] in mobilenets:
             widest = widest_under(widths[row["seed"]], medians, row["target_ms"])
-            row["mobilenetv2"]["widest_under_target"] = \
-                widest.hash == Architecture.from_dict(row["mobilenetv2"]["arch"]).hash
+            row["mobilenetv2"]["widest_under_target"] = widest.hash == mobilenets[row["seed"]].hash
 
 
 def main():
@@ -411,7 +410,8 @@ def main():
     p.add_argument("--tau-seeds", type=int, default=1,
                    help="training seeds per architecture of Kendall's tau (the mean is ranked)")
     p.add_argument("--rounds", type=int, default=5,
-                   help="interleaved rounds of the latency measured after all training")
+                   help="interleaved rounds of the latency measured after all training (and "
+                        "of MobileNetV2's widths, and of --reuse-alternatives' machine drift)")
     p.add_argument("--train-seeds", type=int, default=1,
                    help="trainings per contender, their mean its test accuracy (the same "
                         "training seeds for every contender of a seed)")
@@ -452,6 +452,7 @@ def main():
         p.error(str(e))
     if args.train_seeds < 1:
         p.error("--train-seeds: at least 1")
+    args.rounds = 2 if args.quick else args.rounds  # every measurement in rounds
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     started, rows, ranking = time.time(), {}, {}
     for seed in args.seeds if args.resume else ():
@@ -463,8 +464,7 @@ def main():
     print("seeds kept from an earlier run: {}".format(sorted(rows) or "none"), flush=True)
     if args.reuse_alternatives:  # this VM's speed drifts by tens of % between days
         args.target_scale = machine_drift([args.against_rows[seed] for seed in args.seeds],
-                                          LocalDevice(**MEASURING),
-                                          2 if args.quick else args.rounds)
+                                          LocalDevice(**MEASURING), args.rounds)
         print("this machine runs {}'s contenders {:.3f} times as long as it did then: its T of "
               "each seed scaled by that".format(args.against, args.target_scale), flush=True)
     # spawn: a forked child of a process that has run torch's thread pool can hang
@@ -489,7 +489,7 @@ def main():
             row["against"] = {k: other["pick"][k] for k in TRAINED}
         if args.reuse_alternatives:
             reuse_alternatives(row, other)
-    remeasure(rows, 2 if args.quick else args.rounds)
+    remeasure(rows, args.rounds)
     for row in rows:  # each contender by its hash: the architectures are in the run directories
         print(json.dumps({k: dict(v, arch=Architecture.from_dict(v["arch"]).hash)
                           if k in MEASURED and v else v for k, v in row.items()}), flush=True)
