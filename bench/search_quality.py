@@ -325,7 +325,7 @@ def evaluate_seed(args, seed):
                       "shallowest": shallowest(space)}
     row = {"seed": seed, "target_ms": target, "search_s": round(search_s, 1),
            **({"against_target_ms": args.against_rows[seed]["target_ms"],
-               "target_scale": round(args.target_scale, 4)} if args.reuse_alternatives else {}),
+               "target_scale": args.target_scale} if args.reuse_alternatives else {}),
            "random_tried": len(candidates), "random_anytime": anytime(candidates),
            "test_images": len(test),
            "pick_shared_acc": summary["best"]["accuracy"]}
